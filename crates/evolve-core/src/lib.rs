@@ -1,0 +1,14 @@
+//! Domain vocabulary shared by every EVOLVE Studio crate.
+//!
+//! This crate stays free of heavy dependencies (no SQLite, llama.cpp or candle) so that the
+//! types the engines exchange compile in a second and can be used from any shell (CLI, Tauri, HTTP).
+
+pub mod kinds;
+pub mod paths;
+pub mod sampling;
+
+pub use kinds::{
+    AdapterFormat, GenerationKind, PairKind, ParseKindError, ReviewState, RoundState, RunState,
+};
+pub use paths::DataDir;
+pub use sampling::SamplerConfig;

@@ -1,0 +1,36 @@
+//! Pure-Rust GGUF support for EVOLVE Studio.
+//!
+//! Why our own crate instead of going through llama.cpp: `evolve models info` and import
+//! validation must give a clear one-line error for a broken file *before* llama.cpp sees it
+//! (llama.cpp tends to abort or print pages of log), and tests need a tiny model that can be
+//! written deterministically without any download.
+//!
+//! - [`read_path`] parses and validates header, metadata and tensor infos (never tensor data).
+//! - [`GgufWriter`] writes GGUF v3 with F32 / F16 / Q8_0 tensors.
+//! - [`tiny`] writes a small random-weight Llama model that llama.cpp loads.
+//! - [`ModelSummary`] is what `evolve models info` prints.
+
+mod error;
+mod quant;
+mod reader;
+mod summary;
+mod types;
+mod value;
+mod writer;
+
+pub mod tiny;
+
+pub use error::GgufError;
+pub use quant::{dequantize_q8_0, f16_bytes_to_f32, quantize_q8_0, tensor_to_f32};
+pub use reader::{GgufFile, TensorInfo, read_path};
+pub use summary::ModelSummary;
+pub use types::GgmlType;
+pub use value::Value;
+pub use writer::{GgufWriter, TensorData};
+
+/// The four bytes every GGUF file starts with.
+pub const GGUF_MAGIC: [u8; 4] = *b"GGUF";
+/// The version [`GgufWriter`] writes.
+pub const GGUF_VERSION: u32 = 3;
+/// ggml's default tensor-data alignment, used when `general.alignment` is absent.
+pub const DEFAULT_ALIGNMENT: u64 = 32;

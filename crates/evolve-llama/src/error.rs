@@ -1,0 +1,25 @@
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LlamaError {
+    #[error("cannot start llama.cpp: {0}")]
+    Backend(String),
+    #[error("model file not found: {}", .0.display())]
+    NotFound(PathBuf),
+    #[error("llama.cpp could not load {}: {reason}", path.display())]
+    Load { path: PathBuf, reason: String },
+    #[error("llama.cpp could not create a context: {0}")]
+    Context(String),
+    #[error(
+        "prompt of {prompt_tokens} tokens plus {max_tokens} new tokens exceeds the context of {n_ctx} tokens"
+    )]
+    ContextOverflow {
+        prompt_tokens: usize,
+        max_tokens: u32,
+        n_ctx: u32,
+    },
+    #[error("llama.cpp decode failed: {0}")]
+    Decode(String),
+    #[error("empty prompt: nothing to condition the model on")]
+    EmptyPrompt,
+}

@@ -1,0 +1,161 @@
+//! Prompt datasets: a named import with numbered prompts split into train and eval.
+
+use crate::error::Context;
+use crate::sql::{json, now_ms, to_json};
+use crate::{DatasetId, PromptId, Store, StoreError};
+use rusqlite::{OptionalExtension, Row, params};
+use serde::Serialize;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Dataset {
+    pub id: DatasetId,
+    pub name: String,
+    pub source_path: Option<String>,
+    /// e.g. "jsonl", "csv", "builtin".
+    pub format: String,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct NewPrompt {
+    /// Position in the source file; with the dataset it identifies the prompt across re-imports.
+    pub idx: i64,
+    /// "train" or "eval" (enforced by a CHECK).
+    pub split: String,
+    pub prompt: String,
+    /// Gold answer or verifier target.
+    pub reference: Option<String>,
+    pub metadata: serde_json::Value,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Prompt {
+    pub id: PromptId,
+    pub dataset_id: DatasetId,
+    pub idx: i64,
+    pub split: String,
+    pub prompt: String,
+    pub reference: Option<String>,
+    pub metadata: serde_json::Value,
+}
+
+fn dataset_from_row(row: &Row) -> rusqlite::Result<Dataset> {
+    Ok(Dataset {
+        id: row.get("id")?,
+        name: row.get("name")?,
+        source_path: row.get("source_path")?,
+        format: row.get("format")?,
+        created_at: row.get("created_at")?,
+    })
+}
+
+fn prompt_from_row(row: &Row) -> rusqlite::Result<Prompt> {
+    Ok(Prompt {
+        id: row.get("id")?,
+        dataset_id: row.get("dataset_id")?,
+        idx: row.get("idx")?,
+        split: row.get("split")?,
+        prompt: row.get("prompt")?,
+        reference: row.get("reference")?,
+        metadata: json(row, "metadata_json")?,
+    })
+}
+
+impl Store {
+    /// Creates a dataset; names are unique, so importing under a taken name fails.
+    pub fn create_dataset(
+        &self,
+        name: &str,
+        source_path: Option<&str>,
+        format: &str,
+    ) -> Result<DatasetId, StoreError> {
+        self.conn
+            .execute(
+                "INSERT INTO datasets (name, source_path, format, created_at) VALUES (?1, ?2, ?3, ?4)",
+                params![name, source_path, format, now_ms()],
+            )
+            .context(|| format!("creating dataset '{name}'"))?;
+        Ok(DatasetId(self.conn.last_insert_rowid()))
+    }
+
+    pub fn get_dataset(&self, id: DatasetId) -> Result<Option<Dataset>, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT * FROM datasets WHERE id = ?1",
+                [id],
+                dataset_from_row,
+            )
+            .optional()?)
+    }
+
+    pub fn dataset_by_name(&self, name: &str) -> Result<Option<Dataset>, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT * FROM datasets WHERE name = ?1",
+                [name],
+                dataset_from_row,
+            )
+            .optional()?)
+    }
+
+    pub fn list_datasets(&self) -> Result<Vec<Dataset>, StoreError> {
+        let mut stmt = self.conn.prepare("SELECT * FROM datasets ORDER BY id")?;
+        let rows = stmt.query_map([], dataset_from_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Adds prompts in one transaction (all or none); prompts whose `idx` is already present
+    /// are skipped, so a resumed import does not duplicate. Returns how many were inserted.
+    pub fn add_prompts(
+        &self,
+        dataset: DatasetId,
+        prompts: &[NewPrompt],
+    ) -> Result<usize, StoreError> {
+        let tx = self.write_tx()?;
+        let mut inserted = 0;
+        {
+            let mut stmt = tx.prepare(
+                "INSERT INTO prompts (dataset_id, idx, split, prompt, reference, metadata_json)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (dataset_id, idx) DO NOTHING",
+            )?;
+            for p in prompts {
+                let metadata = to_json(&p.metadata)?;
+                inserted += stmt
+                    .execute(params![
+                        dataset,
+                        p.idx,
+                        p.split,
+                        p.prompt,
+                        p.reference,
+                        metadata
+                    ])
+                    .context(|| format!("adding prompt {} to dataset {dataset}", p.idx))?;
+            }
+        }
+        tx.commit()?;
+        Ok(inserted)
+    }
+
+    pub fn get_prompt(&self, id: PromptId) -> Result<Option<Prompt>, StoreError> {
+        Ok(self
+            .conn
+            .query_row("SELECT * FROM prompts WHERE id = ?1", [id], prompt_from_row)
+            .optional()?)
+    }
+
+    /// Prompts of a dataset in source order, optionally only one split ("train" / "eval").
+    pub fn list_prompts(
+        &self,
+        dataset: DatasetId,
+        split: Option<&str>,
+    ) -> Result<Vec<Prompt>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT * FROM prompts WHERE dataset_id = ?1 AND (?2 IS NULL OR split = ?2) ORDER BY idx")?;
+        let rows = stmt.query_map(params![dataset, split], prompt_from_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}

@@ -1,0 +1,108 @@
+use anyhow::Result;
+use clap::{Args, Subcommand};
+use evolve::Service;
+use evolve::store::Model;
+use std::path::{Path, PathBuf};
+
+#[derive(Subcommand)]
+pub enum ModelsCommand {
+    /// Validate a GGUF file and register it
+    Add {
+        path: PathBuf,
+        /// Display name [default: general.name from the file]
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// List registered models
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a GGUF file's metadata: architecture, parameters, context, chat template, quantization
+    Info(InfoArgs),
+}
+
+#[derive(Args)]
+pub struct InfoArgs {
+    /// A path to a GGUF file, or the id of a registered model
+    model: String,
+    #[arg(long)]
+    json: bool,
+}
+
+impl InfoArgs {
+    /// Plain paths are read directly, without opening the database.
+    pub fn is_path(&self) -> bool {
+        self.model.parse::<i64>().is_err()
+    }
+}
+
+pub fn run(cmd: ModelsCommand, service: &Service) -> Result<()> {
+    match cmd {
+        ModelsCommand::Add { path, name } => {
+            let (model, summary) = service.add_model(&path, name.as_deref())?;
+            println!(
+                "registered model {} '{}' ({}, {} parameters, {})",
+                model.id,
+                label(&model),
+                summary.architecture,
+                summary.parameter_count,
+                summary.quantization
+            );
+        }
+        ModelsCommand::List { json } => {
+            let models = service.list_models()?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&models)?);
+            } else if models.is_empty() {
+                println!("no models registered yet: `evolve models add FILE.gguf`");
+            } else {
+                println!(
+                    "{:>4}  {:<28} {:<8} {:>12}  {:<8} path",
+                    "id", "name", "arch", "parameters", "quant"
+                );
+                for m in models {
+                    println!(
+                        "{:>4}  {:<28} {:<8} {:>12}  {:<8} {}",
+                        m.id,
+                        label(&m),
+                        m.architecture.as_deref().unwrap_or("-"),
+                        m.parameter_count.unwrap_or(0),
+                        m.quantization.as_deref().unwrap_or("-"),
+                        m.path
+                    );
+                }
+            }
+        }
+        ModelsCommand::Info(args) => {
+            let path = service.resolve_model(&args.model)?;
+            print_info(&path, args.json)?;
+        }
+    }
+    Ok(())
+}
+
+/// What to call a model: the user's label, else the file's `general.name`.
+fn label(m: &Model) -> &str {
+    m.display_name
+        .as_deref()
+        .or(m.name.as_deref())
+        .unwrap_or("unnamed")
+}
+
+pub fn info_of_path(args: &InfoArgs) -> Result<()> {
+    print_info(Path::new(&args.model), args.json)
+}
+
+fn print_info(path: &Path, json: bool) -> Result<()> {
+    let summary = evolve::models::inspect(path)?.summary();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        print!("{}", summary.to_text());
+        if let Err(e) = evolve::models::check_trainable(&summary) {
+            println!("note: {e}");
+        }
+    }
+    Ok(())
+}

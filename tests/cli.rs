@@ -1,0 +1,322 @@
+//! End-to-end tests of the `evolve` binary: real files, real SQLite, real llama.cpp.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn evolve(data_dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_evolve"))
+        .args(args)
+        .env("EVOLVE_DATA_DIR", data_dir)
+        .output()
+        .expect("run evolve")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn tiny_model(dir: &Path, weight_type: &str) -> PathBuf {
+    let path = dir.join(format!("tiny-{weight_type}.gguf"));
+    let out = evolve(
+        dir,
+        &[
+            "fixture",
+            "random",
+            "--out",
+            path.to_str().unwrap(),
+            "--type",
+            weight_type,
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).starts_with(&format!("wrote {}", path.display())),
+        "{}",
+        stdout(&out)
+    );
+    path
+}
+
+/// Runs `models info` and asserts it failed with exactly one `error:` line.
+fn info_error(dir: &Path, file: &Path) -> String {
+    let out = evolve(dir, &["models", "info", file.to_str().unwrap()]);
+    assert!(
+        !out.status.success(),
+        "must exit non-zero for {}",
+        file.display()
+    );
+    let err = stderr(&out);
+    assert_eq!(err.lines().count(), 1, "one clear line, got: {err}");
+    assert!(err.starts_with("error: "), "{err}");
+    err
+}
+
+#[test]
+fn help_lists_the_commands() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = evolve(dir.path(), &["--help"]);
+    assert!(out.status.success());
+    let text = stdout(&out);
+    for cmd in ["start", "chat", "models", "db", "fixture"] {
+        assert!(text.contains(cmd), "--help lacks {cmd}: {text}");
+    }
+}
+
+#[test]
+fn fixture_is_deterministic() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = tiny_model(dir.path(), "q8_0");
+    let bytes_a = std::fs::read(&a).unwrap();
+    std::fs::remove_file(&a).unwrap();
+    let b = tiny_model(dir.path(), "q8_0");
+    assert_eq!(bytes_a, std::fs::read(b).unwrap());
+}
+
+#[test]
+fn models_info_prints_the_metadata_of_the_tiny_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_model(dir.path(), "q8_0");
+    let out = evolve(dir.path(), &["models", "info", model.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    for needle in ["llama", "evolve-tiny-random", "Q8_0", "512", "<|im_start|>"] {
+        assert!(text.contains(needle), "info lacks {needle}:\n{text}");
+    }
+    let out = evolve(
+        dir.path(),
+        &["models", "info", model.to_str().unwrap(), "--json"],
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["architecture"], "llama");
+    assert_eq!(json["context_length"], 512);
+    assert_eq!(json["quantization"], "Q8_0");
+    assert!(json["parameter_count"].as_u64().unwrap() > 100_000);
+}
+
+#[test]
+fn models_info_rejects_bad_files_with_one_clear_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = dir.path().join("notes.txt");
+    std::fs::write(&text, "these are not weights\n").unwrap();
+    let err = info_error(dir.path(), &text);
+    assert!(
+        err.contains("not a GGUF file") && err.contains("notes.txt"),
+        "{err}"
+    );
+
+    let empty = dir.path().join("empty.gguf");
+    std::fs::write(&empty, b"").unwrap();
+    let err = info_error(dir.path(), &empty);
+    assert!(
+        err.contains("not a GGUF file") && err.contains("is empty"),
+        "{err}"
+    );
+
+    let model = tiny_model(dir.path(), "f32");
+    let bytes = std::fs::read(&model).unwrap();
+    let truncated = dir.path().join("truncated.gguf");
+    std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
+    let err = info_error(dir.path(), &truncated);
+    assert!(
+        err.contains("truncated GGUF file") && err.contains("truncated.gguf"),
+        "{err}"
+    );
+
+    let missing = dir.path().join("missing.gguf");
+    let err = info_error(dir.path(), &missing);
+    assert!(err.contains("missing.gguf"), "{err}");
+}
+
+#[test]
+fn models_add_registers_once_and_lists() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_model(dir.path(), "q8_0");
+    for _ in 0..2 {
+        let out = evolve(
+            dir.path(),
+            &["models", "add", model.to_str().unwrap(), "--name", "tiny"],
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert!(
+            stdout(&out).starts_with("registered model 1 'tiny'"),
+            "{}",
+            stdout(&out)
+        );
+    }
+    let out = evolve(dir.path(), &["models", "list", "--json"]);
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    assert_eq!(list[0]["architecture"], "llama");
+    assert_eq!(list[0]["sha256"].as_str().unwrap().len(), 64);
+    // A registered id works wherever a model is expected.
+    let out = evolve(dir.path(), &["models", "info", "1"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("evolve-tiny-random"));
+    let out = evolve(dir.path(), &["models", "info", "7"]);
+    assert!(
+        stderr(&out).contains("no registered model with id 7"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn db_status_and_migrate() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let out = evolve(&data, &["db", "status"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("not created yet"), "{}", stdout(&out));
+    assert!(
+        !data.join("evolve.db").exists(),
+        "status must not create the database"
+    );
+
+    let out = evolve(&data, &["db", "migrate"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("migrated from schema version 0 to"),
+        "{}",
+        stdout(&out)
+    );
+    let out = evolve(&data, &["db", "migrate"]);
+    assert!(stdout(&out).contains("is up to date"), "{}", stdout(&out));
+
+    let out = evolve(&data, &["db", "status"]);
+    let text = stdout(&out);
+    assert!(text.contains("0 pending"), "{text}");
+    assert!(
+        text.contains("generations") && text.contains("pairs"),
+        "{text}"
+    );
+}
+
+#[test]
+fn data_dir_flag_overrides_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let flag_dir = dir.path().join("flag");
+    let out = Command::new(env!("CARGO_BIN_EXE_evolve"))
+        .args(["--data-dir", flag_dir.to_str().unwrap(), "db", "migrate"])
+        .env("EVOLVE_DATA_DIR", dir.path().join("env"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(flag_dir.join("evolve.db").exists());
+    assert!(!dir.path().join("env").exists());
+}
+
+#[test]
+fn chat_answers_deterministically_for_a_seed() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_model(dir.path(), "q8_0");
+    let ask = |seed: &str| {
+        let out = evolve(
+            dir.path(),
+            &[
+                "chat",
+                "--model",
+                model.to_str().unwrap(),
+                "--max-tokens",
+                "16",
+                "--seed",
+                seed,
+                "--threads",
+                "2",
+                "2+2?",
+            ],
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert!(stderr(&out).contains("tokens/s"), "{}", stderr(&out));
+        stdout(&out)
+    };
+    let a = ask("3");
+    assert_eq!(a, ask("3"));
+    assert!(!a.trim().is_empty());
+    assert_ne!(a, ask("4"));
+}
+
+#[test]
+fn start_builds_the_default_model_and_answers_from_stdin() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_evolve"))
+        .args(["start", "--max-tokens", "8", "--threads", "2"])
+        .env("EVOLVE_DATA_DIR", dir.path())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"hello\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(dir.path().join("models/tiny-random.gguf").exists());
+    assert!(
+        stdout(&out).contains("evolve-tiny-random"),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(
+        stderr(&out).matches("tokens/s").count(),
+        1,
+        "one answer: {}",
+        stderr(&out)
+    );
+    let out = evolve(dir.path(), &["models", "list"]);
+    assert!(
+        stdout(&out).contains("tiny random (built in)"),
+        "{}",
+        stdout(&out)
+    );
+}
+
+#[test]
+fn unsupported_files_are_refused_clearly() {
+    use evolve::gguf::{GgufWriter, TensorData, Value};
+    let dir = tempfile::tempdir().unwrap();
+
+    // A well-formed GGUF of an architecture the trainer cannot rebuild: `info` shows it, `add` refuses it.
+    let bert = dir.path().join("bert.gguf");
+    let mut w = GgufWriter::new();
+    w.add_metadata("general.architecture", Value::String("bert".into()));
+    w.add_tensor(
+        "token_embd.weight",
+        vec![32, 4],
+        TensorData::F32(vec![0.0; 128]),
+    )
+    .unwrap();
+    w.write_to_path(&bert).unwrap();
+    let out = evolve(dir.path(), &["models", "info", bert.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("note: unsupported architecture 'bert'"),
+        "{}",
+        stdout(&out)
+    );
+    let out = evolve(dir.path(), &["models", "add", bert.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("error: unsupported architecture 'bert'") && err.contains("llama, qwen2"),
+        "{err}"
+    );
+    let out = evolve(dir.path(), &["models", "list", "--json"]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "[]",
+        "nothing registered"
+    );
+
+    // A future GGUF version.
+    let future = dir.path().join("future.gguf");
+    let mut bytes = b"GGUF".to_vec();
+    bytes.extend_from_slice(&9u32.to_le_bytes());
+    bytes.extend_from_slice(&[0u8; 16]);
+    std::fs::write(&future, bytes).unwrap();
+    let err = info_error(dir.path(), &future);
+    assert!(err.contains("unsupported GGUF version 9"), "{err}");
+}
