@@ -5,7 +5,9 @@ set -euo pipefail
 
 # llama.cpp's C++ (cmake, clang/libclang for bindgen), SQLite's C (cc), and ccache so that
 # llama.cpp's ~6 min compile is paid once per machine rather than once per build variant.
-EVOLVE_APT_PACKAGES=(build-essential pkg-config cmake clang libclang-dev libssl-dev ccache git)
+# The desktop app (Tauri v2) needs WebKitGTK 4.1 and GTK 3.
+EVOLVE_APT_PACKAGES=(build-essential pkg-config cmake clang libclang-dev libssl-dev ccache git
+  libwebkit2gtk-4.1-dev libgtk-3-dev librsvg2-dev libxdo-dev)
 
 evolve_missing_packages() {
   local missing=()
