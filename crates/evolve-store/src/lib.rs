@@ -178,6 +178,19 @@ impl Store {
         &self.conn
     }
 
+    /// Runs a query and maps every row; the statement is cached, since list queries repeat
+    /// (monitors poll them).
+    pub(crate) fn query_list<T>(
+        &self,
+        sql: &str,
+        params: impl rusqlite::Params,
+        map: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    ) -> Result<Vec<T>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(sql)?;
+        let rows = stmt.query_map(params, map)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// Runs `f` in one `BEGIN IMMEDIATE` transaction: committed if `f` returns `Ok`, rolled back
     /// otherwise. Immediate, because a deferred read-then-write can fail with SQLITE_BUSY
     /// without waiting when another connection commits in between.

@@ -96,16 +96,14 @@ impl Store {
 
     /// Adapters trained on `model`, oldest first.
     pub fn adapters_of_model(&self, model: ModelId) -> Result<Vec<Adapter>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT * FROM adapters WHERE base_model_id = ?1 ORDER BY id")?;
-        let rows = stmt.query_map([model], adapter_from_row)?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        self.query_list(
+            "SELECT * FROM adapters WHERE base_model_id = ?1 ORDER BY id",
+            [model],
+            adapter_from_row,
+        )
     }
 
     pub fn list_adapters(&self) -> Result<Vec<Adapter>, StoreError> {
-        let mut stmt = self.conn.prepare("SELECT * FROM adapters ORDER BY id")?;
-        let rows = stmt.query_map([], adapter_from_row)?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        self.query_list("SELECT * FROM adapters ORDER BY id", [], adapter_from_row)
     }
 }

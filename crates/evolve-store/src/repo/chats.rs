@@ -135,11 +135,11 @@ impl Store {
 
     /// Chats, most recently active first.
     pub fn list_chats(&self) -> Result<Vec<Chat>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT * FROM chats ORDER BY updated_at DESC, id DESC")?;
-        let rows = stmt.query_map([], chat_from_row)?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        self.query_list(
+            "SELECT * FROM chats ORDER BY updated_at DESC, id DESC",
+            [],
+            chat_from_row,
+        )
     }
 
     /// Appends a message and bumps the chat's `updated_at`, atomically.
@@ -173,10 +173,10 @@ impl Store {
     /// Messages of a chat in the order they were added; step cards are grouped under their
     /// assistant message by `refinement_of`, not by position.
     pub fn messages_of(&self, chat: ChatId) -> Result<Vec<Message>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT * FROM messages WHERE chat_id = ?1 ORDER BY id")?;
-        let rows = stmt.query_map([chat], message_from_row)?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        self.query_list(
+            "SELECT * FROM messages WHERE chat_id = ?1 ORDER BY id",
+            [chat],
+            message_from_row,
+        )
     }
 }

@@ -101,9 +101,7 @@ impl Store {
     }
 
     pub fn list_datasets(&self) -> Result<Vec<Dataset>, StoreError> {
-        let mut stmt = self.conn.prepare("SELECT * FROM datasets ORDER BY id")?;
-        let rows = stmt.query_map([], dataset_from_row)?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        self.query_list("SELECT * FROM datasets ORDER BY id", [], dataset_from_row)
     }
 
     /// Adds prompts in one transaction (all or none); prompts whose `idx` is already present
@@ -152,10 +150,6 @@ impl Store {
         dataset: DatasetId,
         split: Option<&str>,
     ) -> Result<Vec<Prompt>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT * FROM prompts WHERE dataset_id = ?1 AND (?2 IS NULL OR split = ?2) ORDER BY idx")?;
-        let rows = stmt.query_map(params![dataset, split], prompt_from_row)?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        self.query_list("SELECT * FROM prompts WHERE dataset_id = ?1 AND (?2 IS NULL OR split = ?2) ORDER BY idx", params![dataset, split], prompt_from_row)
     }
 }

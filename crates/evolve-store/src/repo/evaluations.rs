@@ -102,11 +102,11 @@ impl Store {
 
     /// Evaluations attached to any round of `run`, by round then metric.
     pub fn evaluations_of_run(&self, run: RunId) -> Result<Vec<Evaluation>, StoreError> {
-        let mut stmt = self.conn.prepare(
+        self.query_list(
             "SELECT e.* FROM evaluations e JOIN rounds r ON r.id = e.round_id
              WHERE r.run_id = ?1 ORDER BY r.round_index, e.metric, e.id",
-        )?;
-        let rows = stmt.query_map([run], evaluation_from_row)?;
-        Ok(rows.collect::<Result<_, _>>()?)
+            [run],
+            evaluation_from_row,
+        )
     }
 }

@@ -147,11 +147,7 @@ impl Store {
 
     /// All generations of a round, grouped by prompt, sample and step.
     pub fn generations_of_round(&self, round: RoundId) -> Result<Vec<Generation>, StoreError> {
-        let mut stmt = self.conn.prepare(
-            "SELECT * FROM generations WHERE round_id = ?1 ORDER BY prompt_id, sample_index, step_index, id",
-        )?;
-        let rows = stmt.query_map([round], generation_from_row)?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        self.query_list("SELECT * FROM generations WHERE round_id = ?1 ORDER BY prompt_id, sample_index, step_index, id", [round], generation_from_row)
     }
 
     /// The chain ending at `id`, root (initial answer) first, following parent links.
@@ -202,10 +198,10 @@ impl Store {
     }
 
     pub fn scores_of(&self, generation: GenerationId) -> Result<Vec<Score>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT * FROM scores WHERE generation_id = ?1 ORDER BY scorer")?;
-        let rows = stmt.query_map([generation], score_from_row)?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        self.query_list(
+            "SELECT * FROM scores WHERE generation_id = ?1 ORDER BY scorer",
+            [generation],
+            score_from_row,
+        )
     }
 }

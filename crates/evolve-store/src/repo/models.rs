@@ -106,11 +106,11 @@ impl Store {
     }
 
     pub fn list_models(&self) -> Result<Vec<Model>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare(&format!("SELECT {COLUMNS} FROM models ORDER BY id"))?;
-        let rows = stmt.query_map([], model_from_row)?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        self.query_list(
+            &format!("SELECT {COLUMNS} FROM models ORDER BY id"),
+            [],
+            model_from_row,
+        )
     }
 
     pub fn set_model_display_name(

@@ -135,9 +135,7 @@ impl Store {
             }
         }
         sql.push_str(" ORDER BY id");
-        let mut stmt = self.conn.prepare(&sql)?;
-        let rows = stmt.query_map(args.as_slice(), pair_from_row)?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        self.query_list(&sql, args.as_slice(), pair_from_row)
     }
 
     /// Records the user's review. `Edited` needs the replacement chosen text, and only `Edited`

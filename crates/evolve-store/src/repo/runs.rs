@@ -88,9 +88,7 @@ impl Store {
     }
 
     pub fn list_runs(&self) -> Result<Vec<Run>, StoreError> {
-        let mut stmt = self.conn.prepare("SELECT * FROM runs ORDER BY id")?;
-        let rows = stmt.query_map([], run_from_row)?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        self.query_list("SELECT * FROM runs ORDER BY id", [], run_from_row)
     }
 
     pub fn set_run_state(&self, id: RunId, state: RunState) -> Result<(), StoreError> {
@@ -132,11 +130,11 @@ impl Store {
     }
 
     pub fn rounds_of_run(&self, run: RunId) -> Result<Vec<Round>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT * FROM rounds WHERE run_id = ?1 ORDER BY round_index")?;
-        let rows = stmt.query_map([run], round_from_row)?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        self.query_list(
+            "SELECT * FROM rounds WHERE run_id = ?1 ORDER BY round_index",
+            [run],
+            round_from_row,
+        )
     }
 
     /// Moves a round to `state` and records `error` (`None` clears it). The first move out of

@@ -159,11 +159,11 @@ impl Store {
     }
 
     pub fn training_runs_of_round(&self, round: RoundId) -> Result<Vec<TrainingRun>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT * FROM training_runs WHERE round_id = ?1 ORDER BY id")?;
-        let rows = stmt.query_map([round], training_run_from_row)?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        self.query_list(
+            "SELECT * FROM training_runs WHERE round_id = ?1 ORDER BY id",
+            [round],
+            training_run_from_row,
+        )
     }
 
     /// Moves a training run to `state`, recording `error` (`None` clears it). `running` stamps
@@ -258,11 +258,11 @@ impl Store {
         run: TrainingRunId,
         after_step: i64,
     ) -> Result<Vec<TrainingMetric>, StoreError> {
-        let mut stmt = self.conn.prepare(
+        self.query_list(
             "SELECT step, epoch, metrics_json FROM training_metrics
              WHERE training_run_id = ?1 AND step > ?2 ORDER BY step",
-        )?;
-        let rows = stmt.query_map(params![run, after_step], metric_from_row)?;
-        Ok(rows.collect::<Result<_, _>>()?)
+            params![run, after_step],
+            metric_from_row,
+        )
     }
 }
