@@ -3,12 +3,18 @@
 //! This crate stays free of heavy dependencies (no SQLite, llama.cpp or candle) so that the
 //! types the engines exchange compile in a second and can be used from any shell (CLI, Tauri, HTTP).
 
+pub mod generate;
 pub mod kinds;
 pub mod paths;
+pub mod refine;
 pub mod sampling;
 
+pub use generate::{
+    ChatMessage, Completion, GenerateError, GenerationEvent, GenerationRequest, Generator, Role,
+};
 pub use kinds::{
     AdapterFormat, GenerationKind, PairKind, ParseKindError, ReviewState, RoundState, RunState,
 };
 pub use paths::DataDir;
+pub use refine::{ChainStart, RefinementStep, RefinementTemplate, refine_chain, refine_chains};
 pub use sampling::SamplerConfig;

@@ -1,20 +1,25 @@
-//! One loaded model and the single-sequence decode loop used for chat and checks.
-//! (Batched multi-sequence sampling builds on the same pieces.)
+//! One loaded model, its LoRA adapters, and the single-sequence decode loop used for chat.
+//!
+//! Contexts are created per call: llama.cpp loads an adapter through `&mut model`, which is
+//! impossible while a context borrows the model, so the engine owns the model and the adapters
+//! and every call builds a fresh context with the active adapter applied. (Batched sampling is
+//! in `batch.rs`, log-probabilities in `logprob.rs`.)
 
 use crate::LlamaError;
+use crate::adapter::{AdapterId, BaseTensors, LoadedAdapter};
+use crate::sampler::build_sampler;
 use crate::stream::TextStream;
-use evolve_core::SamplerConfig;
+use evolve_core::{ChatMessage, SamplerConfig};
 use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::context::params::LlamaContextParams;
 use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::model::params::LlamaModelParams;
-use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 use std::time::Instant;
 
 static BACKEND: OnceLock<Result<LlamaBackend, String>> = OnceLock::new();
@@ -39,8 +44,10 @@ pub fn backend() -> Result<&'static LlamaBackend, LlamaError> {
 pub struct EngineOptions {
     pub n_threads: i32,
     pub n_gpu_layers: u32,
-    /// Context length in tokens; 0 uses the model's training context.
+    /// Context length in tokens per sequence; 0 uses the model's training context.
     pub n_ctx: u32,
+    /// Most sequences batched sampling decodes together (its slots).
+    pub n_parallel: usize,
 }
 
 impl Default for EngineOptions {
@@ -50,6 +57,7 @@ impl Default for EngineOptions {
             n_threads: cores as i32,
             n_gpu_layers: 0,
             n_ctx: 0,
+            n_parallel: 8,
         }
     }
 }
@@ -64,10 +72,26 @@ pub struct GenerationOutput {
     pub duration_ms: u64,
 }
 
+/// Work counters, so tests and the UI can see what batching saved.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EngineStats {
+    /// Prompts evaluated (a prompt shared by several samples counts once).
+    pub prompt_evals: u64,
+    pub prompt_tokens_evaluated: u64,
+    pub generated_tokens: u64,
+    /// `llama_decode` calls.
+    pub decode_calls: u64,
+}
+
 pub struct LlamaEngine {
-    model: LlamaModel,
+    pub(crate) model: LlamaModel,
     path: PathBuf,
-    options: EngineOptions,
+    pub(crate) options: EngineOptions,
+    pub(crate) adapters: Vec<LoadedAdapter>,
+    pub(crate) active_adapter: Option<(AdapterId, f32)>,
+    /// The base model's tensor table, read on the first adapter load.
+    pub(crate) base_tensors: Option<BaseTensors>,
+    stats: Mutex<EngineStats>,
 }
 
 impl LlamaEngine {
@@ -86,7 +110,60 @@ impl LlamaEngine {
             model,
             path: path.to_path_buf(),
             options,
+            adapters: Vec::new(),
+            active_adapter: None,
+            base_tensors: None,
+            stats: Mutex::new(EngineStats::default()),
         })
+    }
+
+    pub fn stats(&self) -> EngineStats {
+        *self.stats.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn reset_stats(&self) {
+        *self.stats.lock().unwrap_or_else(|p| p.into_inner()) = EngineStats::default();
+    }
+
+    pub(crate) fn count(&self, f: impl FnOnce(&mut EngineStats)) {
+        f(&mut self.stats.lock().unwrap_or_else(|p| p.into_inner()));
+    }
+
+    /// `llama_decode`, counted.
+    pub(crate) fn decode(
+        &self,
+        ctx: &mut LlamaContext<'_>,
+        batch: &mut LlamaBatch<'_>,
+    ) -> Result<(), LlamaError> {
+        self.count(|s| s.decode_calls += 1);
+        ctx.decode(batch)
+            .map_err(|e| LlamaError::Decode(e.to_string()))
+    }
+
+    /// Tokens one sequence may hold (prompt plus answer).
+    pub fn n_ctx_per_sequence(&self) -> u32 {
+        if self.options.n_ctx == 0 {
+            self.model.n_ctx_train()
+        } else {
+            self.options.n_ctx
+        }
+    }
+
+    /// Refuses a request that cannot fit one sequence, before any work is done.
+    pub(crate) fn check_fits(
+        &self,
+        prompt_tokens: usize,
+        max_tokens: u32,
+    ) -> Result<(), LlamaError> {
+        let n_ctx = self.n_ctx_per_sequence();
+        if prompt_tokens + max_tokens as usize > n_ctx as usize {
+            return Err(LlamaError::ContextOverflow {
+                prompt_tokens,
+                max_tokens,
+                n_ctx,
+            });
+        }
+        Ok(())
     }
 
     pub fn path(&self) -> &Path {
@@ -121,6 +198,12 @@ impl LlamaEngine {
 
     /// Formats a single user turn with the model's chat template and a generation prompt.
     pub fn format_user_prompt(&self, user: &str) -> Result<String, LlamaError> {
+        self.format_chat(&[ChatMessage::user(user)])
+    }
+
+    /// Formats a conversation with the model's chat template (llama.cpp's built-in template
+    /// matcher, not Jinja), ending with the assistant's generation prompt.
+    pub fn format_chat(&self, messages: &[ChatMessage]) -> Result<String, LlamaError> {
         use llama_cpp_2::model::LlamaChatMessage;
         let tmpl = self
             .model
@@ -129,29 +212,50 @@ impl LlamaEngine {
                 path: self.path.clone(),
                 reason: format!("chat template: {e}"),
             })?;
-        let msg = LlamaChatMessage::new("user".into(), user.into())
+        let msgs = messages
+            .iter()
+            .map(|m| LlamaChatMessage::new(m.role.as_str().into(), m.content.clone()))
+            .collect::<Result<Vec<_>, _>>()
             .map_err(|e| LlamaError::Decode(format!("chat message: {e}")))?;
         self.model
-            .apply_chat_template(&tmpl, &[msg], true)
+            .apply_chat_template(&tmpl, &msgs, true)
             .map_err(|e| LlamaError::Decode(format!("cannot apply the model's chat template: {e}")))
     }
 
     fn context(&self, n_tokens_needed: usize) -> Result<LlamaContext<'_>, LlamaError> {
-        let n_ctx = if self.options.n_ctx == 0 {
-            self.model.n_ctx_train()
-        } else {
-            self.options.n_ctx
-        };
-        let n_batch = (n_tokens_needed as u32).clamp(1, n_ctx.max(1));
+        let n_ctx = self.n_ctx_per_sequence();
+        self.new_context(n_ctx, (n_tokens_needed as u32).clamp(1, n_ctx.max(1)), 1)
+    }
+
+    /// A context with the active adapter applied. The KV cache is unified (one pool of cells for
+    /// all sequences) so that sequences sharing a prompt share its cells instead of copying them.
+    pub(crate) fn new_context(
+        &self,
+        n_ctx: u32,
+        n_batch: u32,
+        n_seq: u32,
+    ) -> Result<LlamaContext<'_>, LlamaError> {
         let params = LlamaContextParams::default()
             .with_n_ctx(NonZeroU32::new(n_ctx))
             .with_n_batch(n_batch)
-            .with_n_ubatch(n_batch)
+            .with_n_ubatch(n_batch.min(512))
+            .with_n_seq_max(n_seq)
+            .with_kv_unified(true)
             .with_n_threads(self.options.n_threads)
             .with_n_threads_batch(self.options.n_threads);
-        self.model
+        let mut ctx = self
+            .model
             .new_context(backend()?, params)
-            .map_err(|e| LlamaError::Context(e.to_string()))
+            .map_err(|e| LlamaError::Context(e.to_string()))?;
+        if let Some((id, scale)) = self.active_adapter {
+            let mut handle = self.adapters[id.0]
+                .handle
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            ctx.lora_adapter_set(&mut handle, scale)
+                .map_err(|e| LlamaError::Context(format!("cannot apply adapter: {e}")))?;
+        }
+        Ok(ctx)
     }
 
     /// Logits of the last position after evaluating `tokens` (used to compare engines and adapters).
@@ -166,8 +270,11 @@ impl LlamaEngine {
                 .add(LlamaToken(t), i as i32, &[0], i + 1 == tokens.len())
                 .map_err(|e| LlamaError::Decode(e.to_string()))?;
         }
-        ctx.decode(&mut batch)
-            .map_err(|e| LlamaError::Decode(e.to_string()))?;
+        self.count(|s| {
+            s.prompt_evals += 1;
+            s.prompt_tokens_evaluated += tokens.len() as u64;
+        });
+        self.decode(&mut ctx, &mut batch)?;
         Ok(ctx.get_logits_ith(batch.n_tokens() - 1).to_vec())
     }
 
@@ -185,19 +292,8 @@ impl LlamaEngine {
         if prompt_tokens.is_empty() {
             return Err(LlamaError::EmptyPrompt);
         }
-        let n_ctx = if self.options.n_ctx == 0 {
-            self.model.n_ctx_train()
-        } else {
-            self.options.n_ctx
-        };
         // Policy: refuse up front rather than truncate silently or run out of KV cells mid-answer.
-        if prompt_tokens.len() + sampler_cfg.max_tokens as usize > n_ctx as usize {
-            return Err(LlamaError::ContextOverflow {
-                prompt_tokens: prompt_tokens.len(),
-                max_tokens: sampler_cfg.max_tokens,
-                n_ctx,
-            });
-        }
+        self.check_fits(prompt_tokens.len(), sampler_cfg.max_tokens)?;
         let mut ctx = self.context(prompt_tokens.len())?;
         let mut sampler = build_sampler(sampler_cfg, self.model.n_vocab());
         let mut batch = LlamaBatch::new(prompt_tokens.len().max(1), 1);
@@ -206,8 +302,11 @@ impl LlamaEngine {
                 .add(LlamaToken(t), i as i32, &[0], i + 1 == prompt_tokens.len())
                 .map_err(|e| LlamaError::Decode(e.to_string()))?;
         }
-        ctx.decode(&mut batch)
-            .map_err(|e| LlamaError::Decode(e.to_string()))?;
+        self.count(|s| {
+            s.prompt_evals += 1;
+            s.prompt_tokens_evaluated += prompt_tokens.len() as u64;
+        });
+        self.decode(&mut ctx, &mut batch)?;
 
         let vocab = self.model.vocab();
         let mut stream = TextStream::new(&sampler_cfg.stop);
@@ -221,6 +320,7 @@ impl LlamaEngine {
                 break;
             }
             out_tokens.push(token.0);
+            self.count(|s| s.generated_tokens += 1);
             let pushed = stream.push(&vocab.token_to_piece(token, false, None));
             let keep_going = on_piece(&pushed.text); // called every token, so cancellation is immediate
             if pushed.stopped {
@@ -235,8 +335,7 @@ impl LlamaEngine {
                 .add(token, pos, &[0], true)
                 .map_err(|e| LlamaError::Decode(e.to_string()))?;
             pos += 1;
-            ctx.decode(&mut batch)
-                .map_err(|e| LlamaError::Decode(e.to_string()))?;
+            self.decode(&mut ctx, &mut batch)?;
         }
         let tail = stream.finish();
         if !tail.is_empty() {
@@ -250,29 +349,4 @@ impl LlamaEngine {
             duration_ms: started.elapsed().as_millis() as u64,
         })
     }
-}
-
-/// The sampler chain in llama.cpp's usual order: penalties, top-k, top-p, min-p, temperature, draw.
-fn build_sampler(cfg: &SamplerConfig, n_vocab: i32) -> LlamaSampler {
-    if cfg.is_greedy() {
-        return LlamaSampler::greedy();
-    }
-    let mut chain = Vec::new();
-    if cfg.repeat_penalty != 1.0 {
-        chain.push(LlamaSampler::penalties(
-            n_vocab,
-            64,
-            cfg.repeat_penalty,
-            0.0,
-            0.0,
-        ));
-    }
-    if cfg.top_k > 0 {
-        chain.push(LlamaSampler::top_k(cfg.top_k));
-    }
-    chain.push(LlamaSampler::top_p(cfg.top_p, 1));
-    chain.push(LlamaSampler::min_p(cfg.min_p, 1));
-    chain.push(LlamaSampler::temp(cfg.temperature));
-    chain.push(LlamaSampler::dist(cfg.seed));
-    LlamaSampler::chain_simple(chain)
 }

@@ -22,4 +22,6 @@ pub enum LlamaError {
     Decode(String),
     #[error("empty prompt: nothing to condition the model on")]
     EmptyPrompt,
+    #[error("LoRA adapter {} does not fit the model: {reason}", path.display())]
+    AdapterMismatch { path: PathBuf, reason: String },
 }

@@ -3,11 +3,24 @@
 //! llama.cpp allows one backend per process, so [`backend()`] hands out a shared one; every
 //! [`LlamaEngine`] borrows it. Model loading checks the file first so that a missing or
 //! foreign file gives a clear error instead of llama.cpp's null pointer.
+//!
+//! - `engine.rs`: model, adapters, single-sequence chat generation.
+//! - `batch.rs`: many samples decoded together, prompts evaluated once.
+//! - `logprob.rs`: log-probability of a given answer.
+//! - `adapter.rs`: LoRA adapter validation.
+//! - `generator.rs`: the engine behind [`evolve_core::Generator`].
 
+mod adapter;
+mod batch;
 mod engine;
 mod error;
+mod generator;
+mod logprob;
+mod sampler;
 mod stream;
 
-pub use engine::{EngineOptions, GenerationOutput, LlamaEngine, backend};
+pub use adapter::{AdapterId, AdapterInfo};
+pub use engine::{EngineOptions, EngineStats, GenerationOutput, LlamaEngine, backend};
 pub use error::LlamaError;
+pub use logprob::{SequenceLogprob, log_softmax_at};
 pub use stream::{Pushed, TextStream};

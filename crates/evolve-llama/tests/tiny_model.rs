@@ -19,11 +19,14 @@ fn tiny(weight_type: WeightType) -> PathBuf {
     path
 }
 
+/// One thread: with more, ggml's spinning workers make these tests slow when other processes
+/// share a small machine.
 fn options() -> EngineOptions {
     EngineOptions {
-        n_threads: 2,
+        n_threads: 1,
         n_gpu_layers: 0,
         n_ctx: 256,
+        ..EngineOptions::default()
     }
 }
 

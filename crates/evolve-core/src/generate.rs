@@ -1,0 +1,137 @@
+//! The engine-independent generation interface.
+//!
+//! Collection, refinement and the UI talk to a [`Generator`] so that they never see llama.cpp
+//! types, and so that they can be tested with a scripted fake.
+
+use crate::SamplerConfig;
+use serde::{Deserialize, Serialize};
+
+/// Who speaks a chat turn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    System,
+    User,
+    Assistant,
+}
+
+impl Role {
+    /// The role name chat templates expect.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::System => "system",
+            Role::User => "user",
+            Role::Assistant => "assistant",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatMessage {
+    pub role: Role,
+    pub content: String,
+}
+
+impl ChatMessage {
+    pub fn system(content: impl Into<String>) -> Self {
+        Self {
+            role: Role::System,
+            content: content.into(),
+        }
+    }
+    pub fn user(content: impl Into<String>) -> Self {
+        Self {
+            role: Role::User,
+            content: content.into(),
+        }
+    }
+    pub fn assistant(content: impl Into<String>) -> Self {
+        Self {
+            role: Role::Assistant,
+            content: content.into(),
+        }
+    }
+}
+
+/// `n` samples of one already formatted prompt. Sample `i` is drawn with seed
+/// `sampler.seed + i` (wrapping), so each sample is reproducible on its own.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GenerationRequest {
+    pub prompt: String,
+    pub sampler: SamplerConfig,
+    pub n: usize,
+}
+
+impl GenerationRequest {
+    pub fn new(prompt: impl Into<String>, sampler: SamplerConfig, n: usize) -> Self {
+        Self {
+            prompt: prompt.into(),
+            sampler,
+            n,
+        }
+    }
+
+    /// The seed sample `sample` of this request is drawn with.
+    pub fn sample_seed(&self, sample: usize) -> u32 {
+        self.sampler.seed.wrapping_add(sample as u32)
+    }
+}
+
+/// One sampled answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Completion {
+    pub text: String,
+    pub tokens: Vec<i32>,
+    pub prompt_tokens: usize,
+    /// True when the model ended the answer itself (end-of-generation token or a stop string);
+    /// false when `max_tokens` or a cancellation cut it.
+    pub stopped: bool,
+    /// From the request's start to this sample's end (samples of one batch overlap).
+    pub duration_ms: u64,
+    pub seed: u32,
+}
+
+/// Progress reported while a batch runs. The callback returns `false` to cancel the whole call.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum GenerationEvent {
+    /// Text of sample `sample` of request `request` that became safe to show (may be empty: an
+    /// incomplete UTF-8 character or a possible stop string is held back).
+    Token {
+        request: usize,
+        sample: usize,
+        text: String,
+    },
+    /// That sample is complete; its [`Completion`] is in the result. (Not sent for samples cut
+    /// short by a cancellation.)
+    Finished {
+        request: usize,
+        sample: usize,
+        stopped: bool,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum GenerateError {
+    #[error("request {request}: {reason}")]
+    InvalidRequest { request: usize, reason: String },
+    /// The engine's own error (e.g. `evolve_llama::LlamaError`); downcast for details.
+    #[error(transparent)]
+    Engine(Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// Something that turns prompts into sampled answers.
+pub trait Generator {
+    /// Formats a conversation with the model's chat template, ending with the assistant's turn.
+    fn format_chat(&self, messages: &[ChatMessage]) -> Result<String, GenerateError>;
+
+    /// Runs every request; result `[r][i]` is sample `i` of request `r`.
+    ///
+    /// When `events` returns `false` the call stops at once and returns what exists: samples
+    /// that had started keep their partial text, samples that had not started are missing
+    /// (so an inner `Vec` may be shorter than `n`).
+    fn generate_batch(
+        &mut self,
+        requests: &[GenerationRequest],
+        events: &mut dyn FnMut(GenerationEvent) -> bool,
+    ) -> Result<Vec<Vec<Completion>>, GenerateError>;
+}

@@ -1,0 +1,449 @@
+//! Self-refinement: the model rewrites its own previous answer, step by step.
+//!
+//! EVOLVE chains `x → y1`, then `(x, y1, z) → y2`, `(x, y2, z) → y3`, … with a fixed refinement
+//! prompt `z` and no separate critique turn. The paper's exact `z` is not published, so
+//! [`RefinementTemplate::default`] is our own wording; it is configurable and stored with the
+//! data it produced.
+
+use crate::SamplerConfig;
+use crate::generate::{
+    ChatMessage, Completion, GenerateError, GenerationEvent, GenerationRequest, Generator,
+};
+use serde::{Deserialize, Serialize};
+
+/// Our default `z` (not the paper's text, which is unknown).
+pub const DEFAULT_REFINE_INSTRUCTION: &str = "Review your previous answer to my question. \
+Correct any mistakes, fill in anything missing and keep what is already right. \
+Reply with the complete improved answer only.";
+
+/// How a refinement step is put to the model.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "layout", rename_all = "snake_case")]
+pub enum RefinementTemplate {
+    /// user: question, assistant: previous answer, user: `instruction` (the default), so the
+    /// model sees its answer as its own turn, like the chain it is trained on.
+    MultiTurn {
+        system: Option<String>,
+        instruction: String,
+    },
+    /// One user turn; `{question}` and `{previous_answer}` in `template` are replaced. For
+    /// models whose template handles multi-turn chats badly.
+    SingleTurn {
+        system: Option<String>,
+        template: String,
+    },
+}
+
+impl Default for RefinementTemplate {
+    fn default() -> Self {
+        RefinementTemplate::MultiTurn {
+            system: None,
+            instruction: DEFAULT_REFINE_INSTRUCTION.to_string(),
+        }
+    }
+}
+
+impl RefinementTemplate {
+    /// The conversation that asks for a better answer than `previous_answer`.
+    pub fn render_messages(&self, question: &str, previous_answer: &str) -> Vec<ChatMessage> {
+        let (system, turns) = match self {
+            RefinementTemplate::MultiTurn {
+                system,
+                instruction,
+            } => (
+                system,
+                vec![
+                    ChatMessage::user(question),
+                    ChatMessage::assistant(previous_answer),
+                    ChatMessage::user(instruction.as_str()),
+                ],
+            ),
+            RefinementTemplate::SingleTurn { system, template } => (
+                system,
+                vec![ChatMessage::user(
+                    template
+                        .replace("{question}", question)
+                        .replace("{previous_answer}", previous_answer),
+                )],
+            ),
+        };
+        system
+            .iter()
+            .map(|s| ChatMessage::system(s.as_str()))
+            .chain(turns)
+            .collect()
+    }
+
+    /// The conversation of the first, direct answer (same system prompt as the refinements).
+    pub fn render_question(&self, question: &str) -> Vec<ChatMessage> {
+        let system = match self {
+            RefinementTemplate::MultiTurn { system, .. }
+            | RefinementTemplate::SingleTurn { system, .. } => system,
+        };
+        system
+            .iter()
+            .map(|s| ChatMessage::system(s.as_str()))
+            .chain([ChatMessage::user(question)])
+            .collect()
+    }
+}
+
+/// One answer of a chain: step 0 is the direct answer, step `k` refines step `k - 1`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RefinementStep {
+    pub step_index: usize,
+    pub parent_index: Option<usize>,
+    /// The formatted prompt the answer was generated from.
+    pub prompt: String,
+    pub completion: Completion,
+}
+
+/// Where a chain starts: its question and, optionally, an answer to refine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChainStart<'a> {
+    pub question: &'a str,
+    pub first_answer: Option<&'a str>,
+}
+
+/// Generates the direct answer (unless `first_answer` is given) and `steps` refinements.
+///
+/// Step `k` samples with seed `sampler.seed + k`, so a chain is reproducible. A given
+/// `first_answer` becomes step 0 as a completion with no tokens (it was not generated here).
+/// Events carry `request = step_index`, `sample = 0`. If `events` returns `false`, the chain ends
+/// with the step that was cancelled (its partial answer included).
+pub fn refine_chain(
+    generator: &mut dyn Generator,
+    question: &str,
+    first_answer: Option<&str>,
+    steps: usize,
+    template: &RefinementTemplate,
+    sampler: &SamplerConfig,
+    events: &mut dyn FnMut(GenerationEvent) -> bool,
+) -> Result<Vec<RefinementStep>, GenerateError> {
+    let start = ChainStart {
+        question,
+        first_answer,
+    };
+    let mut chains = refine_chains(
+        generator,
+        &[start],
+        steps,
+        template,
+        sampler,
+        &mut |_, e| events(e),
+    )?;
+    Ok(chains.pop().unwrap_or_default())
+}
+
+/// Runs many chains in lockstep: step `k` of every chain is one
+/// [`Generator::generate_batch`] call, so the engine decodes the chains together (and evaluates
+/// a prompt they share, such as step 0 of chains with the same question, once).
+///
+/// Chain `c` samples step `k` with seed `sampler.seed + c * (steps + 1) + k`, so chain 0 is
+/// exactly [`refine_chain`]. Events come as `(chain, event)` with the event's `request` set to
+/// the step index and `sample` to 0. If `events` returns `false`, every chain ends with the
+/// step that was running (its partial answer included, where it had started).
+pub fn refine_chains(
+    generator: &mut dyn Generator,
+    starts: &[ChainStart<'_>],
+    steps: usize,
+    template: &RefinementTemplate,
+    sampler: &SamplerConfig,
+    events: &mut dyn FnMut(usize, GenerationEvent) -> bool,
+) -> Result<Vec<Vec<RefinementStep>>, GenerateError> {
+    let seed = |chain: usize, step: usize| {
+        sampler
+            .seed
+            .wrapping_add((chain * (steps + 1) + step) as u32)
+    };
+    let mut first_prompts = Vec::with_capacity(starts.len());
+    let mut chains: Vec<Vec<RefinementStep>> = Vec::with_capacity(starts.len());
+    for (c, start) in starts.iter().enumerate() {
+        let prompt = generator.format_chat(&template.render_question(start.question))?;
+        let given = start.first_answer.map(|answer| RefinementStep {
+            step_index: 0,
+            parent_index: None,
+            prompt: prompt.clone(),
+            completion: Completion {
+                text: answer.to_string(),
+                tokens: Vec::new(),
+                prompt_tokens: 0,
+                stopped: true,
+                duration_ms: 0,
+                seed: seed(c, 0),
+            },
+        });
+        chains.push(given.into_iter().collect());
+        first_prompts.push(prompt);
+    }
+    for step in 0..=steps {
+        let mut owners = Vec::new();
+        let mut requests = Vec::new();
+        for (c, chain) in chains
+            .iter()
+            .enumerate()
+            .filter(|(_, chain)| chain.len() == step)
+        {
+            let prompt = match chain.last() {
+                None => first_prompts[c].clone(),
+                Some(prev) => generator.format_chat(
+                    &template.render_messages(starts[c].question, &prev.completion.text),
+                )?,
+            };
+            let cfg = SamplerConfig {
+                seed: seed(c, step),
+                ..sampler.clone()
+            };
+            requests.push(GenerationRequest::new(prompt, cfg, 1));
+            owners.push(c);
+        }
+        if requests.is_empty() {
+            continue;
+        }
+        let mut cancelled = false;
+        let mut forward = |event: GenerationEvent| {
+            let (chain, event) = match event {
+                GenerationEvent::Token { request, text, .. } => (
+                    owners[request],
+                    GenerationEvent::Token {
+                        request: step,
+                        sample: 0,
+                        text,
+                    },
+                ),
+                GenerationEvent::Finished {
+                    request, stopped, ..
+                } => (
+                    owners[request],
+                    GenerationEvent::Finished {
+                        request: step,
+                        sample: 0,
+                        stopped,
+                    },
+                ),
+            };
+            cancelled = !events(chain, event);
+            !cancelled
+        };
+        let results = generator.generate_batch(&requests, &mut forward)?;
+        for ((request, samples), &c) in requests.into_iter().zip(results).zip(&owners) {
+            if let Some(completion) = samples.into_iter().next() {
+                chains[c].push(RefinementStep {
+                    step_index: step,
+                    parent_index: step.checked_sub(1),
+                    prompt: request.prompt,
+                    completion,
+                });
+            }
+        }
+        if cancelled {
+            break;
+        }
+    }
+    Ok(chains)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Answers with a counter and echoes the last user turn, so tests can see what it was shown.
+    struct Scripted {
+        calls: usize,
+    }
+
+    impl Generator for Scripted {
+        fn format_chat(&self, messages: &[ChatMessage]) -> Result<String, GenerateError> {
+            Ok(messages
+                .iter()
+                .map(|m| format!("[{}]{}", m.role.as_str(), m.content))
+                .collect())
+        }
+        fn generate_batch(
+            &mut self,
+            requests: &[GenerationRequest],
+            events: &mut dyn FnMut(GenerationEvent) -> bool,
+        ) -> Result<Vec<Vec<Completion>>, GenerateError> {
+            self.calls += 1;
+            let mut out = Vec::new();
+            for (r, request) in requests.iter().enumerate() {
+                let text = format!("answer{}.{r}", self.calls);
+                let go_on = events(GenerationEvent::Token {
+                    request: r,
+                    sample: 0,
+                    text: text.clone(),
+                });
+                out.push(vec![Completion {
+                    text,
+                    tokens: vec![1],
+                    prompt_tokens: request.prompt.len(),
+                    stopped: go_on,
+                    duration_ms: 0,
+                    seed: request.sample_seed(0),
+                }]);
+                if !go_on {
+                    break;
+                }
+            }
+            Ok(out)
+        }
+    }
+
+    #[test]
+    fn multi_turn_default_puts_the_previous_answer_in_the_assistant_turn() {
+        let m = RefinementTemplate::default().render_messages("Q?", "A.");
+        assert_eq!(
+            m,
+            [
+                ChatMessage::user("Q?"),
+                ChatMessage::assistant("A."),
+                ChatMessage::user(DEFAULT_REFINE_INSTRUCTION)
+            ]
+        );
+    }
+
+    #[test]
+    fn single_turn_template_fills_both_placeholders_after_the_system_turn() {
+        let t = RefinementTemplate::SingleTurn {
+            system: Some("be brief".into()),
+            template: "Q: {question}\nA: {previous_answer}\nImprove it.".into(),
+        };
+        let m = t.render_messages("2+2?", "5");
+        assert_eq!(
+            m,
+            [
+                ChatMessage::system("be brief"),
+                ChatMessage::user("Q: 2+2?\nA: 5\nImprove it.")
+            ]
+        );
+        assert_eq!(
+            t.render_question("2+2?"),
+            [ChatMessage::system("be brief"), ChatMessage::user("2+2?")]
+        );
+    }
+
+    #[test]
+    fn chain_links_parents_feeds_previous_answers_and_seeds_steps() {
+        let mut g = Scripted { calls: 0 };
+        let mut tokens = Vec::new();
+        let chain = refine_chain(
+            &mut g,
+            "Q?",
+            None,
+            3,
+            &RefinementTemplate::default(),
+            &SamplerConfig {
+                seed: 10,
+                ..Default::default()
+            },
+            &mut |e| {
+                if let GenerationEvent::Token { request, .. } = e {
+                    tokens.push(request);
+                }
+                true
+            },
+        )
+        .unwrap();
+        assert_eq!(chain.len(), 4);
+        assert_eq!(tokens, [0, 1, 2, 3], "events are tagged with the step");
+        for (i, step) in chain.iter().enumerate() {
+            assert_eq!(step.step_index, i);
+            assert_eq!(step.parent_index, i.checked_sub(1));
+            assert_eq!(step.completion.seed, 10 + i as u32);
+        }
+        assert_eq!(chain[0].prompt, "[user]Q?");
+        assert!(
+            chain[2].prompt.contains("[assistant]answer2"),
+            "{}",
+            chain[2].prompt
+        );
+    }
+
+    #[test]
+    fn given_first_answer_is_step_zero_and_cancel_ends_the_chain() {
+        let mut g = Scripted { calls: 0 };
+        let chain = refine_chain(
+            &mut g,
+            "Q?",
+            Some("mine"),
+            5,
+            &RefinementTemplate::default(),
+            &SamplerConfig::default(),
+            &mut |_| false,
+        )
+        .unwrap();
+        assert_eq!(g.calls, 1);
+        assert_eq!(chain.len(), 2);
+        assert_eq!(chain[0].completion.text, "mine");
+        assert!(chain[1].prompt.contains("[assistant]mine"));
+        assert!(!chain[1].completion.stopped);
+    }
+
+    #[test]
+    fn chains_run_in_lockstep_one_batch_per_step_with_their_own_seeds() {
+        let mut g = Scripted { calls: 0 };
+        let starts = [
+            ChainStart {
+                question: "Q1",
+                first_answer: None,
+            },
+            ChainStart {
+                question: "Q2",
+                first_answer: Some("given"),
+            },
+            ChainStart {
+                question: "Q1",
+                first_answer: None,
+            },
+        ];
+        let mut seen = Vec::new();
+        let chains = refine_chains(
+            &mut g,
+            &starts,
+            2,
+            &RefinementTemplate::default(),
+            &SamplerConfig {
+                seed: 100,
+                ..Default::default()
+            },
+            &mut |chain, e| {
+                if let GenerationEvent::Token { request, .. } = e {
+                    seen.push((chain, request));
+                }
+                true
+            },
+        )
+        .unwrap();
+        assert_eq!(g.calls, 3, "one generate_batch call per step");
+        seen.sort();
+        assert_eq!(
+            seen,
+            [
+                (0, 0),
+                (0, 1),
+                (0, 2),
+                (1, 1),
+                (1, 2),
+                (2, 0),
+                (2, 1),
+                (2, 2)
+            ]
+        );
+        for (c, chain) in chains.iter().enumerate() {
+            assert_eq!(chain.len(), 3);
+            for (k, step) in chain.iter().enumerate() {
+                assert_eq!((step.step_index, step.parent_index), (k, k.checked_sub(1)));
+                assert_eq!(step.completion.seed, 100 + (c * 3 + k) as u32);
+            }
+        }
+        assert_eq!(chains[1][0].completion.text, "given");
+        assert!(chains[1][1].prompt.contains("[user]Q2[assistant]given"));
+        // At step 1 chain 2 is the third request of the second call.
+        assert!(
+            chains[2][1].prompt.contains("[assistant]answer1.1"),
+            "{}",
+            chains[2][1].prompt
+        );
+        assert_eq!(chains[2][1].completion.text, "answer2.2");
+    }
+}

@@ -1,0 +1,27 @@
+//! [`LlamaEngine`] as the engine-independent [`Generator`].
+
+use crate::LlamaError;
+use crate::engine::LlamaEngine;
+use evolve_core::{
+    ChatMessage, Completion, GenerateError, GenerationEvent, GenerationRequest, Generator,
+};
+
+impl From<LlamaError> for GenerateError {
+    fn from(e: LlamaError) -> Self {
+        GenerateError::Engine(Box::new(e))
+    }
+}
+
+impl Generator for LlamaEngine {
+    fn format_chat(&self, messages: &[ChatMessage]) -> Result<String, GenerateError> {
+        Ok(LlamaEngine::format_chat(self, messages)?)
+    }
+
+    fn generate_batch(
+        &mut self,
+        requests: &[GenerationRequest],
+        events: &mut dyn FnMut(GenerationEvent) -> bool,
+    ) -> Result<Vec<Vec<Completion>>, GenerateError> {
+        Ok(LlamaEngine::generate_batch(self, requests, events)?)
+    }
+}
