@@ -1,27 +1,44 @@
 //! The training engine on candle. It reads the very GGUF file the user chats with, so the model
 //! that is trained and the model that is served can never drift apart.
 //!
-//! This first layer loads and dequantizes GGUF tensors into candle; the differentiable Llama,
-//! LoRA, the EVOLVE-DPO loss and adapter export build on it.
+//! - [`LlamaModel`]: differentiable Llama/Qwen2 forward pass over the dequantized GGUF weights,
+//!   matching llama.cpp's logits.
+//! - [`Lora`]: trainable adapters; the base stays frozen, and the reference policy is the same
+//!   model with the adapter off.
+//! - [`loss`]: sequence log-probs, DPO (sigmoid/IPO) with TRL's metrics, the EVOLVE objective.
+//! - [`Trainer`]: the optimisation loop with schedules, clipping, cancellation and checkpoints.
+//! - [`export`]: GGUF LoRA for llama.cpp and PEFT safetensors for transformers.
+
+mod batch;
+mod config;
+mod error;
+pub mod export;
+pub mod lora;
+pub mod loss;
+mod model;
+pub mod ops;
+pub mod optim;
+mod trainer;
+
+#[cfg(test)]
+mod gradcheck;
+
+pub use config::{Architecture, LlamaConfig, RopeLayout};
+pub use error::{Result, TrainError};
+pub use lora::{Lora, LoraConfig, LoraPair, LoraTarget};
+pub use model::LlamaModel;
+pub use trainer::{
+    CHECKPOINT_OPTIMIZER, CHECKPOINT_STATE, CHECKPOINT_WEIGHTS, StepMetrics, TrainConfig,
+    TrainOutcome, Trainer, data_fingerprint,
+};
 
 use candle_core::quantized::gguf_file;
 use candle_core::{Device, Tensor};
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-
-#[derive(Debug, thiserror::Error)]
-pub enum TrainError {
-    #[error("cannot open {}: {source}", path.display())]
-    Open {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("candle cannot read {}: {reason}", path.display())]
-    Read { path: PathBuf, reason: String },
-}
+use std::path::Path;
 
 /// Every tensor of a GGUF file dequantized to f32, in PyTorch order (`[out, in]` for matrices).
-pub fn load_gguf_f32(path: &Path, device: &Device) -> Result<BTreeMap<String, Tensor>, TrainError> {
+pub fn load_gguf_f32(path: &Path, device: &Device) -> Result<BTreeMap<String, Tensor>> {
     let mut file = std::fs::File::open(path).map_err(|source| TrainError::Open {
         path: path.into(),
         source,

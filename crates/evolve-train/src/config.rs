@@ -1,0 +1,157 @@
+//! Model hyper-parameters read from GGUF metadata, the way llama.cpp reads them.
+
+use crate::{Result, TrainError};
+use evolve_gguf::{GgufFile, Value};
+
+/// Architectures whose forward pass this crate reproduces exactly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Architecture {
+    Llama,
+    Qwen2,
+}
+
+impl Architecture {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Architecture::Llama => "llama",
+            Architecture::Qwen2 => "qwen2",
+        }
+    }
+
+    /// llama.cpp's rope type for the architecture (`llama_model_rope_type`).
+    pub fn rope_layout(self) -> RopeLayout {
+        match self {
+            Architecture::Llama => RopeLayout::AdjacentPairs,
+            Architecture::Qwen2 => RopeLayout::Halves,
+        }
+    }
+}
+
+/// Which dimensions RoPE rotates together.
+///
+/// `llama` GGUFs had their q/k rows permuted by the HF→GGUF converter, so llama.cpp rotates
+/// adjacent pairs (`LLAMA_ROPE_TYPE_NORM`); `qwen2` is converted unpermuted and rotates the two
+/// halves like HF (`LLAMA_ROPE_TYPE_NEOX`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RopeLayout {
+    /// (x[2i], x[2i+1]) — ggml NORM.
+    AdjacentPairs,
+    /// (x[i], x[i + d/2]) — ggml NEOX.
+    Halves,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct LlamaConfig {
+    pub architecture: Architecture,
+    pub n_embd: usize,
+    pub n_layer: usize,
+    pub n_head: usize,
+    pub n_head_kv: usize,
+    pub head_dim: usize,
+    pub n_ff: usize,
+    pub n_vocab: usize,
+    pub context_length: usize,
+    /// How many leading dimensions of each head RoPE rotates (the rest pass through).
+    pub rope_dims: usize,
+    pub rope_freq_base: f64,
+    /// Position multiplier from linear RoPE scaling (`1/factor`); 1 without scaling.
+    pub rope_freq_scale: f64,
+    pub rms_eps: f64,
+    /// True when the file has no `output.weight` and the embedding doubles as the LM head.
+    pub tied_embeddings: bool,
+}
+
+impl LlamaConfig {
+    pub fn from_gguf(file: &GgufFile) -> Result<Self> {
+        let arch_name = file
+            .architecture()
+            .ok_or_else(|| TrainError::Metadata("general.architecture".into()))?;
+        let architecture = match arch_name {
+            "llama" => Architecture::Llama,
+            "qwen2" => Architecture::Qwen2,
+            other => return Err(TrainError::UnsupportedArchitecture(other.into())),
+        };
+        let key = |suffix: &str| format!("{arch_name}.{suffix}");
+        let required = |suffix: &str| -> Result<usize> {
+            file.arch_u64(suffix)
+                .map(|v| v as usize)
+                .filter(|&v| v > 0)
+                .ok_or_else(|| TrainError::Metadata(key(suffix)))
+        };
+        let float = |suffix: &str| file.get(&key(suffix)).and_then(Value::as_f64);
+
+        let n_embd = required("embedding_length")?;
+        let n_layer = required("block_count")?;
+        let n_head = required("attention.head_count")?;
+        let n_head_kv = file
+            .arch_u64("attention.head_count_kv")
+            .map_or(n_head, |v| v as usize);
+        let n_ff = required("feed_forward_length")?;
+        if !n_embd.is_multiple_of(n_head) || n_head_kv == 0 || !n_head.is_multiple_of(n_head_kv) {
+            return Err(TrainError::Metadata(format!(
+                "{} / {} (n_embd {n_embd}, n_head {n_head}, n_head_kv {n_head_kv})",
+                key("attention.head_count"),
+                key("attention.head_count_kv")
+            )));
+        }
+        let head_dim = file
+            .arch_u64("attention.key_length")
+            .map_or(n_embd / n_head, |v| v as usize);
+        if head_dim * n_head != n_embd {
+            return Err(TrainError::Metadata(format!(
+                "{} (head size {head_dim} × {n_head} heads ≠ {n_embd})",
+                key("attention.key_length")
+            )));
+        }
+        let rope_dims = file
+            .arch_u64("rope.dimension_count")
+            .map_or(head_dim, |v| v as usize);
+        if rope_dims == 0 || rope_dims > head_dim || !rope_dims.is_multiple_of(2) {
+            return Err(TrainError::Metadata(key("rope.dimension_count")));
+        }
+        let rms_eps = float("attention.layer_norm_rms_epsilon")
+            .ok_or_else(|| TrainError::Metadata(key("attention.layer_norm_rms_epsilon")))?;
+        let n_vocab = match file.arch_u64("vocab_size") {
+            Some(v) => v as usize,
+            None => file
+                .get("tokenizer.ggml.tokens")
+                .and_then(Value::as_array)
+                .map(<[Value]>::len)
+                .ok_or_else(|| TrainError::Metadata(key("vocab_size")))?,
+        };
+        let rope_freq_scale = match file.get_str(&key("rope.scaling.type")) {
+            None | Some("none") => 1.0,
+            Some("linear") => {
+                1.0 / float("rope.scaling.factor")
+                    .filter(|f| *f > 0.0)
+                    .unwrap_or(1.0)
+            }
+            Some(other) => {
+                return Err(TrainError::Metadata(format!(
+                    "{} = '{other}' (only linear RoPE scaling is supported)",
+                    key("rope.scaling.type")
+                )));
+            }
+        };
+        Ok(LlamaConfig {
+            architecture,
+            n_embd,
+            n_layer,
+            n_head,
+            n_head_kv,
+            head_dim,
+            n_ff,
+            n_vocab,
+            context_length: file.arch_u64("context_length").map_or(4096, |v| v as usize),
+            rope_dims,
+            rope_freq_base: float("rope.freq_base").unwrap_or(10_000.0),
+            rope_freq_scale,
+            rms_eps,
+            tied_embeddings: file.tensor("output.weight").is_none(),
+        })
+    }
+
+    pub fn kv_dim(&self) -> usize {
+        self.n_head_kv * self.head_dim
+    }
+}

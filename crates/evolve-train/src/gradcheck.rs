@@ -1,0 +1,82 @@
+//! Central finite-difference gradient checks (f64), used by the tests of every custom op and
+//! of the full loss: candle drops gradients silently, so only a numerical check catches it.
+
+use crate::model::LlamaModel;
+use candle_core::{DType, Device, Result, Tensor, Var};
+use evolve_gguf::tiny::SplitMix64;
+
+/// A deterministic f64 tensor with entries ~ N(0, std²).
+pub fn randn(seed: u64, shape: &[usize], std: f64) -> Tensor {
+    let mut rng = SplitMix64::new(seed);
+    let n = shape.iter().product();
+    let v: Vec<f64> = (0..n).map(|_| rng.next_normal() * std).collect();
+    Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+}
+
+pub fn randn_var(seed: u64, shape: &[usize], std: f64) -> Var {
+    Var::from_tensor(&randn(seed, shape, std)).unwrap()
+}
+
+/// Asserts that `∂f/∂x` from backprop matches `(f(x+h) - f(x-h)) / 2h` on up to `max_checks`
+/// entries of `x` (spread evenly), and that the gradient is not identically zero.
+/// Returns the largest relative error seen.
+pub fn assert_grad_matches(
+    label: &str,
+    x: &Var,
+    f: impl Fn() -> Result<Tensor>,
+    max_checks: usize,
+) -> f64 {
+    assert_eq!(x.dtype(), DType::F64, "{label}: gradient checks need f64");
+    let h = 1e-6;
+    let loss = f().unwrap();
+    let grads = loss.backward().unwrap();
+    let analytic = grads
+        .get(x.as_tensor())
+        .unwrap_or_else(|| panic!("{label}: no gradient reached the variable"))
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f64>()
+        .unwrap();
+    let shape = x.shape().clone();
+    let base = x
+        .as_tensor()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f64>()
+        .unwrap();
+    let n = base.len();
+    let stride = n.div_ceil(max_checks).max(1);
+    let eval_at = |i: usize, delta: f64| {
+        let mut v = base.clone();
+        v[i] += delta;
+        x.set(&Tensor::from_vec(v, &shape, &Device::Cpu).unwrap())
+            .unwrap();
+        f().unwrap().to_scalar::<f64>().unwrap()
+    };
+    let scale = analytic.iter().fold(0f64, |m, g| m.max(g.abs()));
+    assert!(scale > 1e-10, "{label}: the gradient is identically zero");
+    let mut worst = 0f64;
+    for i in (0..n).step_by(stride) {
+        let numeric = (eval_at(i, h) - eval_at(i, -h)) / (2.0 * h);
+        let err = (analytic[i] - numeric).abs() / (numeric.abs() + 1e-3 * scale + 1e-12);
+        worst = worst.max(err);
+        assert!(
+            err < 1e-4,
+            "{label}[{i}]: backprop {} vs finite difference {numeric} (rel. error {err:e})",
+            analytic[i]
+        );
+    }
+    x.set(&Tensor::from_vec(base, &shape, &Device::Cpu).unwrap())
+        .unwrap();
+    worst
+}
+
+/// The tiny random Llama in f64, for gradient checks (the directory must outlive the model).
+pub fn tiny_model_f64() -> (tempfile::TempDir, LlamaModel) {
+    use evolve_gguf::tiny::{TinyLlamaConfig, WeightType, write_tiny_llama};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tiny.gguf");
+    write_tiny_llama(&path, &TinyLlamaConfig::default(), WeightType::F32).unwrap();
+    let model = LlamaModel::load(&path, &Device::Cpu, DType::F64).unwrap();
+    (dir, model)
+}

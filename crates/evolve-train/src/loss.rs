@@ -1,0 +1,469 @@
+//! Preference losses, following TRL's `DPOTrainer` maths and metric names.
+//!
+//! The EVOLVE objective is DPO on direct pairs (x → y_w ≻ y_l) plus λ·DPO on refinement pairs
+//! ((x, y_l, refine-template) → y_w ≻ y_l), plus an optional α·NLL on the chosen answers
+//! (TRL's `rpo_alpha`), which keeps chosen likelihoods from collapsing.
+
+pub use crate::batch::{SequenceBatch, answer_logps, sequence_logps, sft_nll};
+use crate::lora::Lora;
+use crate::model::LlamaModel;
+use crate::ops::log_sigmoid;
+use crate::{Result, TrainError};
+use candle_core::{DType, Tensor};
+use evolve_core::PairKind;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum DpoKind {
+    /// `-log σ(β·h)`, the original DPO loss.
+    #[default]
+    Sigmoid,
+    /// `(h − 1/(2β))²` on length-normalised log-probs (IPO), robust to deterministic preferences.
+    Ipo,
+}
+
+/// TRL's DPO metrics, averaged over the pairs they were computed on.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct DpoMetrics {
+    /// `rewards/chosen` = β(π_c − ref_c).
+    pub rewards_chosen: f64,
+    pub rewards_rejected: f64,
+    /// `rewards/margins` = chosen − rejected rewards.
+    pub rewards_margins: f64,
+    /// `rewards/accuracies`: fraction of pairs whose chosen reward beats the rejected one.
+    pub rewards_accuracies: f64,
+    /// `logps/chosen`: policy log-prob of the chosen answers.
+    pub logps_chosen: f64,
+    pub logps_rejected: f64,
+    pub n_pairs: usize,
+}
+
+impl DpoMetrics {
+    /// The metrics under the names TRL logs them.
+    pub fn named(&self) -> [(&'static str, f64); 6] {
+        [
+            ("rewards/chosen", self.rewards_chosen),
+            ("rewards/rejected", self.rewards_rejected),
+            ("rewards/margins", self.rewards_margins),
+            ("rewards/accuracies", self.rewards_accuracies),
+            ("logps/chosen", self.logps_chosen),
+            ("logps/rejected", self.logps_rejected),
+        ]
+    }
+
+    /// Pair-weighted average of two sets of metrics (for accumulating micro-batches).
+    pub fn merge(&self, other: &DpoMetrics) -> DpoMetrics {
+        let n = self.n_pairs + other.n_pairs;
+        if n == 0 {
+            return DpoMetrics::default();
+        }
+        let (a, b) = (
+            self.n_pairs as f64 / n as f64,
+            other.n_pairs as f64 / n as f64,
+        );
+        let mix = |x: f64, y: f64| a * x + b * y;
+        DpoMetrics {
+            rewards_chosen: mix(self.rewards_chosen, other.rewards_chosen),
+            rewards_rejected: mix(self.rewards_rejected, other.rewards_rejected),
+            rewards_margins: mix(self.rewards_margins, other.rewards_margins),
+            rewards_accuracies: mix(self.rewards_accuracies, other.rewards_accuracies),
+            logps_chosen: mix(self.logps_chosen, other.logps_chosen),
+            logps_rejected: mix(self.logps_rejected, other.logps_rejected),
+            n_pairs: n,
+        }
+    }
+}
+
+/// Per-pair DPO losses `[n]` and the metrics. Reference log-probs are constants.
+pub fn dpo_losses(
+    policy_chosen: &Tensor,
+    policy_rejected: &Tensor,
+    ref_chosen: &Tensor,
+    ref_rejected: &Tensor,
+    beta: f64,
+    kind: DpoKind,
+) -> Result<(Tensor, DpoMetrics)> {
+    let chosen_ratio = (policy_chosen - ref_chosen.detach())?;
+    let rejected_ratio = (policy_rejected - ref_rejected.detach())?;
+    let h = (&chosen_ratio - &rejected_ratio)?;
+    let losses = match kind {
+        DpoKind::Sigmoid => log_sigmoid(&(&h * beta)?)?.neg()?,
+        DpoKind::Ipo => ((h - 1.0 / (2.0 * beta))?).sqr()?,
+    };
+    let vals =
+        |t: &Tensor| -> Result<Vec<f64>> { Ok(t.detach().to_dtype(DType::F64)?.to_vec1::<f64>()?) };
+    let rc: Vec<f64> = vals(&chosen_ratio)?.iter().map(|r| beta * r).collect();
+    let rr: Vec<f64> = vals(&rejected_ratio)?.iter().map(|r| beta * r).collect();
+    let n = rc.len();
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / n.max(1) as f64;
+    let accurate: Vec<f64> = rc
+        .iter()
+        .zip(&rr)
+        .map(|(c, r)| if c > r { 1.0 } else { 0.0 })
+        .collect();
+    let metrics = DpoMetrics {
+        rewards_chosen: mean(&rc),
+        rewards_rejected: mean(&rr),
+        rewards_margins: mean(&rc) - mean(&rr),
+        rewards_accuracies: mean(&accurate),
+        logps_chosen: mean(&vals(policy_chosen)?),
+        logps_rejected: mean(&vals(policy_rejected)?),
+        n_pairs: n,
+    };
+    Ok((losses, metrics))
+}
+
+/// The mean DPO loss over the pairs and TRL's metrics.
+pub fn dpo_loss(
+    policy_chosen: &Tensor,
+    policy_rejected: &Tensor,
+    ref_chosen: &Tensor,
+    ref_rejected: &Tensor,
+    beta: f64,
+    kind: DpoKind,
+) -> Result<(Tensor, DpoMetrics)> {
+    let (losses, metrics) = dpo_losses(
+        policy_chosen,
+        policy_rejected,
+        ref_chosen,
+        ref_rejected,
+        beta,
+        kind,
+    )?;
+    Ok((losses.mean_all()?, metrics))
+}
+
+/// One preference pair as token ids. For [`PairKind::Refine`], `prompt` already holds the
+/// question, the weak answer and the refinement instruction.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PreferencePair {
+    pub kind: PairKind,
+    pub prompt: Vec<u32>,
+    pub chosen: Vec<u32>,
+    pub rejected: Vec<u32>,
+}
+
+/// Reference-policy log-probs of one pair (the base model, adapter off).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct RefLogps {
+    pub chosen: f64,
+    pub rejected: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct EvolveLossConfig {
+    pub beta: f64,
+    /// λ: weight of each refinement pair relative to a direct pair.
+    pub lambda_refine: f64,
+    /// α: weight of the NLL of the chosen answers; 0 turns it off.
+    pub nll_weight: f64,
+    pub kind: DpoKind,
+}
+
+impl Default for EvolveLossConfig {
+    fn default() -> Self {
+        EvolveLossConfig {
+            beta: 0.1,
+            lambda_refine: 1.0,
+            nll_weight: 0.0,
+            kind: DpoKind::Sigmoid,
+        }
+    }
+}
+
+pub struct EvolveLossOutput {
+    /// Scalar loss to backpropagate.
+    pub loss: Tensor,
+    /// Metrics over all pairs of the batch.
+    pub metrics: DpoMetrics,
+    pub direct: DpoMetrics,
+    pub refine: DpoMetrics,
+    /// Mean NLL per chosen-answer token (reported even when its weight is 0).
+    pub nll: f64,
+    pub real_tokens: usize,
+}
+
+/// The batch of `2n` sequences, chosen answers first, then rejected ones.
+fn pair_batch(pairs: &[&PreferencePair], pad_id: u32, model: &LlamaModel) -> Result<SequenceBatch> {
+    let seqs: Vec<(&[u32], &[u32])> = pairs
+        .iter()
+        .map(|p| (p.prompt.as_slice(), p.chosen.as_slice()))
+        .chain(
+            pairs
+                .iter()
+                .map(|p| (p.prompt.as_slice(), p.rejected.as_slice())),
+        )
+        .collect();
+    SequenceBatch::new(&seqs, pad_id, model.dtype(), model.device())
+}
+
+/// Per-sequence answer log-probs `[2n]`: summed, and as the loss uses them — summed
+/// (sigmoid) or averaged over answer tokens (IPO, as TRL does).
+fn policy_logps(
+    model: &LlamaModel,
+    adapter: Option<&Lora>,
+    batch: &SequenceBatch,
+    kind: DpoKind,
+) -> Result<(Tensor, Tensor)> {
+    let summed = answer_logps(model, adapter, batch)?;
+    let used = match kind {
+        DpoKind::Sigmoid => summed.clone(),
+        DpoKind::Ipo => {
+            let lens: Vec<f64> = batch.answer_tokens.iter().map(|&n| n as f64).collect();
+            let lens =
+                Tensor::from_vec(lens, summed.dims(), summed.device())?.to_dtype(summed.dtype())?;
+            (&summed / lens)?
+        }
+    };
+    Ok((summed, used))
+}
+
+/// Reference log-probs of the pairs, computed with the adapter off (no gradient).
+pub fn reference_logps(
+    model: &LlamaModel,
+    pairs: &[&PreferencePair],
+    kind: DpoKind,
+    pad_id: u32,
+) -> Result<Vec<RefLogps>> {
+    let batch = pair_batch(pairs, pad_id, model)?;
+    let (_, logps) = policy_logps(model, None, &batch, kind)?;
+    let v = logps.detach().to_dtype(DType::F64)?.to_vec1::<f64>()?;
+    let n = pairs.len();
+    Ok((0..n)
+        .map(|i| RefLogps {
+            chosen: v[i],
+            rejected: v[n + i],
+        })
+        .collect())
+}
+
+/// The EVOLVE loss of a batch:
+/// `(1/n) Σ_i w_i·DPO_i + α·NLL(chosen)`, with `w_i = 1` for direct and `λ` for refinement
+/// pairs — DPO(direct) + λ·DPO(refine) over the concatenated data, independent of how the
+/// pairs fall into batches.
+pub fn evolve_loss(
+    model: &LlamaModel,
+    adapter: &Lora,
+    pairs: &[&PreferencePair],
+    refs: &[RefLogps],
+    cfg: &EvolveLossConfig,
+    pad_id: u32,
+) -> Result<EvolveLossOutput> {
+    if pairs.len() != refs.len() {
+        return Err(TrainError::Data(format!(
+            "{} pairs but {} reference log-probs",
+            pairs.len(),
+            refs.len()
+        )));
+    }
+    let n = pairs.len();
+    let (dtype, device) = (model.dtype(), model.device());
+    let batch = pair_batch(pairs, pad_id, model)?;
+    let (summed, logps) = policy_logps(model, Some(adapter), &batch, cfg.kind)?;
+    let chosen = logps.narrow(0, 0, n)?;
+    let rejected = logps.narrow(0, n, n)?;
+    let to_t =
+        |v: Vec<f64>| -> Result<Tensor> { Ok(Tensor::from_vec(v, n, device)?.to_dtype(dtype)?) };
+    let ref_c = to_t(refs.iter().map(|r| r.chosen).collect())?;
+    let ref_r = to_t(refs.iter().map(|r| r.rejected).collect())?;
+    let (losses, metrics) = dpo_losses(&chosen, &rejected, &ref_c, &ref_r, cfg.beta, cfg.kind)?;
+    let weights = to_t(
+        pairs
+            .iter()
+            .map(|p| match p.kind {
+                PairKind::Direct => 1.0,
+                PairKind::Refine => cfg.lambda_refine,
+            })
+            .collect(),
+    )?;
+    let mut loss = ((losses * weights)?.sum_all()? / n as f64)?;
+
+    // NLL per token over the chosen answers (from the sums, not the IPO averages).
+    let n_chosen_tokens: usize = batch.answer_tokens[..n].iter().sum();
+    let nll = (summed.narrow(0, 0, n)?.sum_all()?.neg()? / n_chosen_tokens as f64)?;
+    if cfg.nll_weight != 0.0 {
+        loss = (loss + (&nll * cfg.nll_weight)?)?;
+    }
+
+    let subset = |kind: PairKind| -> Result<DpoMetrics> {
+        let idx: Vec<u32> = (0..n as u32)
+            .filter(|&i| pairs[i as usize].kind == kind)
+            .collect();
+        if idx.is_empty() {
+            return Ok(DpoMetrics::default());
+        }
+        let idx = Tensor::new(idx.as_slice(), device)?;
+        let pick = |t: &Tensor| t.detach().index_select(&idx, 0);
+        Ok(dpo_losses(
+            &pick(&chosen)?,
+            &pick(&rejected)?,
+            &pick(&ref_c)?,
+            &pick(&ref_r)?,
+            cfg.beta,
+            cfg.kind,
+        )?
+        .1)
+    };
+    Ok(EvolveLossOutput {
+        loss,
+        metrics,
+        direct: subset(PairKind::Direct)?,
+        refine: subset(PairKind::Refine)?,
+        nll: nll.to_dtype(DType::F64)?.to_scalar::<f64>()?,
+        real_tokens: batch.real_tokens,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gradcheck::{assert_grad_matches, randn, tiny_model_f64};
+    use crate::lora::{LoraConfig, LoraTarget};
+    use candle_core::Device;
+
+    fn t(v: &[f64]) -> Tensor {
+        Tensor::new(v, &Device::Cpu).unwrap()
+    }
+
+    #[test]
+    fn dpo_sigmoid_loss_and_metrics_equal_hand_computed_values() {
+        // Pair 1: chosen +1 over ref, rejected −1 → h = 2; pair 2: h = (−12+11) − 0 = −1.
+        let (pc, pr) = (t(&[-10.0, -12.0]), t(&[-14.0, -11.0]));
+        let (rc, rr) = (t(&[-11.0, -12.0]), t(&[-13.0, -12.0]));
+        let (loss, m) = dpo_loss(&pc, &pr, &rc, &rr, 0.1, DpoKind::Sigmoid).unwrap();
+        // (−log σ(0.2) − log σ(−0.1)) / 2 = (0.5981388693815918 + 0.744396660073571) / 2
+        assert!((loss.to_scalar::<f64>().unwrap() - 0.6712677647275813).abs() < 1e-12);
+        let want = DpoMetrics {
+            rewards_chosen: 0.05,
+            rewards_rejected: 0.0,
+            rewards_margins: 0.05,
+            rewards_accuracies: 0.5,
+            logps_chosen: -11.0,
+            logps_rejected: -12.5,
+            n_pairs: 2,
+        };
+        for ((name, got), (_, exp)) in m.named().iter().zip(want.named()) {
+            assert!((got - exp).abs() < 1e-12, "{name}: {got} vs {exp}");
+        }
+        assert_eq!(m.n_pairs, 2);
+    }
+
+    #[test]
+    fn dpo_ipo_loss_is_the_squared_distance_to_one_over_two_beta() {
+        let (pc, pr) = (t(&[-10.0, -12.0]), t(&[-14.0, -11.0]));
+        let (rc, rr) = (t(&[-11.0, -12.0]), t(&[-13.0, -12.0]));
+        let (loss, _) = dpo_loss(&pc, &pr, &rc, &rr, 0.1, DpoKind::Ipo).unwrap();
+        // ((2 − 5)² + (−1 − 5)²) / 2
+        assert!((loss.to_scalar::<f64>().unwrap() - 22.5).abs() < 1e-12);
+    }
+
+    fn pairs() -> Vec<PreferencePair> {
+        vec![
+            PreferencePair {
+                kind: PairKind::Direct,
+                prompt: vec![1, 40, 41],
+                chosen: vec![50, 51, 52],
+                rejected: vec![60],
+            },
+            PreferencePair {
+                kind: PairKind::Refine,
+                prompt: vec![1, 42, 60, 43],
+                chosen: vec![53, 54],
+                rejected: vec![61, 62, 63],
+            },
+        ]
+    }
+
+    #[test]
+    fn evolve_loss_gradients_match_finite_differences() {
+        let (_dir, model) = tiny_model_f64();
+        let lora_cfg = LoraConfig {
+            rank: 4,
+            alpha: 8.0,
+            dropout: 0.0,
+            use_rslora: false,
+            targets: LoraTarget::ALL.to_vec(),
+            seed: 7,
+        };
+        let lora = Lora::new(model.config(), lora_cfg, DType::F64, &Device::Cpu).unwrap();
+        // B = 0 makes ∂L/∂A vanish; give every B a random value so both are exercised.
+        for (i, (_, _, p)) in lora.pairs().enumerate() {
+            p.b.set(&randn(100 + i as u64, p.b.dims(), 0.05)).unwrap();
+        }
+        let data = pairs();
+        let refs_pairs: Vec<&PreferencePair> = data.iter().collect();
+        for (kind, nll_weight) in [(DpoKind::Sigmoid, 0.5), (DpoKind::Ipo, 0.0)] {
+            let refs = reference_logps(&model, &refs_pairs, kind, 0).unwrap();
+            let cfg = EvolveLossConfig {
+                beta: 0.5,
+                lambda_refine: 0.7,
+                nll_weight,
+                kind,
+            };
+            let f = || {
+                evolve_loss(&model, &lora, &refs_pairs, &refs, &cfg, 0)
+                    .map(|o| o.loss)
+                    .map_err(|e| candle_core::Error::Msg(e.to_string()))
+            };
+            for (layer, target) in [
+                (0, LoraTarget::Q),
+                (0, LoraTarget::K),
+                (1, LoraTarget::Down),
+                (1, LoraTarget::O),
+            ] {
+                let p = lora.pair(layer, target).unwrap();
+                assert_grad_matches(
+                    &format!("{kind:?} blk.{layer}.{target:?}.lora_a"),
+                    &p.a,
+                    f,
+                    12,
+                );
+                assert_grad_matches(
+                    &format!("{kind:?} blk.{layer}.{target:?}.lora_b"),
+                    &p.b,
+                    f,
+                    12,
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn refinement_pairs_are_weighted_by_lambda_and_nll_by_alpha() {
+        let (_dir, model) = tiny_model_f64();
+        let lora = Lora::new(
+            model.config(),
+            LoraConfig {
+                rank: 2,
+                ..LoraConfig::default()
+            },
+            DType::F64,
+            &Device::Cpu,
+        )
+        .unwrap();
+        for (i, (_, _, p)) in lora.pairs().enumerate() {
+            p.b.set(&randn(200 + i as u64, p.b.dims(), 0.05)).unwrap();
+        }
+        let data = pairs();
+        let all: Vec<&PreferencePair> = data.iter().collect();
+        let refs = reference_logps(&model, &all, DpoKind::Sigmoid, 0).unwrap();
+        let loss = |pairs: &[&PreferencePair], refs: &[RefLogps], lambda: f64, alpha: f64| {
+            let cfg = EvolveLossConfig {
+                beta: 0.1,
+                lambda_refine: lambda,
+                nll_weight: alpha,
+                kind: DpoKind::Sigmoid,
+            };
+            let o = evolve_loss(&model, &lora, pairs, refs, &cfg, 0).unwrap();
+            (o.loss.to_scalar::<f64>().unwrap(), o.nll)
+        };
+        let (direct, _) = loss(&all[..1], &refs[..1], 1.0, 0.0);
+        let (refine, _) = loss(&all[1..], &refs[1..], 1.0, 0.0);
+        let (mixed, _) = loss(&all, &refs, 0.3, 0.0);
+        assert!((mixed - (direct + 0.3 * refine) / 2.0).abs() < 1e-12);
+        let (with_nll, nll) = loss(&all, &refs, 0.3, 2.0);
+        assert!(nll > 0.0);
+        assert!((with_nll - mixed - 2.0 * nll).abs() < 1e-12);
+    }
+}

@@ -1,0 +1,464 @@
+//! Differentiable building blocks written from primitive candle ops.
+//!
+//! candle's fused kernels (`candle_nn::ops::rms_norm`, `softmax_last_dim`, `rotary_emb::rope*`)
+//! have no backward pass and silently cut the gradient, so training must not use them. Each
+//! function here has a finite-difference gradient test.
+
+use crate::config::RopeLayout;
+use candle_core::backend::BackendStorage;
+use candle_core::{
+    CpuStorage, CustomOp1, D, DType, Device, Layout, Result, Shape, Storage, Tensor,
+};
+
+/// `x / sqrt(mean(x²) + eps) * weight` over the last dimension (llama.cpp `rms_norm` + mul).
+pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
+    let rms = (x.sqr()?.mean_keepdim(D::Minus1)? + eps)?.sqrt()?;
+    x.broadcast_div(&rms)?.broadcast_mul(weight)
+}
+
+/// Softmax over the last dimension, shifted by the (constant) row maximum for stability.
+pub fn softmax_last(x: &Tensor) -> Result<Tensor> {
+    let shifted = x.broadcast_sub(&x.max_keepdim(D::Minus1)?.detach())?;
+    let e = shifted.exp()?;
+    e.broadcast_div(&e.sum_keepdim(D::Minus1)?)
+}
+
+/// Log-softmax over the last dimension: `x - max - log Σ exp(x - max)`.
+pub fn log_softmax_last(x: &Tensor) -> Result<Tensor> {
+    let shifted = x.broadcast_sub(&x.max_keepdim(D::Minus1)?.detach())?;
+    let lse = shifted.exp()?.sum_keepdim(D::Minus1)?.log()?;
+    shifted.broadcast_sub(&lse)
+}
+
+/// `log σ(x)` without overflow: `min(x, 0) - log(1 + e^{-|x|})`.
+pub fn log_sigmoid(x: &Tensor) -> Result<Tensor> {
+    let neg_part = (x - x.relu()?)?; // min(x, 0)
+    let abs = x.abs()?;
+    let log1p = ((abs.neg()?.exp()? + 1.0)?).log()?;
+    neg_part - log1p
+}
+
+/// `x · Wᵀ` for `x` of shape `[.., in]` and `W` of shape `[out, in]`.
+pub fn linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    let dims = x.dims();
+    let n_in = dims[dims.len() - 1];
+    let rows = x.elem_count() / n_in;
+    let out = x.reshape((rows, n_in))?.matmul(&w.t()?)?;
+    let mut out_dims = dims.to_vec();
+    *out_dims.last_mut().expect("rank ≥ 1") = w.dim(0)?;
+    out.reshape(out_dims)
+}
+
+/// `x · Wᵀ` for a frozen weight `W: [out, in]`, differentiable in `x` only.
+///
+/// candle's matmul backward always computes the gradient of both operands, so on a frozen base
+/// model it would spend a third of the backward pass on weight gradients nobody uses and keep
+/// them — one model-sized buffer — until the backward pass ends. On the CPU this op computes
+/// only `∂/∂x = g·W`; other devices fall back to the plain matmul.
+pub fn frozen_linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    if !x.device().is_cpu() || !x.is_contiguous() {
+        return linear(x, &w.detach());
+    }
+    let dims = x.dims();
+    let n_in = dims[dims.len() - 1];
+    let rows = x.elem_count() / n_in;
+    let out = x
+        .reshape((rows, n_in))?
+        .apply_op1_arc(std::sync::Arc::new(Box::new(FrozenMatmul {
+            w: w.detach(),
+        })))?;
+    let mut out_dims = dims.to_vec();
+    *out_dims.last_mut().expect("rank ≥ 1") = w.dim(0)?;
+    out.reshape(out_dims)
+}
+
+struct FrozenMatmul {
+    w: Tensor,
+}
+
+impl CustomOp1 for FrozenMatmul {
+    fn name(&self) -> &'static str {
+        "frozen-linear"
+    }
+
+    fn cpu_fwd(&self, x: &CpuStorage, x_layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (w_storage, w_layout) = self.w.storage_and_layout();
+        let Storage::Cpu(w) = &*w_storage else {
+            candle_core::bail!("frozen-linear: the weight is not on the CPU")
+        };
+        let (m, k) = x_layout.shape().dims2()?;
+        let n = self.w.dim(0)?;
+        let out = x.matmul(w, (1, m, n, k), x_layout, &w_layout.transpose(0, 1)?)?;
+        Ok((out, Shape::from((m, n))))
+    }
+
+    fn bwd(&self, _x: &Tensor, _out: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(grad.matmul(&self.w)?))
+    }
+}
+
+/// Rotation angles for positions `0..n_pos`: `(cos, sin)`, each `[n_pos, rope_dims/2]`.
+///
+/// `θ_i = scale · pos · base^(-2i/rope_dims) / freq_factor_i`, computed in f64 then cast, as llama.cpp
+/// (f32) differs from it by less than one f32 ulp at the positions we train on.
+pub fn rope_tables(
+    n_pos: usize,
+    rope_dims: usize,
+    freq_base: f64,
+    freq_scale: f64,
+    freq_factors: Option<&[f32]>,
+    dtype: DType,
+    device: &Device,
+) -> Result<(Tensor, Tensor)> {
+    let half = rope_dims / 2;
+    let mut cos = Vec::with_capacity(n_pos * half);
+    let mut sin = Vec::with_capacity(n_pos * half);
+    for pos in 0..n_pos {
+        for i in 0..half {
+            let factor = freq_factors.map_or(1.0, |f| f64::from(f[i]));
+            let theta =
+                pos as f64 * freq_scale * freq_base.powf(-2.0 * i as f64 / rope_dims as f64)
+                    / factor;
+            cos.push(theta.cos());
+            sin.push(theta.sin());
+        }
+    }
+    let cos = Tensor::from_vec(cos, (n_pos, half), device)?.to_dtype(dtype)?;
+    let sin = Tensor::from_vec(sin, (n_pos, half), device)?.to_dtype(dtype)?;
+    Ok((cos, sin))
+}
+
+/// Rotary position embedding of `x: [b, heads, t, head_dim]` with tables from [`rope_tables`]
+/// (`[t, rope_dims/2]`). Dimensions past `rope_dims` pass through unchanged.
+pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor, layout: RopeLayout) -> Result<Tensor> {
+    let (b, h, t, d) = x.dims4()?;
+    let half = cos.dim(1)?;
+    let rope_dims = 2 * half;
+    let rot = x.narrow(3, 0, rope_dims)?;
+    let rotated = match layout {
+        RopeLayout::AdjacentPairs => {
+            let pairs = rot.reshape((b, h, t, half, 2))?;
+            let x0 = pairs.narrow(4, 0, 1)?.squeeze(4)?;
+            let x1 = pairs.narrow(4, 1, 1)?.squeeze(4)?;
+            let (y0, y1) = rotate(&x0, &x1, cos, sin)?;
+            Tensor::stack(&[y0, y1], 4)?.reshape((b, h, t, rope_dims))?
+        }
+        RopeLayout::Halves => {
+            let x0 = rot.narrow(3, 0, half)?;
+            let x1 = rot.narrow(3, half, half)?;
+            let (y0, y1) = rotate(&x0, &x1, cos, sin)?;
+            Tensor::cat(&[y0, y1], 3)?
+        }
+    };
+    if rope_dims == d {
+        Ok(rotated)
+    } else {
+        Tensor::cat(&[rotated, x.narrow(3, rope_dims, d - rope_dims)?], 3)
+    }
+}
+
+fn rotate(x0: &Tensor, x1: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<(Tensor, Tensor)> {
+    let y0 = (x0.broadcast_mul(cos)? - x1.broadcast_mul(sin)?)?;
+    let y1 = (x0.broadcast_mul(sin)? + x1.broadcast_mul(cos)?)?;
+    Ok((y0, y1))
+}
+
+/// Additive causal mask `[t, t]`: 0 on and below the diagonal, a large negative above.
+/// (Finite, so no `inf - inf` can appear in the backward pass.)
+pub fn causal_mask(t: usize, dtype: DType, device: &Device) -> Result<Tensor> {
+    let mask: Vec<f32> = (0..t)
+        .flat_map(|i| (0..t).map(move |j| if j > i { -1e9 } else { 0.0 }))
+        .collect();
+    Tensor::from_vec(mask, (t, t), device)?.to_dtype(dtype)
+}
+
+/// Repeats each key/value head `n_rep` times so that query head `h` meets kv head `h / n_rep`
+/// (grouped-query attention, same grouping as ggml's broadcast).
+pub fn repeat_kv(x: &Tensor, n_rep: usize) -> Result<Tensor> {
+    if n_rep == 1 {
+        return Ok(x.clone());
+    }
+    let (b, h_kv, t, d) = x.dims4()?;
+    x.unsqueeze(2)?
+        .broadcast_as((b, h_kv, n_rep, t, d))?
+        .contiguous()?
+        .reshape((b, h_kv * n_rep, t, d))
+}
+
+/// Causal scaled dot-product attention. `q: [b, h, t, d]`, `k, v: [b, h_kv, t, d]`;
+/// returns `[b, t, h·d]`.
+pub fn causal_attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: &Tensor) -> Result<Tensor> {
+    let (b, h, t, d) = q.dims4()?;
+    let n_rep = h / k.dim(1)?;
+    let k = repeat_kv(k, n_rep)?;
+    let v = repeat_kv(v, n_rep)?;
+    let scores = (q.contiguous()?.matmul(&k.t()?.contiguous()?)? / (d as f64).sqrt())?;
+    let probs = softmax_last(&scores.broadcast_add(mask)?)?;
+    probs
+        .matmul(&v.contiguous()?)?
+        .transpose(1, 2)?
+        .contiguous()?
+        .reshape((b, t, h * d))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gradcheck::{assert_grad_matches, randn, randn_var};
+
+    /// A random projection turns any tensor into a scalar whose gradient exercises every entry.
+    fn project(y: &Tensor, seed: u64) -> Result<Tensor> {
+        (y * randn(seed, y.dims(), 1.0))?.sum_all()
+    }
+
+    #[test]
+    fn frozen_linear_equals_linear_and_only_differentiates_the_input() {
+        let x = randn_var(20, &[2, 3, 8], 1.0);
+        let w = randn_var(21, &[5, 8], 1.0);
+        let a = frozen_linear(x.as_tensor(), w.as_tensor()).unwrap();
+        let b = linear(x.as_tensor(), w.as_tensor()).unwrap();
+        assert_eq!(a.dims(), &[2, 3, 5]);
+        let diff = (a - &b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f64>()
+            .unwrap();
+        assert!(diff < 1e-12, "{diff}");
+        let f = || project(&frozen_linear(x.as_tensor(), w.as_tensor())?, 22);
+        assert_grad_matches("frozen_linear/x", &x, f, 48);
+        // Even a variable weight gets no gradient through it: the base never trains.
+        let grads = f().unwrap().backward().unwrap();
+        assert!(grads.get(w.as_tensor()).is_none());
+        assert!(grads.get(x.as_tensor()).is_some());
+        // The plain linear, by contrast, would have produced one.
+        let grads = project(&b, 22).unwrap().backward().unwrap();
+        assert!(grads.get(w.as_tensor()).is_some());
+    }
+
+    #[test]
+    fn rms_norm_matches_the_definition_and_its_gradient() {
+        let x = randn_var(1, &[2, 3, 8], 1.0);
+        let w = randn_var(2, &[8], 1.0);
+        let y = rms_norm(x.as_tensor(), w.as_tensor(), 1e-5).unwrap();
+        let xv = x.as_tensor().to_vec3::<f64>().unwrap();
+        let wv = w.as_tensor().to_vec1::<f64>().unwrap();
+        let row = &xv[1][2];
+        let rms = (row.iter().map(|v| v * v).sum::<f64>() / 8.0 + 1e-5).sqrt();
+        let got = y.to_vec3::<f64>().unwrap()[1][2].clone();
+        for j in 0..8 {
+            assert!((got[j] - row[j] / rms * wv[j]).abs() < 1e-12);
+        }
+        assert_grad_matches(
+            "rms_norm/x",
+            &x,
+            || project(&rms_norm(x.as_tensor(), w.as_tensor(), 1e-5)?, 3),
+            48,
+        );
+        assert_grad_matches(
+            "rms_norm/w",
+            &w,
+            || project(&rms_norm(x.as_tensor(), w.as_tensor(), 1e-5)?, 3),
+            8,
+        );
+    }
+
+    #[test]
+    fn softmax_and_log_softmax_are_normalised_and_differentiable() {
+        let x = randn_var(4, &[3, 7], 2.0);
+        let p = softmax_last(x.as_tensor()).unwrap();
+        for s in p.sum(1).unwrap().to_vec1::<f64>().unwrap() {
+            assert!((s - 1.0).abs() < 1e-12);
+        }
+        let lp = log_softmax_last(x.as_tensor()).unwrap();
+        let diff = (lp.exp().unwrap() - &p)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap();
+        assert!(diff.to_scalar::<f64>().unwrap() < 1e-12);
+        assert_grad_matches(
+            "softmax",
+            &x,
+            || project(&softmax_last(x.as_tensor())?, 5),
+            21,
+        );
+        assert_grad_matches(
+            "log_softmax",
+            &x,
+            || project(&log_softmax_last(x.as_tensor())?, 5),
+            21,
+        );
+    }
+
+    #[test]
+    fn log_sigmoid_is_stable_and_differentiable() {
+        let x = Tensor::new(&[-800.0f64, -3.0, 0.0, 2.5, 800.0], &Device::Cpu).unwrap();
+        let got = log_sigmoid(&x).unwrap().to_vec1::<f64>().unwrap();
+        let want = [
+            -800.0,
+            -3.048_587_351_573_742,
+            -std::f64::consts::LN_2,
+            -0.078_889_734_292_549_63,
+            0.0,
+        ];
+        for (g, w) in got.iter().zip(want) {
+            assert!((g - w).abs() < 1e-12, "{g} vs {w}");
+        }
+        let v = randn_var(6, &[9], 3.0);
+        assert_grad_matches(
+            "log_sigmoid",
+            &v,
+            || project(&log_sigmoid(v.as_tensor())?, 7),
+            9,
+        );
+    }
+
+    fn rope_reference(x: &[f64], pos: usize, base: f64, layout: RopeLayout) -> Vec<f64> {
+        // Straight from ggml's rope_f32 loops: NORM rotates (2i, 2i+1), NEOX (i, i+d/2).
+        let d = x.len();
+        let mut y = x.to_vec();
+        for i in 0..d / 2 {
+            let theta = pos as f64 * base.powf(-2.0 * i as f64 / d as f64);
+            let (a, b) = match layout {
+                RopeLayout::AdjacentPairs => (2 * i, 2 * i + 1),
+                RopeLayout::Halves => (i, i + d / 2),
+            };
+            y[a] = x[a] * theta.cos() - x[b] * theta.sin();
+            y[b] = x[a] * theta.sin() + x[b] * theta.cos();
+        }
+        y
+    }
+
+    #[test]
+    fn rope_rotates_the_right_pairs_in_both_layouts_and_is_differentiable() {
+        let (t, d) = (5, 8);
+        let (cos, sin) = rope_tables(t, d, 100.0, 1.0, None, DType::F64, &Device::Cpu).unwrap();
+        for layout in [RopeLayout::AdjacentPairs, RopeLayout::Halves] {
+            let x = randn_var(8, &[2, 3, t, d], 1.0);
+            let y = rope(x.as_tensor(), &cos, &sin, layout).unwrap();
+            let xs = x
+                .as_tensor()
+                .get(1)
+                .unwrap()
+                .get(2)
+                .unwrap()
+                .to_vec2::<f64>()
+                .unwrap();
+            let ys = y.get(1).unwrap().get(2).unwrap().to_vec2::<f64>().unwrap();
+            for pos in 0..t {
+                let want = rope_reference(&xs[pos], pos, 100.0, layout);
+                for j in 0..d {
+                    assert!(
+                        (ys[pos][j] - want[j]).abs() < 1e-12,
+                        "{layout:?} pos {pos} dim {j}"
+                    );
+                }
+            }
+            assert_grad_matches(
+                &format!("rope {layout:?}"),
+                &x,
+                || project(&rope(x.as_tensor(), &cos, &sin, layout)?, 9),
+                60,
+            );
+        }
+        // The two layouts really differ (a test that mixes them up must fail).
+        let x = randn(10, &[1, 1, t, d], 1.0);
+        let a = rope(&x, &cos, &sin, RopeLayout::AdjacentPairs).unwrap();
+        let b = rope(&x, &cos, &sin, RopeLayout::Halves).unwrap();
+        let diff = (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f64>()
+            .unwrap();
+        assert!(diff > 1e-3);
+    }
+
+    #[test]
+    fn partial_rope_leaves_the_tail_untouched() {
+        let (cos, sin) = rope_tables(4, 4, 10_000.0, 1.0, None, DType::F64, &Device::Cpu).unwrap();
+        let x = randn(11, &[1, 2, 4, 8], 1.0);
+        let y = rope(&x, &cos, &sin, RopeLayout::Halves).unwrap();
+        let tail = (y.narrow(3, 4, 4).unwrap() - x.narrow(3, 4, 4).unwrap()).unwrap();
+        assert_eq!(
+            tail.abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f64>()
+                .unwrap(),
+            0.0
+        );
+        let head = (y.narrow(3, 0, 4).unwrap() - x.narrow(3, 0, 4).unwrap()).unwrap();
+        assert!(
+            head.abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f64>()
+                .unwrap()
+                > 1e-3
+        );
+    }
+
+    #[test]
+    fn causal_attention_ignores_the_future_and_has_exact_gradients() {
+        let (b, h, h_kv, t, d) = (2, 4, 2, 5, 3);
+        let mask = causal_mask(t, DType::F64, &Device::Cpu).unwrap();
+        let q = randn_var(12, &[b, h, t, d], 1.0);
+        let k = randn_var(13, &[b, h_kv, t, d], 1.0);
+        let v = randn_var(14, &[b, h_kv, t, d], 1.0);
+        let out = causal_attention(q.as_tensor(), k.as_tensor(), v.as_tensor(), &mask).unwrap();
+        assert_eq!(out.dims(), &[b, t, h * d]);
+        // Position 0 only sees itself: its output is v at position 0 of the matching kv head.
+        let first = out
+            .get(0)
+            .unwrap()
+            .get(0)
+            .unwrap()
+            .to_vec1::<f64>()
+            .unwrap();
+        let v0 = v.as_tensor().get(0).unwrap();
+        for head in 0..h {
+            let want = v0
+                .get(head / 2)
+                .unwrap()
+                .get(0)
+                .unwrap()
+                .to_vec1::<f64>()
+                .unwrap();
+            assert_eq!(&first[head * d..(head + 1) * d], &want[..], "head {head}");
+        }
+        // Changing the last key must not change any earlier position.
+        let kept = k.as_tensor().narrow(2, 0, t - 1).unwrap();
+        let last = (k.as_tensor().narrow(2, t - 1, 1).unwrap() + 5.0).unwrap();
+        let k_changed = Tensor::cat(&[kept, last], 2).unwrap();
+        let out2 = causal_attention(q.as_tensor(), &k_changed, v.as_tensor(), &mask).unwrap();
+        let early = (out.narrow(1, 0, t - 1).unwrap() - out2.narrow(1, 0, t - 1).unwrap()).unwrap();
+        assert_eq!(
+            early
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f64>()
+                .unwrap(),
+            0.0
+        );
+        let f = || {
+            project(
+                &causal_attention(q.as_tensor(), k.as_tensor(), v.as_tensor(), &mask)?,
+                15,
+            )
+        };
+        assert_grad_matches("attention/q", &q, f, 40);
+        assert_grad_matches("attention/k", &k, f, 30);
+        assert_grad_matches("attention/v", &v, f, 30);
+    }
+}

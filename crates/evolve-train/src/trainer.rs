@@ -1,0 +1,450 @@
+//! The optimisation loop: micro-batches, gradient accumulation, clipping, AdamW, schedules,
+//! cached reference log-probs, cancellation and checkpoints.
+
+use crate::lora::{Lora, LoraConfig};
+use crate::loss::{
+    DpoKind, DpoMetrics, EvolveLossConfig, PreferencePair, RefLogps, evolve_loss, reference_logps,
+};
+use crate::model::LlamaModel;
+use crate::optim::{AdamW, LrSchedule, ParamsAdamW, clip_grad_norm, learning_rate};
+use crate::{Result, TrainError};
+use candle_core::backprop::GradStore;
+use evolve_gguf::tiny::SplitMix64;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    pub beta: f64,
+    pub lambda_refine: f64,
+    pub nll_weight: f64,
+    pub dpo_kind: DpoKind,
+    /// Peak learning rate.
+    pub lr: f64,
+    pub weight_decay: f64,
+    pub warmup_steps: usize,
+    pub schedule: LrSchedule,
+    /// Pairs per micro-batch (each pair is two sequences in one forward pass).
+    pub batch_size: usize,
+    /// Micro-batches per optimizer step.
+    pub grad_accum: usize,
+    /// Clip the global gradient norm to this; 0 disables clipping.
+    pub max_grad_norm: f64,
+    pub epochs: usize,
+    /// Stop after this many optimizer steps even if epochs remain.
+    pub max_steps: Option<usize>,
+    /// Seeds the per-epoch shuffle.
+    pub seed: u64,
+    /// Token id used to right-pad sequences (never enters the loss).
+    pub pad_id: u32,
+}
+
+impl Default for TrainConfig {
+    /// β 0.1, lr 1e-5 cosine with 10 warm-up steps, effective batch 8, clip 1.0, 1 epoch: the
+    /// LoRA-DPO setting most sources use (anchors.md §6.4).
+    fn default() -> Self {
+        TrainConfig {
+            beta: 0.1,
+            lambda_refine: 1.0,
+            nll_weight: 0.0,
+            dpo_kind: DpoKind::Sigmoid,
+            lr: 1e-5,
+            weight_decay: 0.0,
+            warmup_steps: 10,
+            schedule: LrSchedule::Cosine,
+            batch_size: 2,
+            grad_accum: 4,
+            max_grad_norm: 1.0,
+            epochs: 1,
+            max_steps: None,
+            seed: 0,
+            pad_id: 0,
+        }
+    }
+}
+
+impl TrainConfig {
+    pub fn loss_config(&self) -> EvolveLossConfig {
+        EvolveLossConfig {
+            beta: self.beta,
+            lambda_refine: self.lambda_refine,
+            nll_weight: self.nll_weight,
+            kind: self.dpo_kind,
+        }
+    }
+
+    fn validate(&self) -> Result<()> {
+        let bad = |m: &str| Err(TrainError::Config(m.into()));
+        if self.batch_size == 0 || self.grad_accum == 0 {
+            return bad("batch_size and grad_accum must be at least 1");
+        }
+        if self.beta <= 0.0 || !self.beta.is_finite() {
+            return bad("beta must be positive");
+        }
+        if self.lr < 0.0 || !self.lr.is_finite() {
+            return bad("lr must be a non-negative number");
+        }
+        if self.epochs == 0 && self.max_steps.is_none() {
+            return bad("epochs must be at least 1");
+        }
+        Ok(())
+    }
+
+    /// Optimizer steps in one epoch over `n_pairs` pairs.
+    pub fn steps_per_epoch(&self, n_pairs: usize) -> usize {
+        n_pairs.div_ceil(self.batch_size).div_ceil(self.grad_accum)
+    }
+
+    /// Optimizer steps of the whole run.
+    pub fn total_steps(&self, n_pairs: usize) -> usize {
+        let all = self.steps_per_epoch(n_pairs) * self.epochs.max(1);
+        self.max_steps.map_or(all, |m| m.min(all))
+    }
+}
+
+/// What one optimizer step reports, under TRL's metric names (see [`StepMetrics::named`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepMetrics {
+    /// 1-based number of the step just taken.
+    pub step: usize,
+    pub total_steps: usize,
+    /// Fractional epoch reached, as `transformers` logs it.
+    pub epoch: f64,
+    pub loss: f64,
+    pub dpo: DpoMetrics,
+    /// Metrics of the direct and refinement pairs separately (EVOLVE's two terms).
+    pub direct: DpoMetrics,
+    pub refine: DpoMetrics,
+    pub nll: f64,
+    /// Global gradient norm before clipping.
+    pub grad_norm: f64,
+    pub learning_rate: f64,
+    pub tokens_per_second: f64,
+}
+
+impl StepMetrics {
+    pub fn named(&self) -> Vec<(&'static str, f64)> {
+        let mut v = vec![("loss", self.loss)];
+        v.extend(self.dpo.named());
+        v.extend([
+            ("nll_loss", self.nll),
+            ("grad_norm", self.grad_norm),
+            ("learning_rate", self.learning_rate),
+            ("tokens_per_second", self.tokens_per_second),
+            ("epoch", self.epoch),
+        ]);
+        v
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TrainOutcome {
+    /// Optimizer steps taken in total (including those before a resume).
+    pub steps: usize,
+    pub cancelled: bool,
+}
+
+/// What a checkpoint stores besides the adapter weights.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct TrainerState {
+    step: usize,
+    train: TrainConfig,
+    lora: LoraConfig,
+    /// Reference log-probs by pair index, so a resumed run does not recompute them…
+    ref_logps: BTreeMap<usize, RefLogps>,
+    /// …valid only for the data set with this fingerprint.
+    data_fingerprint: Option<u64>,
+}
+
+pub const CHECKPOINT_WEIGHTS: &str = "adapter.safetensors";
+pub const CHECKPOINT_STATE: &str = "trainer_state.json";
+pub const CHECKPOINT_OPTIMIZER: &str = "optimizer.safetensors";
+
+/// FNV-1a over every pair's kind and tokens: a stable identity for the training data, so cached
+/// reference log-probs are never reused for different pairs.
+pub fn data_fingerprint(data: &[PreferencePair]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |x: u64| {
+        for b in x.to_le_bytes() {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    };
+    eat(data.len() as u64);
+    for p in data {
+        eat(p.kind as u64);
+        for part in [&p.prompt, &p.chosen, &p.rejected] {
+            eat(part.len() as u64);
+            part.iter().for_each(|&t| eat(u64::from(t)));
+        }
+    }
+    h
+}
+
+pub struct Trainer<'m> {
+    model: &'m LlamaModel,
+    lora: Lora,
+    config: TrainConfig,
+    optimizer: AdamW,
+    step: usize,
+    ref_cache: BTreeMap<usize, RefLogps>,
+    ref_cache_data: Option<u64>,
+    cancel: Arc<AtomicBool>,
+}
+
+impl<'m> Trainer<'m> {
+    pub fn new(model: &'m LlamaModel, lora: Lora, config: TrainConfig) -> Result<Self> {
+        config.validate()?;
+        let optimizer = AdamW::new(
+            lora.named_vars(),
+            ParamsAdamW {
+                lr: config.lr,
+                weight_decay: config.weight_decay,
+                ..ParamsAdamW::default()
+            },
+        )?;
+        Ok(Trainer {
+            model,
+            lora,
+            config,
+            optimizer,
+            step: 0,
+            ref_cache: BTreeMap::new(),
+            ref_cache_data: None,
+            cancel: Arc::new(AtomicBool::new(false)),
+        })
+    }
+
+    pub fn lora(&self) -> &Lora {
+        &self.lora
+    }
+    pub fn into_lora(self) -> Lora {
+        self.lora
+    }
+    pub fn config(&self) -> &TrainConfig {
+        &self.config
+    }
+    /// Optimizer steps taken so far.
+    pub fn step(&self) -> usize {
+        self.step
+    }
+
+    /// Reference log-probs computed so far, by pair index (each computed once per data set).
+    pub fn cached_reference_logps(&self) -> &BTreeMap<usize, RefLogps> {
+        &self.ref_cache
+    }
+
+    /// A flag another thread can set to stop training; the current step is abandoned at the
+    /// next micro-batch boundary and no update is applied.
+    pub fn cancel_handle(&self) -> Arc<AtomicBool> {
+        self.cancel.clone()
+    }
+
+    /// Reference log-probs of `data[i]` for each index, computed once with the adapter off.
+    fn refs_for(&mut self, data: &[PreferencePair], idx: &[usize]) -> Result<Vec<RefLogps>> {
+        let missing: Vec<usize> = idx
+            .iter()
+            .copied()
+            .filter(|i| !self.ref_cache.contains_key(i))
+            .collect();
+        if !missing.is_empty() {
+            let pairs: Vec<&PreferencePair> = missing.iter().map(|&i| &data[i]).collect();
+            let refs =
+                reference_logps(self.model, &pairs, self.config.dpo_kind, self.config.pad_id)?;
+            self.ref_cache.extend(missing.into_iter().zip(refs));
+        }
+        Ok(idx.iter().map(|i| self.ref_cache[i]).collect())
+    }
+
+    /// The pair order of `epoch`: a seeded shuffle, so a resumed run sees the same order.
+    fn epoch_order(&self, n: usize, epoch: usize) -> Vec<usize> {
+        let mut order: Vec<usize> = (0..n).collect();
+        let mut rng = SplitMix64::new(self.config.seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9));
+        for i in (1..n).rev() {
+            let j = (rng.next_u64() % (i as u64 + 1)) as usize;
+            order.swap(i, j);
+        }
+        order
+    }
+
+    /// Trains until the configured epochs/steps are done, `on_step` returns `false`, or the
+    /// cancel flag is set. Continues from [`Self::step`] after a resume.
+    pub fn train(
+        &mut self,
+        data: &[PreferencePair],
+        mut on_step: impl FnMut(&StepMetrics) -> bool,
+    ) -> Result<TrainOutcome> {
+        if data.is_empty() {
+            return Err(TrainError::Data("no preference pairs to train on".into()));
+        }
+        let fingerprint = data_fingerprint(data);
+        if self.ref_cache_data != Some(fingerprint) {
+            self.ref_cache.clear();
+            self.ref_cache_data = Some(fingerprint);
+        }
+        let cfg = self.config.clone();
+        let loss_cfg = cfg.loss_config();
+        let steps_per_epoch = cfg.steps_per_epoch(data.len());
+        let total = cfg.total_steps(data.len());
+        let vars = self.lora.trainable_vars();
+        self.lora.set_training(true);
+        let result = (|| {
+            while self.step < total {
+                if self.cancel.load(Ordering::Relaxed) {
+                    return Ok(TrainOutcome {
+                        steps: self.step,
+                        cancelled: true,
+                    });
+                }
+                let started = Instant::now();
+                let epoch = self.step / steps_per_epoch;
+                let in_epoch = self.step % steps_per_epoch;
+                let order = self.epoch_order(data.len(), epoch);
+                let pairs_per_step = cfg.batch_size * cfg.grad_accum;
+                let step_pairs = &order[(in_epoch * pairs_per_step).min(order.len())
+                    ..((in_epoch + 1) * pairs_per_step).min(order.len())];
+                let micro: Vec<&[usize]> = step_pairs.chunks(cfg.batch_size).collect();
+
+                let mut grads: Option<GradStore> = None;
+                let (mut loss_sum, mut nll_sum, mut tokens) = (0.0, 0.0, 0usize);
+                let (mut dpo, mut direct, mut refine) = Default::default();
+                for idx in &micro {
+                    if self.cancel.load(Ordering::Relaxed) {
+                        return Ok(TrainOutcome {
+                            steps: self.step,
+                            cancelled: true,
+                        });
+                    }
+                    let refs = self.refs_for(data, idx)?;
+                    let pairs: Vec<&PreferencePair> = idx.iter().map(|&i| &data[i]).collect();
+                    let out =
+                        evolve_loss(self.model, &self.lora, &pairs, &refs, &loss_cfg, cfg.pad_id)?;
+                    let loss_value = out
+                        .loss
+                        .to_dtype(candle_core::DType::F64)?
+                        .to_scalar::<f64>()?;
+                    if !loss_value.is_finite() {
+                        return Err(TrainError::NonFinite {
+                            step: self.step + 1,
+                            loss: loss_value,
+                        });
+                    }
+                    let g = (out.loss / micro.len() as f64)?.backward()?;
+                    grads = Some(match grads.take() {
+                        None => g,
+                        Some(mut acc) => {
+                            for v in &vars {
+                                if let Some(new) = g.get(v.as_tensor()) {
+                                    let sum = match acc.remove(v.as_tensor()) {
+                                        Some(old) => (old + new)?,
+                                        None => new.clone(),
+                                    };
+                                    acc.insert(v.as_tensor(), sum);
+                                }
+                            }
+                            acc
+                        }
+                    });
+                    loss_sum += loss_value;
+                    nll_sum += out.nll;
+                    tokens += out.real_tokens;
+                    dpo = DpoMetrics::merge(&dpo, &out.metrics);
+                    direct = DpoMetrics::merge(&direct, &out.direct);
+                    refine = DpoMetrics::merge(&refine, &out.refine);
+                }
+                let mut grads = grads.expect("every step has at least one micro-batch");
+                let grad_norm = clip_grad_norm(&vars, &mut grads, cfg.max_grad_norm)?;
+                let lr = learning_rate(cfg.schedule, cfg.lr, self.step, cfg.warmup_steps, total);
+                self.optimizer.set_learning_rate(lr);
+                self.optimizer.step(&grads)?;
+                self.step += 1;
+
+                let n_micro = micro.len() as f64;
+                let metrics = StepMetrics {
+                    step: self.step,
+                    total_steps: total,
+                    epoch: self.step as f64 / steps_per_epoch as f64,
+                    loss: loss_sum / n_micro,
+                    dpo,
+                    direct,
+                    refine,
+                    nll: nll_sum / n_micro,
+                    grad_norm,
+                    learning_rate: lr,
+                    tokens_per_second: tokens as f64 / started.elapsed().as_secs_f64().max(1e-9),
+                };
+                if !on_step(&metrics) {
+                    return Ok(TrainOutcome {
+                        steps: self.step,
+                        cancelled: true,
+                    });
+                }
+            }
+            Ok(TrainOutcome {
+                steps: self.step,
+                cancelled: false,
+            })
+        })();
+        self.lora.set_training(false);
+        result
+    }
+
+    /// Writes `adapter.safetensors` (the LoRA variables), `optimizer.safetensors` (AdamW
+    /// moments) and `trainer_state.json` (step, configs, cached reference log-probs) into `dir`.
+    /// Resuming from it continues the run exactly.
+    pub fn save_checkpoint(&self, dir: &Path) -> Result<()> {
+        let io = |path: PathBuf| move |source| TrainError::Io { path, source };
+        std::fs::create_dir_all(dir).map_err(io(dir.into()))?;
+        let weights = dir.join(CHECKPOINT_WEIGHTS);
+        self.lora
+            .varmap()
+            .save(&weights)
+            .map_err(|e| TrainError::Read {
+                path: weights.clone(),
+                reason: e.to_string(),
+            })?;
+        let optimizer = dir.join(CHECKPOINT_OPTIMIZER);
+        candle_core::safetensors::save(&self.optimizer.state_tensors(), &optimizer)?;
+        let state = TrainerState {
+            step: self.step,
+            train: self.config.clone(),
+            lora: self.lora.config().clone(),
+            ref_logps: self.ref_cache.clone(),
+            data_fingerprint: self.ref_cache_data,
+        };
+        let path = dir.join(CHECKPOINT_STATE);
+        let json = serde_json::to_string_pretty(&state).expect("state serializes");
+        std::fs::write(&path, json).map_err(io(path))
+    }
+
+    /// Rebuilds a trainer from [`Self::save_checkpoint`]'s directory on the same base model.
+    pub fn resume(model: &'m LlamaModel, dir: &Path) -> Result<Self> {
+        let path = dir.join(CHECKPOINT_STATE);
+        let text = std::fs::read_to_string(&path).map_err(|source| TrainError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        let state: TrainerState = serde_json::from_str(&text).map_err(|e| TrainError::Json {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        let mut lora = Lora::new(model.config(), state.lora, model.dtype(), model.device())?;
+        lora.load_weights(&dir.join(CHECKPOINT_WEIGHTS))?;
+        let mut trainer = Trainer::new(model, lora, state.train)?;
+        let optimizer = dir.join(CHECKPOINT_OPTIMIZER);
+        let moments = candle_core::safetensors::load(&optimizer, model.device()).map_err(|e| {
+            TrainError::Read {
+                path: optimizer,
+                reason: e.to_string(),
+            }
+        })?;
+        trainer.optimizer.load_state(&moments, state.step)?;
+        trainer.step = state.step;
+        trainer.ref_cache = state.ref_logps;
+        trainer.ref_cache_data = state.data_fingerprint;
+        Ok(trainer)
+    }
+}

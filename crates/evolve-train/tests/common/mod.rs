@@ -1,0 +1,156 @@
+//! Shared helpers for the integration tests: tiny models on disk and error measures.
+#![allow(dead_code)]
+
+use evolve_gguf::tiny::{SplitMix64, TinyLlamaConfig, WeightType, write_tiny_llama};
+use evolve_gguf::{GgufWriter, TensorData, Value, read_path};
+use std::path::{Path, PathBuf};
+
+pub fn tiny_llama(dir: &Path, weight_type: WeightType) -> PathBuf {
+    let path = dir.join(format!("tiny-{weight_type}.gguf"));
+    write_tiny_llama(&path, &TinyLlamaConfig::default(), weight_type).unwrap();
+    path
+}
+
+/// The tiny Llama rewritten as a `qwen2` model: same weights, `qwen2.*` keys, and random
+/// q/k/v biases (llama.cpp requires them for qwen2). llama.cpp runs it with NEOX RoPE.
+pub fn tiny_qwen2(dir: &Path) -> PathBuf {
+    let src = tiny_llama(dir, WeightType::F32);
+    let file = read_path(&src).unwrap();
+    let mut w = GgufWriter::new();
+    for (key, value) in &file.metadata {
+        let key = match key.strip_prefix("llama.") {
+            Some(rest) => format!("qwen2.{rest}"),
+            None => key.clone(),
+        };
+        let value = if key == "general.architecture" {
+            Value::String("qwen2".into())
+        } else {
+            value.clone()
+        };
+        w.add_metadata(key, value);
+    }
+    let mut rng = SplitMix64::new(42);
+    for info in &file.tensors {
+        let bytes = file.read_tensor_bytes(&info.name).unwrap();
+        w.add_tensor(
+            info.name.clone(),
+            info.dims.clone(),
+            TensorData::Raw {
+                ggml_type: info.ggml_type,
+                bytes,
+            },
+        )
+        .unwrap();
+        for part in ["attn_q", "attn_k", "attn_v"] {
+            if info.name.ends_with(&format!("{part}.weight")) {
+                let n_out = info.dims[1];
+                let bias: Vec<f32> = (0..n_out)
+                    .map(|_| (rng.next_normal() * 0.5) as f32)
+                    .collect();
+                w.add_tensor(
+                    info.name.replace(".weight", ".bias"),
+                    vec![n_out],
+                    TensorData::F32(bias),
+                )
+                .unwrap();
+            }
+        }
+    }
+    let path = dir.join("tiny-qwen2.gguf");
+    w.write_to_path(&path).unwrap();
+    path
+}
+
+/// `‖a − b‖₂ / ‖b‖₂`.
+pub fn rel_error(a: &[f32], b: &[f32]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    let num: f64 = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| (f64::from(*x) - f64::from(*y)).powi(2))
+        .sum();
+    let den: f64 = b.iter().map(|y| f64::from(*y).powi(2)).sum();
+    (num / den).sqrt()
+}
+
+/// `n` pairs of random token sequences (half direct, half refinement): nothing to learn but
+/// the preferences themselves, so they test that DPO can fit them.
+pub fn random_pairs(n: usize, seed: u64) -> Vec<evolve_train::loss::PreferencePair> {
+    use evolve_core::PairKind;
+    let mut rng = SplitMix64::new(seed);
+    let mut seq = |len: usize| -> Vec<u32> {
+        (0..len)
+            .map(|_| 3 + (rng.next_u64() % 350) as u32)
+            .collect()
+    };
+    (0..n)
+        .map(|i| {
+            let mut prompt = vec![1];
+            prompt.extend(seq(3 + i % 3));
+            evolve_train::loss::PreferencePair {
+                kind: if i % 2 == 0 {
+                    PairKind::Direct
+                } else {
+                    PairKind::Refine
+                },
+                prompt,
+                chosen: seq(3 + i % 4),
+                rejected: seq(4 + i % 2),
+            }
+        })
+        .collect()
+}
+
+/// llama.cpp run directly (not through `LlamaEngine`) with an exact-f32 attention path: f32
+/// KV cache and flash attention off. The defaults (f16 cache; flash attention, which works in
+/// f16 on CPU even with an f32 cache) cost ~2-3e-4 relative error on the logits; with this
+/// setting candle and llama.cpp agree to ~1e-7.
+pub mod llama_cpp {
+    use llama_cpp_2::context::params::{KvCacheType, LlamaContextParams};
+    use llama_cpp_2::llama_batch::LlamaBatch;
+    use llama_cpp_2::model::params::LlamaModelParams;
+    use llama_cpp_2::model::{LlamaLoraAdapter, LlamaModel};
+    use llama_cpp_2::token::LlamaToken;
+    use std::num::NonZeroU32;
+    use std::path::Path;
+
+    pub fn load(path: &Path) -> LlamaModel {
+        LlamaModel::load_from_file(
+            evolve_llama::backend().unwrap(),
+            path,
+            &LlamaModelParams::default(),
+        )
+        .unwrap()
+    }
+
+    /// Last-position logits with an optional adapter at a scale.
+    pub fn last_logits(
+        model: &LlamaModel,
+        adapter: Option<(&mut LlamaLoraAdapter, f32)>,
+        tokens: &[i32],
+    ) -> Vec<f32> {
+        let params = LlamaContextParams::default()
+            .with_n_ctx(NonZeroU32::new(256))
+            .with_n_batch(tokens.len() as u32)
+            .with_n_ubatch(tokens.len() as u32)
+            .with_n_threads(2)
+            .with_n_threads_batch(2)
+            .with_type_k(KvCacheType::F32)
+            .with_type_v(KvCacheType::F32)
+            .with_flash_attention_policy(0 as _); // LLAMA_FLASH_ATTN_TYPE_DISABLED
+        let mut ctx = model
+            .new_context(evolve_llama::backend().unwrap(), params)
+            .unwrap();
+        if let Some((adapter, scale)) = adapter {
+            ctx.lora_adapter_set(adapter, scale).unwrap();
+        }
+        let mut batch = LlamaBatch::new(tokens.len(), 1);
+        for (i, &t) in tokens.iter().enumerate() {
+            batch
+                .add(LlamaToken(t), i as i32, &[0], i + 1 == tokens.len())
+                .unwrap();
+        }
+        ctx.decode(&mut batch).unwrap();
+        ctx.get_logits_ith(batch.n_tokens() - 1).to_vec()
+    }
+}

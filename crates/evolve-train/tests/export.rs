@@ -1,0 +1,302 @@
+//! Exported adapters must mean the same thing to their consumers as to candle: llama.cpp must
+//! produce candle's adapted logits, and PEFT files must follow transformers' layout.
+
+mod common;
+
+use candle_core::{DType, Device, Tensor};
+use common::{llama_cpp, random_pairs, rel_error, tiny_llama, tiny_qwen2};
+use evolve_gguf::tiny::WeightType;
+use evolve_gguf::{GgmlType, Value, read_path};
+use evolve_train::export::{
+    PEFT_CONFIG_FILE, PEFT_WEIGHTS_FILE, export_gguf_lora, export_peft, unpermute_gguf_to_hf,
+};
+use evolve_train::{LlamaModel, Lora, LoraConfig, LoraTarget, TrainConfig, Trainer};
+use std::path::Path;
+
+/// A few real training steps, so the adapter is the product of the loop and clearly non-zero.
+fn trained_adapter(model: &LlamaModel, lora_cfg: LoraConfig) -> Lora {
+    let lora = Lora::new(model.config(), lora_cfg, DType::F32, &Device::Cpu).unwrap();
+    let cfg = TrainConfig {
+        beta: 0.5,
+        lr: 2e-2,
+        warmup_steps: 0,
+        batch_size: 4,
+        grad_accum: 1,
+        epochs: 2,
+        ..TrainConfig::default()
+    };
+    let mut trainer = Trainer::new(model, lora, cfg).unwrap();
+    let outcome = trainer.train(&random_pairs(8, 11), |_| true).unwrap();
+    assert_eq!(outcome.steps, 4);
+    trainer.into_lora()
+}
+
+fn candle_last(model: &LlamaModel, lora: Option<&Lora>, ids: &[i32]) -> Vec<f32> {
+    let ids32: Vec<u32> = ids.iter().map(|&i| i as u32).collect();
+    let x = Tensor::new(ids32.as_slice(), &Device::Cpu)
+        .unwrap()
+        .unsqueeze(0)
+        .unwrap();
+    let logits = model.forward_with(&x, lora).unwrap();
+    logits
+        .get(0)
+        .unwrap()
+        .get(ids.len() - 1)
+        .unwrap()
+        .to_vec1()
+        .unwrap()
+}
+
+fn assert_llama_cpp_applies_the_adapter(base_path: &Path, lora_cfg: LoraConfig) {
+    let model = LlamaModel::load(base_path, &Device::Cpu, DType::F32).unwrap();
+    let lora = trained_adapter(&model, lora_cfg);
+    let adapter_path = base_path.with_extension("lora.gguf");
+    export_gguf_lora(&lora, model.config(), &adapter_path).unwrap();
+
+    let mut llama = llama_cpp::load(base_path);
+    let mut adapter = llama.lora_adapter_init(&adapter_path).unwrap();
+    for ids in [
+        vec![1, 40, 41, 42, 43],
+        (0..30).map(|i| 1 + (i * 53 % 350)).collect::<Vec<i32>>(),
+    ] {
+        let base = candle_last(&model, None, &ids);
+        let adapted = candle_last(&model, Some(&lora), &ids);
+        let effect = rel_error(&adapted, &base);
+        let with = llama_cpp::last_logits(&llama, Some((&mut adapter, 1.0)), &ids);
+        let err = rel_error(&with, &adapted);
+        let off = rel_error(
+            &llama_cpp::last_logits(&llama, Some((&mut adapter, 0.0)), &ids),
+            &base,
+        );
+        let removed = rel_error(&llama_cpp::last_logits(&llama, None, &ids), &base);
+        eprintln!(
+            "{}: adapter moves logits by {effect:.2e}; llama.cpp vs candle {err:.2e}; scale 0 {off:.2e}; removed {removed:.2e}",
+            base_path.file_name().unwrap().to_string_lossy()
+        );
+        assert!(effect > 1e-2, "the trained adapter must matter: {effect}");
+        assert!(
+            err < 1e-3,
+            "llama.cpp with the adapter differs from candle: {err}"
+        );
+        assert!(
+            off < 1e-4 && removed < 1e-4,
+            "scale 0 / no adapter must be the base: {off} {removed}"
+        );
+    }
+    let _ = &mut llama;
+}
+
+#[test]
+fn llama_cpp_with_the_exported_gguf_lora_reproduces_candle_logits() {
+    let dir = tempfile::tempdir().unwrap();
+    assert_llama_cpp_applies_the_adapter(
+        &tiny_llama(dir.path(), WeightType::F32),
+        LoraConfig {
+            rank: 8,
+            alpha: 16.0,
+            ..LoraConfig::default()
+        },
+    );
+}
+
+#[test]
+fn rslora_scale_is_baked_into_b_for_llama_cpp() {
+    let dir = tempfile::tempdir().unwrap();
+    assert_llama_cpp_applies_the_adapter(
+        &tiny_llama(dir.path(), WeightType::F32),
+        LoraConfig {
+            rank: 4,
+            alpha: 8.0,
+            use_rslora: true,
+            targets: vec![LoraTarget::Q, LoraTarget::V, LoraTarget::Up],
+            ..LoraConfig::default()
+        },
+    );
+}
+
+#[test]
+fn qwen2_adapter_works_in_llama_cpp_too() {
+    let dir = tempfile::tempdir().unwrap();
+    assert_llama_cpp_applies_the_adapter(
+        &tiny_qwen2(dir.path()),
+        LoraConfig {
+            rank: 4,
+            alpha: 8.0,
+            ..LoraConfig::default()
+        },
+    );
+}
+
+#[test]
+fn gguf_lora_has_the_metadata_and_shapes_llama_cpp_expects() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = LlamaModel::load(
+        &tiny_llama(dir.path(), WeightType::F32),
+        &Device::Cpu,
+        DType::F32,
+    )
+    .unwrap();
+    let lora = Lora::new(
+        model.config(),
+        LoraConfig {
+            rank: 8,
+            alpha: 16.0,
+            ..LoraConfig::default()
+        },
+        DType::F32,
+        &Device::Cpu,
+    )
+    .unwrap();
+    let path = dir.path().join("a.gguf");
+    export_gguf_lora(&lora, model.config(), &path).unwrap();
+    let f = read_path(&path).unwrap();
+    assert_eq!(f.get_str("general.architecture"), Some("llama"));
+    assert_eq!(f.get_str("general.type"), Some("adapter"));
+    assert_eq!(f.get_str("adapter.type"), Some("lora"));
+    assert_eq!(f.get("adapter.lora.alpha"), Some(&Value::F32(16.0)));
+    assert_eq!(f.tensors.len(), 2 * 7 * 2);
+    let t = |n: &str| f.tensor(n).unwrap_or_else(|| panic!("{n} missing"));
+    assert_eq!(
+        t("blk.0.attn_q.weight.lora_a").dims,
+        vec![64, 8],
+        "ggml [n_in, r]"
+    );
+    assert_eq!(
+        t("blk.0.attn_q.weight.lora_b").dims,
+        vec![8, 64],
+        "ggml [r, n_out]"
+    );
+    assert_eq!(t("blk.1.attn_k.weight.lora_b").dims, vec![8, 32]);
+    assert_eq!(t("blk.1.ffn_down.weight.lora_a").dims, vec![128, 8]);
+    assert_eq!(t("blk.1.ffn_down.weight.lora_b").dims, vec![8, 64]);
+    assert!(f.tensors.iter().all(|t| t.ggml_type == GgmlType::F32));
+}
+
+#[test]
+fn peft_export_has_transformers_keys_shapes_config_and_unpermuted_q_k() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = LlamaModel::load(
+        &tiny_llama(dir.path(), WeightType::F32),
+        &Device::Cpu,
+        DType::F32,
+    )
+    .unwrap();
+    let lora = trained_adapter(
+        &model,
+        LoraConfig {
+            rank: 8,
+            alpha: 16.0,
+            dropout: 0.05,
+            ..LoraConfig::default()
+        },
+    );
+    let out = dir.path().join("peft");
+    export_peft(&lora, model.config(), &out, Some("evolve/tiny")).unwrap();
+
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join(PEFT_CONFIG_FILE)).unwrap())
+            .unwrap();
+    assert_eq!(config["peft_type"], "LORA");
+    assert_eq!(config["task_type"], "CAUSAL_LM");
+    assert_eq!(config["r"], 8);
+    assert_eq!(config["lora_alpha"], 16.0);
+    assert_eq!(config["lora_dropout"], 0.05);
+    assert_eq!(config["use_rslora"], false);
+    assert_eq!(config["bias"], "none");
+    assert_eq!(config["base_model_name_or_path"], "evolve/tiny");
+    assert_eq!(
+        config["target_modules"],
+        serde_json::json!([
+            "q_proj",
+            "k_proj",
+            "v_proj",
+            "o_proj",
+            "gate_proj",
+            "up_proj",
+            "down_proj"
+        ])
+    );
+
+    let tensors =
+        candle_core::safetensors::load(out.join(PEFT_WEIGHTS_FILE), &Device::Cpu).unwrap();
+    assert_eq!(tensors.len(), 2 * 7 * 2);
+    let get = |k: &str| tensors.get(k).unwrap_or_else(|| panic!("{k} missing"));
+    let p = "base_model.model.model.layers";
+    assert_eq!(
+        get(&format!("{p}.0.self_attn.q_proj.lora_A.weight")).dims(),
+        &[8, 64]
+    );
+    assert_eq!(
+        get(&format!("{p}.0.self_attn.q_proj.lora_B.weight")).dims(),
+        &[64, 8]
+    );
+    assert_eq!(
+        get(&format!("{p}.1.self_attn.k_proj.lora_B.weight")).dims(),
+        &[32, 8]
+    );
+    assert_eq!(
+        get(&format!("{p}.1.mlp.down_proj.lora_A.weight")).dims(),
+        &[8, 128]
+    );
+    assert_eq!(
+        get(&format!("{p}.1.mlp.gate_proj.lora_B.weight")).dims(),
+        &[128, 8]
+    );
+
+    let same = |a: &Tensor, b: &Tensor| {
+        a.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+            == b.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+    };
+    let q = lora.pair(0, LoraTarget::Q).unwrap();
+    let k = lora.pair(1, LoraTarget::K).unwrap();
+    let v = lora.pair(0, LoraTarget::V).unwrap();
+    // q/k B rows go back to HF's half layout (4 q heads, 2 kv heads); A and other B stay.
+    assert!(same(
+        get(&format!("{p}.0.self_attn.q_proj.lora_B.weight")),
+        &unpermute_gguf_to_hf(q.b.as_tensor(), 4).unwrap()
+    ));
+    assert!(
+        !same(
+            get(&format!("{p}.0.self_attn.q_proj.lora_B.weight")),
+            q.b.as_tensor()
+        ),
+        "trained B must actually move"
+    );
+    assert!(same(
+        get(&format!("{p}.1.self_attn.k_proj.lora_B.weight")),
+        &unpermute_gguf_to_hf(k.b.as_tensor(), 2).unwrap()
+    ));
+    assert!(same(
+        get(&format!("{p}.0.self_attn.q_proj.lora_A.weight")),
+        q.a.as_tensor()
+    ));
+    assert!(same(
+        get(&format!("{p}.0.self_attn.v_proj.lora_B.weight")),
+        v.b.as_tensor()
+    ));
+}
+
+#[test]
+fn qwen2_peft_export_keeps_q_k_rows_as_trained() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = LlamaModel::load(&tiny_qwen2(dir.path()), &Device::Cpu, DType::F32).unwrap();
+    let lora = trained_adapter(
+        &model,
+        LoraConfig {
+            rank: 4,
+            alpha: 8.0,
+            targets: vec![LoraTarget::Q],
+            ..LoraConfig::default()
+        },
+    );
+    let out = dir.path().join("peft");
+    export_peft(&lora, model.config(), &out, None).unwrap();
+    let tensors =
+        candle_core::safetensors::load(out.join(PEFT_WEIGHTS_FILE), &Device::Cpu).unwrap();
+    let b = &tensors["base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight"];
+    let trained = lora.pair(0, LoraTarget::Q).unwrap().b.as_tensor();
+    assert_eq!(
+        b.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+        trained.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+    );
+}
