@@ -15,6 +15,7 @@ pub use evolve_gguf as gguf;
 pub use evolve_llama as llama;
 pub use evolve_store as store;
 
+pub mod chat;
 pub mod models;
 pub mod service;
 

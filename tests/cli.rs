@@ -320,3 +320,143 @@ fn unsupported_files_are_refused_clearly() {
     let err = info_error(dir.path(), &future);
     assert!(err.contains("unsupported GGUF version 9"), "{err}");
 }
+
+#[test]
+fn chat_refines_step_by_step_and_stores_the_chain_with_parent_links() {
+    use evolve::store::Store;
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_model(dir.path(), "q8_0");
+    let out = evolve(
+        dir.path(),
+        &[
+            "chat",
+            "--model",
+            model.to_str().unwrap(),
+            "--max-tokens",
+            "12",
+            "--refine",
+            "3",
+            "--threads",
+            "1",
+            "2+2?",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let headers: Vec<&str> = text.lines().filter(|l| l.starts_with("── ")).collect();
+    assert_eq!(
+        headers,
+        [
+            "── answer ──",
+            "── refinement 1 ──",
+            "── refinement 2 ──",
+            "── refinement 3 ──"
+        ],
+        "{text}"
+    );
+    assert_eq!(
+        stderr(&out).matches("tokens/s]").count(),
+        4,
+        "{}",
+        stderr(&out)
+    );
+
+    let store = Store::open_readonly(&dir.path().join("evolve.db")).unwrap();
+    let chat = &store.list_chats().unwrap()[0];
+    assert_eq!(chat.title, "2+2?");
+    let messages = store.messages_of(chat.id).unwrap();
+    assert_eq!(
+        messages.len(),
+        5,
+        "the question, the answer and 3 refinements"
+    );
+    let last = messages.last().unwrap();
+    assert_eq!(last.step_index, 3);
+    assert_eq!(
+        last.refinement_of,
+        Some(messages[1].id),
+        "refinements hang off the direct answer"
+    );
+    let chain = store.refinement_chain(last.generation_id.unwrap()).unwrap();
+    assert_eq!(
+        chain.iter().map(|g| g.step_index).collect::<Vec<_>>(),
+        [0, 1, 2, 3]
+    );
+    for pair in chain.windows(2) {
+        assert_eq!(pair[1].parent_id, Some(pair[0].id));
+        assert!(
+            pair[1].prompt_text.contains(&pair[0].text),
+            "step {} refines the previous answer",
+            pair[1].step_index
+        );
+    }
+}
+
+#[test]
+fn chat_applies_an_adapter_and_refuses_one_that_does_not_fit() {
+    use evolve::gguf::{GgufWriter, TensorData, Value};
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_model(dir.path(), "f32");
+    let write_adapter = |name: &str, n_in: u64| {
+        let mut w = GgufWriter::new();
+        w.add_metadata("general.architecture", Value::String("llama".into()));
+        w.add_metadata("general.type", Value::String("adapter".into()));
+        w.add_metadata("adapter.type", Value::String("lora".into()));
+        w.add_metadata("adapter.lora.alpha", Value::F32(4.0));
+        let a: Vec<f32> = (0..n_in * 4)
+            .map(|i| ((i % 7) as f32 - 3.0) * 0.05)
+            .collect();
+        let b: Vec<f32> = (0..64 * 4).map(|i| ((i % 5) as f32 - 2.0) * 0.05).collect();
+        w.add_tensor(
+            "blk.0.attn_q.weight.lora_a",
+            vec![n_in, 4],
+            TensorData::F32(a),
+        )
+        .unwrap();
+        w.add_tensor(
+            "blk.0.attn_q.weight.lora_b",
+            vec![4, 64],
+            TensorData::F32(b),
+        )
+        .unwrap();
+        let path = dir.path().join(name);
+        w.write_to_path(&path).unwrap();
+        path
+    };
+    let ask = |adapter: Option<&Path>| {
+        let mut args = vec![
+            "chat",
+            "--model",
+            model.to_str().unwrap(),
+            "--max-tokens",
+            "24",
+            "--temperature",
+            "0",
+            "--threads",
+            "1",
+        ];
+        if let Some(a) = adapter {
+            args.extend(["--adapter", a.to_str().unwrap(), "--adapter-scale", "8"]);
+        }
+        args.push("hello");
+        evolve(dir.path(), &args)
+    };
+    let base = ask(None);
+    let good = write_adapter("good.gguf", 64);
+    let adapted = ask(Some(&good));
+    assert!(adapted.status.success(), "{}", stderr(&adapted));
+    assert_ne!(
+        stdout(&base),
+        stdout(&adapted),
+        "a strong adapter changes the greedy answer"
+    );
+
+    let bad = write_adapter("bad.gguf", 32);
+    let out = ask(Some(&bad));
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("does not fit the model") && err.contains("blk.0.attn_q.weight"),
+        "{err}"
+    );
+}

@@ -23,7 +23,10 @@ pub fn status_of(service: &Service) -> anyhow::Result<StudioStatus> {
 
 #[tauri::command]
 pub fn studio_status(state: tauri::State<'_, AppState>) -> Result<StudioStatus, String> {
-    let service = state.service.lock().map_err(|_| "the service is unavailable after an earlier crash".to_string())?;
+    let service = state
+        .service
+        .lock()
+        .map_err(|_| "the service is unavailable after an earlier crash".to_string())?;
     status_of(&service).map_err(|e| format!("{e:#}"))
 }
 
@@ -39,7 +42,10 @@ mod tests {
         service.default_model().unwrap();
         let status = status_of(&service).unwrap();
         assert_eq!(status.models.len(), 1);
-        assert_eq!(status.models[0].display_name.as_deref(), Some("tiny random (built in)"));
+        assert_eq!(
+            status.models[0].display_name.as_deref(),
+            Some("tiny random (built in)")
+        );
         assert_eq!(status.schema_version, evolve::store::LATEST_VERSION);
         let json = serde_json::to_value(&status).unwrap();
         assert_eq!(json["models"][0]["architecture"], "llama");

@@ -32,5 +32,7 @@ fn open_state() -> anyhow::Result<AppState> {
     let service = Service::open(data_dir)?;
     // First start with no model: the built-in tiny model makes the app do something real.
     service.default_model()?;
-    Ok(AppState { service: Mutex::new(service) })
+    Ok(AppState {
+        service: Mutex::new(service),
+    })
 }

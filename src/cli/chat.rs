@@ -1,10 +1,11 @@
 use anyhow::Result;
 use clap::Args;
 use evolve::Service;
-use evolve::core::SamplerConfig;
+use evolve::chat::{ChatEvent, TurnSettings};
+use evolve::core::{RefinementTemplate, SamplerConfig};
 use evolve::llama::{EngineOptions, LlamaEngine};
 use std::io::{BufRead, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 #[derive(Args)]
 pub struct SamplingArgs {
@@ -14,9 +15,21 @@ pub struct SamplingArgs {
     /// Sampling temperature; 0 decodes greedily
     #[arg(long, default_value_t = 0.8)]
     temperature: f32,
-    /// Seed; the same seed gives the same answer
+    /// Seed; the same seed gives the same answer (refinement step k uses seed + k)
     #[arg(long, default_value_t = 42)]
     seed: u32,
+    /// Self-refinement steps after the answer: the model rewrites its own answer this many times
+    #[arg(long, default_value_t = 0, value_name = "K")]
+    refine: usize,
+    /// A LoRA adapter (GGUF, llama.cpp format) applied on top of the model
+    #[arg(long, value_name = "FILE")]
+    adapter: Option<PathBuf>,
+    /// Strength of the adapter
+    #[arg(long, default_value_t = 1.0, requires = "adapter")]
+    adapter_scale: f32,
+    /// llama.cpp built-in chat template to use instead of the model's (chatml, llama3, ...)
+    #[arg(long, value_name = "NAME")]
+    chat_template: Option<String>,
     /// CPU threads [default: all cores]
     #[arg(long)]
     threads: Option<i32>,
@@ -31,12 +44,21 @@ impl SamplingArgs {
             ..Default::default()
         }
     }
-    fn engine_options(&self) -> EngineOptions {
-        let mut o = EngineOptions::default();
+
+    fn load_engine(&self, model: &Path) -> Result<LlamaEngine> {
+        let mut options = EngineOptions {
+            chat_template: self.chat_template.clone(),
+            ..Default::default()
+        };
         if let Some(t) = self.threads {
-            o.n_threads = t;
+            options.n_threads = t;
         }
-        o
+        let mut engine = LlamaEngine::load(model, options)?;
+        if let Some(path) = &self.adapter {
+            let id = engine.load_adapter(path)?;
+            engine.set_adapter(Some(id), self.adapter_scale)?;
+        }
+        Ok(engine)
     }
 }
 
@@ -75,31 +97,76 @@ pub fn start(args: StartArgs, service: &Service) -> Result<()> {
             "(the built-in model has random weights: it proves the pipeline, its answers are gibberish)"
         );
     }
-    converse(&path, None, &args.sampling)
+    converse(service, &path, None, &args.sampling)
 }
 
 pub fn chat(args: ChatArgs, service: &Service) -> Result<()> {
     let path = service.resolve_model(&args.model)?;
-    converse(&path, args.prompt.as_deref(), &args.sampling)
+    converse(service, &path, args.prompt.as_deref(), &args.sampling)
 }
 
-fn converse(path: &Path, prompt: Option<&str>, sampling: &SamplingArgs) -> Result<()> {
-    let engine = LlamaEngine::load(path, sampling.engine_options())?;
+fn converse(
+    service: &Service,
+    model: &Path,
+    prompt: Option<&str>,
+    sampling: &SamplingArgs,
+) -> Result<()> {
+    let mut engine = sampling.load_engine(model)?;
     let sampler = sampling.sampler();
-    let answer = |question: &str| -> Result<()> {
-        let formatted = engine.format_user_prompt(question)?;
+    let template = RefinementTemplate::default();
+    let settings = TurnSettings {
+        model_path: model,
+        refine_steps: sampling.refine,
+        template: &template,
+        sampler: &sampler,
+    };
+    let mut chat = None;
+    let mut answer = |question: &str| -> Result<()> {
+        let chat_id = match chat {
+            Some(id) => id,
+            None => *chat.insert(service.create_chat(question, model)?),
+        };
+        let refining = sampling.refine > 0;
         let mut out = std::io::stdout().lock();
-        let result = engine.generate(&formatted, &sampler, |piece| {
-            let _ = out.write_all(piece.as_bytes());
-            out.flush().is_ok()
-        })?;
-        let secs = (result.duration_ms as f64 / 1000.0).max(1e-3);
+        let turn =
+            service.chat_turn(
+                &mut engine,
+                chat_id,
+                question,
+                &settings,
+                &mut |event| match event {
+                    ChatEvent::StepStarted { step } => {
+                        if refining {
+                            let title = if step == 0 {
+                                "answer".to_string()
+                            } else {
+                                format!("refinement {step}")
+                            };
+                            let _ =
+                                writeln!(out, "{}── {title} ──", if step == 0 { "" } else { "\n" });
+                        }
+                        true
+                    }
+                    ChatEvent::Token { text, .. } => out
+                        .write_all(text.as_bytes())
+                        .and_then(|_| out.flush())
+                        .is_ok(),
+                },
+            )?;
         writeln!(out)?;
-        eprintln!(
-            "[{} tokens, {:.1} tokens/s]",
-            result.tokens.len(),
-            result.tokens.len() as f64 / secs
-        );
+        for step in &turn.steps {
+            let secs = (step.duration_ms as f64 / 1000.0).max(1e-3);
+            eprintln!(
+                "[{}: {} tokens, {:.1} tokens/s]",
+                if step.step_index == 0 {
+                    "answer".to_string()
+                } else {
+                    format!("refinement {}", step.step_index)
+                },
+                step.token_count,
+                step.token_count as f64 / secs
+            );
+        }
         Ok(())
     };
     if let Some(q) = prompt {

@@ -22,6 +22,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 use std::time::Instant;
 
+/// Built-in llama.cpp template used when a model ships no `tokenizer.chat_template`.
+pub const FALLBACK_CHAT_TEMPLATE: &str = "chatml";
+
 static BACKEND: OnceLock<Result<LlamaBackend, String>> = OnceLock::new();
 
 /// The process-wide llama.cpp backend (llama.cpp refuses a second initialisation).
@@ -48,6 +51,9 @@ pub struct EngineOptions {
     pub n_ctx: u32,
     /// Most sequences batched sampling decodes together (its slots).
     pub n_parallel: usize,
+    /// A llama.cpp built-in template name (`chatml`, `llama3`, `mistral-v7`, …) used instead of
+    /// the model's own `tokenizer.chat_template`; `None` uses the model's.
+    pub chat_template: Option<String>,
 }
 
 impl Default for EngineOptions {
@@ -58,6 +64,7 @@ impl Default for EngineOptions {
             n_gpu_layers: 0,
             n_ctx: 0,
             n_parallel: 8,
+            chat_template: None,
         }
     }
 }
@@ -203,15 +210,31 @@ impl LlamaEngine {
 
     /// Formats a conversation with the model's chat template (llama.cpp's built-in template
     /// matcher, not Jinja), ending with the assistant's generation prompt.
+    ///
+    /// Template policy: `EngineOptions::chat_template` if set; else the model's own template;
+    /// else, for a model that ships none, ChatML ([`FALLBACK_CHAT_TEMPLATE`]), the most common
+    /// format. A template llama.cpp does not recognise is an error naming the override, never a
+    /// silently wrong prompt.
     pub fn format_chat(&self, messages: &[ChatMessage]) -> Result<String, LlamaError> {
-        use llama_cpp_2::model::LlamaChatMessage;
-        let tmpl = self
-            .model
-            .chat_template(None)
-            .map_err(|e| LlamaError::Load {
-                path: self.path.clone(),
-                reason: format!("chat template: {e}"),
-            })?;
+        use llama_cpp_2::model::{LlamaChatMessage, LlamaChatTemplate};
+        let template_error = |reason: String| LlamaError::ChatTemplate {
+            path: self.path.clone(),
+            reason,
+        };
+        let (tmpl, source) = match &self.options.chat_template {
+            Some(name) => (
+                LlamaChatTemplate::new(name).map_err(|e| template_error(e.to_string()))?,
+                format!("'{name}'"),
+            ),
+            None => match self.model.chat_template(None) {
+                Ok(t) => (t, "the model's own".to_string()),
+                Err(_) => (
+                    LlamaChatTemplate::new(FALLBACK_CHAT_TEMPLATE)
+                        .map_err(|e| template_error(e.to_string()))?,
+                    format!("the fallback '{FALLBACK_CHAT_TEMPLATE}' (the model has none)"),
+                ),
+            },
+        };
         let msgs = messages
             .iter()
             .map(|m| LlamaChatMessage::new(m.role.as_str().into(), m.content.clone()))
@@ -219,7 +242,7 @@ impl LlamaEngine {
             .map_err(|e| LlamaError::Decode(format!("chat message: {e}")))?;
         self.model
             .apply_chat_template(&tmpl, &msgs, true)
-            .map_err(|e| LlamaError::Decode(format!("cannot apply the model's chat template: {e}")))
+            .map_err(|e| template_error(format!("{source} template cannot be applied ({e})")))
     }
 
     fn context(&self, n_tokens_needed: usize) -> Result<LlamaContext<'_>, LlamaError> {

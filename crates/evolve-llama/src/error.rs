@@ -20,6 +20,11 @@ pub enum LlamaError {
     },
     #[error("llama.cpp decode failed: {0}")]
     Decode(String),
+    #[error(
+        "cannot format a chat for {}: {reason}; choose a llama.cpp built-in template with --chat-template (e.g. chatml, llama3, mistral-v7)",
+        path.display()
+    )]
+    ChatTemplate { path: PathBuf, reason: String },
     #[error("empty prompt: nothing to condition the model on")]
     EmptyPrompt,
     #[error("LoRA adapter {} does not fit the model: {reason}", path.display())]

@@ -20,7 +20,9 @@ mod sampler;
 mod stream;
 
 pub use adapter::{AdapterId, AdapterInfo};
-pub use engine::{EngineOptions, EngineStats, GenerationOutput, LlamaEngine, backend};
+pub use engine::{
+    EngineOptions, EngineStats, FALLBACK_CHAT_TEMPLATE, GenerationOutput, LlamaEngine, backend,
+};
 pub use error::LlamaError;
 pub use logprob::{SequenceLogprob, log_softmax_at};
 pub use stream::{Pushed, TextStream};
