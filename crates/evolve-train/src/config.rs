@@ -34,9 +34,9 @@ impl Architecture {
 /// halves like HF (`LLAMA_ROPE_TYPE_NEOX`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RopeLayout {
-    /// (x[2i], x[2i+1]) — ggml NORM.
+    /// `(x[2i], x[2i+1])` — ggml NORM.
     AdjacentPairs,
-    /// (x[i], x[i + d/2]) — ggml NEOX.
+    /// `(x[i], x[i + d/2])` — ggml NEOX.
     Halves,
 }
 

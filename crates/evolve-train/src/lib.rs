@@ -1,13 +1,18 @@
 //! The training engine on candle. It reads the very GGUF file the user chats with, so the model
 //! that is trained and the model that is served can never drift apart.
 //!
-//! - [`LlamaModel`]: differentiable Llama/Qwen2 forward pass over the dequantized GGUF weights,
-//!   matching llama.cpp's logits.
+//! - [`LlamaModel`]: differentiable Llama/Qwen2 forward pass over the GGUF weights, matching
+//!   llama.cpp's logits: dequantized (f32/f64, or bf16 with f32 adapters and losses), or kept
+//!   quantized ([`LlamaModel::load_quantized`]); frozen, or trainable for full-parameter
+//!   training ([`LlamaModel::trainable`], [`LlamaModel::new_random`]).
 //! - [`Lora`]: trainable adapters; the base stays frozen, and the reference policy is the same
 //!   model with the adapter off.
 //! - [`loss`]: sequence log-probs, DPO (sigmoid/IPO) with TRL's metrics, the EVOLVE objective.
 //! - [`Trainer`]: the optimisation loop with schedules, clipping, cancellation and checkpoints.
-//! - [`export`]: GGUF LoRA for llama.cpp and PEFT safetensors for transformers.
+//! - [`train_sft`]: full-parameter next-token training (pretraining a model from scratch).
+//! - [`tokenizer_from_gguf`]: the GGUF's own vocabulary as a `tokenizers::Tokenizer`.
+//! - [`export`]: GGUF LoRA for llama.cpp, PEFT safetensors for transformers, whole or merged
+//!   models as GGUF.
 
 mod batch;
 mod config;
@@ -18,6 +23,8 @@ pub mod loss;
 mod model;
 pub mod ops;
 pub mod optim;
+mod sft;
+mod tokenizer;
 mod trainer;
 
 #[cfg(test)]
@@ -27,6 +34,10 @@ pub use config::{Architecture, LlamaConfig, RopeLayout};
 pub use error::{Result, TrainError};
 pub use lora::{Lora, LoraConfig, LoraPair, LoraTarget};
 pub use model::LlamaModel;
+pub use sft::{SftConfig, SftExample, SftMetrics, SftOutcome, train_sft};
+pub use tokenizer::{BPE_PRE_REGEX, tokenizer_from_gguf};
+/// The tokenizer crate, so callers name the same `Tokenizer` type this crate returns.
+pub use tokenizers;
 pub use trainer::{
     CHECKPOINT_OPTIMIZER, CHECKPOINT_STATE, CHECKPOINT_WEIGHTS, StepMetrics, TrainConfig,
     TrainOutcome, Trainer, data_fingerprint,

@@ -266,10 +266,13 @@ impl Lora {
         let Some(pair) = self.pair(layer, target) else {
             return Ok(base_out);
         };
-        let x = self.dropout(x)?;
+        // A half-precision base meets an f32 adapter (see `LlamaModel::master_dtype`): the
+        // adapter path runs in the adapter's dtype and only its output is rounded to the base's.
+        let x = self.dropout(&x.to_dtype(pair.a.dtype())?)?;
         // Scale the rank-r activations, not the output: one pass over a small tensor.
         let low_rank = (crate::ops::linear(&x, pair.a.as_tensor())? * self.scale())?;
         let delta = crate::ops::linear(&low_rank, pair.b.as_tensor())?;
+        let delta = delta.to_dtype(base_out.dtype())?;
         Ok((base_out + delta)?)
     }
 

@@ -195,7 +195,7 @@ fn pair_batch(pairs: &[&PreferencePair], pad_id: u32, model: &LlamaModel) -> Res
                 .map(|p| (p.prompt.as_slice(), p.rejected.as_slice())),
         )
         .collect();
-    SequenceBatch::new(&seqs, pad_id, model.dtype(), model.device())
+    SequenceBatch::new(&seqs, pad_id, model.master_dtype(), model.device())
 }
 
 /// Per-sequence answer log-probs `[2n]`: summed, and as the loss uses them — summed
@@ -258,7 +258,7 @@ pub fn evolve_loss(
         )));
     }
     let n = pairs.len();
-    let (dtype, device) = (model.dtype(), model.device());
+    let (dtype, device) = (model.master_dtype(), model.device());
     let batch = pair_batch(pairs, pad_id, model)?;
     let (summed, logps) = policy_logps(model, Some(adapter), &batch, cfg.kind)?;
     let chosen = logps.narrow(0, 0, n)?;

@@ -5,44 +5,103 @@ use crate::config::LlamaConfig;
 use crate::lora::{Lora, LoraTarget};
 use crate::ops;
 use crate::{Result, TrainError};
-use candle_core::quantized::gguf_file;
-use candle_core::{DType, Device, Tensor};
+use candle_core::quantized::{GgmlDType, QTensor, gguf_file};
+use candle_core::{DType, Device, Tensor, Var};
+use evolve_gguf::tiny::SplitMix64;
 use std::path::Path;
+use std::sync::Arc;
+
+/// A linear layer's weight `[out, in]`: dense, or kept quantized (see
+/// [`LlamaModel::load_quantized`]) and dequantized on the fly by [`ops::quantized_linear`].
+#[derive(Clone)]
+enum Matrix {
+    Dense(Tensor),
+    Quantized(Arc<QTensor>),
+}
+
+impl Matrix {
+    fn dense(&self, dtype: DType, device: &Device) -> Result<Tensor> {
+        Ok(match self {
+            Matrix::Dense(t) => t.clone(),
+            Matrix::Quantized(q) => q.dequantize(device)?.to_dtype(dtype)?,
+        })
+    }
+
+    fn bytes(&self) -> usize {
+        match self {
+            Matrix::Dense(t) => t.elem_count() * t.dtype().size_in_bytes(),
+            Matrix::Quantized(q) => q.storage_size_in_bytes(),
+        }
+    }
+}
 
 struct Block {
     attn_norm: Tensor,
-    wq: Tensor,
-    wk: Tensor,
-    wv: Tensor,
-    wo: Tensor,
+    wq: Matrix,
+    wk: Matrix,
+    wv: Matrix,
+    wo: Matrix,
     /// Qwen2 has q/k/v biases; Llama has none.
     bq: Option<Tensor>,
     bk: Option<Tensor>,
     bv: Option<Tensor>,
     ffn_norm: Tensor,
-    gate: Tensor,
-    up: Tensor,
-    down: Tensor,
+    gate: Matrix,
+    up: Matrix,
+    down: Matrix,
 }
 
-/// The frozen base model. Weights are plain tensors (never `Var`s), so no gradient is ever
-/// computed or stored for them.
+impl Block {
+    fn matrices_mut(&mut self) -> [&mut Matrix; 7] {
+        [
+            &mut self.wq,
+            &mut self.wk,
+            &mut self.wv,
+            &mut self.wo,
+            &mut self.gate,
+            &mut self.up,
+            &mut self.down,
+        ]
+    }
+}
+
+/// The base model. Loaded from GGUF it is frozen: weights are plain tensors, and the linear
+/// layers use [`ops::frozen_linear`], so no weight gradient is ever computed or stored. After
+/// [`LlamaModel::trainable`] (or from [`LlamaModel::new_random`]) every weight is a [`Var`] and
+/// the plain matmul is used, for full-parameter training.
 pub struct LlamaModel {
     config: LlamaConfig,
     token_embd: Tensor,
     output_norm: Tensor,
     /// `[n_vocab, n_embd]`; the embedding itself when the file ties them.
-    output: Tensor,
+    output: Matrix,
     rope_freq_factors: Option<Vec<f32>>,
     blocks: Vec<Block>,
     dtype: DType,
     device: Device,
+    /// Every weight as a variable, by GGUF tensor name; empty while the model is frozen.
+    vars: Vec<(String, Var)>,
 }
+
+/// Standard deviation of random matrices in [`LlamaModel::new_random`] (GPT-2/Llama init).
+const INIT_STD: f64 = 0.02;
 
 impl LlamaModel {
     /// Loads and dequantizes every tensor (any type candle reads: F32, F16, BF16, Q4_0…Q8_0,
     /// K-quants) to `dtype` (f32 for training, f64 for gradient tests).
     pub fn load(path: &Path, device: &Device, dtype: DType) -> Result<Self> {
+        Self::load_with(path, device, dtype, false)
+    }
+
+    /// Like [`Self::load`], but the block matrices and the (untied) LM head stored quantized in
+    /// the file (Q4_0…Q8_0, K-quants) stay quantized in memory and are dequantized per use, for
+    /// LoRA training with a base several times smaller. The embedding (gathered by rows),
+    /// norms and biases are dequantized.
+    pub fn load_quantized(path: &Path, device: &Device, dtype: DType) -> Result<Self> {
+        Self::load_with(path, device, dtype, true)
+    }
+
+    fn load_with(path: &Path, device: &Device, dtype: DType, keep_quantized: bool) -> Result<Self> {
         let header = evolve_gguf::read_path(path)?;
         let config = LlamaConfig::from_gguf(&header)?;
         let mut file = std::fs::File::open(path).map_err(|source| TrainError::Open {
@@ -53,7 +112,9 @@ impl LlamaModel {
             path: path.into(),
             reason: e.to_string(),
         })?;
-        let mut get = |name: &str, shape: &[usize]| -> Result<Tensor> {
+        // One reader for every tensor: dense (dequantized to `dtype`) unless `keep` and the
+        // file stores it in a quantized type.
+        let mut read = |name: &str, shape: &[usize], keep: bool| -> Result<Matrix> {
             let tensor_err = |reason: String| TrainError::Tensor {
                 name: name.into(),
                 reason,
@@ -61,60 +122,85 @@ impl LlamaModel {
             let q = content
                 .tensor(&mut file, name, device)
                 .map_err(|e| tensor_err(format!("cannot read: {e}")))?;
+            if q.shape().dims() != shape {
+                return Err(tensor_err(format!(
+                    "shape {:?}, expected {shape:?}",
+                    q.shape().dims()
+                )));
+            }
+            let stored_dense =
+                matches!(q.dtype(), GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16);
+            if keep && !stored_dense {
+                return Ok(Matrix::Quantized(Arc::new(q)));
+            }
             let t = q
                 .dequantize(device)
                 .map_err(|e| tensor_err(format!("cannot dequantize: {e}")))?;
-            if t.dims() != shape {
-                return Err(tensor_err(format!(
-                    "shape {:?}, expected {shape:?}",
-                    t.dims()
-                )));
+            Ok(Matrix::Dense(t.to_dtype(dtype)?))
+        };
+        let mut get = |name: &str, shape: &[usize]| -> Result<Tensor> {
+            match read(name, shape, false)? {
+                Matrix::Dense(t) => Ok(t),
+                Matrix::Quantized(_) => unreachable!("read(.., false) is dense"),
             }
-            Ok(t.to_dtype(dtype)?)
         };
         let has = |name: &str| content.tensor_infos.contains_key(name);
         let (e, kv, ff, vocab) = (config.n_embd, config.kv_dim(), config.n_ff, config.n_vocab);
 
         let token_embd = get("token_embd.weight", &[vocab, e])?;
         let output_norm = get("output_norm.weight", &[e])?;
-        let output = if has("output.weight") {
-            get("output.weight", &[vocab, e])?
-        } else {
-            token_embd.clone()
-        };
         let rope_freq_factors = if has("rope_freqs.weight") {
             let t = get("rope_freqs.weight", &[config.rope_dims / 2])?;
             Some(t.to_dtype(DType::F32)?.to_vec1::<f32>()?)
         } else {
             None
         };
+        // The LM head is often the largest matrix, so it may stay quantized too; a tied head
+        // is the (dense, row-gathered) embedding.
+        let output = if has("output.weight") {
+            read("output.weight", &[vocab, e], keep_quantized)?
+        } else {
+            Matrix::Dense(token_embd.clone())
+        };
         let mut blocks = Vec::with_capacity(config.n_layer);
         for i in 0..config.n_layer {
             let n = |part: &str| format!("blk.{i}.{part}");
-            let bias = |get: &mut dyn FnMut(&str, &[usize]) -> Result<Tensor>, part: &str, dim| {
-                let name = n(part);
-                if has(&name) {
-                    get(&name, &[dim]).map(Some)
+            let mut dense = |part: &str, dim: usize| -> Result<Tensor> {
+                match read(&n(part), &[dim], false)? {
+                    Matrix::Dense(t) => Ok(t),
+                    Matrix::Quantized(_) => unreachable!("read(.., false) is dense"),
+                }
+            };
+            let mut bias = |part: &str, dim: usize| -> Result<Option<Tensor>> {
+                if has(&n(part)) {
+                    dense(part, dim).map(Some)
                 } else {
                     Ok(None)
                 }
             };
-            let bq = bias(&mut get, "attn_q.bias", e)?;
-            let bk = bias(&mut get, "attn_k.bias", kv)?;
-            let bv = bias(&mut get, "attn_v.bias", kv)?;
+            let (bq, bk, bv) = (
+                bias("attn_q.bias", e)?,
+                bias("attn_k.bias", kv)?,
+                bias("attn_v.bias", kv)?,
+            );
+            let attn_norm = dense("attn_norm.weight", e)?;
+            let ffn_norm = dense("ffn_norm.weight", e)?;
+            let mut matrix = |part: &str, rows: usize, cols: usize| {
+                read(&n(part), &[rows, cols], keep_quantized)
+            };
             blocks.push(Block {
-                attn_norm: get(&n("attn_norm.weight"), &[e])?,
-                wq: get(&n("attn_q.weight"), &[e, e])?,
-                wk: get(&n("attn_k.weight"), &[kv, e])?,
-                wv: get(&n("attn_v.weight"), &[kv, e])?,
-                wo: get(&n("attn_output.weight"), &[e, e])?,
+                attn_norm,
+                wq: matrix("attn_q.weight", e, e)?,
+                wk: matrix("attn_k.weight", kv, e)?,
+                wv: matrix("attn_v.weight", kv, e)?,
+                wo: matrix("attn_output.weight", e, e)?,
                 bq,
                 bk,
                 bv,
-                ffn_norm: get(&n("ffn_norm.weight"), &[e])?,
-                gate: get(&n("ffn_gate.weight"), &[ff, e])?,
-                up: get(&n("ffn_up.weight"), &[ff, e])?,
-                down: get(&n("ffn_down.weight"), &[e, ff])?,
+                ffn_norm,
+                gate: matrix("ffn_gate.weight", ff, e)?,
+                up: matrix("ffn_up.weight", ff, e)?,
+                down: matrix("ffn_down.weight", e, ff)?,
             });
         }
         Ok(LlamaModel {
@@ -126,7 +212,271 @@ impl LlamaModel {
             blocks,
             dtype,
             device: device.clone(),
+            vars: Vec::new(),
         })
+    }
+
+    /// A freshly initialised, trainable model (matrices `N(0, 0.02²)`, norms 1, biases 0) —
+    /// how a model is pretrained from scratch. Deterministic in `seed`.
+    pub fn new_random(
+        config: &LlamaConfig,
+        seed: u64,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Self> {
+        let (e, kv, ff, vocab) = (config.n_embd, config.kv_dim(), config.n_ff, config.n_vocab);
+        let random = |name: &str, rows: usize, cols: usize| -> Result<Tensor> {
+            let mut rng = SplitMix64::for_tensor(seed, name);
+            let v: Vec<f64> = (0..rows * cols)
+                .map(|_| rng.next_normal() * INIT_STD)
+                .collect();
+            Ok(Tensor::from_vec(v, (rows, cols), device)?.to_dtype(dtype)?)
+        };
+        let ones = |n: usize| Tensor::ones(n, dtype, device);
+        let zeros = |n: usize| Tensor::zeros(n, dtype, device);
+        let qwen = config.architecture == crate::Architecture::Qwen2;
+        let bias =
+            |n: usize| -> Result<Option<Tensor>> { Ok(if qwen { Some(zeros(n)?) } else { None }) };
+        let token_embd = random("token_embd.weight", vocab, e)?;
+        let output = Matrix::Dense(if config.tied_embeddings {
+            token_embd.clone()
+        } else {
+            random("output.weight", vocab, e)?
+        });
+        let mut blocks = Vec::with_capacity(config.n_layer);
+        for i in 0..config.n_layer {
+            let n = |part: &str| format!("blk.{i}.{part}.weight");
+            blocks.push(Block {
+                attn_norm: ones(e)?,
+                wq: Matrix::Dense(random(&n("attn_q"), e, e)?),
+                wk: Matrix::Dense(random(&n("attn_k"), kv, e)?),
+                wv: Matrix::Dense(random(&n("attn_v"), kv, e)?),
+                wo: Matrix::Dense(random(&n("attn_output"), e, e)?),
+                bq: bias(e)?,
+                bk: bias(kv)?,
+                bv: bias(kv)?,
+                ffn_norm: ones(e)?,
+                gate: Matrix::Dense(random(&n("ffn_gate"), ff, e)?),
+                up: Matrix::Dense(random(&n("ffn_up"), ff, e)?),
+                down: Matrix::Dense(random(&n("ffn_down"), e, ff)?),
+            });
+        }
+        let model = LlamaModel {
+            config: config.clone(),
+            token_embd,
+            output_norm: ones(e)?,
+            output,
+            rope_freq_factors: None,
+            blocks,
+            dtype,
+            device: device.clone(),
+            vars: Vec::new(),
+        };
+        model.trainable()
+    }
+
+    /// Makes every weight a trainable [`Var`] (a copy), switching the linear layers from the
+    /// frozen op to the plain matmul so that weight gradients flow. Tied embeddings stay one
+    /// variable.
+    pub fn trainable(mut self) -> Result<Self> {
+        if self.is_trainable() {
+            return Ok(self);
+        }
+        let (dtype, device) = (self.dtype, self.device.clone());
+        for block in &mut self.blocks {
+            for m in block.matrices_mut() {
+                *m = Matrix::Dense(m.dense(dtype, &device)?);
+            }
+        }
+        self.output = Matrix::Dense(self.output.dense(dtype, &device)?);
+        let tied = self.config.tied_embeddings;
+        let mut vars = Vec::new();
+        for (name, t) in self.weights_mut() {
+            if tied && name == "output.weight" {
+                continue;
+            }
+            let var = Var::from_tensor(t)?;
+            *t = var.as_tensor().clone();
+            vars.push((name, var));
+        }
+        if tied {
+            self.output = Matrix::Dense(self.token_embd.clone());
+        }
+        self.vars = vars;
+        Ok(self)
+    }
+
+    pub fn is_trainable(&self) -> bool {
+        !self.vars.is_empty()
+    }
+
+    /// The trainable variables by GGUF tensor name (empty for a frozen model).
+    pub fn named_vars(&self) -> &[(String, Var)] {
+        &self.vars
+    }
+
+    /// Every weight by GGUF tensor name, in the order llama.cpp's converter writes them
+    /// (`output.weight` omitted when tied, `rope_freqs.weight` not included).
+    pub fn named_weights(&self) -> Result<Vec<(String, Tensor)>> {
+        let dense = |m: &Matrix| m.dense(self.dtype, &self.device);
+        let mut out = vec![
+            ("token_embd.weight".to_string(), self.token_embd.clone()),
+            ("output_norm.weight".to_string(), self.output_norm.clone()),
+        ];
+        if !self.config.tied_embeddings {
+            out.push((
+                "output.weight".to_string(),
+                self.output.dense(self.dtype, &self.device)?,
+            ));
+        }
+        for (i, b) in self.blocks.iter().enumerate() {
+            let n = |part: &str| format!("blk.{i}.{part}");
+            out.push((n("attn_norm.weight"), b.attn_norm.clone()));
+            out.push((n("attn_q.weight"), dense(&b.wq)?));
+            out.push((n("attn_k.weight"), dense(&b.wk)?));
+            out.push((n("attn_v.weight"), dense(&b.wv)?));
+            out.push((n("attn_output.weight"), dense(&b.wo)?));
+            for (part, bias) in [
+                ("attn_q.bias", &b.bq),
+                ("attn_k.bias", &b.bk),
+                ("attn_v.bias", &b.bv),
+            ] {
+                if let Some(bias) = bias {
+                    out.push((n(part), bias.clone()));
+                }
+            }
+            out.push((n("ffn_norm.weight"), b.ffn_norm.clone()));
+            out.push((n("ffn_gate.weight"), dense(&b.gate)?));
+            out.push((n("ffn_up.weight"), dense(&b.up)?));
+            out.push((n("ffn_down.weight"), dense(&b.down)?));
+        }
+        Ok(out)
+    }
+
+    fn weights_mut(&mut self) -> Vec<(String, &mut Tensor)> {
+        let mut out = vec![
+            ("token_embd.weight".to_string(), &mut self.token_embd),
+            ("output_norm.weight".to_string(), &mut self.output_norm),
+        ];
+        if let Matrix::Dense(t) = &mut self.output {
+            out.push(("output.weight".to_string(), t));
+        }
+        for (i, b) in self.blocks.iter_mut().enumerate() {
+            let n = |part: &str| format!("blk.{i}.{part}");
+            let Block {
+                attn_norm,
+                ffn_norm,
+                bq,
+                bk,
+                bv,
+                ..
+            } = b;
+            out.push((n("attn_norm.weight"), attn_norm));
+            out.push((n("ffn_norm.weight"), ffn_norm));
+            for (part, bias) in [
+                ("attn_q.bias", bq),
+                ("attn_k.bias", bk),
+                ("attn_v.bias", bv),
+            ] {
+                if let Some(bias) = bias.as_mut() {
+                    out.push((n(part), bias));
+                }
+            }
+            let Block {
+                wq,
+                wk,
+                wv,
+                wo,
+                gate,
+                up,
+                down,
+                ..
+            } = b;
+            for (stem, m) in [
+                ("attn_q", wq),
+                ("attn_k", wk),
+                ("attn_v", wv),
+                ("attn_output", wo),
+                ("ffn_gate", gate),
+                ("ffn_up", up),
+                ("ffn_down", down),
+            ] {
+                if let Matrix::Dense(t) = m {
+                    out.push((n(&format!("{stem}.weight")), t));
+                }
+            }
+        }
+        out
+    }
+
+    /// A frozen copy with the adapter folded into the base weights, `W + s·B·A` — what a
+    /// merged GGUF holds. Computed in f32 or wider (the model's dtype if wider).
+    pub fn merged(&self, lora: &Lora) -> Result<LlamaModel> {
+        if lora.n_layers() != self.config.n_layer {
+            return Err(TrainError::Config(format!(
+                "adapter has {} layers, the model {}",
+                lora.n_layers(),
+                self.config.n_layer
+            )));
+        }
+        let detach = |t: &Tensor| t.detach().copy();
+        let merge = |layer: usize, target: LoraTarget, w: &Matrix| -> Result<Matrix> {
+            let w = detach(&w.dense(self.dtype, &self.device)?)?;
+            let Some(pair) = lora.pair(layer, target) else {
+                return Ok(Matrix::Dense(w));
+            };
+            let wide = if self.dtype == DType::F64 {
+                DType::F64
+            } else {
+                DType::F32
+            };
+            let b = pair.b.as_tensor().detach().to_dtype(wide)?;
+            let a = pair.a.as_tensor().detach().to_dtype(wide)?;
+            let delta = (b.matmul(&a)? * lora.scale())?;
+            Ok(Matrix::Dense(
+                (w.to_dtype(wide)? + delta)?.to_dtype(self.dtype)?,
+            ))
+        };
+        let mut blocks = Vec::with_capacity(self.blocks.len());
+        for (i, b) in self.blocks.iter().enumerate() {
+            let opt = |t: &Option<Tensor>| t.as_ref().map(detach).transpose();
+            blocks.push(Block {
+                attn_norm: detach(&b.attn_norm)?,
+                wq: merge(i, LoraTarget::Q, &b.wq)?,
+                wk: merge(i, LoraTarget::K, &b.wk)?,
+                wv: merge(i, LoraTarget::V, &b.wv)?,
+                wo: merge(i, LoraTarget::O, &b.wo)?,
+                bq: opt(&b.bq)?,
+                bk: opt(&b.bk)?,
+                bv: opt(&b.bv)?,
+                ffn_norm: detach(&b.ffn_norm)?,
+                gate: merge(i, LoraTarget::Gate, &b.gate)?,
+                up: merge(i, LoraTarget::Up, &b.up)?,
+                down: merge(i, LoraTarget::Down, &b.down)?,
+            });
+        }
+        let token_embd = detach(&self.token_embd)?;
+        let output = Matrix::Dense(if self.config.tied_embeddings {
+            token_embd.clone()
+        } else {
+            detach(&self.output.dense(self.dtype, &self.device)?)?
+        });
+        Ok(LlamaModel {
+            config: self.config.clone(),
+            token_embd,
+            output_norm: detach(&self.output_norm)?,
+            output,
+            rope_freq_factors: self.rope_freq_factors.clone(),
+            blocks,
+            dtype: self.dtype,
+            device: self.device.clone(),
+            vars: Vec::new(),
+        })
+    }
+
+    /// Per-dimension RoPE frequency divisors (`rope_freqs.weight`, Llama 3), if any.
+    pub fn rope_freq_factors(&self) -> Option<&[f32]> {
+        self.rope_freq_factors.as_deref()
     }
 
     pub fn config(&self) -> &LlamaConfig {
@@ -134,6 +484,16 @@ impl LlamaModel {
     }
     pub fn dtype(&self) -> DType {
         self.dtype
+    }
+
+    /// The dtype of logits, losses and LoRA adapters (with their optimizer state): f32 for a
+    /// half-precision (bf16/f16) base, else the base's dtype. Mixed precision: the base weights
+    /// and activations stay half, while log-probs and small adapter updates keep f32 precision.
+    pub fn master_dtype(&self) -> DType {
+        match self.dtype {
+            DType::BF16 | DType::F16 => DType::F32,
+            other => other,
+        }
     }
     pub fn device(&self) -> &Device {
         &self.device
@@ -152,9 +512,51 @@ impl LlamaModel {
         self.lm_head(&self.hidden_with(tokens, adapter)?)
     }
 
-    /// Logits from final hidden states `[.., n_embd]` (the LM head carries no adapter).
+    /// Logits from final hidden states `[.., n_embd]` (the LM head carries no adapter), in
+    /// [`Self::master_dtype`].
     pub fn lm_head(&self, hidden: &Tensor) -> Result<Tensor> {
-        Ok(ops::frozen_linear(hidden, &self.output)?)
+        Ok(self
+            .matrix_linear(hidden, &self.output)?
+            .to_dtype(self.master_dtype())?)
+    }
+
+    fn matrix_linear(&self, x: &Tensor, w: &Matrix) -> Result<Tensor> {
+        match w {
+            Matrix::Dense(w) => self.base_linear(x, w),
+            Matrix::Quantized(q) => Ok(ops::quantized_linear(x, q)?),
+        }
+    }
+
+    /// Bytes of all weights as held in memory (quantized matrices at their quantized size;
+    /// a tied LM head counted once).
+    pub fn weight_bytes(&self) -> usize {
+        let dense = |t: &Tensor| t.elem_count() * t.dtype().size_in_bytes();
+        let mut total = dense(&self.token_embd) + dense(&self.output_norm);
+        if !self.config.tied_embeddings {
+            total += self.output.bytes();
+        }
+        for b in &self.blocks {
+            total += dense(&b.attn_norm) + dense(&b.ffn_norm);
+            total += [&b.bq, &b.bk, &b.bv]
+                .iter()
+                .filter_map(|t| t.as_ref())
+                .map(dense)
+                .sum::<usize>();
+            total += [&b.wq, &b.wk, &b.wv, &b.wo, &b.gate, &b.up, &b.down]
+                .iter()
+                .map(|m| m.bytes())
+                .sum::<usize>();
+        }
+        total
+    }
+
+    /// `x·Wᵀ` with a weight gradient only when the model is trainable.
+    fn base_linear(&self, x: &Tensor, w: &Tensor) -> Result<Tensor> {
+        Ok(if self.is_trainable() {
+            ops::linear(x, w)?
+        } else {
+            ops::frozen_linear(x, w)?
+        })
     }
 
     /// Final-normed hidden states `[b, t, n_embd]`, before the LM head. Losses project only
@@ -193,8 +595,8 @@ impl LlamaModel {
             .index_select(&tokens.flatten_all()?, 0)?
             .reshape((b, t, cfg.n_embd))?;
         for (i, block) in self.blocks.iter().enumerate() {
-            let lin = |target: LoraTarget, x: &Tensor, w: &Tensor| -> Result<Tensor> {
-                let base = ops::frozen_linear(x, w)?;
+            let lin = |target: LoraTarget, x: &Tensor, w: &Matrix| -> Result<Tensor> {
+                let base = self.matrix_linear(x, w)?;
                 match adapter {
                     Some(l) => l.apply(i, target, x, base),
                     None => Ok(base),

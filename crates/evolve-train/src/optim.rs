@@ -53,6 +53,24 @@ pub fn global_grad_norm(vars: &[Var], grads: &GradStore) -> Result<f64> {
     Ok(sum_sq.sqrt())
 }
 
+/// Adds the gradients of `vars` in `new` to `acc` (gradient accumulation over micro-batches);
+/// gradients of anything else in `new` (activations) are dropped with it.
+pub fn accumulate_grads(acc: Option<GradStore>, new: GradStore, vars: &[Var]) -> Result<GradStore> {
+    let Some(mut acc) = acc else {
+        return Ok(new);
+    };
+    for v in vars {
+        if let Some(g) = new.get(v.as_tensor()) {
+            let sum = match acc.remove(v.as_tensor()) {
+                Some(old) => (old + g)?,
+                None => g.clone(),
+            };
+            acc.insert(v.as_tensor(), sum);
+        }
+    }
+    Ok(acc)
+}
+
 /// Scales all gradients in place so their global norm is at most `max_norm` (as PyTorch's
 /// `clip_grad_norm_`, factor `max_norm / (norm + 1e-6)`). Returns the norm before clipping.
 pub fn clip_grad_norm(vars: &[Var], grads: &mut GradStore, max_norm: f64) -> Result<f64> {

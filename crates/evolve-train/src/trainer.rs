@@ -6,7 +6,9 @@ use crate::loss::{
     DpoKind, DpoMetrics, EvolveLossConfig, PreferencePair, RefLogps, evolve_loss, reference_logps,
 };
 use crate::model::LlamaModel;
-use crate::optim::{AdamW, LrSchedule, ParamsAdamW, clip_grad_norm, learning_rate};
+use crate::optim::{
+    AdamW, LrSchedule, ParamsAdamW, accumulate_grads, clip_grad_norm, learning_rate,
+};
 use crate::{Result, TrainError};
 use candle_core::backprop::GradStore;
 use evolve_gguf::tiny::SplitMix64;
@@ -184,6 +186,17 @@ pub fn data_fingerprint(data: &[PreferencePair]) -> u64 {
     h
 }
 
+/// The example order of `epoch`: a seeded shuffle, so a resumed run sees the same order.
+pub(crate) fn epoch_order(seed: u64, n: usize, epoch: usize) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..n).collect();
+    let mut rng = SplitMix64::new(seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9));
+    for i in (1..n).rev() {
+        let j = (rng.next_u64() % (i as u64 + 1)) as usize;
+        order.swap(i, j);
+    }
+    order
+}
+
 pub struct Trainer<'m> {
     model: &'m LlamaModel,
     lora: Lora,
@@ -259,17 +272,6 @@ impl<'m> Trainer<'m> {
         Ok(idx.iter().map(|i| self.ref_cache[i]).collect())
     }
 
-    /// The pair order of `epoch`: a seeded shuffle, so a resumed run sees the same order.
-    fn epoch_order(&self, n: usize, epoch: usize) -> Vec<usize> {
-        let mut order: Vec<usize> = (0..n).collect();
-        let mut rng = SplitMix64::new(self.config.seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9));
-        for i in (1..n).rev() {
-            let j = (rng.next_u64() % (i as u64 + 1)) as usize;
-            order.swap(i, j);
-        }
-        order
-    }
-
     /// Trains until the configured epochs/steps are done, `on_step` returns `false`, or the
     /// cancel flag is set. Continues from [`Self::step`] after a resume.
     pub fn train(
@@ -302,7 +304,7 @@ impl<'m> Trainer<'m> {
                 let started = Instant::now();
                 let epoch = self.step / steps_per_epoch;
                 let in_epoch = self.step % steps_per_epoch;
-                let order = self.epoch_order(data.len(), epoch);
+                let order = epoch_order(cfg.seed, data.len(), epoch);
                 let pairs_per_step = cfg.batch_size * cfg.grad_accum;
                 let step_pairs = &order[(in_epoch * pairs_per_step).min(order.len())
                     ..((in_epoch + 1) * pairs_per_step).min(order.len())];
@@ -333,21 +335,7 @@ impl<'m> Trainer<'m> {
                         });
                     }
                     let g = (out.loss / micro.len() as f64)?.backward()?;
-                    grads = Some(match grads.take() {
-                        None => g,
-                        Some(mut acc) => {
-                            for v in &vars {
-                                if let Some(new) = g.get(v.as_tensor()) {
-                                    let sum = match acc.remove(v.as_tensor()) {
-                                        Some(old) => (old + new)?,
-                                        None => new.clone(),
-                                    };
-                                    acc.insert(v.as_tensor(), sum);
-                                }
-                            }
-                            acc
-                        }
-                    });
+                    grads = Some(accumulate_grads(grads.take(), g, &vars)?);
                     loss_sum += loss_value;
                     nll_sum += out.nll;
                     tokens += out.real_tokens;
@@ -431,7 +419,12 @@ impl<'m> Trainer<'m> {
             path: path.clone(),
             reason: e.to_string(),
         })?;
-        let mut lora = Lora::new(model.config(), state.lora, model.dtype(), model.device())?;
+        let mut lora = Lora::new(
+            model.config(),
+            state.lora,
+            model.master_dtype(),
+            model.device(),
+        )?;
         lora.load_weights(&dir.join(CHECKPOINT_WEIGHTS))?;
         let mut trainer = Trainer::new(model, lora, state.train)?;
         let optimizer = dir.join(CHECKPOINT_OPTIMIZER);

@@ -1,9 +1,12 @@
-//! Adapter export: GGUF LoRA for llama.cpp / Ollama, PEFT for transformers.
+//! Export: GGUF LoRA for llama.cpp / Ollama, PEFT for transformers, and whole models (trained
+//! from scratch or with a LoRA merged in) as GGUF.
 
 mod gguf_lora;
+mod gguf_model;
 mod peft;
 
 pub use gguf_lora::export_gguf_lora;
+pub use gguf_model::{TokenizerMetadata, WeightType, export_gguf_model};
 pub use peft::{
     PEFT_CONFIG_FILE, PEFT_WEIGHTS_FILE, export_peft, permute_hf_to_gguf, unpermute_gguf_to_hf,
 };

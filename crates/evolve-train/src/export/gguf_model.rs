@@ -1,0 +1,130 @@
+//! A whole model as a GGUF file llama.cpp runs: a model trained from scratch, or a base with
+//! its LoRA merged in ([`LlamaModel::merged`]).
+//!
+//! The candle model keeps the GGUF layout internally (q/k rows of `llama` already in the
+//! adjacent-pair RoPE order), so weights are written as they are, with no permutation.
+
+use crate::config::LlamaConfig;
+use crate::model::LlamaModel;
+use crate::{Result, TrainError};
+use candle_core::DType;
+pub use evolve_gguf::tiny::WeightType;
+use evolve_gguf::{GgufWriter, TensorData, Value};
+use std::path::Path;
+
+/// Where the `tokenizer.*` metadata of the exported file comes from.
+pub enum TokenizerMetadata<'a> {
+    /// Every `tokenizer.*` key of this GGUF (the base model, or a template with the vocabulary).
+    CopyFrom(&'a Path),
+    /// These keys as given.
+    Given(Vec<(String, Value)>),
+}
+
+impl TokenizerMetadata<'_> {
+    fn entries(&self) -> Result<Vec<(String, Value)>> {
+        match self {
+            TokenizerMetadata::CopyFrom(path) => Ok(evolve_gguf::read_path(path)?
+                .metadata
+                .into_iter()
+                .filter(|(k, _)| k.starts_with("tokenizer."))
+                .collect()),
+            TokenizerMetadata::Given(v) => Ok(v.clone()),
+        }
+    }
+}
+
+/// Writes `model` to `path`: matrices as `weight_type` (Q8_0 blocks are 32 wide; a matrix
+/// whose rows are not a multiple of 32 falls back to F16), norms, biases and RoPE factors F32 (as
+/// llama.cpp's converter does).
+pub fn export_gguf_model(
+    model: &LlamaModel,
+    path: &Path,
+    weight_type: WeightType,
+    tokenizer: TokenizerMetadata<'_>,
+) -> Result<()> {
+    let cfg = model.config();
+    let mut w = GgufWriter::new();
+    add_model_metadata(&mut w, cfg, weight_type);
+    let tokenizer = tokenizer.entries()?;
+    if !tokenizer.iter().any(|(k, _)| k == "tokenizer.ggml.tokens") {
+        return Err(TrainError::Metadata(
+            "tokenizer.ggml.tokens (the exported model needs a vocabulary)".into(),
+        ));
+    }
+    for (key, value) in tokenizer {
+        w.add_metadata(key, value);
+    }
+    for (name, t) in model.named_weights()? {
+        let values = t
+            .detach()
+            .to_dtype(DType::F32)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        let (dims, data) = match t.dims() {
+            [n] => (vec![*n as u64], TensorData::F32(values)),
+            [rows, cols] => (
+                vec![*cols as u64, *rows as u64],
+                matrix_data(weight_type, *cols, values),
+            ),
+            other => {
+                return Err(TrainError::Tensor {
+                    name,
+                    reason: format!("unexpected shape {other:?}"),
+                });
+            }
+        };
+        let invalid = |e: evolve_gguf::GgufError| TrainError::Tensor {
+            name: name.clone(),
+            reason: e.to_string(),
+        };
+        w.add_tensor(name.clone(), dims, data).map_err(invalid)?;
+    }
+    if let Some(factors) = model.rope_freq_factors() {
+        w.add_tensor(
+            "rope_freqs.weight",
+            vec![factors.len() as u64],
+            TensorData::F32(factors.to_vec()),
+        )?;
+    }
+    w.write_to_path(path)?;
+    Ok(())
+}
+
+fn matrix_data(weight_type: WeightType, row_len: usize, values: Vec<f32>) -> TensorData {
+    match weight_type {
+        WeightType::F32 => TensorData::F32(values),
+        WeightType::F16 => TensorData::F16(values),
+        WeightType::Q8_0 if row_len.is_multiple_of(32) => TensorData::Q8_0(values),
+        WeightType::Q8_0 => TensorData::F16(values),
+    }
+}
+
+/// The `{arch}.*` hyper-parameters llama.cpp reads, from the config the model runs with.
+fn add_model_metadata(w: &mut GgufWriter, cfg: &LlamaConfig, weight_type: WeightType) {
+    let arch = cfg.architecture.as_str();
+    let u32v = |v: usize| Value::U32(v as u32);
+    w.add_metadata("general.architecture", Value::String(arch.into()))
+        .add_metadata("general.name", Value::String("evolve-trained".into()))
+        .add_metadata("general.file_type", Value::U32(weight_type.file_type()));
+    let key = |s: &str| format!("{arch}.{s}");
+    w.add_metadata(key("context_length"), u32v(cfg.context_length))
+        .add_metadata(key("embedding_length"), u32v(cfg.n_embd))
+        .add_metadata(key("block_count"), u32v(cfg.n_layer))
+        .add_metadata(key("feed_forward_length"), u32v(cfg.n_ff))
+        .add_metadata(key("attention.head_count"), u32v(cfg.n_head))
+        .add_metadata(key("attention.head_count_kv"), u32v(cfg.n_head_kv))
+        .add_metadata(key("rope.dimension_count"), u32v(cfg.rope_dims))
+        .add_metadata(key("rope.freq_base"), Value::F32(cfg.rope_freq_base as f32))
+        .add_metadata(
+            key("attention.layer_norm_rms_epsilon"),
+            Value::F32(cfg.rms_eps as f32),
+        )
+        .add_metadata(key("vocab_size"), u32v(cfg.n_vocab));
+    if cfg.rope_freq_scale != 1.0 {
+        w.add_metadata(key("rope.scaling.type"), Value::String("linear".into()))
+            .add_metadata(
+                key("rope.scaling.factor"),
+                Value::F32((1.0 / cfg.rope_freq_scale) as f32),
+            );
+    }
+}
