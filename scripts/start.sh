@@ -5,5 +5,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
 evolve_setup
-cargo build --release --bin evolve
-exec target/release/evolve start "$@"
+# `cargo run` finds the binary wherever CARGO_TARGET_DIR puts it.
+exec cargo run --quiet --release --bin evolve -- start "$@"

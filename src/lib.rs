@@ -9,13 +9,17 @@
 //! | [`gguf`] (`evolve-gguf`) | GGUF reading/validation, writing, the tiny test model |
 //! | [`store`] (`evolve-store`) | SQLite persistence with migrations |
 //! | [`llama`] (`evolve-llama`) | inference on llama.cpp |
+//! | [`method`] (`evolve-loop`) | datasets, verifiers, pair selection |
 
 pub use evolve_core as core;
 pub use evolve_gguf as gguf;
 pub use evolve_llama as llama;
+pub use evolve_loop as method;
 pub use evolve_store as store;
 
+pub mod bench;
 pub mod chat;
+pub mod data;
 pub mod models;
 pub mod service;
 

@@ -460,3 +460,54 @@ fn chat_applies_an_adapter_and_refuses_one_that_does_not_fit() {
         "{err}"
     );
 }
+
+#[test]
+fn data_import_keeps_good_lines_reports_bad_ones_and_reimports_only_new_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("math.jsonl");
+    let mut lines: Vec<String> = (0..20)
+        .map(|i| {
+            format!(
+                r#"{{"question": "What is {i}+1?", "answer": "{i}+1={}\n#### {}"}}"#,
+                i + 1,
+                i + 1
+            )
+        })
+        .collect();
+    lines[4] = "{not json".into();
+    std::fs::write(&file, lines.join("\n")).unwrap();
+    let out = evolve(dir.path(), &["data", "import", file.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.starts_with(
+            "dataset 'math' (gsm8k): kept 19 prompts; skipped 1 bad lines: line 5: malformed JSON"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("19 new"), "{text}");
+
+    lines.push(r#####"{"question": "What is 99+1?", "answer": "#### 100"}"#####.into());
+    std::fs::write(&file, lines.join("\n")).unwrap();
+    let out = evolve(dir.path(), &["data", "import", file.to_str().unwrap()]);
+    assert!(
+        stdout(&out).contains("kept 20 prompts") && stdout(&out).contains("1 new"),
+        "{}",
+        stdout(&out)
+    );
+
+    let out = evolve(dir.path(), &["data", "list"]);
+    let list = stdout(&out);
+    assert!(list.contains("math") && list.contains("gsm8k"), "{list}");
+
+    let empty = dir.path().join("empty.jsonl");
+    std::fs::write(&empty, "").unwrap();
+    let out = evolve(dir.path(), &["data", "import", empty.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert_eq!(stderr(&out).lines().count(), 1, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("has no usable prompts (the file is empty)"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -20,6 +20,25 @@ pub struct RandomArgs {
     /// Seed of the weights; the same seed writes the same bytes
     #[arg(long)]
     seed: Option<u64>,
+    // Model shape; the defaults are the tiny test model. Bigger shapes make benchmarks meaningful.
+    /// Embedding width [default: 64]
+    #[arg(long)]
+    n_embd: Option<u32>,
+    /// Transformer blocks [default: 2]
+    #[arg(long)]
+    n_layer: Option<u32>,
+    /// Attention heads (must divide --n-embd) [default: 4]
+    #[arg(long)]
+    n_head: Option<u32>,
+    /// Key/value heads (must divide --n-head) [default: 2]
+    #[arg(long)]
+    n_head_kv: Option<u32>,
+    /// Feed-forward width [default: 128]
+    #[arg(long)]
+    n_ff: Option<u32>,
+    /// Training context length written to the metadata [default: 512]
+    #[arg(long)]
+    ctx: Option<u32>,
 }
 
 pub fn run(cmd: FixtureCommand) -> Result<()> {
@@ -27,6 +46,19 @@ pub fn run(cmd: FixtureCommand) -> Result<()> {
         FixtureCommand::Random(args) => {
             let weight_type: WeightType = args.weight_type.parse()?;
             let mut cfg = TinyLlamaConfig::default();
+            let shape = [
+                (args.n_embd, &mut cfg.n_embd),
+                (args.n_layer, &mut cfg.n_layer),
+                (args.n_head, &mut cfg.n_head),
+                (args.n_head_kv, &mut cfg.n_head_kv),
+                (args.n_ff, &mut cfg.n_ff),
+                (args.ctx, &mut cfg.context_length),
+            ];
+            for (value, field) in shape {
+                if let Some(v) = value {
+                    *field = v;
+                }
+            }
             if let Some(seed) = args.seed {
                 cfg.seed = seed;
             }

@@ -1,6 +1,8 @@
 //! Argument parsing and dispatch. Each sub-module is a thin printer over the service API.
 
+mod bench;
 mod chat;
+mod data;
 mod db;
 mod fixture;
 mod models;
@@ -38,12 +40,18 @@ enum Command {
     /// Register and inspect GGUF models
     #[command(subcommand)]
     Models(models::ModelsCommand),
+    /// Import and list prompt datasets
+    #[command(subcommand)]
+    Data(data::DataCommand),
     /// Database maintenance
     #[command(subcommand)]
     Db(db::DbCommand),
     /// Generate test fixtures (tiny models) deterministically
     #[command(subcommand)]
     Fixture(fixture::FixtureCommand),
+    /// Measure inference speed against llama.cpp's own tools
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
 }
 
 pub fn main() -> ExitCode {
@@ -65,11 +73,13 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         // Commands that need no database stay usable on a read-only or full disk.
         Command::Fixture(cmd) => fixture::run(cmd),
+        Command::Bench(cmd) => bench::run(cmd),
         Command::Models(models::ModelsCommand::Info(args)) if args.is_path() => {
             models::info_of_path(&args)
         }
         Command::Db(cmd) => db::run(cmd, &data_dir()?),
         Command::Models(cmd) => models::run(cmd, &Service::open(data_dir()?)?),
+        Command::Data(cmd) => data::run(cmd, &Service::open(data_dir()?)?),
         Command::Start(args) => chat::start(args, &Service::open(data_dir()?)?),
         Command::Chat(args) => chat::chat(args, &Service::open(data_dir()?)?),
     }

@@ -134,4 +134,24 @@ pub trait Generator {
         requests: &[GenerationRequest],
         events: &mut dyn FnMut(GenerationEvent) -> bool,
     ) -> Result<Vec<Vec<Completion>>, GenerateError>;
+
+    /// Applies a LoRA adapter file to the following generations (`None`: the base model).
+    /// Generators that cannot apply adapters refuse rather than silently ignore one.
+    fn use_adapter(
+        &mut self,
+        path: Option<&std::path::Path>,
+        scale: f32,
+    ) -> Result<(), GenerateError> {
+        let _ = scale;
+        match path {
+            None => Ok(()),
+            Some(p) => Err(GenerateError::Engine(
+                format!(
+                    "this generator cannot apply adapters (asked for {})",
+                    p.display()
+                )
+                .into(),
+            )),
+        }
+    }
 }

@@ -8,6 +8,8 @@ pub mod kinds;
 pub mod paths;
 pub mod refine;
 pub mod sampling;
+pub mod score;
+pub mod train;
 
 pub use generate::{
     ChatMessage, Completion, GenerateError, GenerationEvent, GenerationRequest, Generator, Role,
@@ -18,3 +20,5 @@ pub use kinds::{
 pub use paths::DataDir;
 pub use refine::{ChainStart, RefinementStep, RefinementTemplate, refine_chain, refine_chains};
 pub use sampling::SamplerConfig;
+pub use score::{ScoreError, ScoreInput, ScoreValue, Scorer};
+pub use train::{PreferenceTrainer, StepReport, TrainError, TrainExample, TrainedAdapter};

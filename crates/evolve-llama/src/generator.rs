@@ -24,4 +24,13 @@ impl Generator for LlamaEngine {
     ) -> Result<Vec<Vec<Completion>>, GenerateError> {
         Ok(LlamaEngine::generate_batch(self, requests, events)?)
     }
+
+    fn use_adapter(
+        &mut self,
+        path: Option<&std::path::Path>,
+        scale: f32,
+    ) -> Result<(), GenerateError> {
+        let id = path.map(|p| self.load_adapter(p)).transpose()?;
+        Ok(self.set_adapter(id, scale)?)
+    }
 }

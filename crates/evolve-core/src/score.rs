@@ -1,0 +1,33 @@
+//! Scoring answers: the one trait behind verifiers, LLM judges, reward models and remote judges.
+
+use serde::{Deserialize, Serialize};
+
+/// What a scorer sees: the question, the dataset's gold answer when it has one, and the answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScoreInput<'a> {
+    pub prompt: &'a str,
+    pub reference: Option<&'a str>,
+    pub answer: &'a str,
+}
+
+/// A score (higher is better) and the evidence behind it, stored with the score.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScoreValue {
+    pub value: f64,
+    pub details: serde_json::Value,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ScoreError {
+    /// The scorer cannot judge this prompt at all (e.g. a verifier without a gold answer).
+    #[error("{scorer} cannot score this prompt: {reason}")]
+    Unscorable { scorer: String, reason: String },
+    #[error("{scorer} failed: {reason}")]
+    Failed { scorer: String, reason: String },
+}
+
+pub trait Scorer {
+    /// Stable name stored with every score (e.g. `numeric_final_answer`).
+    fn name(&self) -> &str;
+    fn score(&mut self, input: &ScoreInput<'_>) -> Result<ScoreValue, ScoreError>;
+}

@@ -1,0 +1,13 @@
+//! The EVOLVE method's data side, free of engines so it is tested in milliseconds:
+//! importing prompt datasets, verifying answers, and choosing preference pairs.
+//!
+//! - [`dataset`]: JSONL/CSV import (GSM8K, Alpaca, ShareGPT, UltraFeedback-style) with per-line
+//!   validation, deterministic train/eval splits, and TRL pair export.
+//! - [`verify`]: rule/verifier scorers (numeric final answer, exact match, regex, JSON validity).
+//! - [`pairs`]: the pair-selection strategies that turn scored answers into preference pairs.
+//! - [`run`]: the orchestrator driving rounds through the persisted state machine (engines injected).
+
+pub mod dataset;
+pub mod pairs;
+pub mod run;
+pub mod verify;

@@ -1,0 +1,174 @@
+//! Pair selection: from every scored answer of one prompt (samples and their refinements) to
+//! preference pairs.
+//!
+//! Each chosen/rejected pair becomes up to two training pairs: a **direct** pair
+//! (x → y_w ≻ y_l) and a **refinement** pair ((x, y_l, refine-prompt) → y_w ≻ y_l), where the
+//! rejected answer is the thing to refine and the chosen one is the refinement target.
+
+use evolve_core::PairKind;
+use serde::{Deserialize, Serialize};
+
+/// One scored answer of a prompt.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Candidate {
+    /// The stored generation.
+    pub id: i64,
+    /// Which sampled chain it belongs to (`sample_index`).
+    pub chain: usize,
+    /// 0 = the direct answer, k = the k-th refinement.
+    pub step: usize,
+    pub text: String,
+    pub score: f64,
+}
+
+/// How pairs are chosen (configurable per run; see each variant).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "strategy", rename_all = "snake_case")]
+pub enum PairStrategy {
+    /// The best-scored answer against the worst, if they differ by at least `min_margin`.
+    /// Works with any scorer (reward model, judge, verifier).
+    BestVsWorst { min_margin: f64 },
+    /// Per chain, the final refinement against the chain's initial answer when the refinement
+    /// scores at least `min_margin` higher: the rule that teaches "refining helps". (The paper's
+    /// rule-based selection is described only in outline; this is our reading of it.)
+    RefinedVsInitial { min_margin: f64 },
+    /// Verifier-style: answers scoring ≥ `threshold` are correct; up to `max_pairs` pairs of a
+    /// correct against an incorrect answer, each answer used once.
+    CorrectVsIncorrect { threshold: f64, max_pairs: usize },
+}
+
+impl Default for PairStrategy {
+    fn default() -> Self {
+        PairStrategy::CorrectVsIncorrect {
+            threshold: 0.5,
+            max_pairs: 2,
+        }
+    }
+}
+
+/// Which pair kinds to emit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PairKinds {
+    pub direct: bool,
+    pub refine: bool,
+}
+
+impl Default for PairKinds {
+    fn default() -> Self {
+        Self {
+            direct: true,
+            refine: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SelectedPair {
+    pub kind: PairKind,
+    pub chosen: i64,
+    pub rejected: i64,
+    pub margin: f64,
+}
+
+/// Selects pairs among one prompt's candidates. Deterministic: ties go to the earlier answer.
+/// Answers with identical text are never paired (there is nothing to prefer).
+pub fn select_pairs(
+    strategy: &PairStrategy,
+    kinds: PairKinds,
+    candidates: &[Candidate],
+) -> Vec<SelectedPair> {
+    let base = match strategy {
+        PairStrategy::BestVsWorst { min_margin } => best_vs_worst(candidates, *min_margin),
+        PairStrategy::RefinedVsInitial { min_margin } => {
+            refined_vs_initial(candidates, *min_margin)
+        }
+        PairStrategy::CorrectVsIncorrect {
+            threshold,
+            max_pairs,
+        } => correct_vs_incorrect(candidates, *threshold, *max_pairs),
+    };
+    let mut out = Vec::new();
+    for (chosen, rejected) in base {
+        if chosen.text.trim() == rejected.text.trim() {
+            continue;
+        }
+        let margin = chosen.score - rejected.score;
+        for (wanted, kind) in [
+            (kinds.direct, PairKind::Direct),
+            (kinds.refine, PairKind::Refine),
+        ] {
+            if wanted {
+                out.push(SelectedPair {
+                    kind,
+                    chosen: chosen.id,
+                    rejected: rejected.id,
+                    margin,
+                });
+            }
+        }
+    }
+    out
+}
+
+/// Orders by score (descending), then by id so ties are deterministic.
+fn ranked(candidates: &[Candidate]) -> Vec<&Candidate> {
+    let mut v: Vec<&Candidate> = candidates.iter().filter(|c| c.score.is_finite()).collect();
+    v.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.id.cmp(&b.id)));
+    v
+}
+
+fn best_vs_worst(candidates: &[Candidate], min_margin: f64) -> Vec<(&Candidate, &Candidate)> {
+    let r = ranked(candidates);
+    let (Some(best), Some(&worst_score)) = (r.first(), r.last().map(|c| &c.score)) else {
+        return Vec::new();
+    };
+    // The earliest of the worst-scored answers.
+    let worst = r
+        .iter()
+        .filter(|c| c.score == worst_score)
+        .min_by_key(|c| c.id)
+        .expect("non-empty");
+    if best.score - worst.score >= min_margin && best.score > worst.score {
+        vec![(*best, *worst)]
+    } else {
+        Vec::new()
+    }
+}
+
+fn refined_vs_initial(candidates: &[Candidate], min_margin: f64) -> Vec<(&Candidate, &Candidate)> {
+    let mut chains: Vec<usize> = candidates.iter().map(|c| c.chain).collect();
+    chains.sort_unstable();
+    chains.dedup();
+    chains
+        .into_iter()
+        .filter_map(|chain| {
+            let of_chain = candidates
+                .iter()
+                .filter(|c| c.chain == chain && c.score.is_finite());
+            let initial = of_chain.clone().find(|c| c.step == 0)?;
+            let last = of_chain.max_by_key(|c| c.step)?;
+            (last.step > 0
+                && last.score - initial.score >= min_margin
+                && last.score > initial.score)
+                .then_some((last, initial))
+        })
+        .collect()
+}
+
+fn correct_vs_incorrect(
+    candidates: &[Candidate],
+    threshold: f64,
+    max_pairs: usize,
+) -> Vec<(&Candidate, &Candidate)> {
+    let r = ranked(candidates);
+    let correct = r.iter().filter(|c| c.score >= threshold);
+    let mut incorrect: Vec<&Candidate> =
+        r.iter().copied().filter(|c| c.score < threshold).collect();
+    // Worst first, then the earliest: the clearest contrast is paired first.
+    incorrect.sort_by(|a, b| a.score.total_cmp(&b.score).then(a.id.cmp(&b.id)));
+    correct
+        .zip(incorrect)
+        .take(max_pairs)
+        .map(|(c, i)| (*c, i))
+        .collect()
+}

@@ -1,0 +1,901 @@
+//! The orchestrator: one place that drives a run's rounds through the persisted state machine
+//! collect → refine → score → pair → train → evaluate.
+//!
+//! Every step reads what the store already holds and only does what is missing, and writes its
+//! results in small transactions as it goes, so `kill -9` at any moment loses at most the work in
+//! flight and [`Orchestrator::run`] on the same run continues where it stopped. Sampling seeds
+//! derive from (run seed, round, prompt, sample), never from batch order, so redone work gives the
+//! same text.
+
+use crate::pairs::{Candidate, PairKinds, PairStrategy, select_pairs};
+use evolve_core::{
+    ChainStart, GenerationKind, GenerationRequest, Generator, PairKind, PreferenceTrainer,
+    RefinementTemplate, ReviewState, RoundState, RunState, SamplerConfig, ScoreInput, Scorer,
+    StepReport, TrainExample, refine_chains,
+};
+use evolve_store::{
+    AdapterId, Generation, GenerationId, NewAdapter, NewEvaluation, NewGeneration, NewPair,
+    PairFilter, Prompt, PromptId, Round, RoundId, Run, RunId, Store, TrainingMetric, TrainingState,
+};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+/// A run's settings, stored as the run's `config_json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RunConfig {
+    pub rounds: usize,
+    /// Train prompts sampled per round (rounds walk through the train split in order).
+    pub prompts_per_round: usize,
+    /// Answers sampled per prompt (N).
+    pub samples: usize,
+    /// Self-refinement steps per answer (K).
+    pub refine_steps: usize,
+    /// Sampling for collection; its seed is the run's seed.
+    pub sampler: SamplerConfig,
+    /// Decoding for evaluation (greedy by default, so scores are comparable across rounds).
+    pub eval_sampler: SamplerConfig,
+    /// Held-out prompts evaluated per round (0 = the whole eval split).
+    pub eval_prompts: usize,
+    pub template: RefinementTemplate,
+    pub pair_strategy: PairStrategy,
+    pub pair_kinds: PairKinds,
+    /// Scorer name (see `verify::verifier_by_name`).
+    pub scorer: String,
+    /// Prompts per generation call: the unit of work a crash can lose.
+    pub chunk_prompts: usize,
+    pub adapter_scale: f32,
+}
+
+impl Default for RunConfig {
+    fn default() -> Self {
+        Self {
+            rounds: 3,
+            prompts_per_round: 64,
+            samples: 4,
+            refine_steps: 2,
+            sampler: SamplerConfig {
+                temperature: 0.8,
+                max_tokens: 256,
+                ..SamplerConfig::default()
+            },
+            eval_sampler: SamplerConfig::greedy(256),
+            eval_prompts: 0,
+            template: RefinementTemplate::default(),
+            pair_strategy: PairStrategy::default(),
+            pair_kinds: PairKinds::default(),
+            scorer: "numeric".into(),
+            chunk_prompts: 8,
+            adapter_scale: 1.0,
+        }
+    }
+}
+
+/// What the orchestrator reports as it works (for progress bars and the UI).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Progress {
+    Step {
+        round: usize,
+        state: RoundState,
+    },
+    /// `done` of `total` units of the current step (prompts, chains, answers…).
+    Work {
+        round: usize,
+        state: RoundState,
+        done: usize,
+        total: usize,
+    },
+    Tokens {
+        generated: usize,
+    },
+    Train(StepReport),
+    Evaluated {
+        round: usize,
+        metric: String,
+        value: f64,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Store(#[from] evolve_store::StoreError),
+    #[error("generation failed: {0}")]
+    Generate(#[from] evolve_core::GenerateError),
+    #[error("scoring failed on generation {generation}: {source}")]
+    Score {
+        generation: i64,
+        source: evolve_core::ScoreError,
+    },
+    #[error(transparent)]
+    Train(#[from] evolve_core::TrainError),
+    #[error("run {0} not found")]
+    UnknownRun(i64),
+    #[error("invalid run configuration: {0}")]
+    Config(String),
+    #[error("paused: the run stopped at the user's request and resumes where it left off")]
+    Paused,
+    #[error("cannot compute the checksum of {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// The engines a run needs, injected so the loop is the same for llama.cpp, a remote server or a
+/// test double.
+pub struct Engines<'a> {
+    pub generator: &'a mut dyn Generator,
+    pub scorer: &'a mut dyn Scorer,
+    pub trainer: &'a mut dyn PreferenceTrainer,
+}
+
+pub struct Orchestrator<'a> {
+    store: &'a Store,
+    run: Run,
+    config: RunConfig,
+    engines: Engines<'a>,
+    /// Where adapters are written: `<dir>/run-<id>/round-<r>/`.
+    adapters_dir: PathBuf,
+    /// Checksum of the base model, recorded with every adapter.
+    base_sha256: String,
+    progress: &'a mut dyn FnMut(Progress) -> bool,
+    /// Whether the generator currently has the adapter the step needs.
+    active_adapter: Option<Option<PathBuf>>,
+}
+
+/// Creates a run row from a config (validated).
+pub fn create_run(
+    store: &Store,
+    name: &str,
+    model: evolve_store::ModelId,
+    dataset: evolve_store::DatasetId,
+    config: &RunConfig,
+) -> Result<RunId, RunError> {
+    validate(config)?;
+    let config = serde_json::to_value(config).map_err(|e| RunError::Config(e.to_string()))?;
+    Ok(store.create_run(&evolve_store::NewRun {
+        name: name.to_string(),
+        model_id: model,
+        dataset_id: dataset,
+        config,
+    })?)
+}
+
+fn validate(c: &RunConfig) -> Result<(), RunError> {
+    let fail = |m: &str| Err(RunError::Config(m.to_string()));
+    if c.rounds == 0 || c.samples == 0 || c.prompts_per_round == 0 || c.chunk_prompts == 0 {
+        return fail("rounds, samples, prompts per round and chunk size must be at least 1");
+    }
+    if c.samples < 2 && c.refine_steps == 0 {
+        return fail(
+            "with one sample and no refinement there is nothing to compare: raise --samples or --refine",
+        );
+    }
+    crate::verify::verifier_by_name(&c.scorer).map_err(RunError::Config)?;
+    Ok(())
+}
+
+/// Deterministic per-(round, prompt, sample) seed: independent of batching and of what ran before.
+fn seed_for(run_seed: u32, round: usize, prompt: PromptId, sample: usize) -> u32 {
+    let mut z =
+        (run_seed as u64) ^ ((round as u64) << 48) ^ ((prompt.0 as u64) << 16) ^ sample as u64;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    (z ^ (z >> 31)) as u32
+}
+
+impl<'a> Orchestrator<'a> {
+    pub fn new(
+        store: &'a Store,
+        run_id: RunId,
+        engines: Engines<'a>,
+        adapters_dir: &Path,
+        progress: &'a mut dyn FnMut(Progress) -> bool,
+    ) -> Result<Self, RunError> {
+        let run = store
+            .get_run(run_id)?
+            .ok_or(RunError::UnknownRun(run_id.0))?;
+        let config: RunConfig = serde_json::from_value(run.config.clone())
+            .map_err(|e| RunError::Config(e.to_string()))?;
+        validate(&config)?;
+        let base_sha256 = store
+            .get_model(run.model_id)?
+            .map(|m| m.sha256)
+            .unwrap_or_default();
+        Ok(Self {
+            store,
+            adapters_dir: adapters_dir.join(format!("run-{}", run.id.0)),
+            run,
+            config,
+            engines,
+            base_sha256,
+            progress,
+            active_adapter: None,
+        })
+    }
+
+    pub fn config(&self) -> &RunConfig {
+        &self.config
+    }
+
+    /// Runs (or resumes) every round to the end. A failure is recorded on the round and returned;
+    /// running again retries from the failed step.
+    pub fn run(&mut self) -> Result<(), RunError> {
+        self.store.set_run_state(self.run.id, RunState::Running)?;
+        for r in 0..self.config.rounds {
+            let round = self
+                .store
+                .get_round(self.store.create_round(self.run.id, r as i64)?)?
+                .expect("just created");
+            if round.state == RoundState::Done {
+                continue;
+            }
+            if let Err(e) = self.run_round(r, &round) {
+                // A pause leaves the round in the step it reached; a failure is recorded on it.
+                let run_state = if let RunError::Paused = e {
+                    RunState::Paused
+                } else {
+                    self.store.set_round_state(
+                        round.id,
+                        RoundState::Failed,
+                        Some(&e.to_string()),
+                    )?;
+                    RunState::Failed
+                };
+                self.store.set_run_state(self.run.id, run_state)?;
+                return Err(e);
+            }
+        }
+        self.store.set_run_state(self.run.id, RunState::Done)?;
+        Ok(())
+    }
+
+    fn enter(&mut self, round: &Round, r: usize, state: RoundState) -> Result<(), RunError> {
+        self.store.set_round_state(round.id, state, None)?;
+        self.report(Progress::Step { round: r, state })
+    }
+
+    fn report(&mut self, p: Progress) -> Result<(), RunError> {
+        if (self.progress)(p) {
+            Ok(())
+        } else {
+            Err(RunError::Paused)
+        }
+    }
+
+    fn run_round(&mut self, r: usize, round: &Round) -> Result<(), RunError> {
+        // The adapter this round samples with: the one trained in the previous round.
+        let sampling_adapter = if r == 0 {
+            None
+        } else {
+            self.adapter_of_round(r - 1)?
+        };
+        self.store
+            .set_round_adapter(round.id, sampling_adapter.as_ref().map(|(id, _)| *id))?;
+        let sampling_path = sampling_adapter.as_ref().map(|(_, p)| p.clone());
+        let prompts = self.round_prompts(r)?;
+
+        self.enter(round, r, RoundState::Collecting)?;
+        self.use_adapter(sampling_path.as_deref())?;
+        self.collect(
+            r,
+            round,
+            &prompts,
+            sampling_adapter.as_ref().map(|(id, _)| *id),
+        )?;
+
+        self.enter(round, r, RoundState::Refining)?;
+        self.refine(
+            r,
+            round,
+            &prompts,
+            sampling_adapter.as_ref().map(|(id, _)| *id),
+        )?;
+
+        self.enter(round, r, RoundState::Scoring)?;
+        self.score_round(r, round, &prompts)?;
+
+        self.enter(round, r, RoundState::Pairing)?;
+        self.pair(round, &prompts)?;
+
+        if r == 0 {
+            // The untrained model refining itself: the baseline every later round is compared to.
+            self.enter(round, r, RoundState::Evaluating)?;
+            self.evaluate(r, round, None, "base")?;
+        }
+
+        self.enter(round, r, RoundState::Training)?;
+        let trained = self.train(r, round, sampling_path.as_deref())?;
+
+        self.enter(round, r, RoundState::Evaluating)?;
+        let eval_adapter = trained.or(sampling_adapter);
+        self.evaluate(r, round, eval_adapter.as_ref(), "trained")?;
+
+        self.store
+            .set_round_state(round.id, RoundState::Done, None)?;
+        self.report(Progress::Step {
+            round: r,
+            state: RoundState::Done,
+        })
+    }
+
+    /// This round's train prompts: the train split walked in order, wrapping around.
+    fn round_prompts(&self, r: usize) -> Result<Vec<Prompt>, RunError> {
+        let train = self
+            .store
+            .list_prompts(self.run.dataset_id, Some("train"))?;
+        if train.is_empty() {
+            return Err(RunError::Config("the dataset has no train prompts".into()));
+        }
+        let n = self.config.prompts_per_round.min(train.len());
+        Ok((0..n)
+            .map(|i| train[(r * n + i) % train.len()].clone())
+            .collect())
+    }
+
+    fn use_adapter(&mut self, path: Option<&Path>) -> Result<(), RunError> {
+        let wanted = path.map(Path::to_path_buf);
+        if self.active_adapter.as_ref() != Some(&wanted) {
+            self.engines
+                .generator
+                .use_adapter(path, self.config.adapter_scale)?;
+            self.active_adapter = Some(wanted);
+        }
+        Ok(())
+    }
+
+    /// Generations of this round, by (prompt, sample) then step.
+    fn chains_of(
+        &self,
+        round: RoundId,
+    ) -> Result<HashMap<(PromptId, usize), Vec<Generation>>, RunError> {
+        let mut chains: HashMap<(PromptId, usize), Vec<Generation>> = HashMap::new();
+        for g in self.store.generations_of_round(round)? {
+            if let Some(p) = g.prompt_id {
+                chains
+                    .entry((p, g.sample_index as usize))
+                    .or_default()
+                    .push(g);
+            }
+        }
+        for chain in chains.values_mut() {
+            chain.sort_by_key(|g| g.step_index);
+        }
+        Ok(chains)
+    }
+
+    fn collect(
+        &mut self,
+        r: usize,
+        round: &Round,
+        prompts: &[Prompt],
+        adapter: Option<AdapterId>,
+    ) -> Result<(), RunError> {
+        let n = self.config.samples;
+        let chains = self.chains_of(round.id)?;
+        let todo: Vec<(&Prompt, usize)> = prompts
+            .iter()
+            .flat_map(|p| (0..n).map(move |s| (p, s)))
+            .filter(|(p, s)| !chains.contains_key(&(p.id, *s)))
+            .collect();
+        let total = prompts.len() * n;
+        let mut done = total - todo.len();
+        for chunk in todo.chunks(self.config.chunk_prompts * n) {
+            let mut requests = Vec::with_capacity(chunk.len());
+            for (p, s) in chunk {
+                let prompt = self
+                    .engines
+                    .generator
+                    .format_chat(&self.config.template.render_question(&p.prompt))?;
+                let sampler = SamplerConfig {
+                    seed: seed_for(self.config.sampler.seed, r, p.id, *s),
+                    ..self.config.sampler.clone()
+                };
+                requests.push(GenerationRequest::new(prompt, sampler, 1));
+            }
+            let results = self.generate(&requests)?;
+            for (((p, s), request), completions) in chunk.iter().zip(&requests).zip(results) {
+                let c = completions
+                    .into_iter()
+                    .next()
+                    .expect("one sample per request");
+                self.store.insert_generation(&NewGeneration {
+                    round_id: Some(round.id),
+                    prompt_id: Some(p.id),
+                    kind: GenerationKind::Sample,
+                    parent_id: None,
+                    step_index: 0,
+                    sample_index: *s as i64,
+                    text: c.text,
+                    token_count: c.tokens.len() as i64,
+                    seed: c.seed as i64,
+                    sampler: request.sampler.clone(),
+                    prompt_text: request.prompt.clone(),
+                    adapter_id: adapter,
+                    duration_ms: c.duration_ms as i64,
+                })?;
+            }
+            done += chunk.len();
+            self.report(Progress::Work {
+                round: r,
+                state: RoundState::Collecting,
+                done,
+                total,
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Runs a batch to completion; a cancelled batch is a pause (nothing partial is stored).
+    fn generate(
+        &mut self,
+        requests: &[GenerationRequest],
+    ) -> Result<Vec<Vec<evolve_core::Completion>>, RunError> {
+        let mut generated = 0usize;
+        let progress = &mut *self.progress;
+        let mut paused = false;
+        let results = self
+            .engines
+            .generator
+            .generate_batch(requests, &mut |event| {
+                if let evolve_core::GenerationEvent::Token { .. } = event {
+                    generated += 1;
+                    if generated.is_multiple_of(64) && !progress(Progress::Tokens { generated }) {
+                        paused = true;
+                        return false;
+                    }
+                }
+                true
+            })?;
+        if paused || results.iter().any(|r| r.is_empty()) {
+            return Err(RunError::Paused);
+        }
+        self.report(Progress::Tokens { generated })?;
+        Ok(results)
+    }
+
+    fn refine(
+        &mut self,
+        r: usize,
+        round: &Round,
+        prompts: &[Prompt],
+        adapter: Option<AdapterId>,
+    ) -> Result<(), RunError> {
+        let k = self.config.refine_steps;
+        if k == 0 {
+            return Ok(());
+        }
+        let by_id: HashMap<PromptId, &Prompt> = prompts.iter().map(|p| (p.id, p)).collect();
+        let chains = self.chains_of(round.id)?;
+        let mut keys: Vec<(PromptId, usize)> = chains
+            .keys()
+            .copied()
+            .filter(|key| by_id.contains_key(&key.0))
+            .collect();
+        keys.sort();
+        let total = keys.len();
+        let mut unfinished: Vec<(PromptId, usize, Generation)> = Vec::new();
+        for key in keys {
+            let last = chains[&key].last().expect("chains are non-empty").clone();
+            if (last.step_index as usize) < k {
+                unfinished.push((key.0, key.1, last));
+            }
+        }
+        let mut done = total - unfinished.len();
+        // Chains resumed mid-way are grouped by the step they reached, so step j of every chain
+        // samples with the same seed whether or not the run was interrupted.
+        unfinished.sort_by_key(|(p, s, g)| (g.step_index, *p, *s));
+        let base_seed = seed_for(self.config.sampler.seed, r, PromptId(-1), 0);
+        let chunk_len = self.config.chunk_prompts * self.config.samples;
+        let mut groups: Vec<&[(PromptId, usize, Generation)]> = Vec::new();
+        for same_step in unfinished.chunk_by(|a, b| a.2.step_index == b.2.step_index) {
+            groups.extend(same_step.chunks(chunk_len));
+        }
+        for chunk in groups {
+            let reached = chunk[0].2.step_index as usize;
+            let starts: Vec<ChainStart> = chunk
+                .iter()
+                .map(|(p, _, last)| ChainStart {
+                    question: &by_id[p].prompt,
+                    first_answer: Some(&last.text),
+                })
+                .collect();
+            // refine_chains samples its step j with `seed + j`; offset so that is global step reached + j.
+            let sampler = SamplerConfig {
+                seed: base_seed.wrapping_add(reached as u32),
+                ..self.config.sampler.clone()
+            };
+            let mut paused = false;
+            let progress = &mut *self.progress;
+            let mut generated = 0usize;
+            let results = refine_chains(
+                self.engines.generator,
+                &starts,
+                k - reached,
+                &self.config.template,
+                &sampler,
+                &mut |_, event| {
+                    if let evolve_core::GenerationEvent::Token { .. } = event {
+                        generated += 1;
+                        if generated.is_multiple_of(64) && !progress(Progress::Tokens { generated })
+                        {
+                            paused = true;
+                            return false;
+                        }
+                    }
+                    true
+                },
+            )?;
+            if paused {
+                return Err(RunError::Paused);
+            }
+            for ((p, s, last), chain) in chunk.iter().zip(results) {
+                let mut parent = last.id;
+                // chain[0] is the given answer; chain[j] is its j-th refinement.
+                for step in chain.into_iter().skip(1) {
+                    let c = step.completion;
+                    parent = self.store.insert_generation(&NewGeneration {
+                        round_id: Some(round.id),
+                        prompt_id: Some(*p),
+                        kind: GenerationKind::Refinement,
+                        parent_id: Some(parent),
+                        step_index: (reached + step.step_index) as i64,
+                        sample_index: *s as i64,
+                        text: c.text,
+                        token_count: c.tokens.len() as i64,
+                        seed: c.seed as i64,
+                        sampler: SamplerConfig {
+                            seed: c.seed,
+                            ..sampler.clone()
+                        },
+                        prompt_text: step.prompt,
+                        adapter_id: adapter,
+                        duration_ms: c.duration_ms as i64,
+                    })?;
+                }
+            }
+            done += chunk.len();
+            self.report(Progress::Work {
+                round: r,
+                state: RoundState::Refining,
+                done,
+                total,
+            })?;
+        }
+        Ok(())
+    }
+
+    fn score_round(&mut self, r: usize, round: &Round, prompts: &[Prompt]) -> Result<(), RunError> {
+        let by_id: HashMap<PromptId, &Prompt> = prompts.iter().map(|p| (p.id, p)).collect();
+        let generations = self.store.generations_of_round(round.id)?;
+        let total = generations.len();
+        let scorer_name = self.engines.scorer.name().to_string();
+        for (i, g) in generations.iter().enumerate() {
+            let Some(prompt) = g.prompt_id.and_then(|p| by_id.get(&p)) else {
+                continue;
+            };
+            if self
+                .store
+                .scores_of(g.id)?
+                .iter()
+                .any(|s| s.scorer == scorer_name)
+            {
+                continue;
+            }
+            let input = ScoreInput {
+                prompt: &prompt.prompt,
+                reference: prompt.reference.as_deref(),
+                answer: &g.text,
+            };
+            let value = self
+                .engines
+                .scorer
+                .score(&input)
+                .map_err(|source| RunError::Score {
+                    generation: g.id.0,
+                    source,
+                })?;
+            self.store
+                .add_score(g.id, &scorer_name, value.value, &value.details)?;
+            if (i + 1) % 32 == 0 || i + 1 == total {
+                self.report(Progress::Work {
+                    round: r,
+                    state: RoundState::Scoring,
+                    done: i + 1,
+                    total,
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    fn pair(&mut self, round: &Round, prompts: &[Prompt]) -> Result<(), RunError> {
+        let scorer_name = self.engines.scorer.name().to_string();
+        let mut by_prompt: BTreeMap<PromptId, Vec<Candidate>> = BTreeMap::new();
+        for g in self.store.generations_of_round(round.id)? {
+            let Some(p) = g.prompt_id else { continue };
+            let Some(score) = self
+                .store
+                .scores_of(g.id)?
+                .into_iter()
+                .find(|s| s.scorer == scorer_name)
+            else {
+                continue;
+            };
+            by_prompt.entry(p).or_default().push(Candidate {
+                id: g.id.0,
+                chain: g.sample_index as usize,
+                step: g.step_index as usize,
+                text: g.text,
+                score: score.value,
+            });
+        }
+        for p in prompts {
+            let Some(candidates) = by_prompt.get(&p.id) else {
+                continue;
+            };
+            for pair in select_pairs(
+                &self.config.pair_strategy,
+                self.config.pair_kinds,
+                candidates,
+            ) {
+                self.store.insert_pair(&NewPair {
+                    round_id: round.id,
+                    prompt_id: p.id,
+                    kind: pair.kind,
+                    chosen_id: GenerationId(pair.chosen),
+                    rejected_id: GenerationId(pair.rejected),
+                    margin: pair.margin,
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The adapter a finished round produced, if it trained one.
+    fn adapter_of_round(&self, r: usize) -> Result<Option<(AdapterId, PathBuf)>, RunError> {
+        let Some(round) = self
+            .store
+            .rounds_of_run(self.run.id)?
+            .into_iter()
+            .find(|x| x.round_index == r as i64)
+        else {
+            return Ok(None);
+        };
+        let runs = self.store.training_runs_of_round(round.id)?;
+        let Some(done) = runs.iter().rev().find(|t| t.state == TrainingState::Done) else {
+            // No pairs that round: keep sampling with what that round sampled with.
+            return Ok(match round.adapter_id {
+                Some(id) => self
+                    .store
+                    .get_adapter(id)?
+                    .map(|a| (a.id, PathBuf::from(a.path))),
+                None => None,
+            });
+        };
+        Ok(self
+            .store
+            .list_adapters()?
+            .into_iter()
+            .find(|a| a.training_run_id == Some(done.id))
+            .map(|a| (a.id, PathBuf::from(a.path))))
+    }
+
+    fn train(
+        &mut self,
+        r: usize,
+        round: &Round,
+        init: Option<&Path>,
+    ) -> Result<Option<(AdapterId, PathBuf)>, RunError> {
+        let previous = self.store.training_runs_of_round(round.id)?;
+        if previous.iter().any(|t| t.state == TrainingState::Done) {
+            return self.adapter_of_round(r);
+        }
+        // A run left `running` was killed; training is deterministic, so it simply starts again.
+        for stale in previous
+            .iter()
+            .filter(|t| t.state == TrainingState::Running)
+        {
+            self.store.set_training_state(
+                stale.id,
+                TrainingState::Failed,
+                Some("interrupted; retrained on resume"),
+            )?;
+        }
+        let pairs = self.store.list_pairs(&PairFilter {
+            round_id: Some(round.id),
+            ..Default::default()
+        })?;
+        let mut examples = Vec::new();
+        for pair in pairs.iter().filter(|p| p.review != ReviewState::Vetoed) {
+            let prompt = self
+                .store
+                .get_prompt(pair.prompt_id)?
+                .expect("pair prompt exists");
+            let chosen = match (&pair.review, &pair.edited_chosen_text) {
+                (ReviewState::Edited, Some(text)) => text.clone(),
+                _ => {
+                    self.store
+                        .get_generation(pair.chosen_id)?
+                        .expect("chosen exists")
+                        .text
+                }
+            };
+            let rejected = self
+                .store
+                .get_generation(pair.rejected_id)?
+                .expect("rejected exists")
+                .text;
+            let messages = match pair.kind {
+                PairKind::Direct => self.config.template.render_question(&prompt.prompt),
+                PairKind::Refine => self
+                    .config
+                    .template
+                    .render_messages(&prompt.prompt, &rejected),
+            };
+            let formatted = self.engines.generator.format_chat(&messages)?;
+            examples.push(TrainExample {
+                kind: pair.kind,
+                prompt: formatted,
+                chosen,
+                rejected,
+            });
+        }
+        if examples.is_empty() {
+            return Ok(None);
+        }
+        let config = serde_json::json!({"examples": examples.len(), "init_adapter": init.map(|p| p.display().to_string())});
+        let training = self.store.create_training_run(Some(round.id), &config)?;
+        self.store
+            .set_training_state(training, TrainingState::Running, None)?;
+        let out_dir = self.adapters_dir.join(format!("round-{r}"));
+        let store = self.store;
+        let progress = &mut *self.progress;
+        let mut store_error = None;
+        let result = self
+            .engines
+            .trainer
+            .train(&examples, init, &out_dir, &mut |report| {
+                let metric = TrainingMetric {
+                    step: report.step as i64,
+                    epoch: 0.0,
+                    metrics: report.metrics.clone(),
+                };
+                if let Err(e) = store.append_metrics(training, &[metric]) {
+                    store_error = Some(e);
+                    return false;
+                }
+                progress(Progress::Train(report.clone()))
+            });
+        if let Some(e) = store_error {
+            return Err(e.into());
+        }
+        let trained = match result {
+            Ok(t) if t.completed => t,
+            Ok(_) => {
+                self.store
+                    .set_training_state(training, TrainingState::Cancelled, None)?;
+                return Err(RunError::Paused);
+            }
+            Err(e) => {
+                self.store.set_training_state(
+                    training,
+                    TrainingState::Failed,
+                    Some(&e.to_string()),
+                )?;
+                return Err(e.into());
+            }
+        };
+        let bytes = std::fs::read(&trained.gguf_path).map_err(|source| RunError::Io {
+            path: trained.gguf_path.clone(),
+            source,
+        })?;
+        let adapter = self.store.add_adapter(&NewAdapter {
+            training_run_id: Some(training),
+            base_model_id: self.run.model_id,
+            base_sha256: self.base_sha256.clone(),
+            format: evolve_core::AdapterFormat::GgufLora,
+            path: trained.gguf_path.display().to_string(),
+            sha256: sha256_hex(&bytes),
+            file_size: bytes.len() as i64,
+            rank: trained.rank as i64,
+            alpha: trained.alpha,
+        })?;
+        self.store
+            .set_training_state(training, TrainingState::Done, None)?;
+        Ok(Some((adapter, trained.gguf_path)))
+    }
+
+    /// Held-out evaluation: greedy direct answers and `refine_steps` greedy refinements, scored;
+    /// stores `direct_score` and `refined_score@k` (mean score; accuracy for a 0/1 verifier).
+    fn evaluate(
+        &mut self,
+        r: usize,
+        round: &Round,
+        adapter: Option<&(AdapterId, PathBuf)>,
+        which: &str,
+    ) -> Result<(), RunError> {
+        let mut eval = self.store.list_prompts(self.run.dataset_id, Some("eval"))?;
+        if self.config.eval_prompts > 0 {
+            eval.truncate(self.config.eval_prompts);
+        }
+        if eval.is_empty() {
+            return Ok(());
+        }
+        let adapter_id = adapter.map(|(id, _)| *id);
+        let metric_name = |step: usize| {
+            if step == 0 {
+                format!("{which}/direct_score")
+            } else {
+                format!("{which}/refined_score@{step}")
+            }
+        };
+        let existing = self.store.evaluations_of_run(self.run.id)?;
+        if existing.iter().any(|e| {
+            e.round_id == Some(round.id) && e.metric == metric_name(self.config.refine_steps)
+        }) {
+            return Ok(());
+        }
+        self.use_adapter(adapter.map(|(_, p)| p.as_path()))?;
+        let starts: Vec<ChainStart> = eval
+            .iter()
+            .map(|p| ChainStart {
+                question: &p.prompt,
+                first_answer: None,
+            })
+            .collect();
+        let chains = refine_chains(
+            self.engines.generator,
+            &starts,
+            self.config.refine_steps,
+            &self.config.template,
+            &self.config.eval_sampler,
+            &mut |_, _| true,
+        )?;
+        let mut sums = vec![0.0; self.config.refine_steps + 1];
+        for (p, chain) in eval.iter().zip(&chains) {
+            for step in chain {
+                let input = ScoreInput {
+                    prompt: &p.prompt,
+                    reference: p.reference.as_deref(),
+                    answer: &step.completion.text,
+                };
+                let v = self
+                    .engines
+                    .scorer
+                    .score(&input)
+                    .map_err(|source| RunError::Score {
+                        generation: -1,
+                        source,
+                    })?;
+                sums[step.step_index] += v.value;
+            }
+        }
+        for (step, sum) in sums.iter().enumerate() {
+            let value = sum / eval.len() as f64;
+            self.store.add_evaluation(&NewEvaluation {
+                round_id: Some(round.id),
+                adapter_id,
+                model_id: self.run.model_id,
+                split: "eval".into(),
+                metric: metric_name(step),
+                value,
+                n: eval.len() as i64,
+                details: serde_json::json!({"scorer": self.engines.scorer.name()}),
+            })?;
+            self.report(Progress::Evaluated {
+                round: r,
+                metric: metric_name(step),
+                value,
+            })?;
+        }
+        Ok(())
+    }
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(bytes))
+}

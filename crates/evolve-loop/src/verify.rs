@@ -1,0 +1,160 @@
+//! Rule and verifier scorers: cheap, exact, and the paper's alternative to a reward model.
+
+use evolve_core::{ScoreError, ScoreInput, ScoreValue, Scorer};
+use serde_json::json;
+
+/// The final answer written after a GSM8K-style `####` marker, normalised (`1,234` → `1234`).
+pub fn final_answer_after_marker(text: &str) -> Option<String> {
+    let after = &text[text.rfind("####")? + 4..];
+    let answer = after.lines().next().unwrap_or("").trim();
+    (!answer.is_empty()).then(|| normalise_number(answer))
+}
+
+/// Removes thousands separators, a leading `$`, trailing `.`/`.0`s, so `$1,234.00` = `1234`.
+fn normalise_number(s: &str) -> String {
+    let cleaned: String = s
+        .trim()
+        .trim_start_matches('$')
+        .chars()
+        .filter(|c| *c != ',')
+        .collect();
+    match cleaned.parse::<f64>() {
+        Ok(v) if v.is_finite() && v.fract() == 0.0 && v.abs() < 1e15 => format!("{}", v as i64),
+        Ok(v) if v.is_finite() => format!("{v}"),
+        _ => cleaned.trim_end_matches('.').to_string(),
+    }
+}
+
+/// 1.0 when the answer's `#### N` equals the reference's final number, else 0.0. An answer
+/// without the marker scores 0 (format matters: the loop rewards answers a grader can read).
+#[derive(Debug, Default, Clone)]
+pub struct NumericFinalAnswer;
+
+impl Scorer for NumericFinalAnswer {
+    fn name(&self) -> &str {
+        "numeric_final_answer"
+    }
+
+    fn score(&mut self, input: &ScoreInput<'_>) -> Result<ScoreValue, ScoreError> {
+        let reference = input.reference.ok_or_else(|| ScoreError::Unscorable {
+            scorer: self.name().into(),
+            reason: "the prompt has no reference answer".into(),
+        })?;
+        // A reference may be a bare number or a full GSM8K solution.
+        let expected =
+            final_answer_after_marker(reference).unwrap_or_else(|| normalise_number(reference));
+        let got = final_answer_after_marker(input.answer);
+        let correct = got.as_deref() == Some(expected.as_str());
+        Ok(ScoreValue {
+            value: if correct { 1.0 } else { 0.0 },
+            details: json!({"expected": expected, "extracted": got}),
+        })
+    }
+}
+
+/// 1.0 when the trimmed answer equals the reference (optionally ignoring case).
+#[derive(Debug, Default, Clone)]
+pub struct ExactMatch {
+    pub ignore_case: bool,
+}
+
+impl Scorer for ExactMatch {
+    fn name(&self) -> &str {
+        "exact_match"
+    }
+
+    fn score(&mut self, input: &ScoreInput<'_>) -> Result<ScoreValue, ScoreError> {
+        let reference = input.reference.ok_or_else(|| ScoreError::Unscorable {
+            scorer: self.name().into(),
+            reason: "the prompt has no reference answer".into(),
+        })?;
+        let (a, b) = (input.answer.trim(), reference.trim());
+        let equal = if self.ignore_case {
+            a.eq_ignore_ascii_case(b)
+        } else {
+            a == b
+        };
+        Ok(ScoreValue {
+            value: f64::from(u8::from(equal)),
+            details: json!({}),
+        })
+    }
+}
+
+/// 1.0 when the answer contains a match of a pattern. Patterns use a small, dependency-free
+/// syntax: a literal string, or `^`/`$` anchors around one (enough for format checks such as
+/// `^{` or `#### `); anything richer belongs in a judge.
+#[derive(Debug, Clone)]
+pub struct ContainsPattern {
+    pattern: String,
+}
+
+impl ContainsPattern {
+    pub fn new(pattern: &str) -> Self {
+        Self {
+            pattern: pattern.to_string(),
+        }
+    }
+}
+
+impl Scorer for ContainsPattern {
+    fn name(&self) -> &str {
+        "pattern"
+    }
+
+    fn score(&mut self, input: &ScoreInput<'_>) -> Result<ScoreValue, ScoreError> {
+        let p = self.pattern.as_str();
+        let text = input.answer.trim();
+        let hit = match (p.strip_prefix('^'), p.strip_suffix('$')) {
+            (Some(rest), _) if rest.ends_with('$') => text == &rest[..rest.len() - 1],
+            (Some(rest), _) => text.starts_with(rest),
+            (None, Some(rest)) => text.ends_with(rest),
+            (None, None) => text.contains(p),
+        };
+        Ok(ScoreValue {
+            value: f64::from(u8::from(hit)),
+            details: json!({"pattern": p}),
+        })
+    }
+}
+
+/// 1.0 when the answer (or its first fenced ```json block) parses as JSON.
+#[derive(Debug, Default, Clone)]
+pub struct JsonValid;
+
+impl Scorer for JsonValid {
+    fn name(&self) -> &str {
+        "json_valid"
+    }
+
+    fn score(&mut self, input: &ScoreInput<'_>) -> Result<ScoreValue, ScoreError> {
+        let text = input.answer.trim();
+        let body = text
+            .split_once("```json")
+            .and_then(|(_, rest)| rest.split_once("```"))
+            .map_or(text, |(block, _)| block.trim());
+        let result = serde_json::from_str::<serde_json::Value>(body);
+        Ok(ScoreValue {
+            value: f64::from(u8::from(result.is_ok())),
+            details: json!({"error": result.err().map(|e| e.to_string())}),
+        })
+    }
+}
+
+/// Builds a verifier from its CLI/config name.
+pub fn verifier_by_name(name: &str) -> Result<Box<dyn Scorer + Send>, String> {
+    Ok(match name {
+        "numeric" | "numeric_final_answer" | "gsm8k" => Box::new(NumericFinalAnswer),
+        "exact" | "exact_match" => Box::new(ExactMatch::default()),
+        "exact_nocase" => Box::new(ExactMatch { ignore_case: true }),
+        "json" | "json_valid" => Box::new(JsonValid),
+        other => match other.strip_prefix("pattern:") {
+            Some(p) => Box::new(ContainsPattern::new(p)),
+            None => {
+                return Err(format!(
+                    "unknown scorer '{other}' (expected numeric, exact, exact_nocase, json or pattern:<text>)"
+                ));
+            }
+        },
+    })
+}

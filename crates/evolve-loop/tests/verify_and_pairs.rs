@@ -1,0 +1,153 @@
+use evolve_core::{PairKind, ScoreError, ScoreInput, Scorer};
+use evolve_loop::pairs::{Candidate, PairKinds, PairStrategy, select_pairs};
+use evolve_loop::verify::{NumericFinalAnswer, final_answer_after_marker, verifier_by_name};
+
+fn score(s: &mut dyn Scorer, answer: &str, reference: Option<&str>) -> f64 {
+    s.score(&ScoreInput {
+        prompt: "q",
+        reference,
+        answer,
+    })
+    .unwrap()
+    .value
+}
+
+#[test]
+fn numeric_verifier_reads_the_final_answer_line() {
+    let mut v = NumericFinalAnswer;
+    assert_eq!(score(&mut v, "3+4=7\n#### 7", Some("7")), 1.0);
+    assert_eq!(score(&mut v, "#### $1,234.00", Some("1234")), 1.0);
+    assert_eq!(score(&mut v, "#### 8", Some("7")), 0.0);
+    assert_eq!(
+        score(&mut v, "the answer is 7", Some("7")),
+        0.0,
+        "no marker, no credit"
+    );
+    assert_eq!(
+        score(&mut v, "#### 5\n#### 7", Some("#### 7")),
+        1.0,
+        "the last marker counts"
+    );
+    assert_eq!(
+        final_answer_after_marker("x #### -3.50"),
+        Some("-3.5".into())
+    );
+    let err = v
+        .score(&ScoreInput {
+            prompt: "q",
+            reference: None,
+            answer: "#### 1",
+        })
+        .unwrap_err();
+    assert!(matches!(err, ScoreError::Unscorable { .. }));
+    assert!(err.to_string().contains("no reference answer"));
+}
+
+#[test]
+fn other_verifiers_and_names() {
+    let mut exact = verifier_by_name("exact_nocase").unwrap();
+    assert_eq!(score(exact.as_mut(), " Paris ", Some("paris")), 1.0);
+    let mut json = verifier_by_name("json").unwrap();
+    assert_eq!(score(json.as_mut(), "```json\n{\"a\": 1}\n```", None), 1.0);
+    assert_eq!(score(json.as_mut(), "{a: 1}", None), 0.0);
+    let mut pat = verifier_by_name("pattern:^{").unwrap();
+    assert_eq!(score(pat.as_mut(), "{x}", None), 1.0);
+    assert_eq!(score(pat.as_mut(), "x{", None), 0.0);
+    let err = verifier_by_name("vibes").err().unwrap();
+    assert!(err.contains("unknown scorer 'vibes'"), "{err}");
+}
+
+fn c(id: i64, chain: usize, step: usize, text: &str, score: f64) -> Candidate {
+    Candidate {
+        id,
+        chain,
+        step,
+        text: text.into(),
+        score,
+    }
+}
+
+#[test]
+fn best_vs_worst_respects_the_margin_and_emits_both_kinds() {
+    let cands = [
+        c(1, 0, 0, "a", 0.2),
+        c(2, 0, 1, "b", 0.9),
+        c(3, 1, 0, "c", 0.2),
+        c(4, 1, 1, "d", 0.5),
+    ];
+    let pairs = select_pairs(
+        &PairStrategy::BestVsWorst { min_margin: 0.5 },
+        PairKinds::default(),
+        &cands,
+    );
+    assert_eq!(pairs.len(), 2);
+    assert_eq!(
+        (pairs[0].kind, pairs[0].chosen, pairs[0].rejected),
+        (PairKind::Direct, 2, 1),
+        "ties go to the earlier"
+    );
+    assert_eq!(pairs[1].kind, PairKind::Refine);
+    assert!((pairs[0].margin - 0.7).abs() < 1e-12);
+    assert!(
+        select_pairs(
+            &PairStrategy::BestVsWorst { min_margin: 0.8 },
+            PairKinds::default(),
+            &cands
+        )
+        .is_empty()
+    );
+}
+
+#[test]
+fn refined_vs_initial_pairs_each_improving_chain() {
+    let cands = [
+        c(1, 0, 0, "wrong", 0.0),
+        c(2, 0, 1, "still wrong", 0.0),
+        c(3, 0, 2, "right", 1.0),
+        c(4, 1, 0, "right", 1.0),
+        c(5, 1, 1, "wrong now", 0.0),
+    ];
+    let kinds = PairKinds {
+        direct: false,
+        refine: true,
+    };
+    let pairs = select_pairs(
+        &PairStrategy::RefinedVsInitial { min_margin: 0.5 },
+        kinds,
+        &cands,
+    );
+    assert_eq!(pairs.len(), 1, "chain 1 got worse: no pair");
+    assert_eq!(
+        (pairs[0].kind, pairs[0].chosen, pairs[0].rejected),
+        (PairKind::Refine, 3, 1)
+    );
+}
+
+#[test]
+fn correct_vs_incorrect_uses_each_answer_once_and_skips_identical_texts() {
+    let cands = [
+        c(1, 0, 0, "#### 7", 1.0),
+        c(2, 1, 0, "#### 8", 0.0),
+        c(3, 2, 0, "#### 7", 1.0),
+        c(4, 3, 0, "#### 9", 0.0),
+        c(5, 4, 0, "#### 6", 0.0),
+    ];
+    let kinds = PairKinds {
+        direct: true,
+        refine: false,
+    };
+    let pairs = select_pairs(
+        &PairStrategy::CorrectVsIncorrect {
+            threshold: 0.5,
+            max_pairs: 5,
+        },
+        kinds,
+        &cands,
+    );
+    let ids: Vec<(i64, i64)> = pairs.iter().map(|p| (p.chosen, p.rejected)).collect();
+    assert_eq!(ids, [(1, 2), (3, 4)]);
+    let same = [c(1, 0, 0, "x", 1.0), c(2, 1, 0, " x ", 0.0)];
+    assert!(select_pairs(&PairStrategy::default(), PairKinds::default(), &same).is_empty());
+    let all_right = [c(1, 0, 0, "a", 1.0), c(2, 1, 0, "b", 1.0)];
+    assert!(select_pairs(&PairStrategy::default(), PairKinds::default(), &all_right).is_empty());
+}

@@ -1,0 +1,343 @@
+//! [`RemoteGenerator`]: one streamed `POST /v1/completions` per sample.
+
+use crate::RemoteError;
+use crate::sse::{Chunk, Event, next_event};
+use evolve_core::{
+    ChatMessage, Completion, GenerateError, GenerationEvent, GenerationRequest, Generator,
+    SamplerConfig,
+};
+use serde_json::{Value, json};
+use std::io::BufReader;
+use std::time::{Duration, Instant};
+
+/// Where the server is and how long to wait for it.
+#[derive(Debug, Clone)]
+pub struct RemoteOptions {
+    /// `http://host:port`, without `/v1`.
+    pub base_url: String,
+    /// Sent as `Authorization: Bearer …` (llama-server `--api-key`, vLLM `--api-key`).
+    pub api_key: Option<String>,
+    /// The `model` field; llama-server ignores it, vLLM needs the served model name.
+    pub model: Option<String>,
+    pub connect_timeout: Duration,
+    /// Longest silence while waiting for the next bytes (prompt evaluation, one token): an idle
+    /// timeout, so that long answers that keep streaming are never cut.
+    pub read_timeout: Duration,
+}
+
+impl RemoteOptions {
+    pub fn new(base_url: impl Into<String>) -> Self {
+        Self {
+            base_url: base_url.into().trim_end_matches('/').to_string(),
+            api_key: None,
+            model: None,
+            connect_timeout: Duration::from_secs(5),
+            read_timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+pub struct RemoteGenerator {
+    agent: ureq::Agent,
+    options: RemoteOptions,
+}
+
+/// What one streamed sample produced.
+struct Streamed {
+    text: String,
+    tokens: Vec<i32>,
+    prompt_tokens: usize,
+    stopped: bool,
+    cancelled: bool,
+}
+
+impl RemoteGenerator {
+    pub fn new(options: RemoteOptions) -> Result<Self, RemoteError> {
+        if !options.base_url.starts_with("http://") {
+            return Err(RemoteError::BadAddress(options.base_url));
+        }
+        let agent = ureq::Agent::config_builder()
+            // Error statuses are read here, to show the server's own message.
+            .http_status_as_error(false)
+            .timeout_connect(Some(options.connect_timeout))
+            .timeout_per_read(Some(options.read_timeout))
+            .build()
+            .into();
+        Ok(Self { agent, options })
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.options.base_url
+    }
+
+    /// `POST path` with a JSON body; returns the response once its status is a success.
+    fn post(
+        &self,
+        path: &str,
+        body: &Value,
+    ) -> Result<ureq::http::Response<ureq::Body>, RemoteError> {
+        let url = format!("{}{path}", self.options.base_url);
+        let mut req = self.agent.post(&url);
+        if let Some(key) = &self.options.api_key {
+            req = req.header("Authorization", format!("Bearer {key}"));
+        }
+        let mut resp = req.send_json(body).map_err(|e| self.transport(&url, e))?;
+        let status = resp.status().as_u16();
+        if !(200..300).contains(&status) {
+            let raw = resp.body_mut().read_to_string().unwrap_or_default();
+            return Err(RemoteError::Status {
+                url,
+                status,
+                message: server_message(&raw),
+            });
+        }
+        Ok(resp)
+    }
+
+    fn transport(&self, url: &str, e: ureq::Error) -> RemoteError {
+        match e {
+            ureq::Error::Io(io) if is_unreachable(&io) => RemoteError::Unreachable {
+                base: self.options.base_url.clone(),
+                reason: io.to_string(),
+            },
+            ureq::Error::ConnectionFailed | ureq::Error::HostNotFound => RemoteError::Unreachable {
+                base: self.options.base_url.clone(),
+                reason: e.to_string(),
+            },
+            ureq::Error::Timeout(_) => RemoteError::Timeout {
+                url: url.to_string(),
+                secs: self.options.read_timeout.as_secs(),
+            },
+            ureq::Error::Io(io) if io.kind() == std::io::ErrorKind::TimedOut => {
+                RemoteError::Timeout {
+                    url: url.to_string(),
+                    secs: self.options.read_timeout.as_secs(),
+                }
+            }
+            ureq::Error::Json(j) => RemoteError::Malformed {
+                url: url.to_string(),
+                reason: j.to_string(),
+            },
+            other => RemoteError::Transport {
+                url: url.to_string(),
+                reason: other.to_string(),
+            },
+        }
+    }
+
+    /// Streams one sample; `on_text` returns `false` to cancel, which drops the connection so
+    /// the server stops generating.
+    fn stream_sample(
+        &self,
+        prompt: &str,
+        sampler: &SamplerConfig,
+        on_text: &mut dyn FnMut(String) -> bool,
+    ) -> Result<Streamed, RemoteError> {
+        let url = format!("{}/v1/completions", self.options.base_url);
+        let resp = self.post("/v1/completions", &self.completion_body(prompt, sampler))?;
+        let mut reader = BufReader::new(resp.into_body().into_reader());
+        let mut out = Streamed {
+            text: String::new(),
+            tokens: Vec::new(),
+            prompt_tokens: 0,
+            stopped: false,
+            cancelled: false,
+        };
+        loop {
+            let event = next_event(&mut reader).map_err(|e| match e.kind() {
+                std::io::ErrorKind::TimedOut => RemoteError::Timeout {
+                    url: url.clone(),
+                    secs: self.options.read_timeout.as_secs(),
+                },
+                _ => RemoteError::Transport {
+                    url: url.clone(),
+                    reason: format!("stream broke: {e}"),
+                },
+            })?;
+            let data = match event {
+                None | Some(Event::Done) => return Ok(out),
+                Some(Event::Data(d)) => d,
+            };
+            let chunk: Chunk = serde_json::from_str(&data).map_err(|e| RemoteError::Malformed {
+                url: url.clone(),
+                reason: format!("{e} in {}", truncate(&data, 200)),
+            })?;
+            if let Some(err) = chunk.error {
+                return Err(RemoteError::Status {
+                    url,
+                    status: err.get("code").and_then(Value::as_u64).unwrap_or(500) as u16,
+                    message: server_message(&json!({ "error": err }).to_string()),
+                });
+            }
+            if let Some(usage) = chunk.usage {
+                out.prompt_tokens = usage.prompt_tokens;
+            }
+            let Some(choice) = chunk.choices.into_iter().next() else {
+                continue; // a usage-only chunk
+            };
+            out.tokens.extend(choice.tokens);
+            if let Some(reason) = choice.finish_reason {
+                out.stopped = reason == "stop";
+            }
+            if !choice.text.is_empty() {
+                out.text.push_str(&choice.text);
+                if !on_text(choice.text) {
+                    out.cancelled = true;
+                    out.stopped = false;
+                    return Ok(out); // dropping the reader closes the connection
+                }
+            }
+        }
+    }
+
+    /// The request body. Every sampler field is sent explicitly: server defaults differ from
+    /// ours (llama-server: repeat_penalty 1.1, top_k 40, min_p 0.05).
+    fn completion_body(&self, prompt: &str, s: &SamplerConfig) -> Value {
+        let mut body = json!({
+            "prompt": prompt,
+            "max_tokens": s.max_tokens,
+            "temperature": s.temperature,
+            "top_p": s.top_p,
+            "top_k": s.top_k,
+            "min_p": s.min_p,
+            "repeat_penalty": s.repeat_penalty,      // llama-server
+            "repetition_penalty": s.repeat_penalty,  // vLLM
+            "repeat_last_n": 64,                      // as the local engine's penalty window
+            "seed": s.seed,
+            "stop": s.stop,
+            "stream": true,
+            "stream_options": { "include_usage": true },
+            // llama-server: token ids in each chunk, and a fresh prompt evaluation so that the
+            // logits (and a greedy answer) do not depend on what an earlier request left cached.
+            "return_tokens": true,
+            "cache_prompt": false,
+        });
+        if let Some(model) = &self.options.model {
+            body["model"] = json!(model);
+        }
+        body
+    }
+}
+
+impl Generator for RemoteGenerator {
+    /// Uses llama-server's `POST /apply-template` (the model's own template, applied by the
+    /// server). OpenAI-style servers without it get a clear error: chat prompts must then be
+    /// formatted locally, because `/v1/chat/completions` would hide the exact prompt EVOLVE stores.
+    fn format_chat(&self, messages: &[ChatMessage]) -> Result<String, GenerateError> {
+        let url = format!("{}/apply-template", self.options.base_url);
+        let resp = self
+            .post("/apply-template", &json!({ "messages": messages }))
+            .map_err(|e| match e {
+                RemoteError::Status {
+                    status: 404, url, ..
+                } => RemoteError::Status {
+                    url,
+                    status: 404,
+                    message:
+                        "this server cannot format chats (only llama-server has /apply-template); \
+                              format the prompt locally"
+                            .into(),
+                },
+                other => other,
+            })?;
+        let v: Value = resp
+            .into_body()
+            .read_json()
+            .map_err(|e| RemoteError::Malformed {
+                url: url.clone(),
+                reason: e.to_string(),
+            })?;
+        v.get("prompt")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .ok_or_else(|| {
+                RemoteError::Malformed {
+                    url,
+                    reason: "no \"prompt\" string in the answer".into(),
+                }
+                .into()
+            })
+    }
+
+    fn generate_batch(
+        &mut self,
+        requests: &[GenerationRequest],
+        events: &mut dyn FnMut(GenerationEvent) -> bool,
+    ) -> Result<Vec<Vec<Completion>>, GenerateError> {
+        let started = Instant::now();
+        let mut results: Vec<Vec<Completion>> = requests.iter().map(|_| Vec::new()).collect();
+        for (r, req) in requests.iter().enumerate() {
+            if req.prompt.is_empty() && req.n > 0 {
+                return Err(GenerateError::InvalidRequest {
+                    request: r,
+                    reason: "empty prompt".into(),
+                });
+            }
+            for i in 0..req.n {
+                let sampler = SamplerConfig {
+                    seed: req.sample_seed(i),
+                    ..req.sampler.clone()
+                };
+                let mut on_text = |text: String| {
+                    events(GenerationEvent::Token {
+                        request: r,
+                        sample: i,
+                        text,
+                    })
+                };
+                let s = self.stream_sample(&req.prompt, &sampler, &mut on_text)?;
+                results[r].push(Completion {
+                    text: s.text,
+                    tokens: s.tokens,
+                    prompt_tokens: s.prompt_tokens,
+                    stopped: s.stopped,
+                    duration_ms: started.elapsed().as_millis() as u64,
+                    seed: sampler.seed,
+                });
+                if s.cancelled
+                    || !events(GenerationEvent::Finished {
+                        request: r,
+                        sample: i,
+                        stopped: s.stopped,
+                    })
+                {
+                    return Ok(results);
+                }
+            }
+        }
+        Ok(results)
+    }
+}
+
+fn is_unreachable(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        ConnectionRefused
+            | ConnectionReset
+            | HostUnreachable
+            | NetworkUnreachable
+            | AddrNotAvailable
+    )
+}
+
+/// The server's own words: OpenAI-style `{"error":{"message":…}}`, else the raw body.
+fn server_message(raw: &str) -> String {
+    serde_json::from_str::<Value>(raw)
+        .ok()
+        .and_then(|v| {
+            let e = v.get("error")?;
+            e.get("message")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+                .or_else(|| e.as_str().map(str::to_string))
+        })
+        .unwrap_or_else(|| truncate(raw.trim(), 300).to_string())
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}

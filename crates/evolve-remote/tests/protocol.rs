@@ -1,0 +1,268 @@
+//! RemoteGenerator against a scripted in-process HTTP server on loopback: the wire format,
+//! streaming, cancellation and error wording, without needing llama-server.
+
+use evolve_core::{ChatMessage, GenerationEvent, GenerationRequest, Generator, SamplerConfig};
+use evolve_remote::{RemoteGenerator, RemoteOptions};
+use serde_json::Value;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// What the fake server answers to a request body: (status, content type, body chunks).
+type Script = fn(path: &str, body: &Value) -> (u16, &'static str, Vec<String>);
+
+/// Serves `n_conns` connections, then stops; sends each request's (path, body) on the channel.
+fn serve(n_conns: usize, script: Script) -> (String, mpsc::Receiver<(String, Value, String)>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(n_conns) {
+            let mut stream = stream.unwrap();
+            stream
+                .set_read_timeout(Some(Duration::from_secs(10)))
+                .unwrap();
+            let (path, auth, body) = read_request(&stream);
+            let (status, ctype, chunks) = script(&path, &body);
+            let _ = tx.send((path, body, auth));
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status} X\r\nContent-Type: {ctype}\r\nConnection: close\r\n\r\n"
+            );
+            for c in chunks {
+                if stream
+                    .write_all(c.as_bytes())
+                    .and_then(|_| stream.flush())
+                    .is_err()
+                {
+                    break; // the client hung up (cancellation)
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+    });
+    (base, rx)
+}
+
+fn read_request(stream: &TcpStream) -> (String, String, Value) {
+    let mut r = BufReader::new(stream);
+    let mut line = String::new();
+    r.read_line(&mut line).unwrap();
+    let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
+    let (mut len, mut auth) = (0, String::new());
+    loop {
+        line.clear();
+        r.read_line(&mut line).unwrap();
+        let l = line.trim_end();
+        if l.is_empty() {
+            break;
+        }
+        let (k, v) = l.split_once(':').unwrap_or((l, ""));
+        match k.to_ascii_lowercase().as_str() {
+            "content-length" => len = v.trim().parse().unwrap(),
+            "authorization" => auth = v.trim().to_string(),
+            _ => {}
+        }
+    }
+    let mut body = vec![0; len];
+    r.read_exact(&mut body).unwrap();
+    (
+        path,
+        auth,
+        serde_json::from_slice(&body).unwrap_or(Value::Null),
+    )
+}
+
+fn sse(pieces: &[&str], finish: &str) -> Vec<String> {
+    let mut out: Vec<String> = pieces
+        .iter()
+        .map(|p| {
+            format!(
+                "data: {}\n\n",
+                serde_json::json!({"choices":[{"text":p,"index":0,"finish_reason":null}]})
+            )
+        })
+        .collect();
+    out.insert(0, ": ping\n\n".into());
+    out.push(format!(
+        "data: {}\n\n",
+        serde_json::json!({"choices":[{"text":"","index":0,"finish_reason":finish}]})
+    ));
+    out.push(format!(
+        "data: {}\n\n",
+        serde_json::json!({"choices":[],"usage":{"prompt_tokens":7}})
+    ));
+    out.push("data: [DONE]\n\n".into());
+    out
+}
+
+fn generator(base: &str) -> RemoteGenerator {
+    let mut o = RemoteOptions::new(base);
+    o.read_timeout = Duration::from_secs(10);
+    RemoteGenerator::new(o).unwrap()
+}
+
+fn pieces_script(_: &str, body: &Value) -> (u16, &'static str, Vec<String>) {
+    // The text names the seed, so the test sees which sample got which seed.
+    let seed = body["seed"].to_string();
+    (
+        200,
+        "text/event-stream",
+        sse(&["Hel", "lo ", &seed], "stop"),
+    )
+}
+
+#[test]
+fn remote_streams_each_sample_with_its_own_seed_and_all_sampler_fields() {
+    let (base, rx) = serve(2, pieces_script);
+    let mut g = generator(&base);
+    let cfg = SamplerConfig {
+        seed: 10,
+        top_k: 5,
+        repeat_penalty: 1.3,
+        stop: vec!["\n".into()],
+        ..SamplerConfig::default()
+    };
+    let mut events = Vec::new();
+    let out = g
+        .generate_batch(&[GenerationRequest::new("Say hi", cfg, 2)], &mut |e| {
+            events.push(e);
+            true
+        })
+        .unwrap();
+    assert_eq!(out[0].len(), 2);
+    assert_eq!(out[0][0].text, "Hello 10");
+    assert_eq!(out[0][1].text, "Hello 11");
+    assert_eq!(
+        (out[0][1].seed, out[0][1].stopped, out[0][1].prompt_tokens),
+        (11, true, 7)
+    );
+    let streamed: String = events
+        .iter()
+        .filter_map(|e| match e {
+            GenerationEvent::Token {
+                sample: 0, text, ..
+            } => Some(text.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(streamed, out[0][0].text);
+    assert!(events.contains(&GenerationEvent::Finished {
+        request: 0,
+        sample: 1,
+        stopped: true
+    }));
+
+    let (path, body, _) = rx.recv().unwrap();
+    assert_eq!(path, "/v1/completions");
+    assert_eq!(body["prompt"], "Say hi");
+    assert_eq!(body["stream"], true);
+    assert_eq!(body["top_k"], 5);
+    assert_eq!(body["repeat_penalty"].as_f64().unwrap() as f32, 1.3);
+    assert_eq!(body["stop"], serde_json::json!(["\n"]));
+    assert_eq!(body["max_tokens"], 256);
+}
+
+#[test]
+fn remote_cancellation_stops_after_the_event_that_said_so() {
+    fn long(_: &str, _: &Value) -> (u16, &'static str, Vec<String>) {
+        (200, "text/event-stream", sse(&["a"; 50], "length"))
+    }
+    let (base, _rx) = serve(1, long);
+    let mut g = generator(&base);
+    let mut seen = 0;
+    let out = g
+        .generate_batch(
+            &[GenerationRequest::new("p", SamplerConfig::default(), 3)],
+            &mut |_| {
+                seen += 1;
+                seen < 2
+            },
+        )
+        .unwrap();
+    assert_eq!(seen, 2);
+    assert_eq!(out[0].len(), 1, "later samples never start");
+    assert_eq!(out[0][0].text, "aa");
+    assert!(!out[0][0].stopped);
+}
+
+#[test]
+fn remote_errors_name_the_cause() {
+    fn fail(path: &str, _: &Value) -> (u16, &'static str, Vec<String>) {
+        match path {
+            "/v1/completions" => (
+                400,
+                "application/json",
+                vec![r#"{"error":{"code":400,"message":"the prompt is too long","type":"invalid_request_error"}}"#.into()],
+            ),
+            _ => (200, "text/event-stream", vec!["data: {not json\n\n".into()]),
+        }
+    }
+    let (base, _rx) = serve(2, fail);
+    let mut g = generator(&base);
+    let req = [GenerationRequest::new("p", SamplerConfig::default(), 1)];
+    let err = g
+        .generate_batch(&req, &mut |_| true)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("HTTP 400") && err.contains("the prompt is too long"),
+        "{err}"
+    );
+    let err = g
+        .format_chat(&[ChatMessage::user("hi")])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("malformed JSON"), "{err}");
+}
+
+#[test]
+fn remote_unreachable_server_is_one_clear_error() {
+    // A port that was free a moment ago: nothing listens there.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut g = generator(&base);
+    let err = g
+        .generate_batch(
+            &[GenerationRequest::new("p", SamplerConfig::default(), 1)],
+            &mut |_| true,
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(err.starts_with(&format!("cannot reach {base}: ")), "{err}");
+    assert!(RemoteGenerator::new(RemoteOptions::new("localhost:8080")).is_err());
+}
+
+#[test]
+fn remote_sends_the_api_key_and_formats_chats_with_apply_template() {
+    fn template(_: &str, body: &Value) -> (u16, &'static str, Vec<String>) {
+        let content = body["messages"][0]["content"]
+            .as_str()
+            .unwrap_or("?")
+            .to_string();
+        (
+            200,
+            "application/json",
+            vec![serde_json::json!({"prompt": format!("<user>{content}</user>")}).to_string()],
+        )
+    }
+    let (base, rx) = serve(1, template);
+    let mut o = RemoteOptions::new(&base);
+    o.api_key = Some("sekret".into());
+    let g = RemoteGenerator::new(o).unwrap();
+    assert_eq!(
+        g.format_chat(&[ChatMessage::user("hi")]).unwrap(),
+        "<user>hi</user>"
+    );
+    let (path, body, auth) = rx.recv().unwrap();
+    assert_eq!(
+        (path.as_str(), auth.as_str()),
+        ("/apply-template", "Bearer sekret")
+    );
+    assert_eq!(body["messages"][0]["role"], "user");
+}
