@@ -433,22 +433,12 @@ impl<'a> Orchestrator<'a> {
         &mut self,
         requests: &[GenerationRequest],
     ) -> Result<Vec<Vec<evolve_core::Completion>>, RunError> {
-        let mut generated = 0usize;
-        let progress = &mut *self.progress;
-        let mut paused = false;
+        let mut tokens = TokenProgress::new(&mut *self.progress);
         let results = self
             .engines
             .generator
-            .generate_batch(requests, &mut |event| {
-                if let evolve_core::GenerationEvent::Token { .. } = event {
-                    generated += 1;
-                    if generated.is_multiple_of(64) && !progress(Progress::Tokens { generated }) {
-                        paused = true;
-                        return false;
-                    }
-                }
-                true
-            })?;
+            .generate_batch(requests, &mut |event| tokens.on_event(&event))?;
+        let (generated, paused) = (tokens.generated, tokens.paused);
         if paused || results.iter().any(|r| r.is_empty()) {
             return Err(RunError::Paused);
         }
@@ -507,28 +497,16 @@ impl<'a> Orchestrator<'a> {
                 seed: base_seed.wrapping_add(reached as u32),
                 ..self.config.sampler.clone()
             };
-            let mut paused = false;
-            let progress = &mut *self.progress;
-            let mut generated = 0usize;
+            let mut tokens = TokenProgress::new(&mut *self.progress);
             let results = refine_chains(
                 self.engines.generator,
                 &starts,
                 k - reached,
                 &self.config.template,
                 &sampler,
-                &mut |_, event| {
-                    if let evolve_core::GenerationEvent::Token { .. } = event {
-                        generated += 1;
-                        if generated.is_multiple_of(64) && !progress(Progress::Tokens { generated })
-                        {
-                            paused = true;
-                            return false;
-                        }
-                    }
-                    true
-                },
+                &mut |_, event| tokens.on_event(&event),
             )?;
-            if paused {
+            if tokens.paused {
                 return Err(RunError::Paused);
             }
             for ((p, s, last), chain) in chunk.iter().zip(results) {
@@ -892,6 +870,38 @@ impl<'a> Orchestrator<'a> {
             })?;
         }
         Ok(())
+    }
+}
+
+/// Counts streamed tokens for the progress callback (every 64th token, to keep it cheap) and
+/// remembers whether the callback asked to pause.
+struct TokenProgress<'p> {
+    progress: &'p mut dyn FnMut(Progress) -> bool,
+    generated: usize,
+    paused: bool,
+}
+
+impl<'p> TokenProgress<'p> {
+    fn new(progress: &'p mut dyn FnMut(Progress) -> bool) -> Self {
+        Self {
+            progress,
+            generated: 0,
+            paused: false,
+        }
+    }
+
+    fn on_event(&mut self, event: &evolve_core::GenerationEvent) -> bool {
+        if let evolve_core::GenerationEvent::Token { .. } = event {
+            self.generated += 1;
+            if self.generated.is_multiple_of(64)
+                && !(self.progress)(Progress::Tokens {
+                    generated: self.generated,
+                })
+            {
+                self.paused = true;
+            }
+        }
+        !self.paused
     }
 }
 
