@@ -60,16 +60,23 @@ pub fn frozen_linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
     if !x.device().is_cpu() || !x.is_contiguous() {
         return linear(x, &w.detach());
     }
+    apply_to_rows(x, FrozenMatmul { w: w.detach() }, w.dim(0)?)
+}
+
+/// Applies a `[rows, n_in] → [rows, n_out]` op to the last dimension of `x` (any rank).
+fn apply_to_rows(
+    x: &Tensor,
+    op: impl CustomOp1 + Send + Sync + 'static,
+    n_out: usize,
+) -> Result<Tensor> {
     let dims = x.dims();
     let n_in = dims[dims.len() - 1];
     let rows = x.elem_count() / n_in;
     let out = x
         .reshape((rows, n_in))?
-        .apply_op1_arc(std::sync::Arc::new(Box::new(FrozenMatmul {
-            w: w.detach(),
-        })))?;
+        .apply_op1_arc(std::sync::Arc::new(Box::new(op)))?;
     let mut out_dims = dims.to_vec();
-    *out_dims.last_mut().expect("rank ≥ 1") = w.dim(0)?;
+    *out_dims.last_mut().expect("rank ≥ 1") = n_out;
     out.reshape(out_dims)
 }
 
@@ -112,17 +119,7 @@ pub fn quantized_linear(x: &Tensor, w: &std::sync::Arc<QTensor>) -> Result<Tenso
         let w = w.dequantize(x.device())?.to_dtype(x.dtype())?;
         return linear(x, &w);
     }
-    let dims = x.dims();
-    let n_in = dims[dims.len() - 1];
-    let rows = x.elem_count() / n_in;
-    let out = x
-        .reshape((rows, n_in))?
-        .apply_op1_arc(std::sync::Arc::new(Box::new(QuantizedMatmul {
-            w: w.clone(),
-        })))?;
-    let mut out_dims = dims.to_vec();
-    *out_dims.last_mut().expect("rank ≥ 1") = w.shape().dims2()?.0;
-    out.reshape(out_dims)
+    apply_to_rows(x, QuantizedMatmul { w: w.clone() }, w.shape().dims2()?.0)
 }
 
 struct QuantizedMatmul {
