@@ -5,6 +5,13 @@ use crate::model::LlamaModel;
 use candle_core::{DType, Device, Result, Tensor, Var};
 use evolve_gguf::tiny::SplitMix64;
 
+/// Largest absolute element-wise difference of two same-shaped tensors, as f64.
+pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
+    (a - b)
+        .and_then(|d| d.abs()?.max_all()?.to_dtype(DType::F64)?.to_scalar::<f64>())
+        .expect("tensors of the same shape")
+}
+
 /// A deterministic f64 tensor with entries ~ N(0, std²).
 pub fn randn(seed: u64, shape: &[usize], std: f64) -> Tensor {
     let mut rng = SplitMix64::new(seed);

@@ -263,7 +263,7 @@ pub fn causal_attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: &Tensor) -> Re
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gradcheck::{assert_grad_matches, randn, randn_var};
+    use crate::gradcheck::{assert_grad_matches, max_abs_diff, randn, randn_var};
 
     /// A random projection turns any tensor into a scalar whose gradient exercises every entry.
     fn project(y: &Tensor, seed: u64) -> Result<Tensor> {
@@ -277,14 +277,7 @@ mod tests {
         let a = frozen_linear(x.as_tensor(), w.as_tensor()).unwrap();
         let b = linear(x.as_tensor(), w.as_tensor()).unwrap();
         assert_eq!(a.dims(), &[2, 3, 5]);
-        let diff = (a - &b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f64>()
-            .unwrap();
+        let diff = max_abs_diff(&a, &b);
         assert!(diff < 1e-12, "{diff}");
         let f = || project(&frozen_linear(x.as_tensor(), w.as_tensor())?, 22);
         assert_grad_matches("frozen_linear/x", &x, f, 48);
@@ -323,14 +316,7 @@ mod tests {
         let got = quantized_linear(x.as_tensor(), &q).unwrap();
         assert_eq!(got.dims(), &[2, 3, 6]);
         let want = linear(x.as_tensor(), &w_deq).unwrap();
-        let diff = (got - want)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f64>()
-            .unwrap();
+        let diff = max_abs_diff(&got, &want);
         assert!(diff < 1e-12, "{diff}");
         assert_grad_matches(
             "quantized_linear/x",
@@ -471,14 +457,7 @@ mod tests {
         let x = randn(10, &[1, 1, t, d], 1.0);
         let a = rope(&x, &cos, &sin, RopeLayout::AdjacentPairs).unwrap();
         let b = rope(&x, &cos, &sin, RopeLayout::Halves).unwrap();
-        let diff = (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f64>()
-            .unwrap();
+        let diff = max_abs_diff(&a, &b);
         assert!(diff > 1e-3);
     }
 

@@ -94,7 +94,7 @@ pub fn export_peft(
 mod tests {
     use super::*;
     use crate::config::RopeLayout;
-    use crate::gradcheck::randn;
+    use crate::gradcheck::{max_abs_diff, randn};
     use crate::ops::{rope, rope_tables};
     use candle_core::Device;
 
@@ -102,14 +102,7 @@ mod tests {
     fn unpermute_inverts_permute_and_permute_is_not_the_identity() {
         let w = randn(1, &[4 * 16, 8], 1.0);
         let p = permute_hf_to_gguf(&w, 4).unwrap();
-        let diff = (&p - &w)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f64>()
-            .unwrap();
+        let diff = max_abs_diff(&p, &w);
         assert!(diff > 0.1, "the permutation must move rows");
         let back = unpermute_gguf_to_hf(&p, 4).unwrap();
         assert_eq!(back.to_vec2::<f64>().unwrap(), w.to_vec2::<f64>().unwrap());
@@ -144,14 +137,7 @@ mod tests {
             .unwrap()
             .t()
             .unwrap();
-        let diff = (back - hf_rot)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f64>()
-            .unwrap();
+        let diff = max_abs_diff(&back, &hf_rot);
         assert!(diff < 1e-12, "{diff}");
     }
 }
