@@ -130,23 +130,8 @@ fn qwen2_adapter_works_in_llama_cpp_too() {
 #[test]
 fn gguf_lora_has_the_metadata_and_shapes_llama_cpp_expects() {
     let dir = tempfile::tempdir().unwrap();
-    let model = LlamaModel::load(
-        &tiny_llama(dir.path(), WeightType::F32),
-        &Device::Cpu,
-        DType::F32,
-    )
-    .unwrap();
-    let lora = Lora::new(
-        model.config(),
-        LoraConfig {
-            rank: 8,
-            alpha: 16.0,
-            ..LoraConfig::default()
-        },
-        DType::F32,
-        &Device::Cpu,
-    )
-    .unwrap();
+    let model = common::tiny_f32_model(dir.path());
+    let lora = common::f32_lora(&model, 8, 16.0);
     let path = dir.path().join("a.gguf");
     export_gguf_lora(&lora, model.config(), &path).unwrap();
     let f = read_path(&path).unwrap();
@@ -175,12 +160,7 @@ fn gguf_lora_has_the_metadata_and_shapes_llama_cpp_expects() {
 #[test]
 fn peft_export_has_transformers_keys_shapes_config_and_unpermuted_q_k() {
     let dir = tempfile::tempdir().unwrap();
-    let model = LlamaModel::load(
-        &tiny_llama(dir.path(), WeightType::F32),
-        &Device::Cpu,
-        DType::F32,
-    )
-    .unwrap();
+    let model = common::tiny_f32_model(dir.path());
     let lora = trained_adapter(
         &model,
         LoraConfig {

@@ -3,9 +3,7 @@
 mod common;
 
 use candle_core::{DType, Device, Tensor};
-use common::tiny_llama;
-use evolve_gguf::tiny::WeightType;
-use evolve_train::{LlamaModel, Lora, LoraConfig, LoraTarget};
+use evolve_train::{Lora, LoraConfig, LoraTarget};
 
 fn tokens() -> Tensor {
     Tensor::new(
@@ -29,23 +27,8 @@ fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
 #[test]
 fn a_fresh_adapter_is_the_base_model_and_a_nonzero_b_changes_it() {
     let dir = tempfile::tempdir().unwrap();
-    let model = LlamaModel::load(
-        &tiny_llama(dir.path(), WeightType::F32),
-        &Device::Cpu,
-        DType::F32,
-    )
-    .unwrap();
-    let lora = Lora::new(
-        model.config(),
-        LoraConfig {
-            rank: 4,
-            alpha: 8.0,
-            ..LoraConfig::default()
-        },
-        DType::F32,
-        &Device::Cpu,
-    )
-    .unwrap();
+    let model = common::tiny_f32_model(dir.path());
+    let lora = common::f32_lora(&model, 4, 8.0);
     let base = model.forward(&tokens()).unwrap();
     let with = model.forward_with(&tokens(), Some(&lora)).unwrap();
     assert_eq!(
@@ -69,12 +52,7 @@ fn a_fresh_adapter_is_the_base_model_and_a_nonzero_b_changes_it() {
 #[test]
 fn adapter_shapes_init_and_scale_follow_the_config() {
     let dir = tempfile::tempdir().unwrap();
-    let model = LlamaModel::load(
-        &tiny_llama(dir.path(), WeightType::F32),
-        &Device::Cpu,
-        DType::F32,
-    )
-    .unwrap();
+    let model = common::tiny_f32_model(dir.path());
     let cfg = LoraConfig {
         rank: 8,
         alpha: 16.0,
@@ -164,12 +142,7 @@ fn adapter_shapes_init_and_scale_follow_the_config() {
 #[test]
 fn gradients_reach_every_adapter_variable() {
     let dir = tempfile::tempdir().unwrap();
-    let model = LlamaModel::load(
-        &tiny_llama(dir.path(), WeightType::F32),
-        &Device::Cpu,
-        DType::F32,
-    )
-    .unwrap();
+    let model = common::tiny_f32_model(dir.path());
     let lora = Lora::new(
         model.config(),
         LoraConfig {
@@ -213,12 +186,7 @@ fn gradients_reach_every_adapter_variable() {
 #[test]
 fn dropout_is_active_only_in_training_mode() {
     let dir = tempfile::tempdir().unwrap();
-    let model = LlamaModel::load(
-        &tiny_llama(dir.path(), WeightType::F32),
-        &Device::Cpu,
-        DType::F32,
-    )
-    .unwrap();
+    let model = common::tiny_f32_model(dir.path());
     let lora = Lora::new(
         model.config(),
         LoraConfig {

@@ -102,12 +102,7 @@ fn f16_weights_load_and_stay_close_to_llama_cpp() {
 #[test]
 fn q8_0_weights_load_and_stay_close_to_the_f32_model() {
     let dir = tempfile::tempdir().unwrap();
-    let full = LlamaModel::load(
-        &tiny_llama(dir.path(), WeightType::F32),
-        &Device::Cpu,
-        DType::F32,
-    )
-    .unwrap();
+    let full = common::tiny_f32_model(dir.path());
     let q8 = LlamaModel::load(
         &tiny_llama(dir.path(), WeightType::Q8_0),
         &Device::Cpu,

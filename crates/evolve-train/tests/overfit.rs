@@ -3,33 +3,15 @@
 
 mod common;
 
-use candle_core::{DType, Device};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW};
-use common::{random_pairs, tiny_llama};
-use evolve_gguf::tiny::WeightType;
+use common::random_pairs;
 use evolve_train::loss::{EvolveLossConfig, PreferencePair, evolve_loss, reference_logps};
-use evolve_train::{LlamaModel, Lora, LoraConfig};
 
 #[test]
 fn dpo_overfits_eight_pairs_to_full_reward_accuracy() {
     let dir = tempfile::tempdir().unwrap();
-    let model = LlamaModel::load(
-        &tiny_llama(dir.path(), WeightType::F32),
-        &Device::Cpu,
-        DType::F32,
-    )
-    .unwrap();
-    let lora = Lora::new(
-        model.config(),
-        LoraConfig {
-            rank: 8,
-            alpha: 16.0,
-            ..LoraConfig::default()
-        },
-        DType::F32,
-        &Device::Cpu,
-    )
-    .unwrap();
+    let model = common::tiny_f32_model(dir.path());
+    let lora = common::f32_lora(&model, 8, 16.0);
     let data = random_pairs(8, 3);
     let pairs: Vec<&PreferencePair> = data.iter().collect();
     // β 0.5 rather than TRL's 0.1: the tiny model's logits are bounded (|w_out|·|rms-normed x|

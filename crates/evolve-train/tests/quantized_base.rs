@@ -6,7 +6,7 @@ mod common;
 use candle_core::{DType, Device, Tensor};
 use common::{random_pairs, rel_error, tiny_llama};
 use evolve_gguf::tiny::WeightType;
-use evolve_train::{LlamaModel, Lora, LoraConfig, StepMetrics, TrainConfig, Trainer};
+use evolve_train::{LlamaModel, StepMetrics, TrainConfig, Trainer};
 
 fn last_logits(model: &LlamaModel, ids: &[u32]) -> Vec<f32> {
     let x = Tensor::new(ids, &Device::Cpu)
@@ -24,17 +24,7 @@ fn last_logits(model: &LlamaModel, ids: &[u32]) -> Vec<f32> {
 }
 
 fn train(model: &LlamaModel) -> Vec<StepMetrics> {
-    let lora = Lora::new(
-        model.config(),
-        LoraConfig {
-            rank: 4,
-            alpha: 8.0,
-            ..LoraConfig::default()
-        },
-        DType::F32,
-        &Device::Cpu,
-    )
-    .unwrap();
+    let lora = common::f32_lora(model, 4, 8.0);
     let cfg = TrainConfig {
         beta: 0.5,
         lr: 1e-2,

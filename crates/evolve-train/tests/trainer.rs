@@ -6,7 +6,7 @@ use candle_core::{DType, Device};
 use common::{random_pairs, tiny_llama};
 use evolve_gguf::tiny::WeightType;
 use evolve_train::optim::{LrSchedule, learning_rate};
-use evolve_train::{LlamaModel, Lora, LoraConfig, StepMetrics, TrainConfig, Trainer};
+use evolve_train::{LlamaModel, Lora, StepMetrics, TrainConfig, Trainer};
 use std::sync::atomic::Ordering;
 
 fn model(dir: &std::path::Path) -> LlamaModel {
@@ -14,17 +14,7 @@ fn model(dir: &std::path::Path) -> LlamaModel {
 }
 
 fn lora(model: &LlamaModel) -> Lora {
-    Lora::new(
-        model.config(),
-        LoraConfig {
-            rank: 4,
-            alpha: 8.0,
-            ..LoraConfig::default()
-        },
-        DType::F32,
-        &Device::Cpu,
-    )
-    .unwrap()
+    common::f32_lora(model, 4, 8.0)
 }
 
 fn config() -> TrainConfig {

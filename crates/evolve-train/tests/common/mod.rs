@@ -11,6 +11,29 @@ pub fn tiny_llama(dir: &Path, weight_type: WeightType) -> PathBuf {
     path
 }
 
+/// The tiny f32 Llama loaded in candle on the CPU.
+pub fn tiny_f32_model(dir: &Path) -> evolve_train::LlamaModel {
+    let path = tiny_llama(dir, WeightType::F32);
+    evolve_train::LlamaModel::load(&path, &candle_core::Device::Cpu, candle_core::DType::F32)
+        .unwrap()
+}
+
+/// A fresh f32 LoRA on the CPU with the default targets.
+pub fn f32_lora(model: &evolve_train::LlamaModel, rank: usize, alpha: f64) -> evolve_train::Lora {
+    let cfg = evolve_train::LoraConfig {
+        rank,
+        alpha,
+        ..evolve_train::LoraConfig::default()
+    };
+    evolve_train::Lora::new(
+        model.config(),
+        cfg,
+        candle_core::DType::F32,
+        &candle_core::Device::Cpu,
+    )
+    .unwrap()
+}
+
 /// The tiny Llama rewritten as a `qwen2` model: same weights, `qwen2.*` keys, and random
 /// q/k/v biases (llama.cpp requires them for qwen2). llama.cpp runs it with NEOX RoPE.
 pub fn tiny_qwen2(dir: &Path) -> PathBuf {
