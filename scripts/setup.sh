@@ -6,8 +6,12 @@ set -euo pipefail
 # llama.cpp's C++ (cmake, clang/libclang for bindgen), SQLite's C (cc), and ccache so that
 # llama.cpp's ~6 min compile is paid once per machine rather than once per build variant.
 # The desktop app (Tauri v2) needs WebKitGTK 4.1 and GTK 3.
+# The monitor window (eframe, OpenGL on X11) loads GL and X libraries at run time; its screenshot
+# test runs it under Xvfb with Mesa's software renderer (swrast/llvmpipe).
 EVOLVE_APT_PACKAGES=(build-essential pkg-config cmake clang libclang-dev libssl-dev ccache git
-  libwebkit2gtk-4.1-dev libgtk-3-dev librsvg2-dev libxdo-dev)
+  libwebkit2gtk-4.1-dev libgtk-3-dev librsvg2-dev libxdo-dev
+  xvfb libgl1 libglx-mesa0 libgl1-mesa-dri libx11-xcb1 libxcursor1 libxi6 libxrandr2
+  libxkbcommon-x11-0)
 
 evolve_missing_packages() {
   local missing=()
@@ -42,4 +46,18 @@ evolve_setup() {
   # ccache on PATH is all llama.cpp's CMake needs; .cargo/config.toml sets the base-dir options.
   export CCACHE_DIR="${CCACHE_DIR:-$HOME/.cache/ccache}"
   export CCACHE_MAXSIZE="${CCACHE_MAXSIZE:-2G}"
+}
+
+# Only the tests need these: headless Chromium for the browser end-to-end test
+# (tests/browser_e2e.rs), WebKitWebDriver + Xvfb for the desktop smoke test
+# (src-tauri/tests/desktop_smoke.rs), which also needs `tauri-driver` from crates.io.
+EVOLVE_TEST_APT_PACKAGES=(chromium webkit2gtk-driver xvfb xauth imagemagick)
+
+evolve_test_setup() {
+  evolve_apt_install "${EVOLVE_TEST_APT_PACKAGES[@]}"
+  export PATH="$HOME/.cargo/bin:$PATH"
+  if ! command -v tauri-driver >/dev/null; then
+    echo "installing tauri-driver (cargo install --locked tauri-driver)"
+    cargo install --locked tauri-driver
+  fi
 }

@@ -9,18 +9,24 @@
 //! | [`gguf`] (`evolve-gguf`) | GGUF reading/validation, writing, the tiny test model |
 //! | [`store`] (`evolve-store`) | SQLite persistence with migrations |
 //! | [`llama`] (`evolve-llama`) | inference on llama.cpp |
-//! | [`method`] (`evolve-loop`) | datasets, verifiers, pair selection |
+//! | [`method`] (`evolve-loop`) | datasets, verifiers, pair selection, the round orchestrator |
+//! | [`train`] (`evolve-train`) | LoRA-DPO and full training on candle, exports |
 
 pub use evolve_core as core;
 pub use evolve_gguf as gguf;
 pub use evolve_llama as llama;
 pub use evolve_loop as method;
 pub use evolve_store as store;
+pub use evolve_train as train;
 
+pub mod api;
 pub mod bench;
 pub mod chat;
 pub mod data;
+pub mod demo;
 pub mod models;
+pub mod runs;
 pub mod service;
+pub mod task_model;
 
 pub use service::Service;

@@ -1,5 +1,7 @@
 //! End-to-end tests of the `evolve` binary: real files, real SQLite, real llama.cpp.
 
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -239,24 +241,47 @@ fn chat_answers_deterministically_for_a_seed() {
 }
 
 #[test]
-fn start_builds_the_default_model_and_answers_from_stdin() {
+fn start_uses_the_built_in_task_model_and_answers_from_stdin() {
     use std::io::Write;
     let dir = tempfile::tempdir().unwrap();
+    // The built-in model is trained on first use (minutes): hand it the tests' trained copy.
+    std::fs::create_dir_all(dir.path().join("models")).unwrap();
+    std::fs::copy(
+        support::task_model(),
+        dir.path().join("models").join("tiny-task.gguf"),
+    )
+    .unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_evolve"))
-        .args(["start", "--max-tokens", "8", "--threads", "2"])
+        .args([
+            "start",
+            "--temperature",
+            "0",
+            "--max-tokens",
+            "48",
+            "--threads",
+            "2",
+        ])
         .env("EVOLVE_DATA_DIR", dir.path())
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(b"hello\n").unwrap();
+    child.stdin.take().unwrap().write_all(b"23+45=?\n").unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(dir.path().join("models/tiny-random.gguf").exists());
     assert!(
-        stdout(&out).contains("evolve-tiny-random"),
+        !stderr(&out).contains("training the built-in model"),
+        "reused, not retrained"
+    );
+    assert!(
+        stdout(&out).contains("two-digit addition"),
         "{}",
+        stdout(&out)
+    );
+    assert!(
+        stdout(&out).contains("#### "),
+        "answers in the task's format: {}",
         stdout(&out)
     );
     assert_eq!(
@@ -267,7 +292,7 @@ fn start_builds_the_default_model_and_answers_from_stdin() {
     );
     let out = evolve(dir.path(), &["models", "list"]);
     assert!(
-        stdout(&out).contains("tiny random (built in)"),
+        stdout(&out).contains("tiny task (built in)"),
         "{}",
         stdout(&out)
     );

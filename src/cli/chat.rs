@@ -85,7 +85,7 @@ pub struct StartArgs {
 pub fn start(args: StartArgs, service: &Service) -> Result<()> {
     let path = match &args.model {
         Some(spec) => service.resolve_model(spec)?,
-        None => service.default_model()?,
+        None => builtin_model(service)?,
     };
     println!(
         "EVOLVE Studio — data directory {}",
@@ -94,7 +94,7 @@ pub fn start(args: StartArgs, service: &Service) -> Result<()> {
     print!("{}", evolve::models::inspect(&path)?.summary().to_text());
     if args.model.is_none() {
         println!(
-            "(the built-in model has random weights: it proves the pipeline, its answers are gibberish)"
+            "(the built-in model is a 0.9M-parameter model that only knows two-digit addition: ask it \"47+38=?\")"
         );
     }
     converse(service, &path, None, &args.sampling)
@@ -180,4 +180,23 @@ fn converse(
         }
     }
     Ok(())
+}
+
+/// The built-in task model, trained on first use with a progress bar.
+fn builtin_model(service: &Service) -> Result<std::path::PathBuf> {
+    let steps = evolve::task_model::TaskModelConfig::default().steps as u64;
+    let mut bar = None;
+    let (_, path) = service.task_model(|m| {
+        let bar = bar.get_or_insert_with(|| {
+            eprintln!("training the built-in model once (a few minutes on a CPU)…");
+            super::progress::steps_bar(steps, "task model")
+        });
+        bar.set_position(m.step as u64);
+        bar.set_message(format!("loss {:.3}", m.loss));
+        true
+    })?;
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    Ok(path)
 }

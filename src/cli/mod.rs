@@ -4,8 +4,12 @@ mod bench;
 mod chat;
 mod data;
 mod db;
+mod demo;
 mod fixture;
 mod models;
+mod progress;
+mod run;
+mod serve;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -49,6 +53,17 @@ enum Command {
     /// Generate test fixtures (tiny models) deterministically
     #[command(subcommand)]
     Fixture(fixture::FixtureCommand),
+    /// Run EVOLVE rounds: start, resume, status, export pairs
+    #[command(subcommand)]
+    Run(run::RunCommand),
+    /// The whole method on the built-in arithmetic task: train the tiny task model if needed,
+    /// then 3 rounds with a held-out scoreboard
+    Demo(demo::DemoArgs),
+    /// A window with the live training curves and the scoreboard of a run [default: the latest];
+    /// read-only, so it can follow a run another process is driving
+    Monitor { run: Option<i64> },
+    /// Serve the web UI and its API on http://127.0.0.1 (loopback only; token in the printed URL)
+    Serve(serve::ServeArgs),
     /// Measure inference speed against llama.cpp's own tools
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -78,9 +93,13 @@ fn run(cli: Cli) -> Result<()> {
             models::info_of_path(&args)
         }
         Command::Db(cmd) => db::run(cmd, &data_dir()?),
+        Command::Monitor { run } => evolve_monitor::open_window(&data_dir()?.database(), run),
         Command::Models(cmd) => models::run(cmd, &Service::open(data_dir()?)?),
         Command::Data(cmd) => data::run(cmd, &Service::open(data_dir()?)?),
         Command::Start(args) => chat::start(args, &Service::open(data_dir()?)?),
         Command::Chat(args) => chat::chat(args, &Service::open(data_dir()?)?),
+        Command::Run(cmd) => run::run(cmd, &Service::open(data_dir()?)?),
+        Command::Demo(args) => demo::demo(args, &Service::open(data_dir()?)?),
+        Command::Serve(args) => serve::serve(args, data_dir()?),
     }
 }

@@ -225,7 +225,18 @@ pub fn refine_chains(
             cancelled = !events(chain, event);
             !cancelled
         };
-        let results = generator.generate_batch(&requests, &mut forward)?;
+        // A refused request is reported by its chain's index, which is what callers know.
+        let results = generator
+            .generate_batch(&requests, &mut forward)
+            .map_err(|e| match e {
+                GenerateError::InvalidRequest { request, reason } => {
+                    GenerateError::InvalidRequest {
+                        request: owners[request],
+                        reason,
+                    }
+                }
+                other => other,
+            })?;
         for ((request, samples), &c) in requests.into_iter().zip(results).zip(&owners) {
             if let Some(completion) = samples.into_iter().next() {
                 chains[c].push(RefinementStep {

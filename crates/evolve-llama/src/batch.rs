@@ -158,10 +158,15 @@ impl LlamaEngine {
                 .into_iter()
                 .map(LlamaToken)
                 .collect();
+            let in_request = |e: LlamaError| LlamaError::Request {
+                request: r,
+                source: Box::new(e),
+            };
             if tokens.is_empty() {
-                return Err(LlamaError::EmptyPrompt);
+                return Err(in_request(LlamaError::EmptyPrompt));
             }
-            self.check_fits(tokens.len(), req.sampler.max_tokens)?;
+            self.check_fits(tokens.len(), req.sampler.max_tokens)
+                .map_err(in_request)?;
             let g = match groups.iter().position(|g| g.tokens == tokens) {
                 Some(g) => g,
                 None => {

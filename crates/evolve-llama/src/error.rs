@@ -27,6 +27,12 @@ pub enum LlamaError {
     ChatTemplate { path: PathBuf, reason: String },
     #[error("empty prompt: nothing to condition the model on")]
     EmptyPrompt,
+    /// A batch request that cannot run, with its index, so callers can name the prompt.
+    #[error("request {request}: {source}")]
+    Request {
+        request: usize,
+        source: Box<LlamaError>,
+    },
     #[error("LoRA adapter {} does not fit the model: {reason}", path.display())]
     AdapterMismatch { path: PathBuf, reason: String },
 }

@@ -8,6 +8,12 @@ use evolve_core::{
 
 impl From<LlamaError> for GenerateError {
     fn from(e: LlamaError) -> Self {
+        if let LlamaError::Request { request, source } = e {
+            return GenerateError::InvalidRequest {
+                request,
+                reason: source.to_string(),
+            };
+        }
         GenerateError::Engine(Box::new(e))
     }
 }

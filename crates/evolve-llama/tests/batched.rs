@@ -253,9 +253,14 @@ fn a_request_that_cannot_fit_its_sequence_is_refused_up_front() {
     let err = engine
         .generate_batch(&[ok, too_long], &mut |_| true)
         .unwrap_err();
+    // The error names the request, so the loop can say which prompt does not fit.
+    let LlamaError::Request { request, source } = &err else {
+        panic!("{err}");
+    };
+    assert_eq!(*request, 1);
     assert!(
         matches!(
-            err,
+            **source,
             LlamaError::ContextOverflow {
                 max_tokens: 300,
                 n_ctx: 256,

@@ -5,8 +5,10 @@
 //!   validation, deterministic train/eval splits, and TRL pair export.
 //! - [`verify`]: rule/verifier scorers (numeric final answer, exact match, regex, JSON validity).
 //! - [`pairs`]: the pair-selection strategies that turn scored answers into preference pairs.
+//! - [`arithmetic`]: the synthetic addition task of the tiny task model and the demo.
 //! - [`run`]: the orchestrator driving rounds through the persisted state machine (engines injected).
 
+pub mod arithmetic;
 pub mod dataset;
 pub mod pairs;
 pub mod run;

@@ -41,11 +41,55 @@ pub struct RunConfig {
     pub template: RefinementTemplate,
     pub pair_strategy: PairStrategy,
     pub pair_kinds: PairKinds,
-    /// Scorer name (see `verify::verifier_by_name`).
+    /// Scorer spec: a verifier name (`verify::verifier_by_name`) or what the shell accepts
+    /// besides (the CLI and the app: `judge:<gguf>`, `remote-judge:<url>`, `reward:<gguf>`).
     pub scorer: String,
     /// Prompts per generation call: the unit of work a crash can lose.
     pub chunk_prompts: usize,
     pub adapter_scale: f32,
+    /// LoRA-DPO settings, handed to whichever trainer the shell injects.
+    pub train: TrainSettings,
+}
+
+/// The training knobs a user sets per run (the trainer maps them onto its own config).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TrainSettings {
+    pub lora_rank: usize,
+    pub lora_alpha: f64,
+    pub lr: f64,
+    /// DPO β: how far the policy may move from the reference.
+    pub beta: f64,
+    /// Weight of the refinement pairs' DPO term against the direct pairs'.
+    pub lambda_refine: f64,
+    /// Weight of an NLL term on the chosen answers (TRL's `rpo_alpha`); 0 = plain DPO.
+    pub nll_weight: f64,
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub grad_accum: usize,
+    /// Pairs longer than this many tokens are left out.
+    pub max_tokens: usize,
+    pub seed: u64,
+}
+
+impl Default for TrainSettings {
+    /// r 16, α 32, lr 5e-6, β 0.1, effective batch 8, 1 epoch: common LoRA-DPO settings for
+    /// real models (anchors.md §6.4). Tiny models want a far larger lr (see `evolve demo`).
+    fn default() -> Self {
+        TrainSettings {
+            lora_rank: 16,
+            lora_alpha: 32.0,
+            lr: 5e-6,
+            beta: 0.1,
+            lambda_refine: 1.0,
+            nll_weight: 0.0,
+            epochs: 1,
+            batch_size: 2,
+            grad_accum: 4,
+            max_tokens: 2048,
+            seed: 0,
+        }
+    }
 }
 
 impl Default for RunConfig {
@@ -68,6 +112,7 @@ impl Default for RunConfig {
             scorer: "numeric".into(),
             chunk_prompts: 8,
             adapter_scale: 1.0,
+            train: TrainSettings::default(),
         }
     }
 }
@@ -110,6 +155,15 @@ pub enum RunError {
     },
     #[error(transparent)]
     Train(#[from] evolve_core::TrainError),
+    /// A prompt the generator refused (e.g. longer than the context), named so it can be fixed.
+    #[error(
+        "prompt #{idx} of the dataset (\"{preview}\") cannot be sampled: {reason}; shorten or remove it, lower max_tokens or raise the context, then resume"
+    )]
+    Prompt {
+        idx: i64,
+        preview: String,
+        reason: String,
+    },
     #[error("run {0} not found")]
     UnknownRun(i64),
     #[error("invalid run configuration: {0}")]
@@ -173,7 +227,10 @@ fn validate(c: &RunConfig) -> Result<(), RunError> {
             "with one sample and no refinement there is nothing to compare: raise --samples or --refine",
         );
     }
-    crate::verify::verifier_by_name(&c.scorer).map_err(RunError::Config)?;
+    if c.scorer.trim().is_empty() {
+        return fail("a scorer is needed (e.g. numeric, judge:<model.gguf>)");
+    }
+    // Which names exist is the shell's business: it builds the scorer it injects.
     Ok(())
 }
 
@@ -395,7 +452,9 @@ impl<'a> Orchestrator<'a> {
                 };
                 requests.push(GenerationRequest::new(prompt, sampler, 1));
             }
-            let results = self.generate(&requests)?;
+            let results = self
+                .generate(&requests)
+                .map_err(|e| name_prompt(e, |r| chunk[r].0))?;
             for (((p, s), request), completions) in chunk.iter().zip(&requests).zip(results) {
                 let c = completions
                     .into_iter()
@@ -505,7 +564,8 @@ impl<'a> Orchestrator<'a> {
                 &self.config.template,
                 &sampler,
                 &mut |_, event| tokens.on_event(&event),
-            )?;
+            )
+            .map_err(|e| name_prompt(e.into(), |r| by_id[&chunk[r].0]))?;
             if tokens.paused {
                 return Err(RunError::Paused);
             }
@@ -831,7 +891,8 @@ impl<'a> Orchestrator<'a> {
             &self.config.template,
             &self.config.eval_sampler,
             &mut |_, _| true,
-        )?;
+        )
+        .map_err(|e| name_prompt(e.into(), |r| &eval[r]))?;
         let mut sums = vec![0.0; self.config.refine_steps + 1];
         for (p, chain) in eval.iter().zip(&chains) {
             for step in chain {
@@ -902,6 +963,25 @@ impl<'p> TokenProgress<'p> {
             }
         }
         !self.paused
+    }
+}
+
+/// Turns a generator's "request r is invalid" into an error naming the dataset prompt.
+fn name_prompt<'p>(e: RunError, prompt_of: impl Fn(usize) -> &'p Prompt) -> RunError {
+    match e {
+        RunError::Generate(evolve_core::GenerateError::InvalidRequest { request, reason }) => {
+            let p = prompt_of(request);
+            let mut preview: String = p.prompt.chars().take(40).collect();
+            if p.prompt.chars().count() > 40 {
+                preview.push('…');
+            }
+            RunError::Prompt {
+                idx: p.idx,
+                preview,
+                reason,
+            }
+        }
+        other => other,
     }
 }
 

@@ -10,12 +10,14 @@
 //! - [`loss`]: sequence log-probs, DPO (sigmoid/IPO) with TRL's metrics, the EVOLVE objective.
 //! - [`Trainer`]: the optimisation loop with schedules, clipping, cancellation and checkpoints.
 //! - [`train_sft`]: full-parameter next-token training (pretraining a model from scratch).
+//! - [`LoraDpoTrainer`]: the loop's `PreferenceTrainer`: text pairs in, GGUF LoRA out.
 //! - [`tokenizer_from_gguf`]: the GGUF's own vocabulary as a `tokenizers::Tokenizer`.
 //! - [`export`]: GGUF LoRA for llama.cpp, PEFT safetensors for transformers, whole or merged
 //!   models as GGUF.
 
 mod batch;
 mod config;
+mod encode;
 mod error;
 pub mod export;
 pub mod lora;
@@ -23,6 +25,7 @@ pub mod loss;
 mod model;
 pub mod ops;
 pub mod optim;
+mod preference;
 mod sft;
 mod tokenizer;
 mod trainer;
@@ -31,9 +34,11 @@ mod trainer;
 mod gradcheck;
 
 pub use config::{Architecture, LlamaConfig, RopeLayout};
+pub use encode::ChatEncoder;
 pub use error::{Result, TrainError};
 pub use lora::{Lora, LoraConfig, LoraPair, LoraTarget};
 pub use model::LlamaModel;
+pub use preference::{ADAPTER_GGUF, LoraDpoTrainer};
 pub use sft::{SftConfig, SftExample, SftMetrics, SftOutcome, train_sft};
 pub use tokenizer::{BPE_PRE_REGEX, tokenizer_from_gguf};
 /// The tokenizer crate, so callers name the same `Tokenizer` type this crate returns.

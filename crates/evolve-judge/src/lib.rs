@@ -1,0 +1,23 @@
+//! Scorers that are not verifiers: LLM judges and reward models, behind
+//! [`evolve_core::Scorer`], and a factory that builds any scorer from a spec string.
+//!
+//! - `prompt.rs`: the judge prompts and the parsers of their verdict lines.
+//! - `llm.rs`: [`LlmJudge`], any [`evolve_core::Generator`] as a pointwise and pairwise judge.
+//! - `pairwise.rs`: [`PairwiseJudge`] with the position swap, [`win_rate`].
+//! - `reward.rs`: [`RewardModelScorer`], a GGUF classification head on llama.cpp.
+//! - `spec.rs`: [`scorer_from_spec`].
+
+mod llm;
+mod pairwise;
+pub mod prompt;
+mod reward;
+mod spec;
+
+pub use llm::{DEFAULT_JUDGE_MAX_TOKENS, LlmJudge};
+pub use pairwise::{
+    PairVerdict, PairwiseJudge, WinRate, Winner, combine, win_rate, win_rate_with_references,
+};
+pub use reward::{
+    HEAD_ARCHITECTURES, RewardHead, RewardModelScorer, RewardOptions, inspect_reward_head,
+};
+pub use spec::{ACCEPTED_FORMS, JUDGE_API_KEY_ENV, remote_judge, scorer_from_spec};

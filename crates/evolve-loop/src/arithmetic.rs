@@ -1,0 +1,207 @@
+//! A synthetic, verifiable task for the tiny model: two-number addition with a worked answer
+//! and a GSM8K-style final line, e.g.
+//!
+//! ```text
+//! 47+38=?          →   7+8=15
+//!                      4+3+1=8
+//!                      #### 85
+//! ```
+//!
+//! Why this task: a model of a few hundred thousand parameters learns it from scratch on a CPU
+//! in minutes, only partly (carries are what it gets wrong), and the numeric verifier grades it
+//! exactly — so a run can show, with real numbers, whether EVOLVE rounds improve the model.
+//! The worked column sums give a refinement step something concrete to fix.
+
+use evolve_core::RefinementTemplate;
+use evolve_gguf::tiny::SplitMix64;
+use serde_json::json;
+
+/// The refinement instruction the tiny task model is pretrained with. Short, because the tiny
+/// model's vocabulary is one token per character.
+pub const TASK_REFINE_INSTRUCTION: &str = "Check your answer and fix any mistake.";
+
+/// The refinement template that goes with [`TASK_REFINE_INSTRUCTION`].
+pub fn task_template() -> RefinementTemplate {
+    RefinementTemplate::MultiTurn {
+        system: None,
+        instruction: TASK_REFINE_INSTRUCTION.to_string(),
+    }
+}
+
+/// One addition problem.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Problem {
+    pub a: u32,
+    pub b: u32,
+}
+
+impl Problem {
+    pub fn question(&self) -> String {
+        format!("{}+{}=?", self.a, self.b)
+    }
+
+    pub fn sum(&self) -> u32 {
+        self.a + self.b
+    }
+
+    /// The worked answer: column sums from the ones digit up (with the carry), then `#### sum`.
+    pub fn solution(&self) -> String {
+        let mut lines = Vec::new();
+        let (mut a, mut b, mut carry) = (self.a, self.b, 0);
+        while a > 0 || b > 0 {
+            let (da, db) = (a % 10, b % 10);
+            let s = da + db + carry;
+            lines.push(if carry > 0 {
+                format!("{da}+{db}+{carry}={s}")
+            } else {
+                format!("{da}+{db}={s}")
+            });
+            carry = s / 10;
+            (a, b) = (a / 10, b / 10);
+        }
+        lines.push(format!("#### {}", self.sum()));
+        lines.join("\n")
+    }
+
+    /// A plausible wrong answer: the solution with one column sum off by 1..=3 and the final
+    /// line recomputed from the wrong columns, as a careless model would write it.
+    pub fn flawed_solution(&self, rng: &mut SplitMix64) -> String {
+        let digits = self.a.max(self.b).to_string().len();
+        let wrong_col = (rng.next_u64() % digits as u64) as usize;
+        let delta = 1 + (rng.next_u64() % 3) as u32;
+        let mut lines = Vec::new();
+        let (mut a, mut b, mut carry, mut total, mut place) = (self.a, self.b, 0, 0u32, 1u32);
+        let mut col = 0;
+        while a > 0 || b > 0 {
+            let (da, db) = (a % 10, b % 10);
+            let mut s = da + db + carry;
+            if col == wrong_col {
+                s = if s >= delta && rng.next_u64().is_multiple_of(2) {
+                    s - delta
+                } else {
+                    s + delta
+                };
+            }
+            lines.push(if carry > 0 {
+                format!("{da}+{db}+{carry}={s}")
+            } else {
+                format!("{da}+{db}={s}")
+            });
+            carry = s / 10;
+            let last = a < 10 && b < 10;
+            total += if last { s * place } else { (s % 10) * place };
+            place *= 10;
+            (a, b) = (a / 10, b / 10);
+            col += 1;
+        }
+        lines.push(format!("#### {total}"));
+        lines.join("\n")
+    }
+}
+
+/// Problems with operands of `digits` digits (leading digit non-zero), deterministic in `seed`.
+pub fn problems(n: usize, digits: u32, seed: u64) -> Vec<Problem> {
+    let lo = 10u32.pow(digits.saturating_sub(1));
+    let hi = 10u32.pow(digits);
+    let mut rng = SplitMix64::new(seed);
+    let mut draw = || lo + (rng.next_u64() % u64::from(hi - lo)) as u32;
+    (0..n)
+        .map(|_| Problem {
+            a: draw(),
+            b: draw(),
+        })
+        .collect()
+}
+
+/// Whether a problem is in the held-out tenth of the problem space (by a hash of its operands).
+/// Training data — the task model's pretraining and a demo's train split — never contains
+/// these, so held-out accuracy measures arithmetic, not memory.
+pub fn is_held_out(p: &Problem) -> bool {
+    let mut z = (u64::from(p.a) << 32) | u64::from(p.b);
+    z = (z ^ (z >> 33)).wrapping_mul(0xFF51_AFD7_ED55_8CCD);
+    z = (z ^ (z >> 33)).wrapping_mul(0xC4CE_B9FE_1A85_EC53);
+    (z ^ (z >> 33)).is_multiple_of(10)
+}
+
+/// `n` problems on one side of the held-out split, deterministic in `seed`.
+pub fn problems_split(n: usize, digits: u32, seed: u64, held_out: bool) -> Vec<Problem> {
+    let mut out = Vec::with_capacity(n);
+    let mut round = 0;
+    while out.len() < n {
+        let batch = problems(n * 4, digits, seed ^ (round << 40));
+        out.extend(
+            batch
+                .into_iter()
+                .filter(|p| is_held_out(p) == held_out)
+                .take(n - out.len()),
+        );
+        round += 1;
+    }
+    out
+}
+
+/// A GSM8K-layout JSONL dataset of `n` problems (`{"question", "answer"}` per line), which
+/// `evolve data import` reads like any user file.
+pub fn gsm8k_jsonl(problems: &[Problem]) -> String {
+    problems
+        .iter()
+        .map(|p| json!({"question": p.question(), "answer": p.solution()}).to_string() + "\n")
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::verify::final_answer_after_marker;
+
+    #[test]
+    fn solutions_show_column_sums_with_carries() {
+        let p = Problem { a: 47, b: 38 };
+        assert_eq!(p.question(), "47+38=?");
+        assert_eq!(p.solution(), "7+8=15\n4+3+1=8\n#### 85");
+        assert_eq!(
+            Problem { a: 95, b: 17 }.solution(),
+            "5+7=12\n9+1+1=11\n#### 112"
+        );
+        assert_eq!(
+            Problem { a: 5, b: 123 }.solution(),
+            "5+3=8\n0+2=2\n0+1=1\n#### 128"
+        );
+    }
+
+    #[test]
+    fn flawed_solutions_are_wrong_and_well_formed() {
+        let mut rng = SplitMix64::new(1);
+        for p in problems(200, 2, 3) {
+            let bad = p.flawed_solution(&mut rng);
+            let got = final_answer_after_marker(&bad).unwrap();
+            assert_ne!(got, p.sum().to_string(), "{p:?}: {bad}");
+            assert_eq!(bad.lines().count(), p.solution().lines().count());
+        }
+    }
+
+    #[test]
+    fn the_held_out_split_is_about_a_tenth_and_disjoint() {
+        let all = problems(5000, 2, 4);
+        let held = all.iter().filter(|p| is_held_out(p)).count();
+        assert!((350..650).contains(&held), "{held} of 5000");
+        let train = problems_split(300, 2, 1, false);
+        let eval = problems_split(100, 2, 1, true);
+        assert_eq!((train.len(), eval.len()), (300, 100));
+        assert!(train.iter().all(|p| !is_held_out(p)) && eval.iter().all(is_held_out));
+    }
+
+    #[test]
+    fn problems_are_deterministic_and_in_range() {
+        let a = problems(50, 2, 9);
+        assert_eq!(a, problems(50, 2, 9));
+        assert_ne!(a, problems(50, 2, 10));
+        assert!(
+            a.iter()
+                .all(|p| (10..100).contains(&p.a) && (10..100).contains(&p.b))
+        );
+        let line = gsm8k_jsonl(&a[..1]);
+        let v: serde_json::Value = serde_json::from_str(line.trim()).unwrap();
+        assert_eq!(v["question"], a[0].question());
+    }
+}

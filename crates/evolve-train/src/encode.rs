@@ -1,0 +1,66 @@
+//! Text → training token ids exactly as llama.cpp will see them at inference: the prompt with
+//! BOS when the model adds one, the answer ended by the token that ends a turn.
+
+use crate::{Result, TrainError, tokenizer_from_gguf};
+use evolve_gguf::GgufFile;
+use tokenizers::Tokenizer;
+
+/// The GGUF's tokenizer plus the special tokens that frame a training sequence.
+pub struct ChatEncoder {
+    tokenizer: Tokenizer,
+    /// Prepended to every prompt (llama.cpp's `add_special`), if the model adds BOS.
+    pub bos: Option<u32>,
+    /// Appended to every answer: generation stops on it, so the model must learn to emit it.
+    pub end_of_turn: u32,
+}
+
+impl ChatEncoder {
+    pub fn from_gguf(file: &GgufFile) -> Result<Self> {
+        let tokenizer = tokenizer_from_gguf(file)?;
+        let id = |key: &str| file.get_u64(key).map(|v| v as u32);
+        // llama.cpp's default when the key is absent: SentencePiece vocabularies add BOS.
+        let add_bos = match file.get("tokenizer.ggml.add_bos_token") {
+            Some(evolve_gguf::Value::Bool(b)) => *b,
+            _ => file.get_str("tokenizer.ggml.model") == Some("llama"),
+        };
+        let bos = if add_bos {
+            Some(id("tokenizer.ggml.bos_token_id").ok_or_else(|| {
+                TrainError::Metadata("tokenizer.ggml.bos_token_id (add_bos_token is set)".into())
+            })?)
+        } else {
+            None
+        };
+        let end_of_turn = id("tokenizer.ggml.eot_token_id")
+            .or_else(|| id("tokenizer.ggml.eos_token_id"))
+            .ok_or_else(|| {
+                TrainError::Metadata("tokenizer.ggml.eot_token_id or eos_token_id".into())
+            })?;
+        Ok(ChatEncoder {
+            tokenizer,
+            bos,
+            end_of_turn,
+        })
+    }
+
+    fn ids(&self, text: &str) -> Result<Vec<u32>> {
+        let enc = self
+            .tokenizer
+            .encode(text, false)
+            .map_err(|e| TrainError::Data(format!("cannot tokenize: {e}")))?;
+        Ok(enc.get_ids().to_vec())
+    }
+
+    /// A chat-formatted prompt (ending with the assistant header).
+    pub fn prompt(&self, text: &str) -> Result<Vec<u32>> {
+        let mut ids: Vec<u32> = self.bos.into_iter().collect();
+        ids.extend(self.ids(text)?);
+        Ok(ids)
+    }
+
+    /// An assistant reply, closed with the end-of-turn token.
+    pub fn answer(&self, text: &str) -> Result<Vec<u32>> {
+        let mut ids = self.ids(text)?;
+        ids.push(self.end_of_turn);
+        Ok(ids)
+    }
+}

@@ -1,0 +1,158 @@
+//! The loop's `PreferenceTrainer` on candle: text pairs in, a GGUF LoRA llama.cpp loads out,
+//! the next round continuing from the previous adapter, and cancellation writing nothing.
+
+mod common;
+
+use common::tiny_llama;
+use evolve_core::{PairKind, PreferenceTrainer, StepReport, TrainExample};
+use evolve_gguf::tiny::WeightType;
+use evolve_llama::{EngineOptions, LlamaEngine};
+use evolve_train::{ADAPTER_GGUF, ChatEncoder, LoraConfig, LoraDpoTrainer, TrainConfig};
+
+fn examples() -> Vec<TrainExample> {
+    let prompt = |q: &str| format!("<|im_start|>user\n{q}<|im_end|>\n<|im_start|>assistant\n");
+    (0..6)
+        .map(|i| TrainExample {
+            kind: if i % 2 == 0 {
+                PairKind::Direct
+            } else {
+                PairKind::Refine
+            },
+            prompt: prompt(&format!("{i}+{i}=?")),
+            chosen: format!("#### {}", 2 * i),
+            rejected: format!("#### {}", 2 * i + 1),
+        })
+        .collect()
+}
+
+fn trainer(model: &std::path::Path) -> LoraDpoTrainer {
+    let lora = LoraConfig {
+        rank: 4,
+        alpha: 8.0,
+        ..LoraConfig::default()
+    };
+    let train = TrainConfig {
+        lr: 1e-2,
+        beta: 0.5,
+        warmup_steps: 0,
+        batch_size: 2,
+        grad_accum: 1,
+        epochs: 2,
+        ..TrainConfig::default()
+    };
+    LoraDpoTrainer::new(model, lora, train)
+}
+
+#[test]
+fn encodes_like_llama_cpp_with_bos_and_the_end_of_turn_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = tiny_llama(dir.path(), WeightType::F32);
+    let enc = ChatEncoder::from_gguf(&evolve_gguf::read_path(&path).unwrap()).unwrap();
+    let engine = LlamaEngine::load(&path, EngineOptions::default()).unwrap();
+    let text = "<|im_start|>user\n12+3=?<|im_end|>\n<|im_start|>assistant\n";
+    let ours: Vec<i32> = enc
+        .prompt(text)
+        .unwrap()
+        .iter()
+        .map(|&t| t as i32)
+        .collect();
+    assert_eq!(ours, engine.tokenize(text));
+    let answer = enc.answer("#### 15").unwrap();
+    assert_eq!(*answer.last().unwrap(), evolve_gguf::tiny::IM_END_ID);
+}
+
+#[test]
+fn trains_rounds_into_gguf_adapters_that_llama_cpp_applies() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_llama(dir.path(), WeightType::F32);
+    let mut t = trainer(&model);
+    let mut reports: Vec<StepReport> = vec![];
+    let round0 = dir.path().join("round-0");
+    let first = t
+        .train(&examples(), None, &round0, &mut |r| {
+            reports.push(r.clone());
+            true
+        })
+        .unwrap();
+    assert!(first.completed);
+    assert_eq!(first.gguf_path, round0.join(ADAPTER_GGUF));
+    assert_eq!((first.rank, first.steps), (4, 6));
+    assert_eq!(reports.len(), 6);
+    let last = &reports[5].metrics;
+    for key in [
+        "loss",
+        "rewards/margins",
+        "rewards/accuracies",
+        "direct/rewards/margins",
+        "refine/rewards/margins",
+    ] {
+        assert!(last[key].is_finite(), "{key} missing: {last:?}");
+    }
+    assert!(last["loss"] < reports[0].metrics["loss"], "it learns");
+
+    // llama.cpp loads the adapter, and under it the chosen answer gains on the rejected one.
+    let mut engine = LlamaEngine::load(&model, EngineOptions::default()).unwrap();
+    let e = &examples()[0];
+    let margin = |engine: &LlamaEngine| {
+        let prompt = engine.tokenize(&e.prompt);
+        let logp = |answer: &str| {
+            let tokens = &engine.tokenize(answer)[1..]; // without BOS
+            engine.sequence_logprob(&prompt, tokens).unwrap().sum
+        };
+        logp(&e.chosen) - logp(&e.rejected)
+    };
+    let base = margin(&engine);
+    let id = engine.load_adapter(&first.gguf_path).unwrap();
+    engine.set_adapter(Some(id), 1.0).unwrap();
+    let tuned = margin(&engine);
+    assert!(tuned > base + 0.1, "margin {base} -> {tuned}");
+
+    // Round 1 starts from round 0's adapter, so its first loss is already low.
+    let mut second_losses = vec![];
+    let second = t
+        .train(
+            &examples(),
+            Some(&first.gguf_path),
+            &dir.path().join("round-1"),
+            &mut |r| {
+                second_losses.push(r.metrics["loss"]);
+                true
+            },
+        )
+        .unwrap();
+    assert!(second.completed);
+    assert!(
+        second_losses[0] < reports[0].metrics["loss"] - 0.01,
+        "{second_losses:?}"
+    );
+}
+
+#[test]
+fn a_cancelled_run_reports_incomplete_and_writes_no_adapter() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_llama(dir.path(), WeightType::F32);
+    let out = dir.path().join("round-0");
+    let result = trainer(&model)
+        .train(&examples(), None, &out, &mut |r| r.step < 2)
+        .unwrap();
+    assert!(!result.completed);
+    assert_eq!(result.steps, 2);
+    assert!(!out.join(ADAPTER_GGUF).exists());
+}
+
+#[test]
+fn pairs_longer_than_the_limit_are_left_out_and_all_too_long_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_llama(dir.path(), WeightType::F32);
+    let mut t = trainer(&model);
+    t.max_tokens = 10;
+    let err = t
+        .train(&examples(), None, &dir.path().join("r"), &mut |_| true)
+        .unwrap_err();
+    assert!(err.to_string().contains("longer than 10 tokens"), "{err}");
+    let (kept, dropped) = {
+        t.max_tokens = 40;
+        t.encode(&examples()).unwrap()
+    };
+    assert_eq!(kept.len() + dropped, 6);
+}

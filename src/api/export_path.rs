@@ -1,0 +1,121 @@
+//! Where an export may write. The folder comes from the UI (over HTTP: from anyone holding the
+//! token), so it is checked before anything is written and the result is checked again after:
+//! the folder must be absolute and free of `..`, and the written file must lie inside the folder
+//! once symlinks are resolved.
+
+use super::{ApiError, ApiResult};
+use std::path::{Component, Path, PathBuf};
+
+/// The canonical export folder for `dir` (created if missing) and the target `name` inside it.
+/// `name` is ours (never user input), but is checked anyway: one plain file name.
+pub fn target_in(dir: &str, name: &str) -> ApiResult<(PathBuf, PathBuf)> {
+    let raw = Path::new(dir.trim());
+    if raw.as_os_str().is_empty() {
+        return Err(ApiError::bad("choose an export folder"));
+    }
+    if !raw.is_absolute() {
+        return Err(ApiError::bad(format!(
+            "the export folder must be an absolute path, not {}",
+            raw.display()
+        )));
+    }
+    if raw.components().any(|c| c == Component::ParentDir) {
+        return Err(ApiError::bad(format!(
+            "the export folder must not contain '..': {}",
+            raw.display()
+        )));
+    }
+    let mut parts = Path::new(name).components();
+    if !matches!(
+        (parts.next(), parts.next()),
+        (Some(Component::Normal(_)), None)
+    ) {
+        return Err(ApiError::bad(format!("bad export file name {name}")));
+    }
+    std::fs::create_dir_all(raw)
+        .map_err(|e| ApiError::bad(format!("cannot create {}: {e}", raw.display())))?;
+    let folder = raw
+        .canonicalize()
+        .map_err(|e| ApiError::bad(format!("cannot open {}: {e}", raw.display())))?;
+    let target = folder.join(name);
+    // A symlink in the folder could point anywhere: never write through one.
+    if target
+        .symlink_metadata()
+        .is_ok_and(|m| m.file_type().is_symlink())
+    {
+        return Err(ApiError::bad(format!(
+            "{} is a symbolic link: refusing to write through it",
+            target.display()
+        )));
+    }
+    Ok((folder, target))
+}
+
+/// After writing: the file (or folder) must still resolve to a place inside `folder`.
+pub fn check_written(folder: &Path, written: &Path) -> ApiResult<PathBuf> {
+    let real = written
+        .canonicalize()
+        .map_err(|e| ApiError::bad(format!("the export {} is missing: {e}", written.display())))?;
+    if !real.starts_with(folder) {
+        let _ = std::fs::remove_file(written);
+        return Err(ApiError::bad(format!(
+            "the export resolved to {}, outside {}: refused",
+            real.display(),
+            folder.display()
+        )));
+    }
+    Ok(real)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_and_dotdot_folders_are_refused() {
+        let err = target_in("../x", "a.gguf").unwrap_err();
+        assert!(err.message.contains("absolute"), "{err}");
+        let tmp = tempfile::tempdir().unwrap();
+        let sneaky = format!("{}/sub/../../etc", tmp.path().display());
+        let err = target_in(&sneaky, "a.gguf").unwrap_err();
+        assert!(err.message.contains(".."), "{err}");
+    }
+
+    #[test]
+    fn a_name_that_leaves_the_folder_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().display().to_string();
+        for name in ["../a.gguf", "/etc/passwd", "sub/a.gguf", ""] {
+            assert!(target_in(&dir, name).is_err(), "{name} accepted");
+        }
+    }
+
+    #[test]
+    fn symlinks_escaping_the_folder_are_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let outside = tmp.path().join("outside");
+        let folder = tmp.path().join("exports");
+        std::fs::create_dir_all(&outside).unwrap();
+        std::fs::create_dir_all(&folder).unwrap();
+        std::os::unix::fs::symlink(outside.join("x.gguf"), folder.join("x.gguf")).unwrap();
+        let err = target_in(folder.to_str().unwrap(), "x.gguf").unwrap_err();
+        assert!(err.message.contains("symbolic link"), "{err}");
+
+        // A file that ends up outside (e.g. a link swapped in while writing) is caught after.
+        std::fs::write(outside.join("y"), b"1").unwrap();
+        std::os::unix::fs::symlink(outside.join("y"), folder.join("y")).unwrap();
+        let canon = folder.canonicalize().unwrap();
+        assert!(check_written(&canon, &canon.join("y")).is_err());
+        std::fs::write(folder.join("z"), b"1").unwrap();
+        assert!(check_written(&canon, &canon.join("z")).is_ok());
+    }
+
+    #[test]
+    fn a_new_absolute_folder_is_created() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("a/b");
+        let (folder, target) = target_in(dir.to_str().unwrap(), "f.jsonl").unwrap();
+        assert!(folder.is_dir());
+        assert_eq!(target, folder.join("f.jsonl"));
+    }
+}

@@ -1,0 +1,139 @@
+//! `settings_get` / `settings_set`: machine settings kept in `<data_dir>/settings.json`.
+
+use super::{ApiError, ApiResult, Inner, util::lock};
+use evolve_core::{DataDir, SamplerConfig};
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+pub const SETTINGS_FILE: &str = "settings.json";
+
+/// The sampler fields the UI edits (the seed and stop strings stay internal).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Sampler {
+    pub temperature: f32,
+    pub top_p: f32,
+    pub top_k: i32,
+    pub min_p: f32,
+    pub repeat_penalty: f32,
+    pub max_tokens: u32,
+}
+
+impl Sampler {
+    pub fn from_config(c: &SamplerConfig) -> Self {
+        Sampler {
+            temperature: c.temperature,
+            top_p: c.top_p,
+            top_k: c.top_k,
+            min_p: c.min_p,
+            repeat_penalty: c.repeat_penalty,
+            max_tokens: c.max_tokens,
+        }
+    }
+    /// This sampler over `base` (which keeps its seed and stop strings).
+    pub fn apply(&self, base: &SamplerConfig) -> SamplerConfig {
+        SamplerConfig {
+            temperature: self.temperature,
+            top_p: self.top_p,
+            top_k: self.top_k,
+            min_p: self.min_p,
+            repeat_penalty: self.repeat_penalty,
+            max_tokens: self.max_tokens,
+            ..base.clone()
+        }
+    }
+    pub fn validate(&self) -> ApiResult<()> {
+        if self.temperature.is_nan() || self.temperature < 0.0 {
+            return Err(ApiError::bad("temperature must be 0 or more"));
+        }
+        if !(0.0..=1.0).contains(&self.top_p) || !(0.0..=1.0).contains(&self.min_p) {
+            return Err(ApiError::bad("top_p and min_p must be between 0 and 1"));
+        }
+        if self.max_tokens == 0 {
+            return Err(ApiError::bad("max_tokens must be at least 1"));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Settings {
+    /// Read-only: where this backend keeps its data (set by `--data-dir` / `EVOLVE_DATA_DIR`).
+    pub data_dir: String,
+    pub threads: i32,
+    pub gpu_layers: u32,
+    pub export_dir: String,
+    pub sampler: Sampler,
+}
+
+impl Settings {
+    fn defaults(data_dir: &DataDir) -> Settings {
+        let cores = std::thread::available_parallelism().map_or(4, |n| n.get());
+        Settings {
+            data_dir: data_dir.root().display().to_string(),
+            threads: cores as i32,
+            gpu_layers: 0,
+            export_dir: data_dir.root().join("exports").display().to_string(),
+            sampler: Sampler::from_config(&SamplerConfig::default()),
+        }
+    }
+
+    pub fn engine(&self) -> crate::runs::EngineSettings {
+        crate::runs::EngineSettings {
+            threads: Some(self.threads),
+            gpu_layers: self.gpu_layers,
+            n_ctx: 0,
+        }
+    }
+}
+
+fn file(data_dir: &DataDir) -> PathBuf {
+    data_dir.root().join(SETTINGS_FILE)
+}
+
+/// The stored settings, or the defaults when there is no file yet.
+pub fn load(data_dir: &DataDir) -> anyhow::Result<Settings> {
+    let path = file(data_dir);
+    let mut s = match std::fs::read_to_string(&path) {
+        Ok(text) => serde_json::from_str::<Settings>(&text).map_err(|e| {
+            anyhow::anyhow!(
+                "{} is not valid settings ({e}); fix or delete it",
+                path.display()
+            )
+        })?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Settings::defaults(data_dir),
+        Err(e) => return Err(anyhow::anyhow!("cannot read {}: {e}", path.display())),
+    };
+    // The data directory is where this file was found, whatever it says.
+    s.data_dir = data_dir.root().display().to_string();
+    Ok(s)
+}
+
+pub fn get(inner: &Inner) -> ApiResult {
+    Ok(serde_json::to_value(inner.settings()).expect("settings serialise"))
+}
+
+#[derive(Deserialize)]
+pub struct SetArgs {
+    settings: Settings,
+}
+
+pub fn set(inner: &Inner, args: SetArgs) -> ApiResult {
+    let mut s = args.settings;
+    if s.threads < 1 {
+        return Err(ApiError::bad("threads must be at least 1"));
+    }
+    s.sampler.validate()?;
+    if s.export_dir.trim().is_empty() {
+        return Err(ApiError::bad("the export folder must not be empty"));
+    }
+    s.data_dir = inner.data_dir.root().display().to_string();
+    let path = file(&inner.data_dir);
+    let text = serde_json::to_string_pretty(&s).expect("settings serialise");
+    // Written beside and renamed, so a crash never leaves half a settings file.
+    let partial = path.with_extension("json.partial");
+    std::fs::write(&partial, text)
+        .and_then(|_| std::fs::rename(&partial, &path))
+        .map_err(|e| ApiError::bad(format!("cannot write {}: {e}", path.display())))?;
+    *lock(&inner.settings) = s.clone();
+    Ok(serde_json::to_value(s).expect("settings serialise"))
+}

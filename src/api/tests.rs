@@ -1,0 +1,453 @@
+//! The dispatcher on a temporary data directory with the tiny random model.
+
+use super::*;
+use evolve_core::{AdapterFormat, GenerationKind, PairKind, SamplerConfig};
+use evolve_gguf::tiny::{TinyLlamaConfig, WeightType, write_tiny_llama};
+use evolve_store::{NewAdapter, NewGeneration, NewPair, NewPrompt, NewRun};
+use serde_json::json;
+use std::sync::mpsc;
+use std::time::Duration;
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    root: std::path::PathBuf,
+    api: Api,
+    events: mpsc::Receiver<(String, Value)>,
+}
+
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().canonicalize().unwrap();
+    let (tx, events) = mpsc::channel();
+    let tx = Mutex::new(tx);
+    let sink: EventSink = Arc::new(move |name: &str, payload: Value| {
+        let _ = tx.lock().unwrap().send((name.to_string(), payload));
+    });
+    let api = Api::open(DataDir::new(root.join("data")), sink).unwrap();
+    Fixture {
+        _dir: dir,
+        root,
+        api,
+        events,
+    }
+}
+
+fn tiny_model(f: &Fixture) -> i64 {
+    let path = f.root.join("tiny.gguf");
+    write_tiny_llama(&path, &TinyLlamaConfig::default(), WeightType::Q8_0).unwrap();
+    let model = f.api.call("models_add", json!({"path": path})).unwrap();
+    model["id"].as_i64().unwrap()
+}
+
+#[test]
+fn models_register_list_and_refuse_bad_files() {
+    let f = fixture();
+    let status = f.api.call("status", Value::Null).unwrap();
+    assert_eq!(status["models"], json!([]));
+    assert_eq!(status["builtin_model_available"], true);
+    let id = tiny_model(&f);
+    let models = f.api.call("models_list", json!({})).unwrap();
+    assert_eq!(models[0]["id"], id);
+    assert_eq!(models[0]["architecture"], "llama");
+
+    std::fs::write(f.root.join("bad.gguf"), b"not a model").unwrap();
+    let err = f
+        .api
+        .call("models_add", json!({"path": f.root.join("bad.gguf")}))
+        .unwrap_err();
+    assert_eq!(err.status, 400);
+    assert!(!err.message.contains('\n'), "{err}");
+    let err = f.api.call("models_add", json!({})).unwrap_err();
+    assert!(err.message.contains("bad arguments"), "{err}");
+    let err = f.api.call("no_such_thing", json!({})).unwrap_err();
+    assert_eq!(
+        (err.status, err.message.as_str()),
+        (404, "unknown command no_such_thing")
+    );
+}
+
+#[test]
+fn dataset_import_reports_bad_lines_by_number() {
+    let f = fixture();
+    let file = f.root.join("gsm.jsonl");
+    std::fs::write(
+        &file,
+        "{\"question\": \"1+1?\", \"answer\": \"#### 2\"}\nnot json\n{\"question\": \"2+2?\", \"answer\": \"#### 4\"}\n",
+    )
+    .unwrap();
+    let out = f
+        .api
+        .call(
+            "datasets_import",
+            json!({"path": file, "format": null, "name": "mini"}),
+        )
+        .unwrap();
+    assert_eq!(out["imported"], 2);
+    assert_eq!(out["bad_lines"].as_array().unwrap().len(), 1, "{out}");
+    assert_eq!(out["bad_lines"][0]["line"], 2, "{out}");
+    let list = f.api.call("datasets_list", json!({})).unwrap();
+    assert_eq!(list[0]["name"], "mini");
+    assert_eq!(list[0]["prompts"], 2);
+    let err = f
+        .api
+        .call(
+            "datasets_import",
+            json!({"path": file, "format": "nope", "name": null}),
+        )
+        .unwrap_err();
+    assert!(err.message.contains("unknown dataset format"), "{err}");
+}
+
+/// Collects `chat` events of one request until its `done` (or `error`).
+fn chat_events(f: &Fixture, request: &str) -> Vec<Value> {
+    let mut out = Vec::new();
+    loop {
+        let (name, e) = f
+            .events
+            .recv_timeout(Duration::from_secs(120))
+            .expect("chat events stopped");
+        if name != "chat" || e["request_id"] != request {
+            continue;
+        }
+        let end = e["kind"] == "done" || e["kind"] == "error";
+        out.push(e);
+        if end {
+            return out;
+        }
+    }
+}
+
+#[test]
+fn chat_streams_the_answer_then_each_refinement_and_stores_them() {
+    let f = fixture();
+    let model = tiny_model(&f);
+    let mut settings = f.api.call("settings_get", json!({})).unwrap();
+    settings["sampler"]["max_tokens"] = json!(8);
+    settings["threads"] = json!(2);
+    f.api
+        .call("settings_set", json!({"settings": settings}))
+        .unwrap();
+    let started = f
+        .api
+        .call(
+            "chat_send",
+            json!({"chat_id": null, "model_id": model, "adapter_id": null, "message": "What is 2+3?",
+                   "refine_steps": 2, "scorer": "json", "compare": false}),
+        )
+        .unwrap();
+    let request = started["request_id"].as_str().unwrap().to_string();
+    let events = chat_events(&f, &request);
+    let last = events.last().unwrap();
+    assert_eq!(last["kind"], "done", "{last}");
+    // Tokens of a step come before its step_done; steps come in order 0, 1, 2.
+    let done: Vec<&Value> = events.iter().filter(|e| e["kind"] == "step_done").collect();
+    assert_eq!(
+        done.iter()
+            .map(|e| e["step"].as_u64().unwrap())
+            .collect::<Vec<_>>(),
+        [0, 1, 2]
+    );
+    let mut step = 0;
+    for e in &events {
+        let s = e["step"].as_u64().unwrap();
+        match e["kind"].as_str().unwrap() {
+            "token" => assert_eq!(s, step, "token of step {s} while step {step} streams"),
+            "step_done" => {
+                assert_eq!(s, step);
+                assert!(e["score"].is_number(), "json scorer gives a score: {e}");
+                assert_eq!(e["variant"], "base");
+                step += 1;
+            }
+            _ => {}
+        }
+    }
+    assert!(events.iter().any(|e| e["kind"] == "token"));
+
+    let chat_id = started["chat_id"].clone();
+    let history = f
+        .api
+        .call("chat_history", json!({"chat_id": chat_id}))
+        .unwrap();
+    let history = history.as_array().unwrap();
+    assert_eq!(history.len(), 4, "{history:?}");
+    assert_eq!(history[0]["role"], "user");
+    assert_eq!(history[0]["text"], "What is 2+3?");
+    for (i, m) in history[1..].iter().enumerate() {
+        assert_eq!(m["step"], i as i64);
+        assert_eq!(m["text"], done[i]["text"]);
+        assert_eq!(m["score"], done[i]["score"]);
+    }
+    let chats = f.api.call("chats_list", json!({})).unwrap();
+    assert_eq!(chats[0]["id"], chat_id);
+    assert!(chats[0]["created_at"].as_str().unwrap().ends_with('Z'));
+
+    // A second message reuses the chat (and the loaded engine); cancelling ends it early.
+    let second = f
+        .api
+        .call(
+            "chat_send",
+            json!({"chat_id": chat_id, "model_id": model, "adapter_id": null, "message": "again",
+                   "refine_steps": 5, "scorer": null, "compare": false}),
+        )
+        .unwrap();
+    let request = second["request_id"].as_str().unwrap().to_string();
+    f.api
+        .call("chat_cancel", json!({"request_id": request}))
+        .unwrap();
+    let events = chat_events(&f, &request);
+    assert!(
+        events.iter().filter(|e| e["kind"] == "step_done").count() < 6,
+        "cancel did not stop the refinements"
+    );
+    let err = f
+        .api
+        .call(
+            "chat_send",
+            json!({"chat_id": null, "model_id": 999, "adapter_id": null, "message": "x",
+                   "refine_steps": 0, "scorer": null, "compare": false}),
+        )
+        .unwrap_err();
+    assert_eq!(err.status, 404);
+}
+
+/// A run with one round, one prompt, two scored answers and a pair, written through the store.
+fn seed_pair(f: &Fixture, model: i64) -> (i64, i64) {
+    let service = Service::open(f.api.data_dir().clone()).unwrap();
+    let store = service.store();
+    let ds = store.create_dataset("d", None, "plain").unwrap();
+    store
+        .add_prompts(
+            ds,
+            &[NewPrompt {
+                idx: 0,
+                split: "train".into(),
+                prompt: "2+2?".into(),
+                reference: Some("4".into()),
+                metadata: json!({}),
+            }],
+        )
+        .unwrap();
+    let prompt = store.list_prompts(ds, None).unwrap()[0].id;
+    let run = store
+        .create_run(&NewRun {
+            name: "r".into(),
+            model_id: evolve_store::ModelId(model),
+            dataset_id: ds,
+            config: json!({}),
+        })
+        .unwrap();
+    let round = store.create_round(run, 0).unwrap();
+    let answer = |text: &str, sample: i64, score: f64| {
+        let id = store
+            .insert_generation(&NewGeneration {
+                round_id: Some(round),
+                prompt_id: Some(prompt),
+                kind: GenerationKind::Sample,
+                parent_id: None,
+                step_index: 0,
+                sample_index: sample,
+                text: text.into(),
+                token_count: 1,
+                seed: 0,
+                sampler: SamplerConfig::default(),
+                prompt_text: "2+2?".into(),
+                adapter_id: None,
+                duration_ms: 1,
+            })
+            .unwrap();
+        store.add_score(id, "numeric", score, &json!({})).unwrap();
+        id
+    };
+    let (good, bad) = (answer("4", 0, 1.0), answer("5", 1, 0.0));
+    let pair = store
+        .insert_pair(&NewPair {
+            round_id: round,
+            prompt_id: prompt,
+            kind: PairKind::Direct,
+            chosen_id: good,
+            rejected_id: bad,
+            margin: 1.0,
+        })
+        .unwrap();
+    (run.0, pair.0)
+}
+
+#[test]
+fn pairs_are_listed_filtered_and_reviewed() {
+    let f = fixture();
+    let model = tiny_model(&f);
+    let (run, pair) = seed_pair(&f, model);
+    let all =
+        json!({"run_id": null, "round": null, "kind": null, "min_margin": null, "review": null});
+    let pairs = f.api.call("pairs_list", all.clone()).unwrap();
+    assert_eq!(pairs.as_array().unwrap().len(), 1);
+    let p = &pairs[0];
+    assert_eq!(p["id"], pair);
+    assert_eq!(p["round"], 0);
+    assert_eq!(p["prompt"], "2+2?");
+    assert_eq!(p["chosen"]["text"], "4");
+    assert_eq!(p["chosen"]["score"], 1.0);
+    assert_eq!(p["rejected"]["score"], 0.0);
+    assert_eq!(p["review"], "pending");
+
+    let vetoed = f
+        .api
+        .call(
+            "pair_review",
+            json!({"pair_id": pair, "action": "veto", "text": null}),
+        )
+        .unwrap();
+    assert_eq!(vetoed["review"], "vetoed");
+    let only = |review: &str| {
+        let mut q = all.clone();
+        q["run_id"] = json!(run);
+        q["review"] = json!(review);
+        f.api
+            .call("pairs_list", q)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .len()
+    };
+    assert_eq!((only("vetoed"), only("pending")), (1, 0));
+    let edited = f
+        .api
+        .call(
+            "pair_review",
+            json!({"pair_id": pair, "action": "edit", "text": "2+2 = 4"}),
+        )
+        .unwrap();
+    assert_eq!(edited["review"], "edited");
+    assert_eq!(edited["edited_chosen_text"], "2+2 = 4");
+    let approved = f
+        .api
+        .call(
+            "pair_review",
+            json!({"pair_id": pair, "action": "approve", "text": null}),
+        )
+        .unwrap();
+    assert_eq!(
+        (
+            approved["review"].as_str(),
+            approved["edited_chosen_text"].is_null()
+        ),
+        (Some("approved"), true)
+    );
+    assert_eq!(only("approved"), 1);
+    assert!(
+        f.api
+            .call(
+                "pair_review",
+                json!({"pair_id": pair, "action": "edit", "text": null})
+            )
+            .is_err()
+    );
+    assert!(
+        f.api
+            .call(
+                "pair_review",
+                json!({"pair_id": 999, "action": "veto", "text": null})
+            )
+            .is_err()
+    );
+    let mut q = all.clone();
+    q["kind"] = json!("refine");
+    assert_eq!(f.api.call("pairs_list", q).unwrap(), json!([]));
+}
+
+#[test]
+fn adapter_export_writes_inside_the_chosen_folder_only() {
+    let f = fixture();
+    let model = tiny_model(&f);
+    let adapter_file = f.root.join("adapter.gguf");
+    std::fs::write(&adapter_file, b"GGUF stand-in").unwrap();
+    let service = Service::open(f.api.data_dir().clone()).unwrap();
+    let id = service
+        .store()
+        .add_adapter(&NewAdapter {
+            training_run_id: None,
+            base_model_id: evolve_store::ModelId(model),
+            base_sha256: "x".into(),
+            format: AdapterFormat::GgufLora,
+            path: adapter_file.display().to_string(),
+            sha256: "y".into(),
+            file_size: 13,
+            rank: 4,
+            alpha: 8.0,
+        })
+        .unwrap();
+    let export = |dir: &str, format: &str| {
+        f.api.call(
+            "adapter_export",
+            json!({"adapter_id": id.0, "format": format, "dir": dir}),
+        )
+    };
+    let out_dir = f.root.join("exports/new");
+    let out = export(out_dir.to_str().unwrap(), "gguf_lora").unwrap();
+    let written = std::path::PathBuf::from(out["path"].as_str().unwrap());
+    assert!(written.starts_with(&out_dir), "{}", written.display());
+    assert_eq!(std::fs::read(&written).unwrap(), b"GGUF stand-in");
+
+    assert!(
+        export("../x", "gguf_lora")
+            .unwrap_err()
+            .message
+            .contains("absolute")
+    );
+    let dotdot = format!("{}/exports/../../elsewhere", f.root.display());
+    assert!(
+        export(&dotdot, "gguf_lora")
+            .unwrap_err()
+            .message
+            .contains("..")
+    );
+    // A link planted in the folder that points outside it is never written through.
+    let trap = f.root.join("trap");
+    let outside = f.root.join("outside");
+    std::fs::create_dir_all(&trap).unwrap();
+    std::fs::create_dir_all(&outside).unwrap();
+    std::os::unix::fs::symlink(
+        outside.join("stolen.gguf"),
+        trap.join(format!("adapter-{}.gguf", id.0)),
+    )
+    .unwrap();
+    let err = export(trap.to_str().unwrap(), "gguf_lora").unwrap_err();
+    assert!(err.message.contains("symbolic link"), "{err}");
+    assert!(!outside.join("stolen.gguf").exists());
+    assert!(export(out_dir.to_str().unwrap(), "zip").is_err());
+    // No run behind this adapter: there are no pairs to export.
+    assert!(
+        export(out_dir.to_str().unwrap(), "trl_pairs")
+            .unwrap_err()
+            .message
+            .contains("no pairs")
+    );
+    let adapters = f.api.call("adapters_list", json!({})).unwrap();
+    assert_eq!(adapters[0]["run_id"], Value::Null);
+    assert_eq!(adapters[0]["format"], "gguf_lora");
+}
+
+#[test]
+fn settings_persist_and_keep_the_data_dir() {
+    let f = fixture();
+    let mut s = f.api.call("settings_get", json!({})).unwrap();
+    s["threads"] = json!(3);
+    s["data_dir"] = json!("/elsewhere");
+    s["sampler"]["temperature"] = json!(0.25);
+    let stored = f.api.call("settings_set", json!({"settings": s})).unwrap();
+    assert_eq!(stored["threads"], 3);
+    assert_eq!(
+        stored["data_dir"],
+        f.root.join("data").display().to_string()
+    );
+    let file = f.root.join("data").join(settings::SETTINGS_FILE);
+    let on_disk: Value = serde_json::from_str(&std::fs::read_to_string(file).unwrap()).unwrap();
+    assert_eq!(on_disk["sampler"]["temperature"], 0.25);
+    let reopened = Api::open(DataDir::new(f.root.join("data")), Arc::new(|_: &str, _| {})).unwrap();
+    assert_eq!(reopened.call("settings_get", json!({})).unwrap(), stored);
+    s["threads"] = json!(0);
+    assert!(f.api.call("settings_set", json!({"settings": s})).is_err());
+    let defaults = f.api.call("run_defaults", json!({})).unwrap();
+    assert_eq!(defaults["sampler"]["temperature"], 0.25);
+    assert!(defaults["train"]["lora_rank"].as_u64().unwrap() > 0);
+}

@@ -1,0 +1,348 @@
+//! EVOLVE runs through the service: create, drive (start or resume) and report on them. The
+//! orchestrator is `evolve_loop::run`; this module picks the real engines for it: llama.cpp
+//! for sampling, a verifier for scoring, candle LoRA-DPO for training.
+
+use crate::Service;
+use anyhow::{Context, Result, bail};
+use evolve_core::{PairKind, RoundState, RunState};
+use evolve_loop::run::{Engines, Orchestrator, Progress, RunConfig, TrainSettings, create_run};
+use evolve_store::{DatasetId, ModelId, PairFilter, RunId};
+use evolve_train::optim::LrSchedule;
+use evolve_train::{LoraConfig, LoraDpoTrainer, TrainConfig};
+use serde::Serialize;
+use std::path::PathBuf;
+
+/// How the engines run on this machine (not part of the run: a resume may use other threads).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct EngineSettings {
+    pub threads: Option<i32>,
+    pub gpu_layers: u32,
+    /// Context per sequence; 0 = the model's training context, capped at 4096.
+    pub n_ctx: u32,
+}
+
+/// Refuses a scorer spec that cannot work, before any work is done: an unknown name, or a judge
+/// or reward model file that does not exist. (Loading the model waits for the run.)
+fn check_scorer_spec(spec: &str) -> Result<()> {
+    for prefix in ["judge:", "reward:"] {
+        if let Some(path) = spec.strip_prefix(prefix) {
+            if !std::path::Path::new(path.trim()).is_file() {
+                bail!("scorer '{spec}': model file not found: {path}");
+            }
+            return Ok(());
+        }
+    }
+    if spec.starts_with("remote-judge:") {
+        return Ok(());
+    }
+    evolve_loop::verify::verifier_by_name(spec)
+        .map(drop)
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "unknown scorer '{spec}' (expected {})",
+                evolve_judge::ACCEPTED_FORMS
+            )
+        })
+}
+
+/// The trainer configured from a run's settings.
+pub fn trainer_for(model: &std::path::Path, t: &TrainSettings) -> LoraDpoTrainer {
+    let lora = LoraConfig {
+        rank: t.lora_rank,
+        alpha: t.lora_alpha,
+        seed: t.seed,
+        ..LoraConfig::default()
+    };
+    let train = TrainConfig {
+        beta: t.beta,
+        lambda_refine: t.lambda_refine,
+        nll_weight: t.nll_weight,
+        lr: t.lr,
+        warmup_steps: 0,
+        schedule: LrSchedule::Constant,
+        batch_size: t.batch_size,
+        grad_accum: t.grad_accum,
+        epochs: t.epochs,
+        seed: t.seed,
+        ..TrainConfig::default()
+    };
+    let mut trainer = LoraDpoTrainer::new(model, lora, train);
+    trainer.max_tokens = t.max_tokens;
+    trainer
+}
+
+/// One row of the scoreboard: held-out scores of the untrained model ("base") or of a round's
+/// adapter, direct and after each refinement step.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ScoreRow {
+    pub label: String,
+    pub direct: Option<f64>,
+    pub refined: Vec<Option<f64>>,
+    pub n: i64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RoundSummary {
+    pub index: i64,
+    pub state: RoundState,
+    pub error: Option<String>,
+    pub generations: usize,
+    pub direct_pairs: usize,
+    pub refine_pairs: usize,
+    pub training_steps: usize,
+    pub final_loss: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RunStatus {
+    pub id: i64,
+    pub name: String,
+    pub state: RunState,
+    pub model_path: String,
+    pub config: RunConfig,
+    pub rounds: Vec<RoundSummary>,
+    pub scoreboard: Vec<ScoreRow>,
+}
+
+impl Service {
+    /// Creates a run of `model` on `dataset` (nothing runs yet: see [`Service::drive_run`]).
+    pub fn create_run(
+        &self,
+        name: &str,
+        model: ModelId,
+        dataset: DatasetId,
+        config: &RunConfig,
+    ) -> Result<RunId> {
+        if self.store().get_model(model)?.is_none() {
+            bail!(
+                "no registered model with id {} (see `evolve models list`)",
+                model.0
+            );
+        }
+        let Some(ds) = self.store().get_dataset(dataset)? else {
+            bail!("no dataset with id {} (see `evolve data list`)", dataset.0);
+        };
+        let prompts = self.store().list_prompts(dataset, Some("train"))?;
+        if prompts.is_empty() {
+            bail!(
+                "dataset '{}' has no train prompts: import a file with at least one valid line",
+                ds.name
+            );
+        }
+        check_scorer_spec(&config.scorer)?;
+        Ok(create_run(self.store(), name, model, dataset, config)?)
+    }
+
+    /// Runs or resumes `run` to the end with the real engines. `progress` returning `false`
+    /// pauses the run (it resumes where it stopped).
+    pub fn drive_run(
+        &self,
+        run: RunId,
+        engine: &EngineSettings,
+        progress: &mut dyn FnMut(Progress) -> bool,
+    ) -> Result<()> {
+        let row = self
+            .store()
+            .get_run(run)?
+            .with_context(|| format!("no run with id {} (see `evolve run list`)", run.0))?;
+        let config: RunConfig = serde_json::from_value(row.config.clone())
+            .context("the run's stored configuration is unreadable")?;
+        let model = self
+            .store()
+            .get_model(row.model_id)?
+            .context("the run's model is no longer registered")?;
+        let model_path = PathBuf::from(&model.path);
+        if !model_path.is_file() {
+            bail!(
+                "the run's model file {} is missing: put it back to resume",
+                model.path
+            );
+        }
+        let mut generator = self.load_engine(&model_path, engine, &config)?;
+        let mut judge_options = evolve_llama::EngineOptions {
+            n_gpu_layers: engine.gpu_layers,
+            ..Default::default()
+        };
+        if let Some(t) = engine.threads {
+            judge_options.n_threads = t;
+        }
+        let mut scorer = evolve_judge::scorer_from_spec(&config.scorer, &judge_options)
+            .map_err(anyhow::Error::msg)?;
+        let mut trainer = trainer_for(&model_path, &config.train);
+        let adapters = self.data_dir().adapters();
+        let mut orchestrator = Orchestrator::new(
+            self.store(),
+            run,
+            Engines {
+                generator: &mut generator,
+                scorer: scorer.as_mut(),
+                trainer: &mut trainer,
+            },
+            &adapters,
+            progress,
+        )?;
+        orchestrator.run()?;
+        Ok(())
+    }
+
+    fn load_engine(
+        &self,
+        model: &std::path::Path,
+        s: &EngineSettings,
+        config: &RunConfig,
+    ) -> Result<evolve_llama::LlamaEngine> {
+        let mut options = evolve_llama::EngineOptions {
+            n_gpu_layers: s.gpu_layers,
+            n_parallel: (config.chunk_prompts * config.samples).clamp(1, 64),
+            ..Default::default()
+        };
+        if let Some(t) = s.threads {
+            options.n_threads = t;
+        }
+        let trained_ctx = crate::models::inspect(model)?
+            .summary()
+            .context_length
+            .unwrap_or(4096) as u32;
+        options.n_ctx = if s.n_ctx > 0 {
+            s.n_ctx
+        } else {
+            trained_ctx.min(4096)
+        };
+        Ok(evolve_llama::LlamaEngine::load(model, options)?)
+    }
+
+    /// Everything `evolve run status` and the UI show about a run.
+    pub fn run_status(&self, run: RunId) -> Result<RunStatus> {
+        let store = self.store();
+        let row = store
+            .get_run(run)?
+            .with_context(|| format!("no run with id {} (see `evolve run list`)", run.0))?;
+        let config: RunConfig = serde_json::from_value(row.config.clone())
+            .context("the run's stored configuration is unreadable")?;
+        let model_path = store
+            .get_model(row.model_id)?
+            .map(|m| m.path)
+            .unwrap_or_default();
+        let mut rounds = Vec::new();
+        for r in store.rounds_of_run(run)? {
+            let pairs = store.list_pairs(&PairFilter {
+                round_id: Some(r.id),
+                ..Default::default()
+            })?;
+            let count = |k: PairKind| pairs.iter().filter(|p| p.kind == k).count();
+            let training = store.training_runs_of_round(r.id)?;
+            let metrics = match training.last() {
+                Some(t) => store.metrics_of(t.id)?,
+                None => vec![],
+            };
+            rounds.push(RoundSummary {
+                index: r.round_index,
+                state: r.state,
+                error: r.error.clone(),
+                generations: store.generations_of_round(r.id)?.len(),
+                direct_pairs: count(PairKind::Direct),
+                refine_pairs: count(PairKind::Refine),
+                training_steps: metrics.len(),
+                final_loss: metrics.last().and_then(|m| m.metrics.get("loss").copied()),
+            });
+        }
+        Ok(RunStatus {
+            id: row.id.0,
+            name: row.name.clone(),
+            state: row.state,
+            model_path,
+            scoreboard: self.scoreboard(run, &config)?,
+            config,
+            rounds,
+        })
+    }
+
+    /// The held-out scoreboard: the untrained model, then each round's adapter.
+    pub fn scoreboard(&self, run: RunId, config: &RunConfig) -> Result<Vec<ScoreRow>> {
+        let store = self.store();
+        let evals = store.evaluations_of_run(run)?;
+        let rounds = store.rounds_of_run(run)?;
+        let mut rows = Vec::new();
+        let mut row_of = |label: String, round: evolve_store::RoundId, which: &str| {
+            let get = |metric: String| {
+                evals
+                    .iter()
+                    .find(|e| e.round_id == Some(round) && e.metric == metric)
+            };
+            let direct = get(format!("{which}/direct_score"));
+            let Some(direct) = direct else { return };
+            let refined = (1..=config.refine_steps)
+                .map(|k| get(format!("{which}/refined_score@{k}")).map(|e| e.value))
+                .collect();
+            rows.push(ScoreRow {
+                label,
+                direct: Some(direct.value),
+                refined,
+                n: direct.n,
+            });
+        };
+        if let Some(first) = rounds.first() {
+            row_of("base".into(), first.id, "base");
+        }
+        for r in &rounds {
+            row_of(format!("round {}", r.round_index), r.id, "trained");
+        }
+        Ok(rows)
+    }
+}
+
+impl Service {
+    /// Writes the run's pairs (vetoed ones left out, edits applied) as TRL JSONL; refinement
+    /// pairs carry the refinement conversation as their prompt. Returns how many were written.
+    pub fn export_trl_pairs(&self, run: RunId, out: &std::path::Path) -> Result<usize> {
+        use evolve_core::ReviewState;
+        let store = self.store();
+        let row = store
+            .get_run(run)?
+            .with_context(|| format!("no run with id {}", run.0))?;
+        let config: RunConfig = serde_json::from_value(row.config.clone())?;
+        let mut lines = String::new();
+        let mut n = 0;
+        for round in store.rounds_of_run(run)? {
+            let filter = PairFilter {
+                round_id: Some(round.id),
+                ..Default::default()
+            };
+            for pair in store.list_pairs(&filter)? {
+                if pair.review == ReviewState::Vetoed {
+                    continue;
+                }
+                let text = |id| -> Result<String> {
+                    Ok(store
+                        .get_generation(id)?
+                        .context("pair answer missing")?
+                        .text)
+                };
+                let prompt = store
+                    .get_prompt(pair.prompt_id)?
+                    .context("pair prompt missing")?;
+                let rejected = text(pair.rejected_id)?;
+                let chosen = match (&pair.review, &pair.edited_chosen_text) {
+                    (ReviewState::Edited, Some(t)) => t.clone(),
+                    _ => text(pair.chosen_id)?,
+                };
+                let messages = match pair.kind {
+                    PairKind::Direct => config.template.render_question(&prompt.prompt),
+                    PairKind::Refine => config.template.render_messages(&prompt.prompt, &rejected),
+                };
+                let messages: Vec<(&str, &str)> = messages
+                    .iter()
+                    .map(|m| (m.role.as_str(), m.content.as_str()))
+                    .collect();
+                let json = evolve_loop::dataset::trl_pair_json(&messages, &chosen, &rejected);
+                lines += &(json.to_string() + "\n");
+                n += 1;
+            }
+        }
+        if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)?;
+        }
+        std::fs::write(out, lines).with_context(|| format!("cannot write {}", out.display()))?;
+        Ok(n)
+    }
+}

@@ -1,0 +1,144 @@
+//! `evolve serve` security: every API call needs the token, the page carries the strict CSP, and
+//! the listener is reachable on loopback only.
+
+mod support;
+
+use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
+use std::time::Duration;
+use support::{Server, http};
+
+const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'";
+
+#[test]
+fn the_api_needs_the_token_and_the_page_has_the_csp() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    assert!(
+        server.url.starts_with("http://127.0.0.1:"),
+        "{}",
+        server.url
+    );
+    assert_eq!(server.token.len(), 64, "32 random bytes in hex");
+    let port = server.port;
+    let json = [("Content-Type", "application/json")];
+
+    let none = http(port, "POST", "/api/status", &json, "{}");
+    assert_eq!(none.status, 401, "{}", none.body);
+    let wrong_token = "0".repeat(64);
+    let wrong = format!("Bearer {wrong_token}");
+    let r = http(
+        port,
+        "POST",
+        "/api/status",
+        &[json[0], ("Authorization", &wrong)],
+        "{}",
+    );
+    assert_eq!(r.status, 401);
+    let short = format!("Bearer {}", &server.token[..63]);
+    assert_eq!(
+        http(
+            port,
+            "POST",
+            "/api/status",
+            &[("Authorization", &short)],
+            ""
+        )
+        .status,
+        401
+    );
+
+    let bearer = format!("Bearer {}", server.token);
+    let auth = [json[0], ("Authorization", bearer.as_str())];
+    let ok = http(port, "POST", "/api/status", &auth, "{}");
+    assert_eq!(ok.status, 200, "{}", ok.body);
+    let status: serde_json::Value = serde_json::from_str(&ok.body).unwrap();
+    assert_eq!(status["models"], serde_json::json!([]));
+    // An empty body counts as no arguments.
+    assert_eq!(
+        http(port, "POST", "/api/models_list", &auth, "").status,
+        200
+    );
+    let unknown = http(port, "POST", "/api/nope", &auth, "{}");
+    assert_eq!(unknown.status, 404);
+    assert_eq!(unknown.body, r#"{"error":"unknown command nope"}"#);
+    let bad = http(
+        port,
+        "POST",
+        "/api/models_add",
+        &auth,
+        r#"{"path": "/no/such.gguf"}"#,
+    );
+    assert_eq!(bad.status, 400);
+    assert!(bad.body.contains("\"error\""), "{}", bad.body);
+    assert_eq!(http(port, "GET", "/api/status", &auth, "").status, 405);
+
+    assert_eq!(http(port, "GET", "/api/events", &[], "").status, 401);
+    let wrong_events = format!("/api/events?token={wrong_token}");
+    assert_eq!(http(port, "GET", &wrong_events, &[], "").status, 401);
+    let events = http(
+        port,
+        "GET",
+        &format!("/api/events?token={}", server.token),
+        &[],
+        "",
+    );
+    assert_eq!(events.status, 200);
+    assert!(
+        events
+            .header("content-type")
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+
+    let page = http(port, "GET", "/", &[], "");
+    assert_eq!(page.status, 200);
+    assert_eq!(page.header("content-security-policy"), Some(CSP));
+    assert!(
+        page.body.contains("<script type=\"module\""),
+        "{}",
+        page.body
+    );
+    assert!(
+        !page.body.contains(&server.token),
+        "the page must not carry the token"
+    );
+    assert_eq!(http(port, "GET", "/nope.js", &[], "").status, 404);
+}
+
+#[test]
+fn a_non_loopback_host_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    for host in ["0.0.0.0", "::"] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_evolve"))
+            .args(["serve", "--port", "0", "--host", host])
+            .env("EVOLVE_DATA_DIR", dir.path())
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "--host {host} was accepted");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("loopback") && err.contains("ssh -L"), "{err}");
+    }
+}
+
+/// The machine's address on its default route, found without sending a packet.
+fn outward_address() -> Option<IpAddr> {
+    let s = UdpSocket::bind("0.0.0.0:0").ok()?;
+    s.connect("10.255.255.255:9").ok()?;
+    let ip = s.local_addr().ok()?.ip();
+    (!ip.is_loopback() && !ip.is_unspecified()).then_some(ip)
+}
+
+#[test]
+fn the_listener_is_not_reachable_from_the_network() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    assert!(TcpStream::connect(("127.0.0.1", server.port)).is_ok());
+    match outward_address() {
+        Some(ip) => {
+            let addr = SocketAddr::new(ip, server.port);
+            let r = TcpStream::connect_timeout(&addr, Duration::from_secs(2));
+            assert!(r.is_err(), "evolve serve answered on {addr}");
+        }
+        None => eprintln!("no non-loopback address on this machine: only loopback checked"),
+    }
+}

@@ -1,0 +1,218 @@
+//! Helpers of the `evolve serve` tests: start the server on a free port, talk raw HTTP to it, and
+//! the tiny task model fixture (shared with tests/runs.rs through the same file and lock).
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running `evolve serve --port 0`, killed when dropped.
+pub struct Server {
+    child: Child,
+    pub url: String,
+    pub port: u16,
+    pub token: String,
+}
+
+impl Server {
+    pub fn start(data_dir: &Path, env: &[(&str, &str)]) -> Server {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_evolve"));
+        cmd.args(["serve", "--port", "0"])
+            .env("EVOLVE_DATA_DIR", data_dir)
+            .env("RAYON_NUM_THREADS", "2")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("start evolve serve");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let url = loop {
+            match lines.next() {
+                Some(Ok(line)) if line.starts_with("http://") => break line,
+                Some(Ok(_)) => continue,
+                _ => {
+                    let status = child.wait().unwrap();
+                    panic!("evolve serve exited ({status}) before printing its URL");
+                }
+            }
+        };
+        // Keep draining stdout so the server never blocks on a full pipe.
+        std::thread::spawn(move || lines.for_each(drop));
+        let port = url
+            .trim_start_matches("http://127.0.0.1:")
+            .split('/')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap_or_else(|_| panic!("no port in {url}"));
+        let token = url
+            .split("#token=")
+            .nth(1)
+            .expect("token in URL")
+            .to_string();
+        Server {
+            child,
+            url,
+            port,
+            token,
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// One HTTP/1.1 request with `Connection: close`. For event streams, only the head is read.
+pub fn http(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Reply {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req += &format!("{k}: {v}\r\n");
+    }
+    req += "\r\n";
+    req += body;
+    s.write_all(req.as_bytes()).unwrap();
+    let mut reader = BufReader::new(s);
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    let status: u16 = line
+        .split(' ')
+        .nth(1)
+        .expect("status line")
+        .parse()
+        .unwrap();
+    let mut headers = Vec::new();
+    loop {
+        line.clear();
+        reader.read_line(&mut line).unwrap();
+        let l = line.trim_end();
+        if l.is_empty() {
+            break;
+        }
+        let (k, v) = l.split_once(':').unwrap();
+        headers.push((k.trim().to_string(), v.trim().to_string()));
+    }
+    let streaming = headers
+        .iter()
+        .any(|(k, v)| k.eq_ignore_ascii_case("content-type") && v.starts_with("text/event-stream"));
+    let mut body = String::new();
+    if !streaming {
+        let mut raw = Vec::new();
+        reader.read_to_end(&mut raw).unwrap();
+        body = String::from_utf8_lossy(&raw).into_owned();
+        let chunked = headers
+            .iter()
+            .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v == "chunked");
+        if chunked {
+            body = dechunk(&body);
+        }
+    }
+    Reply {
+        status,
+        headers,
+        body,
+    }
+}
+
+fn dechunk(s: &str) -> String {
+    let mut out = String::new();
+    let mut rest = s;
+    while let Some((size, tail)) = rest.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        out += &tail[..n];
+        rest = &tail[n + 2..];
+    }
+    out
+}
+
+/// The tiny task model, trained once per target directory by `evolve fixture task` (minutes;
+/// every later test reuses the file). A lock file holding the trainer's pid makes concurrent
+/// tests wait; a lock left by a killed process (its pid gone) is taken over.
+pub fn task_model() -> PathBuf {
+    let exe = PathBuf::from(env!("CARGO_BIN_EXE_evolve"));
+    let dir = exe.parent().unwrap().join("test-fixtures");
+    std::fs::create_dir_all(&dir).unwrap();
+    let model = dir.join("tiny-task.gguf");
+    let lock = dir.join("tiny-task.lock");
+    let started = Instant::now();
+    loop {
+        if model.is_file() {
+            return model;
+        }
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&lock)
+        {
+            Ok(mut f) => {
+                write!(f, "{}", std::process::id()).unwrap();
+                break;
+            }
+            Err(_) => {
+                let holder = std::fs::read_to_string(&lock).unwrap_or_default();
+                let alive = holder
+                    .trim()
+                    .parse::<u32>()
+                    .is_ok_and(|pid| Path::new(&format!("/proc/{pid}")).exists());
+                if !alive && started.elapsed() > Duration::from_secs(2) {
+                    let _ = std::fs::remove_file(&lock);
+                    continue;
+                }
+                assert!(
+                    started.elapsed() < Duration::from_secs(1800),
+                    "waited 30 min for {}",
+                    lock.display()
+                );
+                std::thread::sleep(Duration::from_millis(500));
+            }
+        }
+    }
+    let out = Command::new(exe)
+        .args([
+            "fixture",
+            "task",
+            "--out",
+            model.to_str().unwrap(),
+            "--eval",
+            "0",
+        ])
+        .env("EVOLVE_DATA_DIR", &dir)
+        .output()
+        .expect("run evolve fixture task");
+    std::fs::remove_file(&lock).unwrap();
+    assert!(
+        out.status.success(),
+        "fixture task: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    model
+}

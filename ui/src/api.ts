@@ -1,0 +1,288 @@
+/**
+ * Commands and events of the EVOLVE backend (Tauri commands and `evolve serve`, see docs/api.md).
+ * Names and fields are snake_case exactly as the Rust side serialises them.
+ */
+import { transport } from "./transport";
+
+export interface Model {
+  id: number;
+  path: string;
+  display_name: string | null;
+  name: string | null;
+  architecture: string | null;
+  parameter_count: number | null;
+  context_length: number | null;
+  quantization: string | null;
+  file_size: number;
+  sha256: string;
+  metadata: Record<string, unknown>;
+}
+
+export interface Status {
+  version: string;
+  data_dir: string;
+  schema_version: number;
+  models: Model[];
+  builtin_model_available: boolean;
+}
+
+export interface Dataset {
+  id: number;
+  name: string;
+  format: string;
+  prompts: number;
+  train: number;
+  eval: number;
+}
+
+export interface DatasetImport {
+  dataset_id: number;
+  imported: number;
+  bad_lines: { line: number; reason: string }[];
+}
+
+export type Variant = "base" | "adapter";
+export type Scorer = "numeric" | "exact" | "pattern" | "json";
+export const SCORERS: Scorer[] = ["numeric", "exact", "pattern", "json"];
+
+export interface ChatSendArgs {
+  chat_id: number | null;
+  model_id: number;
+  adapter_id: number | null;
+  message: string;
+  refine_steps: number;
+  scorer: Scorer | null;
+  compare: boolean;
+}
+
+export interface ChatStarted {
+  chat_id: number;
+  request_id: string;
+}
+
+export interface ChatEvent {
+  request_id: string;
+  variant: Variant;
+  kind: "token" | "step_done" | "done" | "error";
+  step: number;
+  text: string;
+  score: number | null;
+  tokens_per_second: number | null;
+  error: string | null;
+}
+
+export interface ChatSummary {
+  id: number;
+  title: string;
+  created_at: string;
+}
+
+export interface ChatMessage {
+  role: "user" | "assistant";
+  text: string;
+  step: number;
+  variant: Variant;
+  score: number | null;
+}
+
+export type RunState = "pending" | "running" | "paused" | "done" | "failed" | "cancelled" | string;
+
+export interface RunSummary {
+  id: number;
+  name: string;
+  state: RunState;
+  model_id: number;
+  dataset_id: number;
+  created_at: string;
+}
+
+export interface SamplerConfig {
+  temperature: number;
+  top_p: number;
+  top_k: number;
+  min_p: number;
+  repeat_penalty: number;
+  max_tokens: number;
+}
+
+export interface TrainConfig {
+  lr: number;
+  beta: number;
+  lambda_refine: number;
+  lora_rank: number;
+  lora_alpha: number;
+  epochs: number;
+  batch_size: number;
+}
+
+export interface RunConfig {
+  rounds: number;
+  prompts_per_round: number;
+  samples: number;
+  refine_steps: number;
+  scorer: Scorer;
+  sampler: SamplerConfig;
+  train: TrainConfig;
+}
+
+export interface Progress {
+  round: number;
+  state: string;
+  done: number;
+  total: number;
+  tokens_per_second: number | null;
+  eta_seconds: number | null;
+}
+
+export interface ScoreRow {
+  label: string;
+  direct: number;
+  refined: number[];
+}
+
+export interface RunStatus {
+  run: RunSummary;
+  rounds: { index: number; state: string; error: string | null }[];
+  progress: Progress | null;
+  scoreboard: ScoreRow[];
+}
+
+export interface MetricRecord {
+  round: number;
+  step: number;
+  global_step: number;
+  metrics: Record<string, number>;
+}
+
+export type RunProgressEvent = Progress & { run_id: number };
+export type RunMetricsEvent = MetricRecord & { run_id: number };
+export interface RunStateEvent {
+  run_id: number;
+  state: RunState;
+}
+
+export type PairKind = "direct" | "refine";
+export type Review = "pending" | "approved" | "vetoed" | "edited";
+
+export interface PairFilter {
+  run_id: number | null;
+  round: number | null;
+  kind: PairKind | null;
+  min_margin: number | null;
+  review: Review | null;
+}
+
+export interface Pair {
+  id: number;
+  round: number;
+  kind: PairKind;
+  prompt: string;
+  chosen: { id: number; text: string; score: number };
+  rejected: { id: number; text: string; score: number };
+  margin: number;
+  review: Review;
+  edited_chosen_text: string | null;
+}
+
+export interface Adapter {
+  id: number;
+  run_id: number | null;
+  round: number | null;
+  path: string;
+  format: string;
+  rank: number;
+  alpha: number;
+  sha256: string;
+  created_at: string;
+  base_model_id: number;
+}
+
+export type ExportFormat = "gguf_lora" | "peft" | "merged_gguf" | "trl_pairs";
+export const EXPORT_FORMATS: { value: ExportFormat; label: string }[] = [
+  { value: "gguf_lora", label: "GGUF LoRA (llama.cpp, Ollama)" },
+  { value: "peft", label: "PEFT safetensors (transformers)" },
+  { value: "merged_gguf", label: "Merged GGUF model" },
+  { value: "trl_pairs", label: "Preference pairs (TRL JSONL)" },
+];
+
+export interface AdapterCheck {
+  applied: boolean;
+  max_logit_diff: number;
+  base_text: string;
+  adapter_text: string;
+}
+
+export interface Settings {
+  data_dir: string;
+  threads: number;
+  gpu_layers: number;
+  export_dir: string;
+  sampler: SamplerConfig;
+}
+
+export type PathKind = "model" | "dataset" | "folder";
+
+/** Every command: its arguments and its result. */
+export interface Commands {
+  status: [Record<string, never>, Status];
+  models_list: [Record<string, never>, Model[]];
+  models_add: [{ path: string }, Model];
+  models_use_builtin: [Record<string, never>, Model];
+  datasets_list: [Record<string, never>, Dataset[]];
+  datasets_import: [{ path: string; format: string | null; name: string | null }, DatasetImport];
+  chat_send: [ChatSendArgs, ChatStarted];
+  chat_cancel: [{ request_id: string }, unknown];
+  chats_list: [Record<string, never>, ChatSummary[]];
+  chat_history: [{ chat_id: number }, ChatMessage[]];
+  runs_list: [Record<string, never>, RunSummary[]];
+  run_defaults: [Record<string, never>, RunConfig];
+  run_start: [{ name: string; model_id: number; dataset_id: number; config: RunConfig }, { run_id: number }];
+  run_pause: [{ run_id: number }, unknown];
+  run_resume: [{ run_id: number }, unknown];
+  run_cancel: [{ run_id: number }, unknown];
+  run_status: [{ run_id: number }, RunStatus];
+  run_metrics: [{ run_id: number; since: number }, MetricRecord[]];
+  pairs_list: [PairFilter, Pair[]];
+  pair_review: [{ pair_id: number; action: "approve" | "veto" | "edit" | "reset"; text: string | null }, Pair];
+  adapters_list: [Record<string, never>, Adapter[]];
+  adapter_export: [{ adapter_id: number; format: ExportFormat; dir: string }, { path: string }];
+  adapter_check: [{ adapter_id: number }, AdapterCheck];
+  settings_get: [Record<string, never>, Settings];
+  settings_set: [{ settings: Settings }, Settings];
+  pick_path: [{ kind: PathKind }, string | null];
+}
+
+/** Every event and its payload. */
+export interface Events {
+  chat: ChatEvent;
+  run_progress: RunProgressEvent;
+  run_metrics: RunMetricsEvent;
+  run_state: RunStateEvent;
+}
+
+type NoArgs = Record<string, never>;
+
+/** Typed `invoke`: `call("run_status", { run_id: 3 })`. */
+export function call<K extends keyof Commands>(
+  cmd: K,
+  ...args: Commands[K][0] extends NoArgs ? [] : [Commands[K][0]]
+): Promise<Commands[K][1]> {
+  return transport().invoke<Commands[K][1]>(cmd, args[0] ?? {});
+}
+
+/** Typed `listen`. */
+export function on<K extends keyof Events>(event: K, cb: (payload: Events[K]) => void): Promise<() => void> {
+  return transport().listen<Events[K]>(event, cb);
+}
+
+/** The TRL metric names the run page plots. */
+export const METRICS = {
+  loss: "loss",
+  margins: "rewards/margins",
+  accuracies: "rewards/accuracies",
+  chosen: "rewards/chosen",
+  rejected: "rewards/rejected",
+  gradNorm: "grad_norm",
+  lr: "learning_rate",
+  tps: "tokens_per_second",
+} as const;

@@ -1,0 +1,231 @@
+import { useState } from "preact/hooks";
+import { call, EXPORT_FORMATS, type Adapter, type AdapterCheck, type ExportFormat, type Model } from "../api";
+import { Badge, Empty, ErrorBanner, PathInput } from "../components/common";
+import { Icon } from "../components/icons";
+import { errorText, fmtBytes, fmtDate, fmtNum, fmtParams, modelName, useLoad } from "../util";
+
+function AddModel({ onAdded }: { onAdded: () => void }) {
+  const [path, setPath] = useState("");
+  const [busy, setBusy] = useState(false);
+  const [error, setError] = useState<string | null>(null);
+  async function add() {
+    setBusy(true);
+    setError(null);
+    try {
+      await call("models_add", { path: path.trim() });
+      setPath("");
+      onAdded();
+    } catch (e) {
+      setError(errorText(e));
+    } finally {
+      setBusy(false);
+    }
+  }
+  return (
+    <div class="add-model">
+      <div class="row wrap">
+        <PathInput kind="model" value={path} onChange={setPath} placeholder="/path/to/model.gguf" testid="model-path" hint />
+        <button class="primary" disabled={busy || !path.trim()} onClick={add} data-testid="model-add">
+          <Icon name="plus" size={16} /> Add model
+        </button>
+      </div>
+      <ErrorBanner error={error} onClose={() => setError(null)} />
+    </div>
+  );
+}
+
+function ModelCard({ m }: { m: Model }) {
+  const meta = Object.entries(m.metadata ?? {}).filter(([, v]) => typeof v !== "object" || v === null);
+  return (
+    <article class="card model" data-testid={`model-${m.id}`}>
+      <header class="row">
+        <Icon name="models" />
+        <div class="grow">
+          <div class="title">{modelName(m)}</div>
+          <div class="muted small mono ellipsis" title={m.path}>
+            {m.path}
+          </div>
+        </div>
+        {m.quantization && <Badge tone="accent">{m.quantization}</Badge>}
+      </header>
+      <dl class="facts">
+        <div>
+          <dt>Architecture</dt>
+          <dd>{m.architecture ?? "–"}</dd>
+        </div>
+        <div>
+          <dt>Parameters</dt>
+          <dd>{fmtParams(m.parameter_count)}</dd>
+        </div>
+        <div>
+          <dt>Context</dt>
+          <dd>{m.context_length?.toLocaleString() ?? "–"}</dd>
+        </div>
+        <div>
+          <dt>Size</dt>
+          <dd>{fmtBytes(m.file_size)}</dd>
+        </div>
+      </dl>
+      {meta.length > 0 && (
+        <details class="subtle">
+          <summary>GGUF metadata ({meta.length})</summary>
+          <table class="table kv">
+            <tbody>
+              {meta.map(([k, v]) => (
+                <tr key={k}>
+                  <td class="mono">{k}</td>
+                  <td class="mono">{String(v)}</td>
+                </tr>
+              ))}
+            </tbody>
+          </table>
+          <div class="muted small mono">sha256 {m.sha256}</div>
+        </details>
+      )}
+    </article>
+  );
+}
+
+function AdapterCard({ a, exportDir }: { a: Adapter; exportDir: string }) {
+  const [format, setFormat] = useState<ExportFormat>("gguf_lora");
+  const [dir, setDir] = useState<string | null>(null);
+  const [busy, setBusy] = useState(false);
+  const [exported, setExported] = useState<string | null>(null);
+  const [check, setCheck] = useState<AdapterCheck | null>(null);
+  const [error, setError] = useState<string | null>(null);
+  const folder = dir ?? exportDir;
+
+  async function doExport() {
+    setBusy(true);
+    setError(null);
+    setExported(null);
+    try {
+      setExported((await call("adapter_export", { adapter_id: a.id, format, dir: folder.trim() })).path);
+    } catch (e) {
+      setError(errorText(e));
+    } finally {
+      setBusy(false);
+    }
+  }
+  async function doCheck() {
+    setBusy(true);
+    setError(null);
+    try {
+      setCheck(await call("adapter_check", { adapter_id: a.id }));
+    } catch (e) {
+      setError(errorText(e));
+    } finally {
+      setBusy(false);
+    }
+  }
+
+  return (
+    <article class="card adapter" data-testid={`adapter-${a.id}`}>
+      <header class="row wrap">
+        <div class="grow">
+          <div class="title">
+            Adapter {a.id}
+            {a.run_id !== null && (
+              <>
+                {" "}
+                · <a href={`#/runs/${a.run_id}`}>run {a.run_id}</a>
+              </>
+            )}
+            {a.round !== null && ` · round ${a.round}`}
+          </div>
+          <div class="muted small">
+            {a.format} · rank {a.rank} · alpha {a.alpha} · {fmtDate(a.created_at)}
+          </div>
+        </div>
+        {check && (
+          <Badge tone={check.applied ? "ok" : "bad"} testid="applied-badge">
+            {check.applied ? "applied" : "not applied"}
+          </Badge>
+        )}
+        <button class="secondary" disabled={busy} onClick={doCheck} data-testid="check-applied" title="generate with and without the adapter and compare the logits">
+          <Icon name="check" size={16} /> Check applied
+        </button>
+      </header>
+      {check && (
+        <details class="subtle" data-testid="check-details">
+          <summary>max logit difference {fmtNum(check.max_logit_diff, 4)}</summary>
+          <div class="pair-sides">
+            <div class="side">
+              <div class="side-head">base</div>
+              <div class="side-text">{check.base_text}</div>
+            </div>
+            <div class="side">
+              <div class="side-head">with adapter</div>
+              <div class="side-text">{check.adapter_text}</div>
+            </div>
+          </div>
+        </details>
+      )}
+      <div class="export row wrap">
+        <select value={format} onChange={(e) => setFormat((e.currentTarget as HTMLSelectElement).value as ExportFormat)} data-testid="export-format" title="export format">
+          {EXPORT_FORMATS.map((f) => (
+            <option key={f.value} value={f.value}>
+              {f.label}
+            </option>
+          ))}
+        </select>
+        <PathInput kind="folder" value={folder} onChange={setDir} testid="export-dir" />
+        <button class="primary" disabled={busy || !folder.trim()} onClick={doExport} data-testid="export">
+          <Icon name="download" size={16} /> Export
+        </button>
+      </div>
+      {exported && (
+        <p class="ok-text small" data-testid="export-result">
+          Exported to <span class="mono">{exported}</span>
+        </p>
+      )}
+      <ErrorBanner error={error} onClose={() => setError(null)} />
+    </article>
+  );
+}
+
+export function Models({ onChange }: { onChange: () => void }) {
+  const models = useLoad(() => call("models_list"));
+  const adapters = useLoad(() => call("adapters_list"));
+  const settings = useLoad(() => call("settings_get"));
+  const list = adapters.data ?? [];
+  const byModel = new Map<number, Adapter[]>();
+  for (const a of list) byModel.set(a.base_model_id, [...(byModel.get(a.base_model_id) ?? []), a]);
+  const names = new Map((models.data ?? []).map((m) => [m.id, modelName(m)]));
+
+  return (
+    <div class="page">
+      <header class="page-head">
+        <h1>Models & adapters</h1>
+      </header>
+      <section>
+        <h2>Models</h2>
+        <AddModel
+          onAdded={() => {
+            void models.reload();
+            onChange();
+          }}
+        />
+        <ErrorBanner error={models.error} />
+        <div class="model-grid">
+          {(models.data ?? []).map((m) => (
+            <ModelCard key={m.id} m={m} />
+          ))}
+        </div>
+      </section>
+      <section>
+        <h2>Adapters</h2>
+        <ErrorBanner error={adapters.error} />
+        {adapters.data && list.length === 0 && <Empty>No adapters yet: every finished training round of a run adds one.</Empty>}
+        {[...byModel.entries()].map(([modelId, as]) => (
+          <div key={modelId} class="adapter-group">
+            <h3 class="muted">on {names.get(modelId) ?? `model ${modelId}`}</h3>
+            {as.map((a) => (
+              <AdapterCard key={a.id} a={a} exportDir={settings.data?.export_dir ?? ""} />
+            ))}
+          </div>
+        ))}
+      </section>
+    </div>
+  );
+}
