@@ -4,7 +4,7 @@
 use crate::Service;
 use crate::task_model::{EVAL_SEED, TASK_MODEL_FILE, TaskModelConfig, train_task_model};
 use anyhow::Result;
-use evolve_core::SamplerConfig;
+use evolve_core::{RefinementTemplate, SamplerConfig};
 use evolve_loop::arithmetic::{gsm8k_jsonl, is_held_out, problems_split, task_template};
 use evolve_loop::pairs::{PairKinds, PairStrategy};
 use evolve_loop::run::{RunConfig, TrainSettings};
@@ -15,6 +15,25 @@ use std::sync::atomic::AtomicBool;
 
 /// Display name of the registered task model.
 pub const TASK_MODEL_NAME: &str = "tiny task (built in)";
+
+/// Whether a model is the built-in task model (by registered name or file name).
+pub fn is_task_model(path: &std::path::Path, display_name: Option<&str>) -> bool {
+    display_name == Some(TASK_MODEL_NAME)
+        || path.file_name().and_then(|n| n.to_str()) == Some(TASK_MODEL_FILE)
+}
+
+/// The refinement prompt a model should be asked with: the task model knows only the short
+/// instruction it was trained on; any other model gets our default.
+pub fn refinement_template_for(
+    path: &std::path::Path,
+    display_name: Option<&str>,
+) -> RefinementTemplate {
+    if is_task_model(path, display_name) {
+        task_template()
+    } else {
+        RefinementTemplate::default()
+    }
+}
 
 /// Settings of the arithmetic run; the defaults are what `evolve demo` runs.
 #[derive(Debug, Clone, PartialEq)]

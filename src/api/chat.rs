@@ -1,7 +1,6 @@
 //! Chat: `chat_send` answers on a worker thread and streams `chat` events; the loaded llama.cpp
 //! engine is kept between messages (loading a real model takes seconds).
 
-use super::models::is_task_model;
 use super::util::{lock, rfc3339};
 use super::{ApiError, ApiResult, Flags, Inner};
 use crate::Service;
@@ -186,11 +185,7 @@ pub fn send(inner: &Arc<Inner>, args: SendArgs) -> ApiResult {
         request_id: request_id.clone(),
         chat,
         question,
-        template: if is_task_model(&model_path, model.display_name.as_deref()) {
-            evolve_loop::arithmetic::task_template()
-        } else {
-            RefinementTemplate::default()
-        },
+        template: crate::demo::refinement_template_for(&model_path, model.display_name.as_deref()),
         model: model_path,
         variants,
         refine_steps: args.refine_steps,

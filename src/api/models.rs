@@ -3,7 +3,6 @@
 use super::{ApiError, ApiResult, Inner};
 use crate::Service;
 use crate::data::ImportOptions;
-use crate::demo::TASK_MODEL_NAME;
 use crate::task_model::TASK_MODEL_FILE;
 use evolve_loop::dataset::DatasetFormat;
 use serde::Deserialize;
@@ -66,8 +65,7 @@ pub fn use_builtin(inner: &Inner) -> ApiResult {
 
 /// True when `path` is the built-in task model (it needs its own refinement template).
 pub fn is_task_model(path: &Path, display_name: Option<&str>) -> bool {
-    display_name == Some(TASK_MODEL_NAME)
-        || path.file_name().and_then(|n| n.to_str()) == Some(TASK_MODEL_FILE)
+    crate::demo::is_task_model(path, display_name)
 }
 
 pub fn datasets_list(inner: &Inner) -> ApiResult {

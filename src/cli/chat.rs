@@ -2,7 +2,7 @@ use anyhow::Result;
 use clap::Args;
 use evolve::Service;
 use evolve::chat::{ChatEvent, TurnSettings};
-use evolve::core::{RefinementTemplate, SamplerConfig};
+use evolve::core::SamplerConfig;
 use evolve::llama::{EngineOptions, LlamaEngine};
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
@@ -113,7 +113,11 @@ fn converse(
 ) -> Result<()> {
     let mut engine = sampling.load_engine(model)?;
     let sampler = sampling.sampler();
-    let template = RefinementTemplate::default();
+    let display_name = service
+        .store()
+        .find_model_by_path(&model.display().to_string())?
+        .and_then(|m| m.display_name);
+    let template = evolve::demo::refinement_template_for(model, display_name.as_deref());
     let settings = TurnSettings {
         model_path: model,
         refine_steps: sampling.refine,
