@@ -1,6 +1,7 @@
 //! EVOLVE runs through the service: create, drive (start or resume) and report on them. The
 //! orchestrator is `evolve_loop::run`; this module picks the real engines for it: llama.cpp
-//! for sampling, a verifier for scoring, candle LoRA-DPO for training.
+//! for sampling, the scorer its spec names (a verifier, an LLM judge, a reward model), candle
+//! LoRA-DPO for training.
 
 use crate::Service;
 use anyhow::{Context, Result, bail};

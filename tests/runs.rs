@@ -478,3 +478,32 @@ fn a_prompt_longer_than_the_context_is_refused_by_name() {
         "{err}"
     );
 }
+
+#[test]
+fn an_unknown_scorer_or_a_missing_judge_model_is_refused_before_any_work() {
+    let model = task_model();
+    let dir = tempfile::tempdir().unwrap();
+    let data = arithmetic_file(dir.path(), 10, 2);
+    for (scorer, expected) in [
+        ("vibes", "unknown scorer 'vibes' (expected numeric"),
+        (
+            "judge:/nowhere/judge.gguf",
+            "model file not found: /nowhere/judge.gguf",
+        ),
+    ] {
+        let out = evolve(
+            dir.path(),
+            &start_args(&model, &data, &["--scorer", scorer]),
+        );
+        assert!(!out.status.success());
+        let err = text(&out.stderr);
+        assert!(err.contains(expected), "{err}");
+        assert_eq!(
+            err.lines().filter(|l| l.starts_with("error:")).count(),
+            1,
+            "{err}"
+        );
+    }
+    let store = Store::open(&dir.path().join("evolve.db")).unwrap();
+    assert!(store.list_runs().unwrap().is_empty(), "no run was created");
+}
