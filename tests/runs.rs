@@ -319,8 +319,9 @@ fn kill_and_resume_matches_uninterrupted(sql: &str) {
             child.try_wait().unwrap().is_none(),
             "the run ended before the kill point"
         );
+        // Generous: on a loaded 2-core CI machine this file's tests run side by side.
         assert!(
-            started.elapsed() < Duration::from_secs(300),
+            started.elapsed() < Duration::from_secs(900),
             "kill point never reached"
         );
         std::thread::sleep(Duration::from_millis(20));
