@@ -85,7 +85,13 @@ pub struct StartArgs {
 pub fn start(args: StartArgs, service: &Service) -> Result<()> {
     let path = match &args.model {
         Some(spec) => service.resolve_model(spec)?,
-        None => builtin_model(service)?,
+        None => {
+            super::progress::task_model_with_bar(
+                service,
+                Some("training the built-in model once (a few minutes on a CPU)…"),
+            )?
+            .1
+        }
     };
     println!(
         "EVOLVE Studio — data directory {}",
@@ -184,23 +190,4 @@ fn converse(
         }
     }
     Ok(())
-}
-
-/// The built-in task model, trained on first use with a progress bar.
-fn builtin_model(service: &Service) -> Result<std::path::PathBuf> {
-    let steps = evolve::task_model::TaskModelConfig::default().steps as u64;
-    let mut bar = None;
-    let (_, path) = service.task_model(|m| {
-        let bar = bar.get_or_insert_with(|| {
-            eprintln!("training the built-in model once (a few minutes on a CPU)…");
-            super::progress::steps_bar(steps, "task model")
-        });
-        bar.set_position(m.step as u64);
-        bar.set_message(format!("loss {:.3}", m.loss));
-        true
-    })?;
-    if let Some(bar) = bar {
-        bar.finish_and_clear();
-    }
-    Ok(path)
 }

@@ -1,6 +1,6 @@
 //! `evolve demo`: the whole method on the built-in task, start to finish, on a CPU.
 
-use super::progress::steps_bar;
+use super::progress::task_model_with_bar;
 use super::run::{EngineArgs, drive};
 use anyhow::Result;
 use clap::Args;
@@ -28,18 +28,7 @@ pub fn demo(args: DemoArgs, service: &Service) -> Result<()> {
         eval_prompts: args.eval_prompts,
         ..DemoSettings::default()
     };
-    // The bar appears only if the task model has to be trained (first use of this data dir).
-    let steps = evolve::task_model::TaskModelConfig::default().steps as u64;
-    let mut bar = None;
-    let (model, path) = service.task_model(|m| {
-        let bar = bar.get_or_insert_with(|| steps_bar(steps, "task model"));
-        bar.set_position(m.step as u64);
-        bar.set_message(format!("loss {:.3}", m.loss));
-        true
-    })?;
-    if let Some(bar) = bar {
-        bar.finish_and_clear();
-    }
+    let (model, path) = task_model_with_bar(service, None)?;
     println!(
         "model: {} ({})",
         path.display(),

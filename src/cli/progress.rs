@@ -176,3 +176,28 @@ impl RunProgress {
         self.bar.finish_and_clear();
     }
 }
+
+/// The built-in task model, with a training bar (and `announce`, if given, printed first) only
+/// when it has to be trained — on first use of a data directory.
+pub fn task_model_with_bar(
+    service: &evolve::Service,
+    announce: Option<&str>,
+) -> anyhow::Result<(evolve::store::Model, std::path::PathBuf)> {
+    let steps = evolve::task_model::TaskModelConfig::default().steps as u64;
+    let mut bar = None;
+    let model = service.task_model(|m| {
+        let bar = bar.get_or_insert_with(|| {
+            if let Some(line) = announce {
+                eprintln!("{line}");
+            }
+            steps_bar(steps, "task model")
+        });
+        bar.set_position(m.step as u64);
+        bar.set_message(format!("loss {:.3}", m.loss));
+        true
+    })?;
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    Ok(model)
+}

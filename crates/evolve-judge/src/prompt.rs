@@ -7,17 +7,12 @@
 
 /// The pointwise prompt: rate one answer from 1 to 10, ending with `Rating: N`.
 pub fn pointwise_prompt(question: &str, reference: Option<&str>, answer: &str) -> String {
-    let mut p = String::from(
+    let mut p = task_header(
         "Rate the answer to the question on a scale of 1 (wrong or useless) to 10 \
          (correct, complete and clear).",
+        question,
+        reference,
     );
-    if reference.is_some() {
-        p.push_str(" Judge correctness against the reference answer.");
-    }
-    p.push_str(&format!("\n\n[Question]\n{question}\n\n"));
-    if let Some(r) = reference {
-        p.push_str(&format!("[Reference answer]\n{r}\n\n"));
-    }
     p.push_str(&format!(
         "[Answer]\n{answer}\n\nJudge briefly, then end with the line \"Rating: N\" (N from 1 to 10)."
     ));
@@ -32,17 +27,12 @@ pub fn pairwise_prompt(
     first: &str,
     second: &str,
 ) -> String {
-    let mut p = String::from(
+    let mut p = task_header(
         "Compare two answers to the question and decide which is better (correct, complete and \
          clear). Ignore their order and length.",
+        question,
+        reference,
     );
-    if reference.is_some() {
-        p.push_str(" Judge correctness against the reference answer.");
-    }
-    p.push_str(&format!("\n\n[Question]\n{question}\n\n"));
-    if let Some(r) = reference {
-        p.push_str(&format!("[Reference answer]\n{r}\n\n"));
-    }
     p.push_str(&format!(
         "[Answer A]\n{first}\n\n[Answer B]\n{second}\n\nJudge briefly, then end with the line \
          \"Winner: A\", \"Winner: B\" or \"Winner: tie\"."
@@ -118,4 +108,18 @@ fn leading_number(rest: &str) -> Option<f64> {
         .map_or(rest.len(), |(i, _)| i);
     // A trailing dot ends a sentence ("Rating: 7."), it is not part of the number.
     rest[..end].trim_end_matches('.').parse().ok()
+}
+
+/// The instruction, then the question and the reference answer when there is one: the part
+/// pointwise and pairwise prompts share.
+fn task_header(instruction: &str, question: &str, reference: Option<&str>) -> String {
+    let mut p = String::from(instruction);
+    if reference.is_some() {
+        p.push_str(" Judge correctness against the reference answer.");
+    }
+    p.push_str(&format!("\n\n[Question]\n{question}\n\n"));
+    if let Some(r) = reference {
+        p.push_str(&format!("[Reference answer]\n{r}\n\n"));
+    }
+    p
 }
