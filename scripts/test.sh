@@ -8,5 +8,10 @@ evolve_setup
 evolve_test_setup
 # The UI first: cargo embeds ui/dist (the app and `evolve serve`), and its unit tests run here.
 bash scripts/build-ui.sh --test
+# llama-server for the real-server test: the full llama.cpp tree comes from the llama-cpp-python
+# source archive on PyPI (see the script); ~11 min cold on 2 cores, seconds when ccache and the
+# target directory are warm. (The benchmark's own port of batched-bench is not needed here.)
+bash scripts/build-llama-tools.sh --fetch --upstream-only
+export EVOLVE_REQUIRE_LLAMA_SERVER=1
 # Always the same package/target selection: another one re-unifies features and rebuilds llama.cpp.
 cargo test --workspace --all-targets "$@"

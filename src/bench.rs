@@ -62,6 +62,8 @@ pub fn bench_sample(
         top_p: 1.0,
         min_p: 0.0,
         max_tokens,
+        // batched-bench always decodes full batches; an early end would shrink ours.
+        ignore_eos: true,
         ..SamplerConfig::default()
     };
     // Warm-up: page the weights in, as batched-bench does before measuring.

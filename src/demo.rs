@@ -101,6 +101,7 @@ impl DemoSettings {
                 grad_accum: 1,
                 max_tokens: 512,
                 seed: 0,
+                checkpoint_every: 10,
             },
         }
     }

@@ -69,6 +69,7 @@ pub fn trainer_for(model: &std::path::Path, t: &TrainSettings) -> LoraDpoTrainer
     };
     let mut trainer = LoraDpoTrainer::new(model, lora, train);
     trainer.max_tokens = t.max_tokens;
+    trainer.checkpoint_every = t.checkpoint_every;
     trainer
 }
 
@@ -80,6 +81,20 @@ pub struct ScoreRow {
     pub direct: Option<f64>,
     pub refined: Vec<Option<f64>>,
     pub n: i64,
+    /// Judged win rate of this row's direct answers over the previous row's (ties count half).
+    pub win_rate: Option<WinRateCell>,
+}
+
+/// A win rate with its counts, as stored by the orchestrator.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct WinRateCell {
+    pub rate: f64,
+    pub wins: i64,
+    pub ties: i64,
+    pub losses: i64,
+    /// Who judged: the scorer's name, and how (`pairwise, both orders` or `higher score`).
+    pub judge: String,
+    pub method: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -275,11 +290,33 @@ impl Service {
             let refined = (1..=config.refine_steps)
                 .map(|k| get(format!("{which}/refined_score@{k}")).map(|e| e.value))
                 .collect();
+            let win_rate = (which == "trained")
+                .then(|| get(evolve_loop::run::WIN_RATE_METRIC.to_string()))
+                .flatten()
+                .map(|e| {
+                    let count = |k: &str| e.details.get(k).and_then(|v| v.as_i64()).unwrap_or(0);
+                    let text = |k: &str| {
+                        e.details
+                            .get(k)
+                            .and_then(|v| v.as_str())
+                            .unwrap_or("")
+                            .to_string()
+                    };
+                    WinRateCell {
+                        rate: e.value,
+                        wins: count("wins"),
+                        ties: count("ties"),
+                        losses: count("losses"),
+                        judge: text("judge"),
+                        method: text("method"),
+                    }
+                });
             rows.push(ScoreRow {
                 label,
                 direct: Some(direct.value),
                 refined,
                 n: direct.n,
+                win_rate,
             });
         };
         if let Some(first) = rounds.first() {

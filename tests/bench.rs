@@ -26,6 +26,8 @@ fn bench_sample_prints_a_row_per_batch_size_with_positive_speeds() {
         "8",
         "--threads",
         "1",
+        "--repeat",
+        "2",
     ]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -49,6 +51,68 @@ fn bench_sample_prints_a_row_per_batch_size_with_positive_speeds() {
         let tg: f64 = c[3].parse().unwrap();
         assert!(pp > 0.0 && tg > 0.0, "{stdout}");
         assert_eq!(c[2], "-", "no reference was given: {stdout}");
+    }
+}
+
+#[test]
+fn bench_sample_puts_the_reference_beside_ours_with_the_median_ratio() {
+    // A stand-in for llama-batched-bench that always reports 100 t/s of generation.
+    let dir = tempfile::tempdir().unwrap();
+    let fake = dir.path().join("llama-batched-bench");
+    std::fs::write(
+        &fake,
+        "#!/bin/sh\n\
+         echo '|    PP |     TG |    B |   N_KV |   T_PP s | S_PP t/s |   T_TG s | S_TG t/s |      T s |    S t/s |'\n\
+         echo '|-------|--------|------|--------|----------|----------|----------|----------|----------|----------|'\n\
+         echo '|    16 |      8 |    1 |     24 |    0.010 |   1600.0 |    0.080 |   100.00 |    0.090 |   266.67 |'\n\
+         echo '|    16 |      8 |    2 |     32 |    0.010 |   1600.0 |    0.080 |   100.00 |    0.090 |   355.56 |'\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let out = evolve(&[
+        "bench",
+        "sample",
+        "--model",
+        "tiny",
+        "--batch",
+        "1,2",
+        "--prompt-tokens",
+        "16",
+        "--gen-tokens",
+        "8",
+        "--threads",
+        "1",
+        "--repeat",
+        "3",
+        "--reference",
+        fake.to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("medians of 3 alternating runs"), "{stdout}");
+    let rows: Vec<Vec<&str>> = stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix('|'))
+        .map(|l| l.split('|').map(str::trim).collect::<Vec<_>>())
+        .filter(|c| c[0].parse::<usize>().is_ok())
+        .collect();
+    assert_eq!(rows.len(), 2, "{stdout}");
+    for c in &rows {
+        assert_eq!((c[2], c[4]), ("1600.0", "100.0"), "{stdout}");
+        // The median of per-run ratios lies within the printed range, and near ours / 100.
+        let ratio: f64 = c[5].trim_end_matches('x').parse().unwrap();
+        let (lo, hi) = c[6].split_once('–').unwrap();
+        let (lo, hi): (f64, f64) = (lo.parse().unwrap(), hi.parse().unwrap());
+        assert!(lo <= ratio && ratio <= hi, "{stdout}");
+        let ours: f64 = c[3].parse().unwrap();
+        assert!(
+            lo <= ours / 100.0 + 0.01 && ours / 100.0 - 0.01 <= hi,
+            "{stdout}"
+        );
     }
 }
 

@@ -152,6 +152,7 @@ fn one_round_fills_every_table_consistently() {
     assert_eq!(&bytes[..4], b"GGUF");
 
     // Evaluations: the base model and the trained adapter, direct and after one refinement.
+    // And the judged win rate of the trained adapter's direct answers over the base model's.
     let evals = store.evaluations_of_run(run.id).unwrap();
     let mut names: Vec<&str> = evals.iter().map(|e| e.metric.as_str()).collect();
     names.sort();
@@ -161,7 +162,8 @@ fn one_round_fills_every_table_consistently() {
             "base/direct_score",
             "base/refined_score@1",
             "trained/direct_score",
-            "trained/refined_score@1"
+            "trained/refined_score@1",
+            "trained/win_rate_vs_previous"
         ]
     );
     let n = evals[0].n;
@@ -173,6 +175,22 @@ fn one_round_fills_every_table_consistently() {
         evals
             .iter()
             .all(|e| e.n == n && (0.0..=1.0).contains(&e.value))
+    );
+    let win = evals
+        .iter()
+        .find(|e| e.metric == "trained/win_rate_vs_previous")
+        .unwrap();
+    let count = |k: &str| win.details[k].as_i64().unwrap();
+    assert_eq!(count("wins") + count("ties") + count("losses"), n);
+    assert_eq!(win.details["previous"], "base");
+    // Every evaluation keeps its answers, one per held-out prompt.
+    let direct = evals
+        .iter()
+        .find(|e| e.metric == "trained/direct_score")
+        .unwrap();
+    assert_eq!(
+        direct.details["answers"].as_array().unwrap().len() as i64,
+        n
     );
 
     // The status JSON says the same as the tables.
@@ -291,19 +309,31 @@ const RESUME_RUN: &[&str] = &[
     "6",
 ];
 
+/// [`start_args`] for the resume tests: training checkpoints every 2 steps.
+fn resume_args(model: &Path, data: &Path) -> Vec<String> {
+    let args = start_args(model, data, RESUME_RUN);
+    let config = data.with_extension("config.json");
+    let mut json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
+    json["train"]["checkpoint_every"] = 2.into();
+    std::fs::write(&config, json.to_string()).unwrap();
+    args
+}
+
 /// Kills `evolve run start` with SIGKILL once `sql` counts at least one row, resumes the run
-/// and compares everything with an uninterrupted run of the same configuration.
-fn kill_and_resume_matches_uninterrupted(sql: &str) {
+/// and compares everything with an uninterrupted run of the same configuration. Returns what
+/// the resumed run printed.
+fn kill_and_resume_matches_uninterrupted(sql: &str) -> String {
     let model = task_model();
     let reference = tempfile::tempdir().unwrap();
     let data = arithmetic_file(reference.path(), 40, 8);
-    let args = start_args(&model, &data, RESUME_RUN);
+    let args = resume_args(&model, &data);
     let out = evolve(reference.path(), &args);
     assert!(out.status.success(), "{}", text(&out.stderr));
 
     let dir = tempfile::tempdir().unwrap();
     let data = arithmetic_file(dir.path(), 40, 8);
-    let args = start_args(&model, &data, RESUME_RUN);
+    let args = resume_args(&model, &data);
     let db = dir.path().join("evolve.db");
     let mut child = evolve_cmd(dir.path(), &args)
         .stdout(Stdio::null())
@@ -342,6 +372,7 @@ fn kill_and_resume_matches_uninterrupted(sql: &str) {
         text(&out.stderr)
     );
     assert_eq!(snapshot(&db), snapshot(&reference.path().join("evolve.db")));
+    format!("{}{}", text(&out.stdout), text(&out.stderr))
 }
 
 #[test]
@@ -350,8 +381,14 @@ fn killed_during_collection_resumes_to_the_same_result() {
 }
 
 #[test]
-fn killed_during_training_resumes_to_the_same_result() {
-    kill_and_resume_matches_uninterrupted("SELECT count(*) FROM training_metrics");
+fn killed_during_training_resumes_from_its_checkpoint_to_the_same_result() {
+    // Step 3 logged: the checkpoint of step 2 (at least) is on disk.
+    let printed =
+        kill_and_resume_matches_uninterrupted("SELECT count(*) >= 3 FROM training_metrics");
+    assert!(
+        printed.contains("training resumes from its checkpoint after step"),
+        "the resumed run went on from the checkpoint, not from step 0:\n{printed}"
+    );
 }
 
 #[test]

@@ -437,7 +437,7 @@ impl Tracker {
                 let last = report.step == report.total_steps;
                 self.progress(inner, report.step, report.total_steps, tps, last);
             }
-            Progress::Evaluated { .. } => {}
+            Progress::TrainingResumed { .. } | Progress::Evaluated { .. } => {}
         }
     }
 
@@ -496,7 +496,10 @@ pub fn status(inner: &Inner, args: RunArgs) -> ApiResult {
     let scoreboard: Vec<Value> = s
         .scoreboard
         .iter()
-        .map(|r| json!({"label": r.label, "direct": r.direct, "refined": r.refined}))
+        .map(|r| {
+            json!({"label": r.label, "direct": r.direct, "refined": r.refined,
+                   "win_rate": r.win_rate})
+        })
         .collect();
     let progress = lock(&inner.runs.progress).get(&args.run_id).cloned();
     Ok(json!({

@@ -153,6 +153,9 @@ impl RunProgress {
                     m("rewards/accuracies")
                 ));
             }
+            Progress::TrainingResumed { round, after_step } => self.bar.println(format!(
+                "round {round}: training resumes from its checkpoint after step {after_step}"
+            )),
             Progress::Evaluated {
                 round,
                 metric,

@@ -281,12 +281,22 @@ pub fn print_status(s: &RunStatus) {
     for k in 1..=s.config.refine_steps {
         header += &format!(" {:>9}", format!("refine@{k}"));
     }
-    println!("{header}");
+    println!("{header} {:>12}", "win vs prev");
     for row in &s.scoreboard {
         let mut line = format!("{:<10} {:>7}", row.label, pct(row.direct));
         for v in &row.refined {
             line += &format!(" {:>9}", pct(*v));
         }
-        println!("{line}  (n={})", row.n);
+        let win = row.win_rate.as_ref().map_or("-".to_string(), |w| {
+            format!("{:.0}% {}/{}/{}", w.rate * 100.0, w.wins, w.ties, w.losses)
+        });
+        println!("{line} {win:>12}  (n={})", row.n);
+    }
+    if let Some(w) = s.scoreboard.iter().find_map(|r| r.win_rate.as_ref()) {
+        println!(
+            "win vs prev: this row's direct answers against the row above (wins/ties/losses; \
+             judged by {}, {})",
+            w.judge, w.method
+        );
     }
 }

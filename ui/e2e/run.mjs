@@ -102,6 +102,13 @@ try {
     await page.waitForTimeout(500);
   }
   await page.locator('[data-testid="scoreboard"] table').waitFor({ timeout: 30000 });
+  // Round 0's judged win rate over the untrained model: a percentage with its counts in the title.
+  const win = page.locator('[data-testid="score-round-0"] [data-testid="win-rate"]');
+  const winText = (await win.textContent())?.trim() ?? "";
+  if (!/^\d+%$/.test(winText)) throw new Error(`round 0 shows no win rate: "${winText}"`);
+  const winTitle = (await win.getAttribute("title")) ?? "";
+  if (!/\d+ wins, \d+ ties, \d+ losses; judged by numeric/.test(winTitle))
+    throw new Error(`the win rate's title lacks its counts: "${winTitle}"`);
   await page.setViewportSize({ width: 1280, height: 1500 });
   await page.waitForTimeout(800);
   await shot("06-run-done");

@@ -134,10 +134,21 @@ export interface Progress {
   eta_seconds: number | null;
 }
 
+export interface WinRate {
+  rate: number;
+  wins: number;
+  ties: number;
+  losses: number;
+  judge: string;
+  method: string;
+}
+
 export interface ScoreRow {
   label: string;
   direct: number;
   refined: number[];
+  /** Judged win rate of this row's direct answers over the previous row's. */
+  win_rate?: WinRate | null;
 }
 
 export interface RunStatus {

@@ -5,6 +5,7 @@
 
 pub mod generate;
 pub mod kinds;
+pub mod pairwise;
 pub mod paths;
 pub mod refine;
 pub mod sampling;
@@ -17,6 +18,7 @@ pub use generate::{
 pub use kinds::{
     AdapterFormat, GenerationKind, PairKind, ParseKindError, ReviewState, RoundState, RunState,
 };
+pub use pairwise::{PairVerdict, PairwiseJudge, WinRate, Winner};
 pub use paths::DataDir;
 pub use refine::{ChainStart, RefinementStep, RefinementTemplate, refine_chain, refine_chains};
 pub use sampling::SamplerConfig;

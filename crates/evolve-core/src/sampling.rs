@@ -13,6 +13,9 @@ pub struct SamplerConfig {
     pub seed: u32,
     pub max_tokens: u32,
     pub stop: Vec<String>,
+    /// Never draw an end-of-generation token: every answer runs to `max_tokens` (benchmarks;
+    /// llama-server's and vLLM's `ignore_eos`). Stop strings still end an answer.
+    pub ignore_eos: bool,
 }
 
 impl Default for SamplerConfig {
@@ -26,6 +29,7 @@ impl Default for SamplerConfig {
             seed: 42,
             max_tokens: 256,
             stop: Vec::new(),
+            ignore_eos: false,
         }
     }
 }

@@ -30,4 +30,10 @@ pub trait Scorer {
     /// Stable name stored with every score (e.g. `numeric_final_answer`).
     fn name(&self) -> &str;
     fn score(&mut self, input: &ScoreInput<'_>) -> Result<ScoreValue, ScoreError>;
+
+    /// The same judge comparing two answers side by side, when it can (an LLM judge). Others
+    /// are compared by their scores (see `evolve_loop`'s evaluation).
+    fn pairwise(&mut self) -> Option<&mut dyn crate::PairwiseJudge> {
+        None
+    }
 }

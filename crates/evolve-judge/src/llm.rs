@@ -119,6 +119,10 @@ impl Scorer for LlmJudge {
         let reply = self.replies(&[prompt])?.remove(0);
         self.read_rating(reply)
     }
+
+    fn pairwise(&mut self) -> Option<&mut dyn PairwiseJudge> {
+        Some(self)
+    }
 }
 
 impl PairwiseJudge for LlmJudge {

@@ -273,7 +273,7 @@ impl LlamaEngine {
                     request: r,
                     sample: i,
                     seed: cfg.seed,
-                    sampler: build_sampler(&cfg, self.model.n_vocab()),
+                    sampler: build_sampler(&cfg, self.model.n_vocab(), &self.eog_tokens),
                     stream: TextStream::new(&cfg.stop),
                     tokens: Vec::new(),
                     pos: groups[g].tokens.len() as i32,

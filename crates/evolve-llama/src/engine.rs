@@ -98,6 +98,8 @@ pub struct LlamaEngine {
     pub(crate) active_adapter: Option<(AdapterId, f32)>,
     /// The base model's tensor table, read on the first adapter load.
     pub(crate) base_tensors: Option<BaseTensors>,
+    /// The vocabulary's end-of-generation tokens (EOS, EOT, …), for `ignore_eos`.
+    pub(crate) eog_tokens: Vec<LlamaToken>,
     stats: Mutex<EngineStats>,
 }
 
@@ -113,8 +115,16 @@ impl LlamaEngine {
                 reason: format!("{e} (run `evolve models info` on the file for details)"),
             }
         })?;
+        let eog_tokens = {
+            let vocab = model.vocab();
+            (0..model.n_vocab())
+                .map(LlamaToken)
+                .filter(|&t| vocab.is_eog(t))
+                .collect()
+        };
         Ok(Self {
             model,
+            eog_tokens,
             path: path.to_path_buf(),
             options,
             adapters: Vec::new(),
@@ -318,7 +328,7 @@ impl LlamaEngine {
         // Policy: refuse up front rather than truncate silently or run out of KV cells mid-answer.
         self.check_fits(prompt_tokens.len(), sampler_cfg.max_tokens)?;
         let mut ctx = self.context(prompt_tokens.len())?;
-        let mut sampler = build_sampler(sampler_cfg, self.model.n_vocab());
+        let mut sampler = build_sampler(sampler_cfg, self.model.n_vocab(), &self.eog_tokens);
         let mut batch = LlamaBatch::new(prompt_tokens.len().max(1), 1);
         for (i, &t) in prompt_tokens.iter().enumerate() {
             batch

@@ -5,14 +5,24 @@ use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
 use llama_cpp_2::token::data::LlamaTokenData;
 use llama_cpp_2::token::data_array::LlamaTokenDataArray;
+use llama_cpp_2::token::logit_bias::LlamaLogitBias;
 
 /// How many recent tokens the repeat penalty looks at (llama.cpp's default).
 pub(crate) const PENALTY_LAST_N: i32 = 64;
 
 /// The sampler chain in llama.cpp's usual order: penalties, top-k, top-p, min-p, temperature, draw.
 /// `temperature <= 0` is greedy argmax (after the penalty, so it still discourages repeats).
-pub(crate) fn build_sampler(cfg: &SamplerConfig, n_vocab: i32) -> LlamaSampler {
+/// `ignore_eos` puts a −∞ bias on the model's end-of-generation tokens `eog` first, as
+/// llama-server does, so they are never drawn (rather than drawn and then ignored).
+pub(crate) fn build_sampler(cfg: &SamplerConfig, n_vocab: i32, eog: &[LlamaToken]) -> LlamaSampler {
     let mut chain = Vec::new();
+    if cfg.ignore_eos && !eog.is_empty() {
+        let biases: Vec<LlamaLogitBias> = eog
+            .iter()
+            .map(|&t| LlamaLogitBias::new(t, f32::NEG_INFINITY))
+            .collect();
+        chain.push(LlamaSampler::logit_bias(n_vocab, &biases));
+    }
     if cfg.repeat_penalty != 1.0 {
         chain.push(LlamaSampler::penalties(
             n_vocab,

@@ -182,6 +182,45 @@ fn an_end_of_generation_token_ends_a_sample_without_showing_up_in_it() {
 }
 
 #[test]
+fn ignore_eos_runs_every_sample_to_max_tokens_without_end_tokens() {
+    let engine = tiny_engine();
+    let prompt = engine.format_user_prompt("Anything.").unwrap();
+    let end_tokens = [
+        evolve_gguf::tiny::EOS_ID as i32,
+        evolve_gguf::tiny::IM_END_ID as i32,
+    ];
+    let ignoring = SamplerConfig {
+        ignore_eos: true,
+        ..hot(3, 64)
+    };
+    let plain = engine
+        .generate_batch(
+            &[GenerationRequest::new(&prompt, hot(3, 64), 8)],
+            &mut |_| true,
+        )
+        .unwrap();
+    assert!(
+        plain[0].iter().any(|c| c.stopped),
+        "precondition: without ignore_eos some sample ends early"
+    );
+    let out = engine
+        .generate_batch(
+            &[GenerationRequest::new(&prompt, ignoring.clone(), 8)],
+            &mut |_| true,
+        )
+        .unwrap();
+    for c in &out[0] {
+        assert_eq!(c.tokens.len(), 64);
+        assert!(!c.stopped);
+        assert!(c.tokens.iter().all(|t| !end_tokens.contains(t)));
+    }
+    // The single-sequence path honours it too.
+    let single = engine.generate(&prompt, &ignoring, |_| true).unwrap();
+    assert_eq!(single.tokens.len(), 64);
+    assert!(single.tokens.iter().all(|t| !end_tokens.contains(t)));
+}
+
+#[test]
 fn the_engine_can_be_shared_across_threads() {
     fn assert_send_sync<T: Send + Sync>() {}
     assert_send_sync::<evolve_llama::LlamaEngine>();

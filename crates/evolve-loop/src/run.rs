@@ -11,7 +11,7 @@ use crate::pairs::{Candidate, PairKinds, PairStrategy, select_pairs};
 use evolve_core::{
     ChainStart, GenerationKind, GenerationRequest, Generator, PairKind, PreferenceTrainer,
     RefinementTemplate, ReviewState, RoundState, RunState, SamplerConfig, ScoreInput, Scorer,
-    StepReport, TrainExample, refine_chains,
+    StepReport, TrainExample, WinRate, Winner, refine_chains,
 };
 use evolve_store::{
     AdapterId, Generation, GenerationId, NewAdapter, NewEvaluation, NewGeneration, NewPair,
@@ -20,6 +20,9 @@ use evolve_store::{
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+
+/// The evaluation metric holding a round's judged win rate over the previous model.
+pub const WIN_RATE_METRIC: &str = "trained/win_rate_vs_previous";
 
 /// A run's settings, stored as the run's `config_json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -70,6 +73,9 @@ pub struct TrainSettings {
     /// Pairs longer than this many tokens are left out.
     pub max_tokens: usize,
     pub seed: u64,
+    /// Optimizer steps between training checkpoints (0 = none): a killed training loses at
+    /// most this many steps.
+    pub checkpoint_every: usize,
 }
 
 impl Default for TrainSettings {
@@ -88,6 +94,7 @@ impl Default for TrainSettings {
             grad_accum: 4,
             max_tokens: 2048,
             seed: 0,
+            checkpoint_every: 10,
         }
     }
 }
@@ -135,6 +142,11 @@ pub enum Progress {
         generated: usize,
     },
     Train(StepReport),
+    /// A killed or paused training continues from its checkpoint after `after_step`.
+    TrainingResumed {
+        round: usize,
+        after_step: usize,
+    },
     Evaluated {
         round: usize,
         metric: String,
@@ -369,6 +381,7 @@ impl<'a> Orchestrator<'a> {
         self.enter(round, r, RoundState::Evaluating)?;
         let eval_adapter = trained.or(sampling_adapter);
         self.evaluate(r, round, eval_adapter.as_ref(), "trained")?;
+        self.win_rate_vs_previous(r, round)?;
 
         self.store
             .set_round_state(round.id, RoundState::Done, None)?;
@@ -731,17 +744,14 @@ impl<'a> Orchestrator<'a> {
         if previous.iter().any(|t| t.state == TrainingState::Done) {
             return self.adapter_of_round(r);
         }
-        // A run left `running` was killed; training is deterministic, so it simply starts again.
-        for stale in previous
+        // A training left `running` (killed) or `cancelled` (paused) goes on in the same row:
+        // the trainer continues from its last checkpoint when it has one of these very pairs,
+        // else starts again (deterministically, so with the same result either way).
+        let unfinished = previous
             .iter()
-            .filter(|t| t.state == TrainingState::Running)
-        {
-            self.store.set_training_state(
-                stale.id,
-                TrainingState::Failed,
-                Some("interrupted; retrained on resume"),
-            )?;
-        }
+            .rev()
+            .find(|t| matches!(t.state, TrainingState::Running | TrainingState::Cancelled))
+            .map(|t| t.id);
         let pairs = self.store.list_pairs(&PairFilter {
             round_id: Some(round.id),
             ..Default::default()
@@ -784,18 +794,43 @@ impl<'a> Orchestrator<'a> {
         if examples.is_empty() {
             return Ok(None);
         }
-        let config = serde_json::json!({"examples": examples.len(), "init_adapter": init.map(|p| p.display().to_string())});
-        let training = self.store.create_training_run(Some(round.id), &config)?;
+        let training = match unfinished {
+            Some(id) => id,
+            None => {
+                let config = serde_json::json!({
+                    "examples": examples.len(),
+                    "init_adapter": init.map(|p| p.display().to_string()),
+                });
+                self.store.create_training_run(Some(round.id), &config)?
+            }
+        };
         self.store
             .set_training_state(training, TrainingState::Running, None)?;
         let out_dir = self.adapters_dir.join(format!("round-{r}"));
         let store = self.store;
         let progress = &mut *self.progress;
         let mut store_error = None;
+        let mut first_step = None;
         let result = self
             .engines
             .trainer
             .train(&examples, init, &out_dir, &mut |report| {
+                if first_step.is_none() {
+                    first_step = Some(report.step);
+                    // Steps logged after the checkpoint it resumes from are logged again.
+                    if let Err(e) = store.truncate_metrics(training, report.step as i64) {
+                        store_error = Some(e);
+                        return false;
+                    }
+                    if report.step > 1
+                        && !progress(Progress::TrainingResumed {
+                            round: r,
+                            after_step: report.step - 1,
+                        })
+                    {
+                        return false;
+                    }
+                }
                 let metric = TrainingMetric {
                     step: report.step as i64,
                     epoch: 0.0,
@@ -894,6 +929,8 @@ impl<'a> Orchestrator<'a> {
         )
         .map_err(|e| name_prompt(e.into(), |r| &eval[r]))?;
         let mut sums = vec![0.0; self.config.refine_steps + 1];
+        // Every answer is kept with its evaluation, for the win rate against the next round.
+        let mut answers: Vec<Vec<EvalAnswer>> = vec![Vec::new(); self.config.refine_steps + 1];
         for (p, chain) in eval.iter().zip(&chains) {
             for step in chain {
                 let input = ScoreInput {
@@ -910,9 +947,14 @@ impl<'a> Orchestrator<'a> {
                         source,
                     })?;
                 sums[step.step_index] += v.value;
+                answers[step.step_index].push(EvalAnswer {
+                    prompt_id: p.id.0,
+                    text: step.completion.text.clone(),
+                    score: v.value,
+                });
             }
         }
-        for (step, sum) in sums.iter().enumerate() {
+        for (step, (sum, answers)) in sums.iter().zip(answers).enumerate() {
             let value = sum / eval.len() as f64;
             self.store.add_evaluation(&NewEvaluation {
                 round_id: Some(round.id),
@@ -922,7 +964,10 @@ impl<'a> Orchestrator<'a> {
                 metric: metric_name(step),
                 value,
                 n: eval.len() as i64,
-                details: serde_json::json!({"scorer": self.engines.scorer.name()}),
+                details: serde_json::json!({
+                    "scorer": self.engines.scorer.name(),
+                    "answers": answers,
+                }),
             })?;
             self.report(Progress::Evaluated {
                 round: r,
@@ -932,6 +977,124 @@ impl<'a> Orchestrator<'a> {
         }
         Ok(())
     }
+
+    /// Judged win rate of round `r`'s direct held-out answers over the previous model's (round
+    /// `r - 1`'s adapter; for round 0 the untrained model): the scorer's own pairwise verdict
+    /// when it has one (an LLM judge, both orders), else the higher score wins. Stored as
+    /// [`WIN_RATE_METRIC`] with the wins, ties and losses.
+    fn win_rate_vs_previous(&mut self, r: usize, round: &Round) -> Result<(), RunError> {
+        let evals = self.store.evaluations_of_run(self.run.id)?;
+        let stored = |round_id: RoundId, metric: &str| {
+            evals
+                .iter()
+                .find(|e| e.round_id == Some(round_id) && e.metric == metric)
+        };
+        if stored(round.id, WIN_RATE_METRIC).is_some() {
+            return Ok(());
+        }
+        let (previous_round, previous_which, previous_label) = if r == 0 {
+            (round.id, "base", "base".to_string())
+        } else {
+            let rounds = self.store.rounds_of_run(self.run.id)?;
+            let Some(prev) = rounds.iter().find(|x| x.round_index == r as i64 - 1) else {
+                return Ok(());
+            };
+            (prev.id, "trained", format!("round {}", r - 1))
+        };
+        let answers_of = |round_id, which: &str| -> Option<Vec<EvalAnswer>> {
+            let e = stored(round_id, &format!("{which}/direct_score"))?;
+            serde_json::from_value(e.details.get("answers")?.clone()).ok()
+        };
+        // Evaluations stored before answers were kept have nothing to compare.
+        let (Some(new), Some(old)) = (
+            answers_of(round.id, "trained"),
+            answers_of(previous_round, previous_which),
+        ) else {
+            return Ok(());
+        };
+        let prompts: std::collections::HashMap<i64, Prompt> = self
+            .store
+            .list_prompts(self.run.dataset_id, Some("eval"))?
+            .into_iter()
+            .map(|p| (p.id.0, p))
+            .collect();
+        let pairs: Vec<(&Prompt, &EvalAnswer, &EvalAnswer)> = new
+            .iter()
+            .filter_map(|a| {
+                let b = old.iter().find(|b| b.prompt_id == a.prompt_id)?;
+                Some((prompts.get(&a.prompt_id)?, a, b))
+            })
+            .collect();
+        if pairs.is_empty() {
+            return Ok(());
+        }
+        let (judge, tally) = match self.engines.scorer.pairwise() {
+            Some(judge) => {
+                let tally = WinRate::tally(pairs.iter().map(|(p, a, b)| {
+                    judge
+                        .prefer(&p.prompt, p.reference.as_deref(), &a.text, &b.text)
+                        .map(|v| v.winner)
+                        .map_err(|e| e.to_string())
+                }));
+                ("pairwise, both orders", tally)
+            }
+            None => (
+                "higher score",
+                WinRate::tally(pairs.iter().map(|(_, a, b)| {
+                    Ok(match a.score.partial_cmp(&b.score) {
+                        Some(std::cmp::Ordering::Greater) => Winner::A,
+                        Some(std::cmp::Ordering::Less) => Winner::B,
+                        _ => Winner::Tie,
+                    })
+                })),
+            ),
+        };
+        let Some(value) = tally.rate else {
+            // Every pair failed: the judge's failure is the news, not a made-up rate.
+            return Err(RunError::Score {
+                generation: -1,
+                source: evolve_core::ScoreError::Failed {
+                    scorer: self.engines.scorer.name().to_string(),
+                    reason: format!(
+                        "no pair of held-out answers could be judged: {}",
+                        tally.first_failure.unwrap_or_default()
+                    ),
+                },
+            });
+        };
+        self.store.add_evaluation(&NewEvaluation {
+            round_id: Some(round.id),
+            adapter_id: stored(round.id, "trained/direct_score").and_then(|e| e.adapter_id),
+            model_id: self.run.model_id,
+            split: "eval".into(),
+            metric: WIN_RATE_METRIC.into(),
+            value,
+            n: (tally.wins + tally.ties + tally.losses) as i64,
+            details: serde_json::json!({
+                "judge": self.engines.scorer.name(),
+                "method": judge,
+                "previous": previous_label,
+                "wins": tally.wins,
+                "ties": tally.ties,
+                "losses": tally.losses,
+                "failed": tally.failed,
+                "first_failure": tally.first_failure,
+            }),
+        })?;
+        self.report(Progress::Evaluated {
+            round: r,
+            metric: WIN_RATE_METRIC.into(),
+            value,
+        })
+    }
+}
+
+/// One held-out answer, kept in its evaluation's details.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct EvalAnswer {
+    prompt_id: i64,
+    text: String,
+    score: f64,
 }
 
 /// Counts streamed tokens for the progress callback (every 64th token, to keep it cheap) and

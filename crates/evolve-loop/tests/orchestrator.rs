@@ -4,9 +4,12 @@
 
 use evolve_core::{
     ChatMessage, Completion, GenerateError, GenerationEvent, GenerationRequest, Generator,
-    PreferenceTrainer, RoundState, RunState, StepReport, TrainError, TrainExample, TrainedAdapter,
+    PairVerdict, PairwiseJudge, PreferenceTrainer, RoundState, RunState, ScoreError, ScoreInput,
+    ScoreValue, Scorer, StepReport, TrainError, TrainExample, TrainedAdapter, Winner,
 };
-use evolve_loop::run::{Engines, Orchestrator, Progress, RunConfig, RunError, create_run};
+use evolve_loop::run::{
+    Engines, Orchestrator, Progress, RunConfig, RunError, WIN_RATE_METRIC, create_run,
+};
 use evolve_loop::verify::NumericFinalAnswer;
 use evolve_store::{NewModel, NewPrompt, Store};
 use std::collections::BTreeMap;
@@ -186,7 +189,17 @@ fn run_to_end(
     store: &Store,
     run: evolve_store::RunId,
     dir: &Path,
+    stop: impl FnMut(&Progress) -> bool,
+) -> usize {
+    run_to_end_scored_by(store, run, dir, stop, || Box::new(NumericFinalAnswer))
+}
+
+fn run_to_end_scored_by(
+    store: &Store,
+    run: evolve_store::RunId,
+    dir: &Path,
     mut stop: impl FnMut(&Progress) -> bool,
+    scorer: impl Fn() -> Box<dyn Scorer>,
 ) -> usize {
     let mut pauses = 0;
     loop {
@@ -194,12 +207,12 @@ fn run_to_end(
             adapter: None,
             calls: 0,
         };
-        let mut scorer = NumericFinalAnswer;
+        let mut scorer = scorer();
         let mut trainer = FakeTrainer { stop_at_step: None };
         let mut progress = |p: Progress| !stop(&p);
         let engines = Engines {
             generator: &mut generator,
-            scorer: &mut scorer,
+            scorer: scorer.as_mut(),
             trainer: &mut trainer,
         };
         let mut orch =
@@ -288,6 +301,37 @@ fn a_run_fills_every_table_consistently() {
     assert!(metric(0, "base/direct_score") < 1.0);
     assert_eq!(metric(0, "trained/direct_score"), 1.0);
     assert_eq!(metric(1, "trained/refined_score@2"), 1.0);
+    // Win rates, judged by the scores (a verifier has no pairwise verdict): round 0's adapter
+    // beats the base model where the base was wrong and never loses; round 1 ties round 0.
+    let win = |round: usize| {
+        evals
+            .iter()
+            .find(|e| e.round_id == Some(rounds[round].id) && e.metric == WIN_RATE_METRIC)
+            .unwrap()
+    };
+    let n_eval = evals
+        .iter()
+        .find(|e| e.metric == "base/direct_score")
+        .unwrap()
+        .n;
+    let base_right = (metric(0, "base/direct_score") * n_eval as f64).round() as i64;
+    let w0 = &win(0).details;
+    assert_eq!(
+        (
+            w0["wins"].as_i64(),
+            w0["ties"].as_i64(),
+            w0["losses"].as_i64()
+        ),
+        (Some(n_eval - base_right), Some(base_right), Some(0))
+    );
+    assert_eq!(
+        (w0["previous"].as_str(), w0["method"].as_str()),
+        (Some("base"), Some("higher score"))
+    );
+    assert!(win(0).value > 0.5);
+    assert_eq!(win(1).value, 0.5);
+    assert_eq!(win(1).details["previous"], "round 0");
+    assert_eq!(win(1).details["ties"].as_i64(), Some(n_eval));
     // Every refinement links to the step before it.
     for g in store.generations_of_round(rounds[0].id).unwrap() {
         match g.parent_id {
@@ -337,4 +381,71 @@ fn stopping_during_collection_and_training_then_resuming_matches_an_uninterrupte
         snapshot(&store, run),
         snapshot(&reference_store, reference_run)
     );
+}
+
+/// Scores like the verifier, but as a pairwise judge always prefers the older answer, so the
+/// stored win rate shows which path was taken.
+struct ContrarianJudge {
+    verifier: NumericFinalAnswer,
+    compared: usize,
+}
+
+impl Scorer for ContrarianJudge {
+    fn name(&self) -> &str {
+        "contrarian"
+    }
+    fn score(&mut self, input: &ScoreInput<'_>) -> Result<ScoreValue, ScoreError> {
+        self.verifier.score(input)
+    }
+    fn pairwise(&mut self) -> Option<&mut dyn PairwiseJudge> {
+        Some(self)
+    }
+}
+
+impl PairwiseJudge for ContrarianJudge {
+    fn prefer(
+        &mut self,
+        _prompt: &str,
+        _reference: Option<&str>,
+        _a: &str,
+        _b: &str,
+    ) -> Result<PairVerdict, ScoreError> {
+        self.compared += 1;
+        Ok(PairVerdict {
+            winner: Winner::B,
+            p_a: 0.0,
+            details: serde_json::Value::Null,
+        })
+    }
+}
+
+#[test]
+fn a_scorer_with_a_pairwise_verdict_judges_the_win_rate_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, run) = setup(dir.path());
+    run_to_end_scored_by(
+        &store,
+        run,
+        dir.path(),
+        |_| false,
+        || {
+            Box::new(ContrarianJudge {
+                verifier: NumericFinalAnswer,
+                compared: 0,
+            })
+        },
+    );
+    let evals = store.evaluations_of_run(run).unwrap();
+    let wins: Vec<_> = evals
+        .iter()
+        .filter(|e| e.metric == WIN_RATE_METRIC)
+        .collect();
+    assert_eq!(wins.len(), 2, "one per round");
+    for w in wins {
+        // The scores say round 0 beats the base; the judge's own verdict says otherwise.
+        assert_eq!(w.value, 0.0);
+        assert_eq!(w.details["method"], "pairwise, both orders");
+        assert_eq!(w.details["judge"], "contrarian");
+        assert_eq!(w.details["losses"].as_i64(), Some(w.n));
+    }
 }

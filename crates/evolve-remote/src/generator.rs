@@ -1,4 +1,4 @@
-//! [`RemoteGenerator`]: one streamed `POST /v1/completions` per sample.
+//! [`RemoteGenerator`]: one streamed `POST /v1/completions` per sample, several at once.
 
 use crate::RemoteError;
 use crate::sse::{Chunk, Event, next_event};
@@ -8,6 +8,8 @@ use evolve_core::{
 };
 use serde_json::{Value, json};
 use std::io::BufReader;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 /// Where the server is and how long to wait for it.
@@ -23,6 +25,9 @@ pub struct RemoteOptions {
     /// Longest silence while waiting for the next bytes (prompt evaluation, one token): an idle
     /// timeout, so that long answers that keep streaming are never cut.
     pub read_timeout: Duration,
+    /// Samples streamed at once. llama-server batches concurrent requests over its slots
+    /// (`--parallel N`), so this should match the server's slot count.
+    pub parallel: usize,
 }
 
 impl RemoteOptions {
@@ -33,6 +38,7 @@ impl RemoteOptions {
             model: None,
             connect_timeout: Duration::from_secs(5),
             read_timeout: Duration::from_secs(120),
+            parallel: 4,
         }
     }
 }
@@ -143,6 +149,7 @@ impl RemoteGenerator {
             stopped: false,
             cancelled: false,
         };
+        let mut silent_tail = None;
         loop {
             let event = next_event(&mut reader).map_err(|e| match e.kind() {
                 std::io::ErrorKind::TimedOut => RemoteError::Timeout {
@@ -175,9 +182,18 @@ impl RemoteGenerator {
             let Some(choice) = chunk.choices.into_iter().next() else {
                 continue; // a usage-only chunk
             };
-            out.tokens.extend(choice.tokens);
+            let ids = choice.token_ids();
+            // llama-server lists the model's end token too, as a chunk without text; the local
+            // engine (like OpenAI) does not count it as part of the answer.
+            if !ids.is_empty() {
+                silent_tail = choice.text.is_empty().then_some(out.tokens.len());
+                out.tokens.extend(ids);
+            }
             if let Some(reason) = choice.finish_reason {
                 out.stopped = reason == "stop";
+                if let (true, Some(len)) = (out.stopped, silent_tail) {
+                    out.tokens.truncate(len);
+                }
             }
             if !choice.text.is_empty() {
                 out.text.push_str(&choice.text);
@@ -205,11 +221,14 @@ impl RemoteGenerator {
             "repeat_last_n": 64,                      // as the local engine's penalty window
             "seed": s.seed,
             "stop": s.stop,
+            "ignore_eos": s.ignore_eos,
             "stream": true,
             "stream_options": { "include_usage": true },
-            // llama-server: token ids in each chunk, and a fresh prompt evaluation so that the
-            // logits (and a greedy answer) do not depend on what an earlier request left cached.
+            // llama-server: token ids in each chunk (`return_tokens` in some versions, the ids
+            // of `logprobs` in others), and a fresh prompt evaluation so that the logits (and a
+            // greedy answer) do not depend on what an earlier request left cached.
             "return_tokens": true,
+            "logprobs": 1,
             "cache_prompt": false,
         });
         if let Some(model) = &self.options.model {
@@ -259,54 +278,139 @@ impl Generator for RemoteGenerator {
             })
     }
 
+    /// Streams up to [`RemoteOptions::parallel`] samples at once (the server's slots batch
+    /// them); events reach `events` on this thread, in arrival order. Cancelling stops every
+    /// stream at its next chunk. As with the local engine, the result keeps, per request, the
+    /// samples that started, up to the first that did not.
     fn generate_batch(
         &mut self,
         requests: &[GenerationRequest],
         events: &mut dyn FnMut(GenerationEvent) -> bool,
     ) -> Result<Vec<Vec<Completion>>, GenerateError> {
+        if let Some(r) = requests.iter().position(|q| q.prompt.is_empty() && q.n > 0) {
+            return Err(GenerateError::InvalidRequest {
+                request: r,
+                reason: "empty prompt".into(),
+            });
+        }
         let started = Instant::now();
-        let mut results: Vec<Vec<Completion>> = requests.iter().map(|_| Vec::new()).collect();
-        for (r, req) in requests.iter().enumerate() {
-            if req.prompt.is_empty() && req.n > 0 {
-                return Err(GenerateError::InvalidRequest {
-                    request: r,
-                    reason: "empty prompt".into(),
+        let jobs: Vec<(usize, usize)> = requests
+            .iter()
+            .enumerate()
+            .flat_map(|(r, q)| (0..q.n).map(move |i| (r, i)))
+            .collect();
+        let mut results: Vec<Vec<Option<Completion>>> =
+            requests.iter().map(|q| vec![None; q.n]).collect();
+        // What reached `events`: a stream cut by a cancel may have read one chunk more.
+        let mut delivered: Vec<Vec<String>> =
+            requests.iter().map(|q| vec![String::new(); q.n]).collect();
+        let next_job = AtomicUsize::new(0);
+        let cancel = AtomicBool::new(false);
+        let (tx, rx) = mpsc::channel::<Message>();
+        let this = &*self;
+        let mut failure = None;
+        std::thread::scope(|scope| {
+            for _ in 0..self.options.parallel.clamp(1, jobs.len().max(1)) {
+                let tx = tx.clone();
+                let (jobs, next_job, cancel) = (&jobs, &next_job, &cancel);
+                scope.spawn(move || {
+                    while !cancel.load(Ordering::Relaxed) {
+                        let Some(&(r, i)) = jobs.get(next_job.fetch_add(1, Ordering::Relaxed))
+                        else {
+                            break;
+                        };
+                        let req = &requests[r];
+                        let sampler = SamplerConfig {
+                            seed: req.sample_seed(i),
+                            ..req.sampler.clone()
+                        };
+                        let mut on_text = |text: String| {
+                            let _ = tx.send(Message::Text { r, i, text });
+                            !cancel.load(Ordering::Relaxed)
+                        };
+                        let outcome = this
+                            .stream_sample(&req.prompt, &sampler, &mut on_text)
+                            .map(|s| (s, sampler.seed));
+                        let _ = tx.send(Message::Done { r, i, outcome });
+                    }
                 });
             }
-            for i in 0..req.n {
-                let sampler = SamplerConfig {
-                    seed: req.sample_seed(i),
-                    ..req.sampler.clone()
-                };
-                let mut on_text = |text: String| {
-                    events(GenerationEvent::Token {
-                        request: r,
-                        sample: i,
-                        text,
-                    })
-                };
-                let s = self.stream_sample(&req.prompt, &sampler, &mut on_text)?;
-                results[r].push(Completion {
-                    text: s.text,
-                    tokens: s.tokens,
-                    prompt_tokens: s.prompt_tokens,
-                    stopped: s.stopped,
-                    duration_ms: started.elapsed().as_millis() as u64,
-                    seed: sampler.seed,
-                });
-                if s.cancelled
-                    || !events(GenerationEvent::Finished {
-                        request: r,
-                        sample: i,
-                        stopped: s.stopped,
-                    })
-                {
-                    return Ok(results);
+            drop(tx);
+            // Messages of one sample arrive in order: its texts, then its end.
+            for message in rx {
+                match message {
+                    Message::Text { r, i, text } => {
+                        if cancel.load(Ordering::Relaxed) {
+                            continue;
+                        }
+                        delivered[r][i].push_str(&text);
+                        let go_on = events(GenerationEvent::Token {
+                            request: r,
+                            sample: i,
+                            text,
+                        });
+                        if !go_on {
+                            cancel.store(true, Ordering::Relaxed);
+                        }
+                    }
+                    // An error after a cancel is the cancel's doing (a dropped connection).
+                    Message::Done {
+                        outcome: Err(e), ..
+                    } => {
+                        if !cancel.swap(true, Ordering::Relaxed) {
+                            failure = Some(e);
+                        }
+                    }
+                    Message::Done {
+                        r,
+                        i,
+                        outcome: Ok((s, seed)),
+                    } => {
+                        let cut = s.cancelled || cancel.load(Ordering::Relaxed);
+                        let stopped = s.stopped && !cut;
+                        results[r][i] = Some(Completion {
+                            text: std::mem::take(&mut delivered[r][i]),
+                            tokens: s.tokens,
+                            prompt_tokens: s.prompt_tokens,
+                            stopped,
+                            duration_ms: started.elapsed().as_millis() as u64,
+                            seed,
+                        });
+                        if !cut
+                            && !events(GenerationEvent::Finished {
+                                request: r,
+                                sample: i,
+                                stopped,
+                            })
+                        {
+                            cancel.store(true, Ordering::Relaxed);
+                        }
+                    }
                 }
             }
+        });
+        if let Some(e) = failure {
+            return Err(e.into());
         }
-        Ok(results)
+        Ok(results
+            .into_iter()
+            .map(|r| r.into_iter().map_while(|c| c).collect())
+            .collect())
     }
+}
+
+/// What a streaming worker tells the calling thread.
+enum Message {
+    Text {
+        r: usize,
+        i: usize,
+        text: String,
+    },
+    Done {
+        r: usize,
+        i: usize,
+        outcome: Result<(Streamed, u32), RemoteError>,
+    },
 }
 
 fn is_unreachable(e: &std::io::Error) -> bool {

@@ -22,9 +22,38 @@ pub(crate) struct Choice {
     pub text: String,
     #[serde(default)]
     pub finish_reason: Option<String>,
-    /// llama-server's generated token ids (with `return_tokens`); absent elsewhere.
+    /// llama-server's generated token ids (with `return_tokens`, in versions that stream them).
     #[serde(default)]
     pub tokens: Vec<i32>,
+    /// llama-server's `logprobs.content[].id` (with `logprobs`): the token ids of this chunk.
+    /// vLLM's logprobs carry no ids, so they read as none.
+    #[serde(default)]
+    pub logprobs: Option<Logprobs>,
+}
+
+impl Choice {
+    /// The chunk's token ids, from whichever field the server filled.
+    pub fn token_ids(&self) -> Vec<i32> {
+        if !self.tokens.is_empty() {
+            return self.tokens.clone();
+        }
+        self.logprobs
+            .as_ref()
+            .map(|l| l.content.iter().filter_map(|t| t.id).collect())
+            .unwrap_or_default()
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct Logprobs {
+    #[serde(default)]
+    pub content: Vec<TokenLogprob>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct TokenLogprob {
+    #[serde(default)]
+    pub id: Option<i32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -69,5 +98,20 @@ mod tests {
         assert!(matches!(next_event(&mut r).unwrap(), Some(Event::Data(d)) if d == "{\"a\":1}"));
         assert!(matches!(next_event(&mut r).unwrap(), Some(Event::Done)));
         assert!(next_event(&mut r).unwrap().is_none());
+    }
+
+    #[test]
+    fn token_ids_come_from_tokens_or_from_llama_server_logprobs() {
+        let read = |json: &str| serde_json::from_str::<Choice>(json).unwrap().token_ids();
+        assert_eq!(read(r#"{"text":"ab","tokens":[5,6]}"#), [5, 6]);
+        assert_eq!(
+            read(r#"{"text":"2","logprobs":{"content":[{"id":278,"token":"2","logprob":-0.1}]}}"#),
+            [278]
+        );
+        // vLLM's completion logprobs have no ids.
+        assert!(
+            read(r#"{"text":"2","logprobs":{"tokens":["2"],"token_logprobs":[-0.1]}}"#).is_empty()
+        );
+        assert!(read(r#"{"text":"2","logprobs":null}"#).is_empty());
     }
 }

@@ -266,3 +266,76 @@ fn remote_sends_the_api_key_and_formats_chats_with_apply_template() {
     );
     assert_eq!(body["messages"][0]["role"], "user");
 }
+
+#[test]
+fn remote_streams_up_to_parallel_samples_at_once_and_keeps_their_order() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    // A server that answers every connection on its own thread and records how many streams
+    // were open at the same moment.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (open, peak) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    {
+        let (open, peak) = (open.clone(), peak.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let (open, peak) = (open.clone(), peak.clone());
+                std::thread::spawn(move || {
+                    let mut stream = stream.unwrap();
+                    let (_, _, body) = read_request(&stream);
+                    let now = open.fetch_add(1, Ordering::SeqCst) + 1;
+                    peak.fetch_max(now, Ordering::SeqCst);
+                    let _ = write!(
+                        stream,
+                        "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n"
+                    );
+                    let chunks = sse(&["seed ", &body["seed"].to_string()], "stop");
+                    for (k, c) in chunks.iter().enumerate() {
+                        std::thread::sleep(Duration::from_millis(40));
+                        if k + 1 == chunks.len() {
+                            // Closed before the client can see the end and open the next one.
+                            open.fetch_sub(1, Ordering::SeqCst);
+                        }
+                        let _ = stream.write_all(c.as_bytes());
+                        let _ = stream.flush();
+                    }
+                });
+            }
+        });
+    }
+    let mut o = RemoteOptions::new(&base);
+    o.parallel = 3;
+    let mut g = RemoteGenerator::new(o).unwrap();
+    let cfg = SamplerConfig {
+        seed: 100,
+        ..SamplerConfig::default()
+    };
+    let mut finished = 0;
+    let out = g
+        .generate_batch(
+            &[
+                GenerationRequest::new("a", cfg.clone(), 4),
+                GenerationRequest::new("b", cfg, 3),
+            ],
+            &mut |e| {
+                finished += matches!(e, GenerationEvent::Finished { .. }) as usize;
+                true
+            },
+        )
+        .unwrap();
+    assert_eq!(peak.load(Ordering::SeqCst), 3, "three streams open at once");
+    assert_eq!(finished, 7);
+    let texts: Vec<Vec<&str>> = out
+        .iter()
+        .map(|r| r.iter().map(|c| c.text.as_str()).collect())
+        .collect();
+    assert_eq!(
+        texts,
+        [
+            vec!["seed 100", "seed 101", "seed 102", "seed 103"],
+            vec!["seed 100", "seed 101", "seed 102"]
+        ]
+    );
+    assert!(out.iter().flatten().all(|c| c.stopped));
+}

@@ -38,7 +38,7 @@ pub use encode::ChatEncoder;
 pub use error::{Result, TrainError};
 pub use lora::{Lora, LoraConfig, LoraPair, LoraTarget};
 pub use model::LlamaModel;
-pub use preference::{ADAPTER_GGUF, LoraDpoTrainer};
+pub use preference::{ADAPTER_GGUF, CHECKPOINT_DIR, LoraDpoTrainer};
 pub use sft::{SftConfig, SftExample, SftMetrics, SftOutcome, train_sft};
 pub use tokenizer::{BPE_PRE_REGEX, tokenizer_from_gguf};
 /// The tokenizer crate, so callers name the same `Tokenizer` type this crate returns.

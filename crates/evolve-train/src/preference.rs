@@ -20,6 +20,9 @@ use std::path::{Path, PathBuf};
 /// File name of the GGUF LoRA inside a round's output directory.
 pub const ADAPTER_GGUF: &str = "adapter.gguf";
 
+/// The mid-training checkpoint inside a round's output directory.
+pub const CHECKPOINT_DIR: &str = "checkpoint";
+
 pub struct LoraDpoTrainer {
     model_path: PathBuf,
     device: Device,
@@ -28,6 +31,9 @@ pub struct LoraDpoTrainer {
     pub train: TrainConfig,
     /// Pairs longer than this (prompt + longer answer, in tokens) are left out of training.
     pub max_tokens: usize,
+    /// Steps between checkpoints in `<out_dir>/checkpoint` (0 = none). A training killed and
+    /// started again with the same pairs and settings continues from the last one.
+    pub checkpoint_every: usize,
     /// Loaded on first use and kept across rounds: loading dequantizes the whole model.
     loaded: Option<(LlamaModel, ChatEncoder)>,
 }
@@ -41,6 +47,7 @@ impl LoraDpoTrainer {
             lora,
             train,
             max_tokens: 1024,
+            checkpoint_every: 10,
             loaded: None,
         }
     }
@@ -97,17 +104,26 @@ impl LoraDpoTrainer {
             )));
         }
         let (lora_cfg, train_cfg) = (self.lora.clone(), self.train.clone());
+        let every = self.checkpoint_every;
         let (model, _) = self.load()?;
-        let mut lora = Lora::new(
-            model.config(),
-            lora_cfg,
-            model.master_dtype(),
-            model.device(),
-        )?;
-        if let Some(init) = init {
-            lora.load_weights(&checkpoint_of(init))?;
-        }
-        let mut trainer = Trainer::new(model, lora, train_cfg)?;
+        let checkpoint = out_dir.join(CHECKPOINT_DIR);
+        let mut trainer =
+            match Trainer::resume_matching(model, &checkpoint, &train_cfg, &lora_cfg, &pairs)? {
+                Some(resumed) => resumed,
+                None => {
+                    let mut lora = Lora::new(
+                        model.config(),
+                        lora_cfg,
+                        model.master_dtype(),
+                        model.device(),
+                    )?;
+                    if let Some(init) = init {
+                        lora.load_weights(&checkpoint_of(init))?;
+                    }
+                    Trainer::new(model, lora, train_cfg)?
+                }
+            };
+        trainer.checkpoint_every(&checkpoint, every);
         let outcome = trainer.train(&pairs, |m| {
             let mut metrics: BTreeMap<String, f64> = m
                 .named()
@@ -140,6 +156,8 @@ impl LoraDpoTrainer {
                 path: gguf_path.clone(),
                 source,
             })?;
+            // Done: the mid-run checkpoint has served its purpose.
+            let _ = std::fs::remove_dir_all(&checkpoint);
         }
         Ok(TrainedAdapter {
             gguf_path,

@@ -206,6 +206,8 @@ pub struct Trainer<'m> {
     ref_cache: BTreeMap<usize, RefLogps>,
     ref_cache_data: Option<u64>,
     cancel: Arc<AtomicBool>,
+    /// Where and how often (in steps) [`Self::train`] saves a checkpoint on its own.
+    checkpoints: Option<(PathBuf, usize)>,
 }
 
 impl<'m> Trainer<'m> {
@@ -228,6 +230,7 @@ impl<'m> Trainer<'m> {
             ref_cache: BTreeMap::new(),
             ref_cache_data: None,
             cancel: Arc::new(AtomicBool::new(false)),
+            checkpoints: None,
         })
     }
 
@@ -240,6 +243,12 @@ impl<'m> Trainer<'m> {
     pub fn config(&self) -> &TrainConfig {
         &self.config
     }
+    /// Makes [`Self::train`] save a checkpoint into `dir` every `every` steps (0 = never),
+    /// replacing the previous one whole, so that a killed run loses at most `every` steps.
+    pub fn checkpoint_every(&mut self, dir: &Path, every: usize) {
+        self.checkpoints = (every > 0).then(|| (dir.to_path_buf(), every));
+    }
+
     /// Optimizer steps taken so far.
     pub fn step(&self) -> usize {
         self.step
@@ -349,6 +358,14 @@ impl<'m> Trainer<'m> {
                 self.optimizer.set_learning_rate(lr);
                 self.optimizer.step(&grads)?;
                 self.step += 1;
+                // Saved before the step is reported: a reported step is never lost past the
+                // last checkpoint's.
+                if let Some((dir, every)) = self.checkpoints.clone()
+                    && self.step.is_multiple_of(every)
+                    && self.step < total
+                {
+                    self.save_checkpoint_whole(&dir)?;
+                }
 
                 let n_micro = micro.len() as f64;
                 let metrics = StepMetrics {
@@ -406,6 +423,48 @@ impl<'m> Trainer<'m> {
         let path = dir.join(CHECKPOINT_STATE);
         let json = serde_json::to_string_pretty(&state).expect("state serializes");
         std::fs::write(&path, json).map_err(io(path))
+    }
+
+    /// [`Self::save_checkpoint`] into `<dir>.partial`, then swapped in for `dir`: a kill leaves
+    /// either the old checkpoint, or none (only a partial one, which is never read).
+    fn save_checkpoint_whole(&self, dir: &Path) -> Result<()> {
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| TrainError::Io { path, source }
+        };
+        let partial = dir.with_extension("partial");
+        if partial.exists() {
+            std::fs::remove_dir_all(&partial).map_err(io(&partial))?;
+        }
+        self.save_checkpoint(&partial)?;
+        if dir.exists() {
+            std::fs::remove_dir_all(dir).map_err(io(dir))?;
+        }
+        std::fs::rename(&partial, dir).map_err(io(dir))
+    }
+
+    /// [`Self::resume`] when `dir` holds a checkpoint of this very training: the same training
+    /// and LoRA settings and the same pairs. `None` when there is none or it is of another.
+    pub fn resume_matching(
+        model: &'m LlamaModel,
+        dir: &Path,
+        config: &TrainConfig,
+        lora: &LoraConfig,
+        data: &[PreferencePair],
+    ) -> Result<Option<Self>> {
+        let Ok(text) = std::fs::read_to_string(dir.join(CHECKPOINT_STATE)) else {
+            return Ok(None);
+        };
+        let Ok(state) = serde_json::from_str::<TrainerState>(&text) else {
+            return Ok(None);
+        };
+        if state.train != *config
+            || state.lora != *lora
+            || state.data_fingerprint != Some(data_fingerprint(data))
+        {
+            return Ok(None);
+        }
+        Self::resume(model, dir).map(Some)
     }
 
     /// Rebuilds a trainer from [`Self::save_checkpoint`]'s directory on the same base model.

@@ -7,7 +7,9 @@ use common::tiny_llama;
 use evolve_core::{PairKind, PreferenceTrainer, StepReport, TrainExample};
 use evolve_gguf::tiny::WeightType;
 use evolve_llama::{EngineOptions, LlamaEngine};
-use evolve_train::{ADAPTER_GGUF, ChatEncoder, LoraConfig, LoraDpoTrainer, TrainConfig};
+use evolve_train::{
+    ADAPTER_GGUF, CHECKPOINT_DIR, ChatEncoder, LoraConfig, LoraDpoTrainer, TrainConfig,
+};
 
 fn examples() -> Vec<TrainExample> {
     let prompt = |q: &str| format!("<|im_start|>user\n{q}<|im_end|>\n<|im_start|>assistant\n");
@@ -138,6 +140,79 @@ fn a_cancelled_run_reports_incomplete_and_writes_no_adapter() {
     assert!(!result.completed);
     assert_eq!(result.steps, 2);
     assert!(!out.join(ADAPTER_GGUF).exists());
+}
+
+#[test]
+fn a_stopped_run_continues_from_its_checkpoint_to_the_uninterrupted_result() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_llama(dir.path(), WeightType::F32);
+    let losses = |reports: &[StepReport]| -> Vec<(usize, f64)> {
+        reports
+            .iter()
+            .map(|r| (r.step, r.metrics["loss"]))
+            .collect()
+    };
+    let whole_dir = dir.path().join("whole");
+    let mut whole = Vec::new();
+    let mut t = trainer(&model);
+    t.checkpoint_every = 2;
+    t.train(&examples(), None, &whole_dir, &mut |r| {
+        whole.push(r.clone());
+        true
+    })
+    .unwrap();
+    assert!(
+        !whole_dir.join(CHECKPOINT_DIR).exists(),
+        "a finished run leaves no checkpoint behind"
+    );
+
+    // Stopped after step 3 (as a kill would): the checkpoint of step 2 is on disk.
+    let out = dir.path().join("stopped");
+    let mut t = trainer(&model);
+    t.checkpoint_every = 2;
+    let stopped = t
+        .train(&examples(), None, &out, &mut |r| r.step < 3)
+        .unwrap();
+    assert!(!stopped.completed);
+    assert!(
+        out.join(CHECKPOINT_DIR)
+            .join("trainer_state.json")
+            .is_file()
+    );
+    // A fresh trainer (a new process) goes on after step 2, to the very same end.
+    let mut resumed = Vec::new();
+    let mut t = trainer(&model);
+    t.checkpoint_every = 2;
+    let done = t
+        .train(&examples(), None, &out, &mut |r| {
+            resumed.push(r.clone());
+            true
+        })
+        .unwrap();
+    assert!(done.completed);
+    assert_eq!(resumed[0].step, 3);
+    assert_eq!(losses(&resumed), losses(&whole[2..]));
+    assert_eq!(
+        std::fs::read(out.join(ADAPTER_GGUF)).unwrap(),
+        std::fs::read(whole_dir.join(ADAPTER_GGUF)).unwrap()
+    );
+
+    // Other pairs: the checkpoint is not theirs, so training starts from step 1.
+    let other = dir.path().join("other");
+    let mut t = trainer(&model);
+    t.checkpoint_every = 2;
+    t.train(&examples(), None, &other, &mut |r| r.step < 3)
+        .unwrap();
+    let mut fewer = examples();
+    fewer.pop();
+    let mut first = None;
+    trainer(&model)
+        .train(&fewer, None, &other, &mut |r| {
+            first.get_or_insert(r.step);
+            true
+        })
+        .unwrap();
+    assert_eq!(first, Some(1));
 }
 
 #[test]

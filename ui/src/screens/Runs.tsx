@@ -359,7 +359,10 @@ function Scoreboard({ rows }: { rows: ScoreRow[] }) {
   return (
     <section class="card scoreboard" data-testid="scoreboard">
       <h2>Scoreboard</h2>
-      <p class="muted small">Mean eval score of the direct answer and after each refinement step, per round.</p>
+      <p class="muted small">
+        Mean eval score of the direct answer and after each refinement step, per round; "win vs prev": how often this
+        round's direct answer beat the row above's (ties count half).
+      </p>
       {rows.length === 0 ? (
         <p class="muted">No evaluation yet.</p>
       ) : (
@@ -374,6 +377,7 @@ function Scoreboard({ rows }: { rows: ScoreRow[] }) {
                     refine {i + 1}
                   </th>
                 ))}
+                <th class="num">win vs prev</th>
               </tr>
             </thead>
             <tbody>
@@ -386,6 +390,17 @@ function Scoreboard({ rows }: { rows: ScoreRow[] }) {
                       {fmtNum(r.refined[i], 3)}
                     </td>
                   ))}
+                  <td
+                    class="num"
+                    data-testid="win-rate"
+                    title={
+                      r.win_rate
+                        ? `${r.win_rate.wins} wins, ${r.win_rate.ties} ties, ${r.win_rate.losses} losses; judged by ${r.win_rate.judge} (${r.win_rate.method})`
+                        : undefined
+                    }
+                  >
+                    {r.win_rate ? `${Math.round(r.win_rate.rate * 100)}%` : "–"}
+                  </td>
                 </tr>
               ))}
             </tbody>

@@ -247,6 +247,18 @@ impl Store {
         Ok(())
     }
 
+    /// Forgets the logged steps from `from_step` on: a training that resumes from a checkpoint
+    /// logs them again, and the steps between that checkpoint and a kill must not linger.
+    pub fn truncate_metrics(&self, run: TrainingRunId, from_step: i64) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "DELETE FROM training_metrics WHERE training_run_id = ?1 AND step >= ?2",
+                params![run, from_step],
+            )
+            .context(|| format!("truncating metrics of training run {run}"))?;
+        Ok(())
+    }
+
     /// Every logged step of a training run, in step order.
     pub fn metrics_of(&self, run: TrainingRunId) -> Result<Vec<TrainingMetric>, StoreError> {
         self.metrics_since(run, i64::MIN)
