@@ -85,6 +85,7 @@ impl DemoSettings {
             pair_kinds: PairKinds {
                 direct: true,
                 refine: true,
+                keep: false,
             },
             scorer: "numeric".into(),
             chunk_prompts: 16,

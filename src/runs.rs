@@ -105,6 +105,7 @@ pub struct RoundSummary {
     pub generations: usize,
     pub direct_pairs: usize,
     pub refine_pairs: usize,
+    pub keep_pairs: usize,
     pub training_steps: usize,
     pub final_loss: Option<f64>,
 }
@@ -258,6 +259,7 @@ impl Service {
                 generations: store.generations_of_round(r.id)?.len(),
                 direct_pairs: count(PairKind::Direct),
                 refine_pairs: count(PairKind::Refine),
+                keep_pairs: count(PairKind::Keep),
                 training_steps: metrics.len(),
                 final_loss: metrics.last().and_then(|m| m.metrics.get("loss").copied()),
             });
@@ -367,6 +369,9 @@ impl Service {
                 let messages = match pair.kind {
                     PairKind::Direct => config.template.render_question(&prompt.prompt),
                     PairKind::Refine => config.template.render_messages(&prompt.prompt, &rejected),
+                    PairKind::Keep => config
+                        .template
+                        .render_messages(&prompt.prompt, &text(pair.chosen_id)?),
                 };
                 let messages: Vec<(&str, &str)> = messages
                     .iter()

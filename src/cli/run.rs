@@ -94,6 +94,9 @@ pub struct StartArgs {
     /// Pair selection: correct (verifier), best (best vs worst) or refined (refined vs initial)
     #[arg(long)]
     pairs: Option<String>,
+    /// Also train "keep" pairs: asked to refine its correct answer, keep it (not in the paper)
+    #[arg(long)]
+    keep_pairs: bool,
     #[arg(long)]
     lr: Option<f64>,
     #[arg(long)]
@@ -144,6 +147,7 @@ impl StartArgs {
                 }
             };
         }
+        c.pair_kinds.keep |= self.keep_pairs;
         Ok(c)
     }
 }
@@ -255,17 +259,25 @@ pub fn print_status(s: &RunStatus) {
         s.model_path
     );
     println!(
-        "{:>5} {:<10} {:>11} {:>12} {:>12} {:>6} {:>8}",
-        "round", "state", "generations", "direct pairs", "refine pairs", "steps", "loss"
+        "{:>5} {:<10} {:>11} {:>12} {:>12} {:>10} {:>6} {:>8}",
+        "round",
+        "state",
+        "generations",
+        "direct pairs",
+        "refine pairs",
+        "keep pairs",
+        "steps",
+        "loss"
     );
     for r in &s.rounds {
         println!(
-            "{:>5} {:<10} {:>11} {:>12} {:>12} {:>6} {:>8}",
+            "{:>5} {:<10} {:>11} {:>12} {:>12} {:>10} {:>6} {:>8}",
             r.index,
             r.state.as_str(),
             r.generations,
             r.direct_pairs,
             r.refine_pairs,
+            r.keep_pairs,
             r.training_steps,
             r.final_loss.map_or("-".into(), |l| format!("{l:.4}"))
         );

@@ -172,7 +172,7 @@ export interface RunStateEvent {
   state: RunState;
 }
 
-export type PairKind = "direct" | "refine";
+export type PairKind = "direct" | "refine" | "keep";
 export type Review = "pending" | "approved" | "vetoed" | "edited";
 
 export interface PairFilter {

@@ -48,12 +48,22 @@ macro_rules! string_enum {
 }
 
 string_enum! {
-    /// A preference pair either teaches the direct answer or the refinement of a weak answer.
+    /// A preference pair teaches the direct answer, the refinement of a weak answer, or keeping
+    /// a good answer when asked to refine it.
     PairKind, "pair kind" {
         /// x → y_w ≻ y_l
         Direct => "direct",
         /// (x, y_l, refine-prompt) → y_w ≻ y_l
         Refine => "refine",
+        /// (x, y_w, refine-prompt) → y_w ≻ y_l: shown its good answer, keep it.
+        Keep => "keep",
+    }
+}
+
+impl PairKind {
+    /// Trained in the refinement turn (the prompt shows a previous answer).
+    pub fn is_refinement(self) -> bool {
+        matches!(self, PairKind::Refine | PairKind::Keep)
     }
 }
 

@@ -1,9 +1,10 @@
 //! Pair selection: from every scored answer of one prompt (samples and their refinements) to
 //! preference pairs.
 //!
-//! Each chosen/rejected pair becomes up to two training pairs: a **direct** pair
-//! (x → y_w ≻ y_l) and a **refinement** pair ((x, y_l, refine-prompt) → y_w ≻ y_l), where the
-//! rejected answer is the thing to refine and the chosen one is the refinement target.
+//! Each chosen/rejected pair becomes up to three training pairs: a **direct** pair
+//! (x → y_w ≻ y_l), a **refinement** pair ((x, y_l, refine-prompt) → y_w ≻ y_l), where the
+//! rejected answer is the thing to refine and the chosen one is the refinement target, and, when
+//! asked for, a **keep** pair ((x, y_w, refine-prompt) → y_w ≻ y_l).
 
 use evolve_core::PairKind;
 use serde::{Deserialize, Serialize};
@@ -48,9 +49,14 @@ impl Default for PairStrategy {
 
 /// Which pair kinds to emit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct PairKinds {
     pub direct: bool,
     pub refine: bool,
+    /// Keep pairs: the refinement turn shown the chosen answer prefers it to the rejected one,
+    /// so that refining does not break answers that were right (our addition to the paper's
+    /// two kinds; off unless asked for).
+    pub keep: bool,
 }
 
 impl Default for PairKinds {
@@ -58,6 +64,7 @@ impl Default for PairKinds {
         Self {
             direct: true,
             refine: true,
+            keep: false,
         }
     }
 }
@@ -96,6 +103,7 @@ pub fn select_pairs(
         for (wanted, kind) in [
             (kinds.direct, PairKind::Direct),
             (kinds.refine, PairKind::Refine),
+            (kinds.keep, PairKind::Keep),
         ] {
             if wanted {
                 out.push(SelectedPair {

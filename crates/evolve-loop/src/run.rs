@@ -782,6 +782,15 @@ impl<'a> Orchestrator<'a> {
                     .config
                     .template
                     .render_messages(&prompt.prompt, &rejected),
+                // The good answer as generated is what the refinement turn is shown.
+                PairKind::Keep => {
+                    let shown = self
+                        .store
+                        .get_generation(pair.chosen_id)?
+                        .expect("chosen exists")
+                        .text;
+                    self.config.template.render_messages(&prompt.prompt, &shown)
+                }
             };
             let formatted = self.engines.generator.format_chat(&messages)?;
             examples.push(TrainExample {

@@ -110,6 +110,7 @@ fn refined_vs_initial_pairs_each_improving_chain() {
     let kinds = PairKinds {
         direct: false,
         refine: true,
+        keep: false,
     };
     let pairs = select_pairs(
         &PairStrategy::RefinedVsInitial { min_margin: 0.5 },
@@ -135,6 +136,7 @@ fn correct_vs_incorrect_uses_each_answer_once_and_skips_identical_texts() {
     let kinds = PairKinds {
         direct: true,
         refine: false,
+        keep: false,
     };
     let pairs = select_pairs(
         &PairStrategy::CorrectVsIncorrect {
@@ -150,4 +152,31 @@ fn correct_vs_incorrect_uses_each_answer_once_and_skips_identical_texts() {
     assert!(select_pairs(&PairStrategy::default(), PairKinds::default(), &same).is_empty());
     let all_right = [c(1, 0, 0, "a", 1.0), c(2, 1, 0, "b", 1.0)];
     assert!(select_pairs(&PairStrategy::default(), PairKinds::default(), &all_right).is_empty());
+}
+
+#[test]
+fn every_chosen_rejected_pair_becomes_one_pair_of_each_asked_kind() {
+    let cands = [c(1, 0, 0, "#### 7", 1.0), c(2, 1, 0, "#### 8", 0.0)];
+    let all = PairKinds {
+        direct: true,
+        refine: true,
+        keep: true,
+    };
+    let pairs = select_pairs(&PairStrategy::default(), all, &cands);
+    let got: Vec<(PairKind, i64, i64)> = pairs
+        .iter()
+        .map(|p| (p.kind, p.chosen, p.rejected))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (PairKind::Direct, 1, 2),
+            (PairKind::Refine, 1, 2),
+            (PairKind::Keep, 1, 2)
+        ]
+    );
+    // Keep pairs are asked for explicitly; older configurations without the field get none.
+    let old: PairKinds = serde_json::from_str(r#"{"direct": true, "refine": true}"#).unwrap();
+    assert_eq!(old, PairKinds::default());
+    assert!(!old.keep);
 }

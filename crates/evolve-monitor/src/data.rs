@@ -19,6 +19,7 @@ pub struct RoundRows {
 pub struct PairCounts {
     pub direct: i64,
     pub refine: i64,
+    pub keep: i64,
 }
 
 /// Sampling throughput of a round: every generation (samples and refinements) it stored.
@@ -147,6 +148,7 @@ fn pair_counts(store: &Store, round: &Round) -> Result<PairCounts> {
         match row? {
             (kind, n) if kind == evolve_core::PairKind::Direct.as_str() => counts.direct = n,
             (kind, n) if kind == evolve_core::PairKind::Refine.as_str() => counts.refine = n,
+            (kind, n) if kind == evolve_core::PairKind::Keep.as_str() => counts.keep = n,
             _ => {}
         }
     }

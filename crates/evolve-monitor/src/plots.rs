@@ -216,11 +216,15 @@ pub(crate) fn round_panels(ui: &mut egui::Ui, data: &RunPlotData, scores: &[Scor
             ("preference pairs per round: ", None),
             ("direct", Some(DIRECT)),
             (" · ", None),
-            ("refine", Some(REFINED)),
+            ("refine (+ keep)", Some(REFINED)),
         ],
     );
     let direct = at(data.rounds.iter().map(|r| r.pairs.direct as f64).collect());
-    let refine = at(data.rounds.iter().map(|r| r.pairs.refine as f64).collect());
+    let refine = at(data
+        .rounds
+        .iter()
+        .map(|r| (r.pairs.refine + r.pairs.keep) as f64)
+        .collect());
     let pairs = [("direct", DIRECT, direct), ("refine", REFINED, refine)];
     round_bars(ui, "pairs", &pairs, other_height, &|v| format!("{v:.0}"));
 

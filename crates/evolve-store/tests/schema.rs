@@ -30,7 +30,7 @@ fn fresh_database_is_migrated_to_latest_in_wal_mode_and_reopening_is_a_no_op() {
     let (_dir, path) = temp_db();
     let store = Store::open(&path).unwrap();
     assert_eq!(store.schema_version().unwrap(), LATEST_VERSION);
-    assert_eq!(LATEST_VERSION, 3);
+    assert_eq!(LATEST_VERSION, 4);
     assert_eq!(store.path(), path.as_path());
     let counts = store.counts().unwrap();
     for table in ALL_TABLES {
@@ -274,6 +274,24 @@ fn populated_v1_database_upgrades_with_every_row_intact() {
     let model = store.get_model(seeded.model).unwrap().unwrap();
     assert_eq!(model.display_name.as_deref(), Some("My tiny llama"));
     assert_eq!(model.name.as_deref(), Some("Tiny Llama"));
+    // v4: keep pairs next to the old refine pair of the same answers.
+    store
+        .insert_pair(&NewPair {
+            round_id: seeded.round,
+            prompt_id: seeded.prompts[0],
+            kind: PairKind::Keep,
+            chosen_id: chain[2],
+            rejected_id: chain[0],
+            margin: 1.0,
+        })
+        .unwrap();
+    let kinds: Vec<PairKind> = store
+        .list_pairs(&Default::default())
+        .unwrap()
+        .iter()
+        .map(|p| p.kind)
+        .collect();
+    assert_eq!(kinds, [PairKind::Refine, PairKind::Keep]);
 }
 
 fn file_bytes(path: &std::path::Path) -> Vec<u8> {

@@ -273,7 +273,7 @@ pub fn evolve_loss(
             .iter()
             .map(|p| match p.kind {
                 PairKind::Direct => 1.0,
-                PairKind::Refine => cfg.lambda_refine,
+                PairKind::Refine | PairKind::Keep => cfg.lambda_refine,
             })
             .collect(),
     )?;
@@ -286,9 +286,10 @@ pub fn evolve_loss(
         loss = (loss + (&nll * cfg.nll_weight)?)?;
     }
 
+    // `refine/…` metrics cover both refinement-turn kinds (refine and keep pairs).
     let subset = |kind: PairKind| -> Result<DpoMetrics> {
         let idx: Vec<u32> = (0..n as u32)
-            .filter(|&i| pairs[i as usize].kind == kind)
+            .filter(|&i| pairs[i as usize].kind.is_refinement() == kind.is_refinement())
             .collect();
         if idx.is_empty() {
             return Ok(DpoMetrics::default());

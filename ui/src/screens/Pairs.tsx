@@ -29,7 +29,7 @@ function PairRow({ pair, onChange }: { pair: Pair; onChange: (p: Pair) => void }
   return (
     <article class={cls("pair card", `review-${pair.review}`)} data-testid={`pair-${pair.id}`} data-review={pair.review}>
       <header class="pair-head">
-        <Badge tone={pair.kind === "refine" ? "accent" : ""}>{pair.kind}</Badge>
+        <Badge tone={pair.kind === "direct" ? "" : "accent"}>{pair.kind}</Badge>
         <span class="muted small">round {pair.round}</span>
         <span class="muted small num">margin {fmtNum(pair.margin, 3)}</span>
         <span class="grow" />
@@ -159,9 +159,10 @@ export function Pairs() {
         <label>
           <span>Kind</span>
           <select value={filter.kind ?? ""} onChange={(e) => set({ kind: ((e.currentTarget as HTMLSelectElement).value || null) as PairKind | null })} data-testid="filter-kind">
-            <option value="">both</option>
+            <option value="">all</option>
             <option value="direct">direct</option>
             <option value="refine">refine</option>
+            <option value="keep">keep</option>
           </select>
         </label>
         <label>
