@@ -85,16 +85,12 @@ pub struct ScoreRow {
     pub win_rate: Option<WinRateCell>,
 }
 
-/// A win rate with its counts, as stored by the orchestrator.
+/// A round's judged win rate and the counts behind it, as the orchestrator stored them.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct WinRateCell {
     pub rate: f64,
-    pub wins: i64,
-    pub ties: i64,
-    pub losses: i64,
-    /// Who judged: the scorer's name, and how (`pairwise, both orders` or `higher score`).
-    pub judge: String,
-    pub method: String,
+    #[serde(flatten)]
+    pub details: evolve_loop::run::WinRateDetails,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -295,23 +291,11 @@ impl Service {
             let win_rate = (which == "trained")
                 .then(|| get(evolve_loop::run::WIN_RATE_METRIC.to_string()))
                 .flatten()
-                .map(|e| {
-                    let count = |k: &str| e.details.get(k).and_then(|v| v.as_i64()).unwrap_or(0);
-                    let text = |k: &str| {
-                        e.details
-                            .get(k)
-                            .and_then(|v| v.as_str())
-                            .unwrap_or("")
-                            .to_string()
-                    };
-                    WinRateCell {
+                .and_then(|e| {
+                    Some(WinRateCell {
                         rate: e.value,
-                        wins: count("wins"),
-                        ties: count("ties"),
-                        losses: count("losses"),
-                        judge: text("judge"),
-                        method: text("method"),
-                    }
+                        details: serde_json::from_value(e.details.clone()).ok()?,
+                    })
                 });
             rows.push(ScoreRow {
                 label,
@@ -352,27 +336,11 @@ impl Service {
                 if pair.review == ReviewState::Vetoed {
                     continue;
                 }
-                let text = |id| -> Result<String> {
-                    Ok(store
-                        .get_generation(id)?
-                        .context("pair answer missing")?
-                        .text)
-                };
-                let prompt = store
-                    .get_prompt(pair.prompt_id)?
-                    .context("pair prompt missing")?;
-                let rejected = text(pair.rejected_id)?;
-                let chosen = match (&pair.review, &pair.edited_chosen_text) {
-                    (ReviewState::Edited, Some(t)) => t.clone(),
-                    _ => text(pair.chosen_id)?,
-                };
-                let messages = match pair.kind {
-                    PairKind::Direct => config.template.render_question(&prompt.prompt),
-                    PairKind::Refine => config.template.render_messages(&prompt.prompt, &rejected),
-                    PairKind::Keep => config
-                        .template
-                        .render_messages(&prompt.prompt, &text(pair.chosen_id)?),
-                };
+                let evolve_loop::pairs::PairTexts {
+                    messages,
+                    chosen,
+                    rejected,
+                } = evolve_loop::pairs::pair_texts(store, &config.template, &pair)?;
                 let messages: Vec<(&str, &str)> = messages
                     .iter()
                     .map(|m| (m.role.as_str(), m.content.as_str()))

@@ -11,6 +11,16 @@ fn evolve(args: &[&str]) -> std::process::Output {
         .expect("run evolve")
 }
 
+/// The cells of the printed table's data rows (those starting with a batch size).
+fn table_rows(stdout: &str) -> Vec<Vec<&str>> {
+    stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix('|'))
+        .map(|l| l.split('|').map(str::trim).collect::<Vec<_>>())
+        .filter(|c| c[0].parse::<usize>().is_ok())
+        .collect()
+}
+
 #[test]
 fn bench_sample_prints_a_row_per_batch_size_with_positive_speeds() {
     let out = evolve(&[
@@ -35,12 +45,7 @@ fn bench_sample_prints_a_row_per_batch_size_with_positive_speeds() {
         "{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let rows: Vec<Vec<&str>> = stdout
-        .lines()
-        .filter_map(|l| l.strip_prefix('|'))
-        .map(|l| l.split('|').map(str::trim).collect::<Vec<_>>())
-        .filter(|c| c[0].parse::<usize>().is_ok())
-        .collect();
+    let rows = table_rows(&stdout);
     assert_eq!(
         rows.iter().map(|c| c[0]).collect::<Vec<_>>(),
         ["1", "2"],
@@ -94,12 +99,7 @@ fn bench_sample_puts_the_reference_beside_ours_with_the_median_ratio() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(stdout.contains("medians of 3 alternating runs"), "{stdout}");
-    let rows: Vec<Vec<&str>> = stdout
-        .lines()
-        .filter_map(|l| l.strip_prefix('|'))
-        .map(|l| l.split('|').map(str::trim).collect::<Vec<_>>())
-        .filter(|c| c[0].parse::<usize>().is_ok())
-        .collect();
+    let rows = table_rows(&stdout);
     assert_eq!(rows.len(), 2, "{stdout}");
     for c in &rows {
         assert_eq!((c[2], c[4]), ("1600.0", "100.0"), "{stdout}");

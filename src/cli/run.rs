@@ -300,7 +300,8 @@ pub fn print_status(s: &RunStatus) {
             line += &format!(" {:>9}", pct(*v));
         }
         let win = row.win_rate.as_ref().map_or("-".to_string(), |w| {
-            format!("{:.0}% {}/{}/{}", w.rate * 100.0, w.wins, w.ties, w.losses)
+            let d = &w.details;
+            format!("{:.0}% {}/{}/{}", w.rate * 100.0, d.wins, d.ties, d.losses)
         });
         println!("{line} {win:>12}  (n={})", row.n);
     }
@@ -308,7 +309,7 @@ pub fn print_status(s: &RunStatus) {
         println!(
             "win vs prev: this row's direct answers against the row above (wins/ties/losses; \
              judged by {}, {})",
-            w.judge, w.method
+            w.details.judge, w.details.method
         );
     }
 }

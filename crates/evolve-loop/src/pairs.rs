@@ -6,7 +6,8 @@
 //! rejected answer is the thing to refine and the chosen one is the refinement target, and, when
 //! asked for, a **keep** pair ((x, y_w, refine-prompt) → y_w ≻ y_l).
 
-use evolve_core::PairKind;
+use evolve_core::{ChatMessage, PairKind, RefinementTemplate, ReviewState};
+use evolve_store::{GenerationId, Pair, Store, StoreError};
 use serde::{Deserialize, Serialize};
 
 /// One scored answer of a prompt.
@@ -179,4 +180,55 @@ fn correct_vs_incorrect(
         .take(max_pairs)
         .map(|(c, i)| (*c, i))
         .collect()
+}
+
+/// A stored pair as the texts it trains on (and TRL export writes).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PairTexts {
+    /// The prompt as a conversation: the question, or for refine and keep pairs the
+    /// refinement turn showing the rejected (refine) or the chosen answer as generated (keep).
+    pub messages: Vec<ChatMessage>,
+    /// The reviewer's edit when the pair was edited, else the chosen answer.
+    pub chosen: String,
+    pub rejected: String,
+}
+
+/// Reads a pair's question and answers and renders its prompt with `template`.
+pub fn pair_texts(
+    store: &Store,
+    template: &RefinementTemplate,
+    pair: &Pair,
+) -> Result<PairTexts, StoreError> {
+    let text = |id: GenerationId| -> Result<String, StoreError> {
+        Ok(store
+            .get_generation(id)?
+            .ok_or(StoreError::NotFound {
+                what: "generation",
+                id: id.0,
+            })?
+            .text)
+    };
+    let question = store
+        .get_prompt(pair.prompt_id)?
+        .ok_or(StoreError::NotFound {
+            what: "prompt",
+            id: pair.prompt_id.0,
+        })?
+        .prompt;
+    let generated_chosen = text(pair.chosen_id)?;
+    let rejected = text(pair.rejected_id)?;
+    let messages = match pair.kind {
+        PairKind::Direct => template.render_question(&question),
+        PairKind::Refine => template.render_messages(&question, &rejected),
+        PairKind::Keep => template.render_messages(&question, &generated_chosen),
+    };
+    let chosen = match (&pair.review, &pair.edited_chosen_text) {
+        (ReviewState::Edited, Some(edited)) => edited.clone(),
+        _ => generated_chosen,
+    };
+    Ok(PairTexts {
+        messages,
+        chosen,
+        rejected,
+    })
 }

@@ -7,9 +7,9 @@
 //! derive from (run seed, round, prompt, sample), never from batch order, so redone work gives the
 //! same text.
 
-use crate::pairs::{Candidate, PairKinds, PairStrategy, select_pairs};
+use crate::pairs::{Candidate, PairKinds, PairStrategy, PairTexts, pair_texts, select_pairs};
 use evolve_core::{
-    ChainStart, GenerationKind, GenerationRequest, Generator, PairKind, PreferenceTrainer,
+    ChainStart, GenerationKind, GenerationRequest, Generator, PreferenceTrainer,
     RefinementTemplate, ReviewState, RoundState, RunState, SamplerConfig, ScoreInput, Scorer,
     StepReport, TrainExample, WinRate, Winner, refine_chains,
 };
@@ -758,40 +758,11 @@ impl<'a> Orchestrator<'a> {
         })?;
         let mut examples = Vec::new();
         for pair in pairs.iter().filter(|p| p.review != ReviewState::Vetoed) {
-            let prompt = self
-                .store
-                .get_prompt(pair.prompt_id)?
-                .expect("pair prompt exists");
-            let chosen = match (&pair.review, &pair.edited_chosen_text) {
-                (ReviewState::Edited, Some(text)) => text.clone(),
-                _ => {
-                    self.store
-                        .get_generation(pair.chosen_id)?
-                        .expect("chosen exists")
-                        .text
-                }
-            };
-            let rejected = self
-                .store
-                .get_generation(pair.rejected_id)?
-                .expect("rejected exists")
-                .text;
-            let messages = match pair.kind {
-                PairKind::Direct => self.config.template.render_question(&prompt.prompt),
-                PairKind::Refine => self
-                    .config
-                    .template
-                    .render_messages(&prompt.prompt, &rejected),
-                // The good answer as generated is what the refinement turn is shown.
-                PairKind::Keep => {
-                    let shown = self
-                        .store
-                        .get_generation(pair.chosen_id)?
-                        .expect("chosen exists")
-                        .text;
-                    self.config.template.render_messages(&prompt.prompt, &shown)
-                }
-            };
+            let PairTexts {
+                messages,
+                chosen,
+                rejected,
+            } = pair_texts(self.store, &self.config.template, pair)?;
             let formatted = self.engines.generator.format_chat(&messages)?;
             examples.push(TrainExample {
                 kind: pair.kind,
@@ -1079,16 +1050,17 @@ impl<'a> Orchestrator<'a> {
             metric: WIN_RATE_METRIC.into(),
             value,
             n: (tally.wins + tally.ties + tally.losses) as i64,
-            details: serde_json::json!({
-                "judge": self.engines.scorer.name(),
-                "method": judge,
-                "previous": previous_label,
-                "wins": tally.wins,
-                "ties": tally.ties,
-                "losses": tally.losses,
-                "failed": tally.failed,
-                "first_failure": tally.first_failure,
-            }),
+            details: serde_json::to_value(WinRateDetails {
+                judge: self.engines.scorer.name().to_string(),
+                method: judge.to_string(),
+                previous: previous_label,
+                wins: tally.wins,
+                ties: tally.ties,
+                losses: tally.losses,
+                failed: tally.failed,
+                first_failure: tally.first_failure,
+            })
+            .expect("plain fields serialize"),
         })?;
         self.report(Progress::Evaluated {
             round: r,
@@ -1096,6 +1068,22 @@ impl<'a> Orchestrator<'a> {
             value,
         })
     }
+}
+
+/// The details of a [`WIN_RATE_METRIC`] evaluation (its value is the rate).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WinRateDetails {
+    /// The scorer's name, and how it judged: `pairwise, both orders` or `higher score`.
+    pub judge: String,
+    pub method: String,
+    /// What was compared against: `base` or `round N`.
+    pub previous: String,
+    pub wins: usize,
+    pub ties: usize,
+    pub losses: usize,
+    /// Pairs the judge could not decide, and the first failure's message.
+    pub failed: usize,
+    pub first_failure: Option<String>,
 }
 
 /// One held-out answer, kept in its evaluation's details.

@@ -360,11 +360,11 @@ impl<'m> Trainer<'m> {
                 self.step += 1;
                 // Saved before the step is reported: a reported step is never lost past the
                 // last checkpoint's.
-                if let Some((dir, every)) = self.checkpoints.clone()
-                    && self.step.is_multiple_of(every)
+                if let Some((dir, every)) = &self.checkpoints
+                    && self.step.is_multiple_of(*every)
                     && self.step < total
                 {
-                    self.save_checkpoint_whole(&dir)?;
+                    self.save_checkpoint_whole(dir)?;
                 }
 
                 let n_micro = micro.len() as f64;
