@@ -169,8 +169,13 @@ fn remote_cancellation_stops_after_the_event_that_said_so() {
     fn long(_: &str, _: &Value) -> (u16, &'static str, Vec<String>) {
         (200, "text/event-stream", sse(&["a"; 50], "length"))
     }
-    let (base, _rx) = serve(1, long);
-    let mut g = generator(&base);
+    // One stream at a time, so "later" is well defined: with several in flight the server
+    // could answer sample 1 before sample 0. The server would accept all three.
+    let (base, rx) = serve(3, long);
+    let mut o = RemoteOptions::new(&base);
+    o.read_timeout = Duration::from_secs(10);
+    o.parallel = 1;
+    let mut g = RemoteGenerator::new(o).unwrap();
     let mut seen = 0;
     let out = g
         .generate_batch(
@@ -185,6 +190,8 @@ fn remote_cancellation_stops_after_the_event_that_said_so() {
     assert_eq!(out[0].len(), 1, "later samples never start");
     assert_eq!(out[0][0].text, "aa");
     assert!(!out[0][0].stopped);
+    std::thread::sleep(Duration::from_millis(100)); // time for a wrongly started one to arrive
+    assert_eq!(rx.try_iter().count(), 1, "one request reached the server");
 }
 
 #[test]
