@@ -7,7 +7,7 @@ use anyhow::Result;
 use evolve_core::{RefinementTemplate, SamplerConfig};
 use evolve_loop::arithmetic::{gsm8k_jsonl, is_held_out, problems_split, task_template};
 use evolve_loop::pairs::{PairKinds, PairStrategy};
-use evolve_loop::run::{RunConfig, TrainSettings};
+use evolve_loop::run::{PreferenceLoss, ReferenceModel, RunConfig, TrainSettings};
 use evolve_store::{DatasetId, Model, NewPrompt};
 use evolve_train::SftMetrics;
 use std::path::PathBuf;
@@ -97,6 +97,9 @@ impl DemoSettings {
                 beta: 0.5,
                 lambda_refine: 1.0,
                 nll_weight: 1.0,
+                loss: PreferenceLoss::Sigmoid,
+                reference: ReferenceModel::Base,
+                first_step_only: false,
                 epochs: 2,
                 batch_size: 8,
                 grad_accum: 1,

@@ -6,10 +6,14 @@
 use crate::Service;
 use anyhow::{Context, Result, bail};
 use evolve_core::{PairKind, RoundState, RunState};
-use evolve_loop::run::{Engines, Orchestrator, Progress, RunConfig, TrainSettings, create_run};
+use evolve_loop::run::{
+    Engines, Orchestrator, PreferenceLoss, Progress, ReferenceModel, RunConfig, TrainSettings,
+    create_run,
+};
 use evolve_store::{DatasetId, ModelId, PairFilter, RunId};
+use evolve_train::loss::DpoKind;
 use evolve_train::optim::LrSchedule;
-use evolve_train::{LoraConfig, LoraDpoTrainer, TrainConfig};
+use evolve_train::{LoraConfig, LoraDpoTrainer, Reference, TrainConfig};
 use serde::Serialize;
 use std::path::PathBuf;
 
@@ -58,6 +62,15 @@ pub fn trainer_for(model: &std::path::Path, t: &TrainSettings) -> LoraDpoTrainer
         beta: t.beta,
         lambda_refine: t.lambda_refine,
         nll_weight: t.nll_weight,
+        dpo_kind: match t.loss {
+            PreferenceLoss::Sigmoid => DpoKind::Sigmoid,
+            PreferenceLoss::Ipo => DpoKind::Ipo,
+        },
+        // Training starts from the previous round's adapter, so "initial" is that model.
+        reference: match t.reference {
+            ReferenceModel::Base => Reference::Base,
+            ReferenceModel::Previous => Reference::Initial,
+        },
         lr: t.lr,
         warmup_steps: 0,
         schedule: LrSchedule::Constant,
@@ -69,6 +82,7 @@ pub fn trainer_for(model: &std::path::Path, t: &TrainSettings) -> LoraDpoTrainer
     };
     let mut trainer = LoraDpoTrainer::new(model, lora, train);
     trainer.max_tokens = t.max_tokens;
+    trainer.first_step_only = t.first_step_only;
     trainer.checkpoint_every = t.checkpoint_every;
     trainer
 }

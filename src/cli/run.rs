@@ -101,6 +101,16 @@ pub struct StartArgs {
     lr: Option<f64>,
     #[arg(long)]
     beta: Option<f64>,
+    /// Preference loss: sigmoid (DPO) or ipo
+    #[arg(long, value_parser = ["sigmoid", "ipo"])]
+    loss: Option<String>,
+    /// DPO reference: base (the untrained model) or previous (the model that sampled the
+    /// round, as in the paper)
+    #[arg(long, value_parser = ["base", "previous"])]
+    reference: Option<String>,
+    /// Step-DPO: train on the first line where the two answers differ (not in the paper)
+    #[arg(long)]
+    first_step_only: bool,
     #[arg(long)]
     lora_rank: Option<usize>,
     #[arg(long)]
@@ -148,6 +158,14 @@ impl StartArgs {
             };
         }
         c.pair_kinds.keep |= self.keep_pairs;
+        c.train.first_step_only |= self.first_step_only;
+        // clap has checked the spelling; serde maps it onto the enums.
+        if let Some(l) = &self.loss {
+            c.train.loss = serde_json::from_value(serde_json::json!(l))?;
+        }
+        if let Some(r) = &self.reference {
+            c.train.reference = serde_json::from_value(serde_json::json!(r))?;
+        }
         Ok(c)
     }
 }

@@ -67,6 +67,13 @@ pub struct TrainSettings {
     pub lambda_refine: f64,
     /// Weight of an NLL term on the chosen answers (TRL's `rpo_alpha`); 0 = plain DPO.
     pub nll_weight: f64,
+    /// The preference loss: DPO's sigmoid or IPO's squared (bounded) one.
+    pub loss: PreferenceLoss,
+    /// The model the log-ratios are measured against.
+    pub reference: ReferenceModel,
+    /// Step-DPO: train on the first line where chosen and rejected differ, the lines before it
+    /// as context, instead of on the whole answers (not in the paper).
+    pub first_step_only: bool,
     pub epochs: usize,
     pub batch_size: usize,
     pub grad_accum: usize,
@@ -76,6 +83,29 @@ pub struct TrainSettings {
     /// Optimizer steps between training checkpoints (0 = none): a killed training loses at
     /// most this many steps.
     pub checkpoint_every: usize,
+}
+
+/// The preference loss of [`TrainSettings::loss`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PreferenceLoss {
+    /// `−log σ(β·h)`: DPO.
+    #[default]
+    Sigmoid,
+    /// `(h − 1/(2β))²` on length-normalised log-probs: IPO, which stops pushing once the
+    /// margin is reached instead of driving both log-probs down.
+    Ipo,
+}
+
+/// The DPO reference of [`TrainSettings::reference`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReferenceModel {
+    /// The untrained base model in every round (TRL's default for a PEFT model).
+    #[default]
+    Base,
+    /// The model that sampled the round: the previous round's adapter (the paper's M_t).
+    Previous,
 }
 
 impl Default for TrainSettings {
@@ -89,6 +119,9 @@ impl Default for TrainSettings {
             beta: 0.1,
             lambda_refine: 1.0,
             nll_weight: 0.0,
+            loss: PreferenceLoss::Sigmoid,
+            reference: ReferenceModel::Base,
+            first_step_only: false,
             epochs: 1,
             batch_size: 2,
             grad_accum: 4,

@@ -57,6 +57,13 @@ impl ChatEncoder {
         Ok(ids)
     }
 
+    /// Whether token `id` ends a line (its text holds a newline): where a reasoning step ends.
+    pub fn ends_line(&self, id: u32) -> bool {
+        self.tokenizer
+            .decode(&[id], false)
+            .is_ok_and(|t| t.contains('\n'))
+    }
+
     /// An assistant reply, closed with the end-of-turn token.
     pub fn answer(&self, text: &str) -> Result<Vec<u32>> {
         let mut ids = self.ids(text)?;

@@ -44,8 +44,8 @@ pub use tokenizer::{BPE_PRE_REGEX, tokenizer_from_gguf};
 /// The tokenizer crate, so callers name the same `Tokenizer` type this crate returns.
 pub use tokenizers;
 pub use trainer::{
-    CHECKPOINT_OPTIMIZER, CHECKPOINT_STATE, CHECKPOINT_WEIGHTS, StepMetrics, TrainConfig,
-    TrainOutcome, Trainer, data_fingerprint,
+    CHECKPOINT_OPTIMIZER, CHECKPOINT_STATE, CHECKPOINT_WEIGHTS, Reference, StepMetrics,
+    TrainConfig, TrainOutcome, Trainer, data_fingerprint,
 };
 
 use candle_core::quantized::gguf_file;

@@ -219,15 +219,28 @@ fn policy_logps(
     Ok((summed, used))
 }
 
-/// Reference log-probs of the pairs, computed with the adapter off (no gradient).
+/// The model DPO measures the policy's log-ratios against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Reference {
+    /// The base model, adapter off (TRL's default on a PEFT model).
+    #[default]
+    Base,
+    /// The policy as it was before the first step: base plus the adapter training starts from
+    /// (EVOLVE's reference is the previous round's model).
+    Initial,
+}
+
+/// Reference log-probs of the pairs (no gradient): with `adapter` applied, or the base alone.
 pub fn reference_logps(
     model: &LlamaModel,
+    adapter: Option<&Lora>,
     pairs: &[&PreferencePair],
     kind: DpoKind,
     pad_id: u32,
 ) -> Result<Vec<RefLogps>> {
     let batch = pair_batch(pairs, pad_id, model)?;
-    let (_, logps) = policy_logps(model, None, &batch, kind)?;
+    let (_, logps) = policy_logps(model, adapter, &batch, kind)?;
     let v = logps.detach().to_dtype(DType::F64)?.to_vec1::<f64>()?;
     let n = pairs.len();
     Ok((0..n)
@@ -395,7 +408,7 @@ mod tests {
         let data = pairs();
         let refs_pairs: Vec<&PreferencePair> = data.iter().collect();
         for (kind, nll_weight) in [(DpoKind::Sigmoid, 0.5), (DpoKind::Ipo, 0.0)] {
-            let refs = reference_logps(&model, &refs_pairs, kind, 0).unwrap();
+            let refs = reference_logps(&model, None, &refs_pairs, kind, 0).unwrap();
             let cfg = EvolveLossConfig {
                 beta: 0.5,
                 lambda_refine: 0.7,
@@ -448,7 +461,7 @@ mod tests {
         }
         let data = pairs();
         let all: Vec<&PreferencePair> = data.iter().collect();
-        let refs = reference_logps(&model, &all, DpoKind::Sigmoid, 0).unwrap();
+        let refs = reference_logps(&model, None, &all, DpoKind::Sigmoid, 0).unwrap();
         let loss = |pairs: &[&PreferencePair], refs: &[RefLogps], lambda: f64, alpha: f64| {
             let cfg = EvolveLossConfig {
                 beta: 0.1,

@@ -1,10 +1,10 @@
 //! The candle LoRA-DPO trainer behind the loop's [`PreferenceTrainer`] trait: text pairs in, a
 //! GGUF LoRA that llama.cpp loads out.
 //!
-//! Rounds continue one adapter: a round starts from the previous round's adapter weights, and
-//! the DPO reference is the base model (adapter off), as with TRL on a PEFT model. The paper's
-//! reference is the previous round's model; keeping the base avoids a second full model in
-//! memory and is what LoRA users already run.
+//! Rounds continue one adapter: a round starts from the previous round's adapter weights. The
+//! DPO reference is, by [`crate::Reference`], the base model (adapter off, as with TRL on a PEFT
+//! model) or the adapter training starts from (the paper's previous-round model). Neither needs
+//! a second model in memory: the latter's log-probs are computed once before the first step.
 
 use crate::encode::ChatEncoder;
 use crate::export::export_gguf_lora;
@@ -31,6 +31,9 @@ pub struct LoraDpoTrainer {
     pub train: TrainConfig,
     /// Pairs longer than this (prompt + longer answer, in tokens) are left out of training.
     pub max_tokens: usize,
+    /// Step-DPO: compare only the first line on which chosen and rejected differ (see
+    /// [`first_differing_step`]).
+    pub first_step_only: bool,
     /// Steps between checkpoints in `<out_dir>/checkpoint` (0 = none). A training killed and
     /// started again with the same pairs and settings continues from the last one.
     pub checkpoint_every: usize,
@@ -47,6 +50,7 @@ impl LoraDpoTrainer {
             lora,
             train,
             max_tokens: 1024,
+            first_step_only: false,
             checkpoint_every: 10,
             loaded: None,
         }
@@ -71,16 +75,19 @@ impl LoraDpoTrainer {
 
     /// Tokenized pairs, in order, without those over `max_tokens`; also how many were dropped.
     pub fn encode(&mut self, examples: &[TrainExample]) -> Result<(Vec<PreferencePair>, usize)> {
-        let max = self.max_tokens;
+        let (max, first_step_only) = (self.max_tokens, self.first_step_only);
         let (_, enc) = self.load()?;
         let mut pairs = Vec::with_capacity(examples.len());
         for e in examples {
-            let pair = PreferencePair {
+            let mut pair = PreferencePair {
                 kind: e.kind,
                 prompt: enc.prompt(&e.prompt)?,
                 chosen: enc.answer(&e.chosen)?,
                 rejected: enc.answer(&e.rejected)?,
             };
+            if first_step_only {
+                pair = first_differing_step(pair, |t| enc.ends_line(t));
+            }
             if pair.prompt.len() + pair.chosen.len().max(pair.rejected.len()) <= max {
                 pairs.push(pair);
             }
@@ -176,6 +183,47 @@ fn checkpoint_of(gguf: &Path) -> PathBuf {
         .join(CHECKPOINT_WEIGHTS)
 }
 
+/// Step-DPO's view of a pair (Lai et al. 2024, arXiv 2406.18629): the lines both answers
+/// share move into the prompt, and each answer keeps only the line where they first differ
+/// (with the end token if that line is the last). What follows a mistake is conditioned on
+/// it; pushing those tokens down (a newline, `####`) teaches the format away instead of the
+/// mistake, which is how whole-answer DPO lowered accuracy on the demo's task.
+pub fn first_differing_step(
+    pair: PreferencePair,
+    ends_line: impl Fn(u32) -> bool,
+) -> PreferencePair {
+    let PreferencePair {
+        kind,
+        mut prompt,
+        chosen,
+        rejected,
+    } = pair;
+    let same = chosen
+        .iter()
+        .zip(&rejected)
+        .take_while(|(a, b)| a == b)
+        .count();
+    let start = chosen[..same]
+        .iter()
+        .rposition(|&t| ends_line(t))
+        .map_or(0, |i| i + 1);
+    let step = |ids: &[u32]| -> Vec<u32> {
+        let end = ids[same..]
+            .iter()
+            .position(|&t| ends_line(t))
+            .map_or(ids.len(), |i| same + i + 1);
+        ids[start..end].to_vec()
+    };
+    let (chosen_step, rejected_step) = (step(&chosen), step(&rejected));
+    prompt.extend_from_slice(&chosen[..start]);
+    PreferencePair {
+        kind,
+        prompt,
+        chosen: chosen_step,
+        rejected: rejected_step,
+    }
+}
+
 impl PreferenceTrainer for LoraDpoTrainer {
     fn train(
         &mut self,
@@ -189,5 +237,52 @@ impl PreferenceTrainer for LoraDpoTrainer {
         })?;
         self.run(examples, init_adapter, out_dir, on_step)
             .map_err(|e| evolve_core::TrainError(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use evolve_core::PairKind;
+
+    /// Characters as token ids, `|` standing for the end token.
+    fn ids(s: &str) -> Vec<u32> {
+        s.chars().map(|c| c as u32).collect()
+    }
+
+    fn step(chosen: &str, rejected: &str) -> (String, String, String) {
+        let pair = PreferencePair {
+            kind: PairKind::Direct,
+            prompt: ids("Q:"),
+            chosen: ids(chosen),
+            rejected: ids(rejected),
+        };
+        let out = first_differing_step(pair, |t| t == '\n' as u32);
+        let text = |v: &[u32]| v.iter().map(|&t| char::from_u32(t).unwrap()).collect();
+        (text(&out.prompt), text(&out.chosen), text(&out.rejected))
+    }
+
+    #[test]
+    fn the_first_differing_line_is_compared_and_shared_lines_join_the_prompt() {
+        // A wrong carry in the second line; the rest is conditioned on it.
+        assert_eq!(
+            step("7+8=15\n4+3+1=8\n#### 85|", "7+8=15\n4+3=7\n#### 75|"),
+            ("Q:7+8=15\n".into(), "4+3+1=8\n".into(), "4+3=7\n".into())
+        );
+        // Only the final line differs: it is the last step, so the end token stays.
+        assert_eq!(
+            step("7+8=15\n#### 85|", "7+8=15\n#### 86|"),
+            ("Q:7+8=15\n".into(), "#### 85|".into(), "#### 86|".into())
+        );
+        // Different from the first token: nothing is shared.
+        assert_eq!(
+            step("1+1=2\n|", "9\n|"),
+            ("Q:".into(), "1+1=2\n".into(), "9\n".into())
+        );
+        // One answer stops where the other goes on.
+        assert_eq!(
+            step("a\n|", "a\nb\n|"),
+            ("Q:a\n".into(), "|".into(), "b\n".into())
+        );
     }
 }

@@ -2,6 +2,7 @@
 //! cached reference log-probs, cancellation and checkpoints.
 
 use crate::lora::{Lora, LoraConfig};
+pub use crate::loss::Reference;
 use crate::loss::{
     DpoKind, DpoMetrics, EvolveLossConfig, PreferencePair, RefLogps, evolve_loss, reference_logps,
 };
@@ -25,6 +26,9 @@ pub struct TrainConfig {
     pub lambda_refine: f64,
     pub nll_weight: f64,
     pub dpo_kind: DpoKind,
+    /// Which model the DPO log-ratios are taken against.
+    #[serde(default)]
+    pub reference: Reference,
     /// Peak learning rate.
     pub lr: f64,
     pub weight_decay: f64,
@@ -54,6 +58,7 @@ impl Default for TrainConfig {
             lambda_refine: 1.0,
             nll_weight: 0.0,
             dpo_kind: DpoKind::Sigmoid,
+            reference: Reference::Base,
             lr: 1e-5,
             weight_decay: 0.0,
             warmup_steps: 10,
@@ -265,7 +270,9 @@ impl<'m> Trainer<'m> {
         self.cancel.clone()
     }
 
-    /// Reference log-probs of `data[i]` for each index, computed once with the adapter off.
+    /// Reference log-probs of `data[i]` for each index, each computed once: with the adapter
+    /// off for [`Reference::Base`] (lazily, batch by batch); for [`Reference::Initial`] all of
+    /// them were computed by [`Self::cache_initial_references`] before the first step.
     fn refs_for(&mut self, data: &[PreferencePair], idx: &[usize]) -> Result<Vec<RefLogps>> {
         let missing: Vec<usize> = idx
             .iter()
@@ -273,12 +280,49 @@ impl<'m> Trainer<'m> {
             .filter(|i| !self.ref_cache.contains_key(i))
             .collect();
         if !missing.is_empty() {
+            if self.config.reference == Reference::Initial {
+                // The adapter has moved since; its starting point cannot be recomputed.
+                return Err(TrainError::Data(
+                    "the initial adapter's reference log-probs are missing (a checkpoint of \
+                     other pairs?); start this training again"
+                        .into(),
+                ));
+            }
             let pairs: Vec<&PreferencePair> = missing.iter().map(|&i| &data[i]).collect();
-            let refs =
-                reference_logps(self.model, &pairs, self.config.dpo_kind, self.config.pad_id)?;
+            let refs = reference_logps(
+                self.model,
+                None,
+                &pairs,
+                self.config.dpo_kind,
+                self.config.pad_id,
+            )?;
             self.ref_cache.extend(missing.into_iter().zip(refs));
         }
         Ok(idx.iter().map(|i| self.ref_cache[i]).collect())
+    }
+
+    /// For [`Reference::Initial`]: the log-probs of every pair under the adapter as it is before
+    /// the first step (the previous round's model, when training starts from its adapter).
+    /// Cached with the checkpoints, so a resumed run keeps the same reference.
+    fn cache_initial_references(&mut self, data: &[PreferencePair]) -> Result<()> {
+        if self.config.reference != Reference::Initial || self.step > 0 {
+            return Ok(());
+        }
+        let missing: Vec<usize> = (0..data.len())
+            .filter(|i| !self.ref_cache.contains_key(i))
+            .collect();
+        for chunk in missing.chunks(self.config.batch_size.max(1)) {
+            let pairs: Vec<&PreferencePair> = chunk.iter().map(|&i| &data[i]).collect();
+            let refs = reference_logps(
+                self.model,
+                Some(&self.lora),
+                &pairs,
+                self.config.dpo_kind,
+                self.config.pad_id,
+            )?;
+            self.ref_cache.extend(chunk.iter().copied().zip(refs));
+        }
+        Ok(())
     }
 
     /// Trains until the configured epochs/steps are done, `on_step` returns `false`, or the
@@ -296,6 +340,7 @@ impl<'m> Trainer<'m> {
             self.ref_cache.clear();
             self.ref_cache_data = Some(fingerprint);
         }
+        self.cache_initial_references(data)?;
         let cfg = self.config.clone();
         let loss_cfg = cfg.loss_config();
         let steps_per_epoch = cfg.steps_per_epoch(data.len());

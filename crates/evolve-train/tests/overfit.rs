@@ -23,7 +23,7 @@ fn dpo_overfits_eight_pairs_to_full_reward_accuracy() {
         nll_weight: 0.0,
         ..EvolveLossConfig::default()
     };
-    let refs = reference_logps(&model, &pairs, cfg.kind, 0).unwrap();
+    let refs = reference_logps(&model, None, &pairs, cfg.kind, 0).unwrap();
     let mut opt = AdamW::new(
         lora.trainable_vars(),
         ParamsAdamW {

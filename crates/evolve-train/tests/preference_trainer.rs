@@ -61,6 +61,11 @@ fn encodes_like_llama_cpp_with_bos_and_the_end_of_turn_token() {
     assert_eq!(ours, engine.tokenize(text));
     let answer = enc.answer("#### 15").unwrap();
     assert_eq!(*answer.last().unwrap(), evolve_gguf::tiny::IM_END_ID);
+    // Step-DPO cuts answers at the tokens that end a line.
+    let line = enc.answer("1+2=3\n#### 3").unwrap();
+    let ends: Vec<bool> = line.iter().map(|&t| enc.ends_line(t)).collect();
+    assert_eq!(ends.iter().filter(|&&e| e).count(), 1);
+    assert!(ends[5], "the newline after 1+2=3");
 }
 
 #[test]
@@ -230,4 +235,26 @@ fn pairs_longer_than_the_limit_are_left_out_and_all_too_long_is_an_error() {
         t.encode(&examples()).unwrap()
     };
     assert_eq!(kept.len() + dropped, 6);
+}
+
+#[test]
+fn first_step_only_trains_on_the_line_where_the_answers_part() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_llama(dir.path(), WeightType::F32);
+    let enc = ChatEncoder::from_gguf(&evolve_gguf::read_path(&model).unwrap()).unwrap();
+    let prompt = "<|im_start|>user\n47+38=?<|im_end|>\n<|im_start|>assistant\n";
+    let pair = TrainExample {
+        kind: PairKind::Direct,
+        prompt: prompt.into(),
+        chosen: "7+8=15\n4+3+1=8\n#### 85".into(),
+        rejected: "7+8=15\n4+3=7\n#### 75".into(),
+    };
+    let mut t = trainer(&model);
+    let (whole, _) = t.encode(std::slice::from_ref(&pair)).unwrap();
+    t.first_step_only = true;
+    let (step, _) = t.encode(std::slice::from_ref(&pair)).unwrap();
+    assert_eq!(whole[0].prompt, enc.prompt(prompt).unwrap());
+    assert_eq!(step[0].prompt, enc.prompt(&format!("{prompt}7+8=15\n")).unwrap());
+    assert_eq!(step[0].chosen, enc.answer("4+3+1=8\n").unwrap()[..8]);
+    assert_eq!(step[0].rejected, enc.answer("4+3=7\n").unwrap()[..6]);
 }

@@ -6,7 +6,7 @@ use candle_core::{DType, Device};
 use common::{random_pairs, tiny_llama};
 use evolve_gguf::tiny::WeightType;
 use evolve_train::optim::{LrSchedule, learning_rate};
-use evolve_train::{LlamaModel, Lora, StepMetrics, TrainConfig, Trainer};
+use evolve_train::{LlamaModel, Lora, Reference, StepMetrics, TrainConfig, Trainer};
 use std::sync::atomic::Ordering;
 
 fn model(dir: &std::path::Path) -> LlamaModel {
@@ -224,7 +224,8 @@ fn reference_log_probs_are_the_base_models_and_computed_once_per_data_set() {
     assert_eq!(cached.len(), 8);
     // The adapter has moved a lot by now; the cache must still hold the adapter-off values.
     let pairs: Vec<_> = data.iter().collect();
-    let fresh = evolve_train::loss::reference_logps(&model, &pairs, Default::default(), 0).unwrap();
+    let fresh =
+        evolve_train::loss::reference_logps(&model, None, &pairs, Default::default(), 0).unwrap();
     for (i, r) in fresh.iter().enumerate() {
         assert!(
             (cached[&i].chosen - r.chosen).abs() < 1e-4
@@ -238,7 +239,8 @@ fn reference_log_probs_are_the_base_models_and_computed_once_per_data_set() {
     t2.train(&other, |m| m.step < 2).unwrap();
     let other_pairs: Vec<_> = other.iter().collect();
     let want =
-        evolve_train::loss::reference_logps(&model, &other_pairs, Default::default(), 0).unwrap();
+        evolve_train::loss::reference_logps(&model, None, &other_pairs, Default::default(), 0)
+            .unwrap();
     let got = t2.cached_reference_logps();
     assert!(got.len() <= 4 && !got.is_empty());
     for (i, r) in got {
@@ -247,6 +249,92 @@ fn reference_log_probs_are_the_base_models_and_computed_once_per_data_set() {
             "pair {i} reused a stale reference"
         );
     }
+}
+
+#[test]
+fn the_initial_reference_is_the_adapter_training_starts_from_and_survives_a_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = model(dir.path());
+    let data = random_pairs(8, 11);
+    // "The previous round": an adapter trained away from the base.
+    let mut previous = Trainer::new(&model, lora(&model), config()).unwrap();
+    previous.train(&data, |_| true).unwrap();
+    let saved = dir.path().join("previous.safetensors");
+    previous.lora().varmap().save(&saved).unwrap();
+    let start = || {
+        let mut l = lora(&model);
+        l.load_weights(&saved).unwrap();
+        l
+    };
+    let pairs: Vec<_> = data.iter().collect();
+    let on_start =
+        evolve_train::loss::reference_logps(&model, Some(&start()), &pairs, Default::default(), 0)
+            .unwrap();
+    let initial = TrainConfig {
+        reference: Reference::Initial,
+        warmup_steps: 0,
+        ..config()
+    };
+    let first_step = |reference: Reference| {
+        let mut t = Trainer::new(
+            &model,
+            start(),
+            TrainConfig {
+                reference,
+                ..initial.clone()
+            },
+        )
+        .unwrap();
+        let mut first = None;
+        t.train(&data, |m| {
+            first.get_or_insert(m.clone());
+            false
+        })
+        .unwrap();
+        (first.unwrap(), t.cached_reference_logps().clone())
+    };
+    // Against its own starting point the policy has no reward yet: loss ln 2, margin 0.
+    let (m, cached) = first_step(Reference::Initial);
+    assert!(
+        m.dpo.rewards_margins.abs() < 1e-5,
+        "{}",
+        m.dpo.rewards_margins
+    );
+    assert!((m.loss - std::f64::consts::LN_2).abs() < 1e-5);
+    assert_eq!(cached.len(), 8, "all computed before the first step");
+    for (i, r) in on_start.iter().enumerate() {
+        assert!((cached[&i].chosen - r.chosen).abs() < 1e-4);
+        assert!((cached[&i].rejected - r.rejected).abs() < 1e-4);
+    }
+    // Against the base, the same start already has the previous round's margin.
+    let (m, _) = first_step(Reference::Base);
+    assert!(m.dpo.rewards_margins > 0.05, "{}", m.dpo.rewards_margins);
+
+    // Resumed from a checkpoint, the run keeps the starting point's log-probs.
+    let ckpt = dir.path().join("ckpt");
+    let mut straight = Trainer::new(&model, start(), initial.clone()).unwrap();
+    let mut want = vec![];
+    straight
+        .train(&data, |m| {
+            want.push(m.loss);
+            true
+        })
+        .unwrap();
+    let mut first = Trainer::new(&model, start(), initial.clone()).unwrap();
+    first.train(&data, |m| m.step < 2).unwrap();
+    first.save_checkpoint(&ckpt).unwrap();
+    let mut resumed = Trainer::resume(&model, &ckpt).unwrap();
+    let mut got = vec![];
+    resumed
+        .train(&data, |m| {
+            got.push(m.loss);
+            true
+        })
+        .unwrap();
+    assert_eq!(got, want[2..].to_vec());
+    // Other pairs after steps were taken: the starting point is gone, so it is refused.
+    let err = resumed.train(&random_pairs(16, 12), |_| true).unwrap_err();
+    assert!(err.to_string().contains("initial adapter"), "{err}");
 }
 
 #[test]
