@@ -100,6 +100,7 @@ impl DemoSettings {
                 loss: PreferenceLoss::Sigmoid,
                 reference: ReferenceModel::Base,
                 first_step_only: false,
+                sft_warmup: false,
                 epochs: 2,
                 batch_size: 8,
                 grad_accum: 1,

@@ -10,7 +10,7 @@ use super::{ApiError, ApiResult, Inner};
 use crate::Service;
 use crate::demo::DemoSettings;
 use evolve_core::{RoundState, RunState};
-use evolve_loop::run::{Progress, RunConfig};
+use evolve_loop::run::{Progress, ReferenceModel, RunConfig};
 use evolve_store::{DatasetId, ModelId, Run, RunId, Store};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -80,6 +80,10 @@ pub struct UiTrain {
     pub lora_alpha: f64,
     pub epochs: usize,
     pub batch_size: usize,
+    #[serde(default)]
+    pub reference: ReferenceModel,
+    #[serde(default)]
+    pub sft_warmup: bool,
 }
 
 impl UiRunConfig {
@@ -99,6 +103,8 @@ impl UiRunConfig {
                 lora_alpha: c.train.lora_alpha,
                 epochs: c.train.epochs,
                 batch_size: c.train.batch_size,
+                reference: c.train.reference,
+                sft_warmup: c.train.sft_warmup,
             },
         }
     }
@@ -147,6 +153,8 @@ impl UiRunConfig {
         c.train.lora_alpha = self.train.lora_alpha;
         c.train.epochs = self.train.epochs;
         c.train.batch_size = self.train.batch_size;
+        c.train.reference = self.train.reference;
+        c.train.sft_warmup = self.train.sft_warmup;
         // The UI sets the effective batch directly.
         c.train.grad_accum = 1;
         c
@@ -540,4 +548,30 @@ pub fn metrics(inner: &Inner, args: MetricsArgs) -> ApiResult {
         offset += records.len() as i64;
     }
     Ok(Value::Array(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_ui_sets_the_reference_and_the_sft_warm_up_and_may_leave_them_out() {
+        let base = RunConfig::default();
+        let mut ui = UiRunConfig::of(&base);
+        assert_eq!(ui.train.reference, ReferenceModel::Base);
+        ui.train.reference = ReferenceModel::Previous;
+        ui.train.sft_warmup = true;
+        let c = ui.apply(base.clone());
+        assert_eq!(c.train.reference, ReferenceModel::Previous);
+        assert!(c.train.sft_warmup);
+        // A UI of before these settings sends neither: the defaults apply.
+        let mut json = serde_json::to_value(UiRunConfig::of(&base)).unwrap();
+        assert_eq!(json["train"]["reference"], "base");
+        let train = json["train"].as_object_mut().unwrap();
+        train.remove("reference");
+        train.remove("sft_warmup");
+        let old: UiRunConfig = serde_json::from_value(json).unwrap();
+        assert_eq!(old.train.reference, ReferenceModel::Base);
+        assert!(!old.train.sft_warmup);
+    }
 }

@@ -111,6 +111,9 @@ pub struct StartArgs {
     /// Step-DPO: train on the first line where the two answers differ (not in the paper)
     #[arg(long)]
     first_step_only: bool,
+    /// Round 0 trains on the chosen answers alone (the paper's SFT warm-up), DPO afterwards
+    #[arg(long)]
+    sft_warmup: bool,
     #[arg(long)]
     lora_rank: Option<usize>,
     #[arg(long)]
@@ -159,6 +162,7 @@ impl StartArgs {
         }
         c.pair_kinds.keep |= self.keep_pairs;
         c.train.first_step_only |= self.first_step_only;
+        c.train.sft_warmup |= self.sft_warmup;
         // clap has checked the spelling; serde maps it onto the enums.
         if let Some(l) = &self.loss {
             c.train.loss = serde_json::from_value(serde_json::json!(l))?;

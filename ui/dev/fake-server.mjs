@@ -283,7 +283,7 @@ const commands = {
   run_defaults: () => ({
     rounds: 3, prompts_per_round: 64, samples: 4, refine_steps: 2, scorer: "numeric",
     sampler: { ...state.settings.sampler },
-    train: { lr: 5e-5, beta: 0.1, lambda_refine: 1.0, lora_rank: 16, lora_alpha: 32, epochs: 1, batch_size: 4 },
+    train: { lr: 5e-5, beta: 0.1, lambda_refine: 1.0, lora_rank: 16, lora_alpha: 32, epochs: 1, batch_size: 4, reference: "base", sft_warmup: false },
   }),
   run_start: ({ name, model_id, dataset_id }) => {
     const id = state.runs.length + 1;

@@ -81,7 +81,10 @@ try {
   await page.locator("label.field", { hasText: "Max tokens" }).locator("input").fill("48");
   await byId("wizard-next").click();
   await byId("run-lr").fill("0.002");
+  await byId("run-reference").selectOption("previous");
+  await shot("03b-wizard-training");
   await byId("wizard-next").click();
+  await page.locator("dl.review", { hasText: "reference: previous round" }).waitFor({ timeout: 5000 });
   await shot("04-wizard-review");
   await byId("run-start").click();
   await byId("run-page").waitFor();

@@ -113,6 +113,10 @@ export interface TrainConfig {
   lora_alpha: number;
   epochs: number;
   batch_size: number;
+  /// The DPO reference: the untrained model, or the model that sampled the round (the paper's).
+  reference: "base" | "previous";
+  /// Round 0 trains on the chosen answers alone (the paper's SFT warm-up).
+  sft_warmup: boolean;
 }
 
 export interface RunConfig {

@@ -23,4 +23,6 @@ pub use paths::DataDir;
 pub use refine::{ChainStart, RefinementStep, RefinementTemplate, refine_chain, refine_chains};
 pub use sampling::SamplerConfig;
 pub use score::{ScoreError, ScoreInput, ScoreValue, Scorer};
-pub use train::{PreferenceTrainer, StepReport, TrainError, TrainExample, TrainedAdapter};
+pub use train::{
+    Objective, PreferenceTrainer, StepReport, TrainError, TrainExample, TrainedAdapter,
+};

@@ -39,14 +39,43 @@ pub struct TrainedAdapter {
 #[error("training failed: {0}")]
 pub struct TrainError(pub String);
 
+/// What a training run optimises.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Objective {
+    /// EVOLVE's preference loss over the direct and refinement pairs.
+    #[default]
+    Preference,
+    /// Supervised warm-up: the NLL of the chosen answers alone, the rejected ones unused (the
+    /// paper's round-0 SFT on direct and refinement data).
+    Sft,
+}
+
 pub trait PreferenceTrainer {
-    /// Trains an adapter on `examples`, starting from `init_adapter` (the previous round's) when
-    /// given, writing into `out_dir`. `on_step` returns `false` to cancel.
+    /// Trains an adapter on `examples` for `objective`, starting from `init_adapter` (the
+    /// previous round's) when given, writing into `out_dir`. `on_step` returns `false` to cancel.
+    fn train_for(
+        &mut self,
+        objective: Objective,
+        examples: &[TrainExample],
+        init_adapter: Option<&Path>,
+        out_dir: &Path,
+        on_step: &mut dyn FnMut(&StepReport) -> bool,
+    ) -> Result<TrainedAdapter, TrainError>;
+
+    /// [`Self::train_for`] the preference objective.
     fn train(
         &mut self,
         examples: &[TrainExample],
         init_adapter: Option<&Path>,
         out_dir: &Path,
         on_step: &mut dyn FnMut(&StepReport) -> bool,
-    ) -> Result<TrainedAdapter, TrainError>;
+    ) -> Result<TrainedAdapter, TrainError> {
+        self.train_for(
+            Objective::Preference,
+            examples,
+            init_adapter,
+            out_dir,
+            on_step,
+        )
+    }
 }

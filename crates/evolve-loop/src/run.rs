@@ -9,7 +9,7 @@
 
 use crate::pairs::{Candidate, PairKinds, PairStrategy, PairTexts, pair_texts, select_pairs};
 use evolve_core::{
-    ChainStart, GenerationKind, GenerationRequest, Generator, PreferenceTrainer,
+    ChainStart, GenerationKind, GenerationRequest, Generator, Objective, PreferenceTrainer,
     RefinementTemplate, ReviewState, RoundState, RunState, SamplerConfig, ScoreInput, Scorer,
     StepReport, TrainExample, WinRate, Winner, refine_chains,
 };
@@ -74,6 +74,9 @@ pub struct TrainSettings {
     /// Step-DPO: train on the first line where chosen and rejected differ, the lines before it
     /// as context, instead of on the whole answers (not in the paper).
     pub first_step_only: bool,
+    /// The paper's SFT warm-up: round 0 trains on the chosen answers of its direct and
+    /// refinement pairs alone (their NLL); the preference loss starts in round 1.
+    pub sft_warmup: bool,
     pub epochs: usize,
     pub batch_size: usize,
     pub grad_accum: usize,
@@ -122,6 +125,7 @@ impl Default for TrainSettings {
             loss: PreferenceLoss::Sigmoid,
             reference: ReferenceModel::Base,
             first_step_only: false,
+            sft_warmup: false,
             epochs: 1,
             batch_size: 2,
             grad_accum: 4,
@@ -807,12 +811,21 @@ impl<'a> Orchestrator<'a> {
         if examples.is_empty() {
             return Ok(None);
         }
+        let objective = if self.config.train.sft_warmup && r == 0 {
+            Objective::Sft
+        } else {
+            Objective::Preference
+        };
         let training = match unfinished {
             Some(id) => id,
             None => {
                 let config = serde_json::json!({
                     "examples": examples.len(),
                     "init_adapter": init.map(|p| p.display().to_string()),
+                    "objective": match objective {
+                        Objective::Sft => "sft",
+                        Objective::Preference => "preference",
+                    },
                 });
                 self.store.create_training_run(Some(round.id), &config)?
             }
@@ -824,37 +837,37 @@ impl<'a> Orchestrator<'a> {
         let progress = &mut *self.progress;
         let mut store_error = None;
         let mut first_step = None;
-        let result = self
-            .engines
-            .trainer
-            .train(&examples, init, &out_dir, &mut |report| {
-                if first_step.is_none() {
-                    first_step = Some(report.step);
-                    // Steps logged after the checkpoint it resumes from are logged again.
-                    if let Err(e) = store.truncate_metrics(training, report.step as i64) {
+        let result =
+            self.engines
+                .trainer
+                .train_for(objective, &examples, init, &out_dir, &mut |report| {
+                    if first_step.is_none() {
+                        first_step = Some(report.step);
+                        // Steps logged after the checkpoint it resumes from are logged again.
+                        if let Err(e) = store.truncate_metrics(training, report.step as i64) {
+                            store_error = Some(e);
+                            return false;
+                        }
+                        if report.step > 1
+                            && !progress(Progress::TrainingResumed {
+                                round: r,
+                                after_step: report.step - 1,
+                            })
+                        {
+                            return false;
+                        }
+                    }
+                    let metric = TrainingMetric {
+                        step: report.step as i64,
+                        epoch: 0.0,
+                        metrics: report.metrics.clone(),
+                    };
+                    if let Err(e) = store.append_metrics(training, &[metric]) {
                         store_error = Some(e);
                         return false;
                     }
-                    if report.step > 1
-                        && !progress(Progress::TrainingResumed {
-                            round: r,
-                            after_step: report.step - 1,
-                        })
-                    {
-                        return false;
-                    }
-                }
-                let metric = TrainingMetric {
-                    step: report.step as i64,
-                    epoch: 0.0,
-                    metrics: report.metrics.clone(),
-                };
-                if let Err(e) = store.append_metrics(training, &[metric]) {
-                    store_error = Some(e);
-                    return false;
-                }
-                progress(Progress::Train(report.clone()))
-            });
+                    progress(Progress::Train(report.clone()))
+                });
         if let Some(e) = store_error {
             return Err(e.into());
         }

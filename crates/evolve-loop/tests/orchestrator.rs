@@ -4,8 +4,8 @@
 
 use evolve_core::{
     ChatMessage, Completion, GenerateError, GenerationEvent, GenerationRequest, Generator,
-    PairVerdict, PairwiseJudge, PreferenceTrainer, RoundState, RunState, ScoreError, ScoreInput,
-    ScoreValue, Scorer, StepReport, TrainError, TrainExample, TrainedAdapter, Winner,
+    Objective, PairVerdict, PairwiseJudge, PreferenceTrainer, RoundState, RunState, ScoreError,
+    ScoreInput, ScoreValue, Scorer, StepReport, TrainError, TrainExample, TrainedAdapter, Winner,
 };
 use evolve_loop::run::{
     Engines, Orchestrator, Progress, RunConfig, RunError, WIN_RATE_METRIC, create_run,
@@ -21,6 +21,8 @@ use std::path::Path;
 struct FakeGenerator {
     adapter: Option<String>,
     calls: usize,
+    /// Off: the adapter changes nothing, so every round has pairs to train on.
+    adapter_helps: bool,
 }
 
 fn answer_for(prompt: &str, seed: u32, adapter: bool) -> String {
@@ -60,7 +62,11 @@ impl Generator for FakeGenerator {
             let mut samples = Vec::new();
             for s in 0..req.n {
                 let seed = req.sample_seed(s);
-                let text = answer_for(&req.prompt, seed, self.adapter.is_some());
+                let text = answer_for(
+                    &req.prompt,
+                    seed,
+                    self.adapter_helps && self.adapter.is_some(),
+                );
                 if !events(GenerationEvent::Token {
                     request: r,
                     sample: s,
@@ -89,16 +95,20 @@ impl Generator for FakeGenerator {
 
 struct FakeTrainer {
     stop_at_step: Option<usize>,
+    /// The objective of every training started, in order.
+    objectives: Vec<Objective>,
 }
 
 impl PreferenceTrainer for FakeTrainer {
-    fn train(
+    fn train_for(
         &mut self,
+        objective: Objective,
         examples: &[TrainExample],
         _init: Option<&Path>,
         out_dir: &Path,
         on_step: &mut dyn FnMut(&StepReport) -> bool,
     ) -> Result<TrainedAdapter, TrainError> {
+        self.objectives.push(objective);
         let steps = 4;
         for step in 1..=steps {
             if self.stop_at_step == Some(step) {
@@ -206,9 +216,13 @@ fn run_to_end_scored_by(
         let mut generator = FakeGenerator {
             adapter: None,
             calls: 0,
+            adapter_helps: true,
         };
         let mut scorer = scorer();
-        let mut trainer = FakeTrainer { stop_at_step: None };
+        let mut trainer = FakeTrainer {
+            stop_at_step: None,
+            objectives: vec![],
+        };
         let mut progress = |p: Progress| !stop(&p);
         let engines = Engines {
             generator: &mut generator,
@@ -447,5 +461,59 @@ fn a_scorer_with_a_pairwise_verdict_judges_the_win_rate_itself() {
         assert_eq!(w.details["method"], "pairwise, both orders");
         assert_eq!(w.details["judge"], "contrarian");
         assert_eq!(w.details["losses"].as_i64(), Some(w.n));
+    }
+}
+
+#[test]
+fn the_sft_warm_up_trains_round_0_on_the_chosen_answers_and_later_rounds_on_preferences() {
+    for warm_up in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = setup(dir.path());
+        let model = store.list_models().unwrap()[0].id;
+        let dataset = store.list_datasets().unwrap()[0].id;
+        let mut config = RunConfig {
+            rounds: 2,
+            prompts_per_round: 5,
+            samples: 3,
+            refine_steps: 1,
+            eval_prompts: 1,
+            ..RunConfig::default()
+        };
+        config.train.sft_warmup = warm_up;
+        let run = create_run(&store, "warm", model, dataset, &config).unwrap();
+        let mut generator = FakeGenerator {
+            adapter: None,
+            calls: 0,
+            adapter_helps: false,
+        };
+        let mut scorer = NumericFinalAnswer;
+        let mut trainer = FakeTrainer {
+            stop_at_step: None,
+            objectives: vec![],
+        };
+        let mut progress = |_: Progress| true;
+        let engines = Engines {
+            generator: &mut generator,
+            scorer: &mut scorer,
+            trainer: &mut trainer,
+        };
+        Orchestrator::new(&store, run, engines, &dir.path().join("a"), &mut progress)
+            .unwrap()
+            .run()
+            .unwrap();
+        let want = if warm_up {
+            vec![Objective::Sft, Objective::Preference]
+        } else {
+            vec![Objective::Preference, Objective::Preference]
+        };
+        assert_eq!(trainer.objectives, want);
+        let rounds = store.rounds_of_run(run).unwrap();
+        let stored = store.training_runs_of_round(rounds[0].id).unwrap()[0]
+            .config
+            .clone();
+        assert_eq!(
+            stored["objective"],
+            if warm_up { "sft" } else { "preference" }
+        );
     }
 }

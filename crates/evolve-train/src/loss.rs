@@ -158,6 +158,8 @@ pub struct EvolveLossConfig {
     pub lambda_refine: f64,
     /// α: weight of the NLL of the chosen answers; 0 turns it off.
     pub nll_weight: f64,
+    /// Weight of the preference term; 0 leaves only the NLL (supervised warm-up).
+    pub dpo_weight: f64,
     pub kind: DpoKind,
 }
 
@@ -167,6 +169,7 @@ impl Default for EvolveLossConfig {
             beta: 0.1,
             lambda_refine: 1.0,
             nll_weight: 0.0,
+            dpo_weight: 1.0,
             kind: DpoKind::Sigmoid,
         }
     }
@@ -290,7 +293,7 @@ pub fn evolve_loss(
             })
             .collect(),
     )?;
-    let mut loss = ((losses * weights)?.sum_all()? / n as f64)?;
+    let mut loss = ((losses * weights)?.sum_all()? * (cfg.dpo_weight / n as f64))?;
 
     // NLL per token over the chosen answers (from the sums, not the IPO averages).
     let n_chosen_tokens: usize = batch.answer_tokens[..n].iter().sum();
@@ -413,6 +416,7 @@ mod tests {
                 beta: 0.5,
                 lambda_refine: 0.7,
                 nll_weight,
+                dpo_weight: 1.0,
                 kind,
             };
             let f = || {
@@ -462,15 +466,23 @@ mod tests {
         let data = pairs();
         let all: Vec<&PreferencePair> = data.iter().collect();
         let refs = reference_logps(&model, None, &all, DpoKind::Sigmoid, 0).unwrap();
-        let loss = |pairs: &[&PreferencePair], refs: &[RefLogps], lambda: f64, alpha: f64| {
+        let loss_weighted = |pairs: &[&PreferencePair],
+                             refs: &[RefLogps],
+                             lambda: f64,
+                             alpha: f64,
+                             dpo_weight: f64| {
             let cfg = EvolveLossConfig {
                 beta: 0.1,
                 lambda_refine: lambda,
                 nll_weight: alpha,
+                dpo_weight,
                 kind: DpoKind::Sigmoid,
             };
             let o = evolve_loss(&model, &lora, pairs, refs, &cfg, 0).unwrap();
             (o.loss.to_scalar::<f64>().unwrap(), o.nll)
+        };
+        let loss = |pairs: &[&PreferencePair], refs: &[RefLogps], lambda: f64, alpha: f64| {
+            loss_weighted(pairs, refs, lambda, alpha, 1.0)
         };
         let (direct, _) = loss(&all[..1], &refs[..1], 1.0, 0.0);
         let (refine, _) = loss(&all[1..], &refs[1..], 1.0, 0.0);
@@ -479,5 +491,8 @@ mod tests {
         let (with_nll, nll) = loss(&all, &refs, 0.3, 2.0);
         assert!(nll > 0.0);
         assert!((with_nll - mixed - 2.0 * nll).abs() < 1e-12);
+        // The supervised warm-up: the preference term weighted 0 leaves the NLL alone.
+        let (sft, sft_nll) = loss_weighted(&all, &refs, 0.3, 1.0, 0.0);
+        assert!((sft - nll).abs() < 1e-12 && (sft_nll - nll).abs() < 1e-12);
     }
 }

@@ -13,7 +13,7 @@ use crate::{
     CHECKPOINT_WEIGHTS, LlamaModel, Lora, LoraConfig, Result, TrainConfig, TrainError, Trainer,
 };
 use candle_core::{DType, Device};
-use evolve_core::{PreferenceTrainer, StepReport, TrainExample, TrainedAdapter};
+use evolve_core::{Objective, PreferenceTrainer, StepReport, TrainExample, TrainedAdapter};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -98,6 +98,7 @@ impl LoraDpoTrainer {
 
     fn run(
         &mut self,
+        objective: Objective,
         examples: &[TrainExample],
         init: Option<&Path>,
         out_dir: &Path,
@@ -110,7 +111,11 @@ impl LoraDpoTrainer {
                 self.max_tokens
             )));
         }
-        let (lora_cfg, train_cfg) = (self.lora.clone(), self.train.clone());
+        let train_cfg = match objective {
+            Objective::Preference => self.train.clone(),
+            Objective::Sft => self.train.sft(),
+        };
+        let lora_cfg = self.lora.clone();
         let every = self.checkpoint_every;
         let (model, _) = self.load()?;
         let checkpoint = out_dir.join(CHECKPOINT_DIR);
@@ -225,8 +230,9 @@ pub fn first_differing_step(
 }
 
 impl PreferenceTrainer for LoraDpoTrainer {
-    fn train(
+    fn train_for(
         &mut self,
+        objective: Objective,
         examples: &[TrainExample],
         init_adapter: Option<&Path>,
         out_dir: &Path,
@@ -235,7 +241,7 @@ impl PreferenceTrainer for LoraDpoTrainer {
         std::fs::create_dir_all(out_dir).map_err(|e| {
             evolve_core::TrainError(format!("cannot create {}: {e}", out_dir.display()))
         })?;
-        self.run(examples, init_adapter, out_dir, on_step)
+        self.run(objective, examples, init_adapter, out_dir, on_step)
             .map_err(|e| evolve_core::TrainError(e.to_string()))
     }
 }

@@ -25,6 +25,9 @@ pub struct TrainConfig {
     pub beta: f64,
     pub lambda_refine: f64,
     pub nll_weight: f64,
+    /// Weight of the preference term (0: the NLL alone, a supervised warm-up).
+    #[serde(default = "one")]
+    pub dpo_weight: f64,
     pub dpo_kind: DpoKind,
     /// Which model the DPO log-ratios are taken against.
     #[serde(default)]
@@ -57,6 +60,7 @@ impl Default for TrainConfig {
             beta: 0.1,
             lambda_refine: 1.0,
             nll_weight: 0.0,
+            dpo_weight: 1.0,
             dpo_kind: DpoKind::Sigmoid,
             reference: Reference::Base,
             lr: 1e-5,
@@ -74,12 +78,28 @@ impl Default for TrainConfig {
     }
 }
 
+fn one() -> f64 {
+    1.0
+}
+
 impl TrainConfig {
+    /// The same run as a supervised warm-up: the chosen answers' NLL alone.
+    pub fn sft(&self) -> TrainConfig {
+        TrainConfig {
+            dpo_weight: 0.0,
+            nll_weight: 1.0,
+            // Nothing to compare against; base references cost no extra pass (metrics only).
+            reference: Reference::Base,
+            ..self.clone()
+        }
+    }
+
     pub fn loss_config(&self) -> EvolveLossConfig {
         EvolveLossConfig {
             beta: self.beta,
             lambda_refine: self.lambda_refine,
             nll_weight: self.nll_weight,
+            dpo_weight: self.dpo_weight,
             kind: self.dpo_kind,
         }
     }

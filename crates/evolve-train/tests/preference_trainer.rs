@@ -254,7 +254,49 @@ fn first_step_only_trains_on_the_line_where_the_answers_part() {
     t.first_step_only = true;
     let (step, _) = t.encode(std::slice::from_ref(&pair)).unwrap();
     assert_eq!(whole[0].prompt, enc.prompt(prompt).unwrap());
-    assert_eq!(step[0].prompt, enc.prompt(&format!("{prompt}7+8=15\n")).unwrap());
+    assert_eq!(
+        step[0].prompt,
+        enc.prompt(&format!("{prompt}7+8=15\n")).unwrap()
+    );
     assert_eq!(step[0].chosen, enc.answer("4+3+1=8\n").unwrap()[..8]);
     assert_eq!(step[0].rejected, enc.answer("4+3=7\n").unwrap()[..6]);
+}
+
+#[test]
+fn the_sft_objective_trains_on_the_chosen_answers_nll_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_llama(dir.path(), WeightType::F32);
+    let mut t = trainer(&model);
+    let mut reports: Vec<StepReport> = vec![];
+    let out = t
+        .train_for(
+            evolve_core::Objective::Sft,
+            &examples(),
+            None,
+            &dir.path().join("sft"),
+            &mut |r| {
+                reports.push(r.clone());
+                true
+            },
+        )
+        .unwrap();
+    assert!(out.completed && out.gguf_path.is_file());
+    assert!(!reports.is_empty());
+    for r in &reports {
+        let (loss, nll) = (r.metrics["loss"], r.metrics["nll_loss"]);
+        assert!(
+            (loss - nll).abs() < 1e-5,
+            "step {}: {loss} vs {nll}",
+            r.step
+        );
+    }
+    // The preference objective of the same trainer is not the NLL.
+    let mut first = None;
+    t.train(&examples(), None, &dir.path().join("dpo"), &mut |r| {
+        first.get_or_insert(r.metrics.clone());
+        false
+    })
+    .unwrap();
+    let m = first.unwrap();
+    assert!((m["loss"] - m["nll_loss"]).abs() > 1e-3);
 }

@@ -223,6 +223,24 @@ function Wizard({ models }: { models: Model[] }) {
             <Field label="Batch size">
               <NumberInput value={config.train.batch_size} min={1} step={1} onChange={(v) => setC((c) => (c.train.batch_size = v))} />
             </Field>
+            <Field label="DPO reference" hint="the paper measures each round against the model that sampled it">
+              <select
+                value={config.train.reference}
+                onChange={(e) => setC((c) => (c.train.reference = (e.currentTarget as HTMLSelectElement).value as "base" | "previous"))}
+                data-testid="run-reference"
+              >
+                <option value="base">untrained model</option>
+                <option value="previous">previous round</option>
+              </select>
+            </Field>
+            <Field label="SFT warm-up" hint="round 0 learns the chosen answers alone; DPO from round 1">
+              <input
+                type="checkbox"
+                checked={config.train.sft_warmup}
+                onChange={(e) => setC((c) => (c.train.sft_warmup = (e.currentTarget as HTMLInputElement).checked))}
+                data-testid="run-sft-warmup"
+              />
+            </Field>
           </div>
         )}
         {step === 3 && config && (
@@ -241,7 +259,9 @@ function Wizard({ models }: { models: Model[] }) {
             <dt>Training</dt>
             <dd>
               LoRA r = {config.train.lora_rank}, α = {config.train.lora_alpha}; DPO β = {config.train.beta}, lr = {config.train.lr}, λ refine ={" "}
-              {config.train.lambda_refine}; {config.train.epochs} epochs, batch {config.train.batch_size}
+              {config.train.lambda_refine}; {config.train.epochs} epochs, batch {config.train.batch_size}; reference:{" "}
+              {config.train.reference === "previous" ? "previous round" : "untrained model"}
+              {config.train.sft_warmup && "; SFT warm-up in round 0"}
             </dd>
           </dl>
         )}
