@@ -837,37 +837,35 @@ impl<'a> Orchestrator<'a> {
         let progress = &mut *self.progress;
         let mut store_error = None;
         let mut first_step = None;
-        let result =
-            self.engines
-                .trainer
-                .train_for(objective, &examples, init, &out_dir, &mut |report| {
-                    if first_step.is_none() {
-                        first_step = Some(report.step);
-                        // Steps logged after the checkpoint it resumes from are logged again.
-                        if let Err(e) = store.truncate_metrics(training, report.step as i64) {
-                            store_error = Some(e);
-                            return false;
-                        }
-                        if report.step > 1
-                            && !progress(Progress::TrainingResumed {
-                                round: r,
-                                after_step: report.step - 1,
-                            })
-                        {
-                            return false;
-                        }
-                    }
-                    let metric = TrainingMetric {
-                        step: report.step as i64,
-                        epoch: 0.0,
-                        metrics: report.metrics.clone(),
-                    };
-                    if let Err(e) = store.append_metrics(training, &[metric]) {
-                        store_error = Some(e);
-                        return false;
-                    }
-                    progress(Progress::Train(report.clone()))
-                });
+        let trainer = &mut *self.engines.trainer;
+        let result = trainer.train_for(objective, &examples, init, &out_dir, &mut |report| {
+            if first_step.is_none() {
+                first_step = Some(report.step);
+                // Steps logged after the checkpoint it resumes from are logged again.
+                if let Err(e) = store.truncate_metrics(training, report.step as i64) {
+                    store_error = Some(e);
+                    return false;
+                }
+                if report.step > 1
+                    && !progress(Progress::TrainingResumed {
+                        round: r,
+                        after_step: report.step - 1,
+                    })
+                {
+                    return false;
+                }
+            }
+            let metric = TrainingMetric {
+                step: report.step as i64,
+                epoch: 0.0,
+                metrics: report.metrics.clone(),
+            };
+            if let Err(e) = store.append_metrics(training, &[metric]) {
+                store_error = Some(e);
+                return false;
+            }
+            progress(Progress::Train(report.clone()))
+        });
         if let Some(e) = store_error {
             return Err(e.into());
         }

@@ -37,6 +37,8 @@ pub use config::{Architecture, LlamaConfig, RopeLayout};
 pub use encode::ChatEncoder;
 pub use error::{Result, TrainError};
 pub use lora::{Lora, LoraConfig, LoraPair, LoraTarget};
+/// Which model the DPO log-ratios are measured against.
+pub use loss::Reference;
 pub use model::LlamaModel;
 pub use preference::{ADAPTER_GGUF, CHECKPOINT_DIR, LoraDpoTrainer};
 pub use sft::{SftConfig, SftExample, SftMetrics, SftOutcome, train_sft};
@@ -44,8 +46,8 @@ pub use tokenizer::{BPE_PRE_REGEX, tokenizer_from_gguf};
 /// The tokenizer crate, so callers name the same `Tokenizer` type this crate returns.
 pub use tokenizers;
 pub use trainer::{
-    CHECKPOINT_OPTIMIZER, CHECKPOINT_STATE, CHECKPOINT_WEIGHTS, Reference, StepMetrics,
-    TrainConfig, TrainOutcome, Trainer, data_fingerprint,
+    CHECKPOINT_OPTIMIZER, CHECKPOINT_STATE, CHECKPOINT_WEIGHTS, StepMetrics, TrainConfig,
+    TrainOutcome, Trainer, data_fingerprint,
 };
 
 use candle_core::quantized::gguf_file;

@@ -75,7 +75,16 @@ impl LoraDpoTrainer {
 
     /// Tokenized pairs, in order, without those over `max_tokens`; also how many were dropped.
     pub fn encode(&mut self, examples: &[TrainExample]) -> Result<(Vec<PreferencePair>, usize)> {
-        let (max, first_step_only) = (self.max_tokens, self.first_step_only);
+        let first_step_only = self.first_step_only;
+        self.encode_as(examples, first_step_only)
+    }
+
+    fn encode_as(
+        &mut self,
+        examples: &[TrainExample],
+        first_step_only: bool,
+    ) -> Result<(Vec<PreferencePair>, usize)> {
+        let max = self.max_tokens;
         let (_, enc) = self.load()?;
         let mut pairs = Vec::with_capacity(examples.len());
         for e in examples {
@@ -104,7 +113,9 @@ impl LoraDpoTrainer {
         out_dir: &Path,
         on_step: &mut dyn FnMut(&StepReport) -> bool,
     ) -> Result<TrainedAdapter> {
-        let (pairs, dropped) = self.encode(examples)?;
+        // The warm-up learns whole answers; Step-DPO cuts only what the preference term compares.
+        let first_step_only = self.first_step_only && objective == Objective::Preference;
+        let (pairs, dropped) = self.encode_as(examples, first_step_only)?;
         if pairs.is_empty() {
             return Err(TrainError::Data(format!(
                 "all {dropped} pairs are longer than {} tokens",

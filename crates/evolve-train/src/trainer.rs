@@ -2,9 +2,9 @@
 //! cached reference log-probs, cancellation and checkpoints.
 
 use crate::lora::{Lora, LoraConfig};
-pub use crate::loss::Reference;
 use crate::loss::{
-    DpoKind, DpoMetrics, EvolveLossConfig, PreferencePair, RefLogps, evolve_loss, reference_logps,
+    DpoKind, DpoMetrics, EvolveLossConfig, PreferencePair, RefLogps, Reference, evolve_loss,
+    reference_logps,
 };
 use crate::model::LlamaModel;
 use crate::optim::{
