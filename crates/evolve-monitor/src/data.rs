@@ -252,6 +252,8 @@ pub struct ScoreGroup {
     pub direct: Option<f64>,
     /// `(k, score)` after the most refinement steps evaluated.
     pub refined: Option<(u32, f64)>,
+    /// How often this round's direct answers beat the previous model's (ties half).
+    pub win_rate: Option<f64>,
     /// Prompts evaluated (the largest `n` in the group).
     pub n: i64,
 }
@@ -289,10 +291,13 @@ pub fn scoreboard(
             round_index: key,
             direct: None,
             refined: None,
+            win_rate: None,
             n: 0,
         });
         if score == "direct_score" {
             group.direct = Some(e.value);
+        } else if score == "win_rate_vs_previous" {
+            group.win_rate = Some(e.value);
         } else if let Some(k) = score
             .strip_prefix("refined_score@")
             .and_then(|k| k.parse::<u32>().ok())

@@ -19,6 +19,7 @@ pub const TOKENS_PER_SECOND: Color32 = Color32::from_rgb(255, 110, 190);
 pub const DIRECT: Color32 = Color32::from_rgb(90, 170, 255);
 pub const REFINED: Color32 = Color32::from_rgb(255, 140, 40);
 pub const TOKENS: Color32 = Color32::from_rgb(150, 150, 235);
+pub const WIN_RATE: Color32 = Color32::from_rgb(60, 200, 190);
 const ROUND_LINE: Color32 = Color32::from_gray(150);
 const TITLE_HEIGHT: f32 = 18.0;
 
@@ -187,9 +188,9 @@ fn round_lines(plot_ui: &mut PlotUi, curves: &TrainingCurves, top: f64) {
 /// The right-hand column: held-out scores, pairs, and sampling throughput per round.
 pub(crate) fn round_panels(ui: &mut egui::Ui, data: &RunPlotData, scores: &[ScoreGroup]) {
     let spacing = ui.spacing().item_spacing.y;
-    let free = ui.available_height() - 4.0 * (TITLE_HEIGHT + 2.0 * spacing);
-    let score_height = (free * 0.34).max(80.0);
-    let other_height = ((free - score_height) / 3.0).max(60.0);
+    let free = ui.available_height() - 5.0 * (TITLE_HEIGHT + 2.0 * spacing);
+    let score_height = (free * 0.28).max(80.0);
+    let other_height = ((free - score_height) / 4.0).max(60.0);
 
     let k = scores
         .iter()
@@ -209,6 +210,26 @@ pub(crate) fn round_panels(ui: &mut egui::Ui, data: &RunPlotData, scores: &[Scor
 
     let rounds: Vec<i64> = data.rounds.iter().map(|r| r.round.round_index).collect();
     let at = |values: Vec<f64>| rounds.iter().map(|&r| r as f64).zip(values).collect();
+
+    title(
+        ui,
+        &[
+            ("direct ", None),
+            ("win rate", Some(WIN_RATE)),
+            (" vs the previous model (0.5: no change)", None),
+        ],
+    );
+    let wins: Vec<(f64, f64)> = scores
+        .iter()
+        .filter_map(|g| Some((g.round_index? as f64, g.win_rate?)))
+        .collect();
+    let labels = (0..rounds.len()).map(|r| format!("round {r}")).collect();
+    show_bars(
+        ui,
+        category_plot("win rate", labels, other_height).include_y(1.0),
+        &[("win rate", WIN_RATE, wins)],
+        &|v| format!("{:.0}%", v * 100.0),
+    );
 
     title(
         ui,

@@ -89,6 +89,7 @@ fn scoreboard_groups_base_first_then_rounds_and_keeps_the_deepest_refinement() {
         eval(1, "trained/refined_score@2", "eval", 0.8),
         eval(1, "trained/direct_score", "eval", 0.6),
         eval(1, "trained/refined_score@1", "eval", 0.7),
+        eval(1, "trained/win_rate_vs_previous", "eval", 0.55),
         eval(0, "trained/direct_score", "eval", 0.5),
         eval(0, "base/refined_score@1", "eval", 0.35),
         eval(0, "base/direct_score", "eval", 0.3),
@@ -104,18 +105,21 @@ fn scoreboard_groups_base_first_then_rounds_and_keeps_the_deepest_refinement() {
                 round_index: None,
                 direct: Some(0.3),
                 refined: Some((2, 0.4)),
+                win_rate: None,
                 n: 10
             },
             ScoreGroup {
                 round_index: Some(0),
                 direct: Some(0.5),
                 refined: None,
+                win_rate: None,
                 n: 10
             },
             ScoreGroup {
                 round_index: Some(1),
                 direct: Some(0.6),
                 refined: Some((2, 0.8)),
+                win_rate: Some(0.55),
                 n: 10
             },
         ]
@@ -192,6 +196,11 @@ fn load_reads_a_recorded_run_from_a_sqlite_file() {
     );
     let last = board.last().unwrap();
     assert!(last.refined.unwrap().1 > board[0].refined.unwrap().1);
+    assert!(
+        board[0].win_rate.is_none(),
+        "the base has nothing before it"
+    );
+    assert!(board[1..].iter().all(|g| g.win_rate == Some(0.58)));
 }
 
 #[test]

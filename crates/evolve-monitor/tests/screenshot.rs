@@ -154,6 +154,7 @@ fn monitor_window_renders_curves_and_bars_of_a_recorded_run() {
         ("direct bars", plots::DIRECT),
         ("refined bars", plots::REFINED),
         ("token bars", plots::TOKENS),
+        ("win-rate bars", plots::WIN_RATE),
         ("tokens/s bars", plots::TOKENS_PER_SECOND),
     ] {
         let n = count_near(&img, rounds, color, 4);
