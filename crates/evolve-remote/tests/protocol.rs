@@ -3,92 +3,21 @@
 
 use evolve_core::{ChatMessage, GenerationEvent, GenerationRequest, Generator, SamplerConfig};
 use evolve_remote::{RemoteGenerator, RemoteOptions};
+use evolve_testkit::{Script, Seen, completion_event, read_request};
 use serde_json::Value;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::Write;
+use std::net::TcpListener;
 use std::sync::mpsc;
 use std::time::Duration;
 
-/// What the fake server answers to a request body: (status, content type, body chunks).
-type Script = fn(path: &str, body: &Value) -> (u16, &'static str, Vec<String>);
-
-/// Serves `n_conns` connections, then stops; sends each request's (path, body) on the channel.
-fn serve(n_conns: usize, script: Script) -> (String, mpsc::Receiver<(String, Value, String)>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for stream in listener.incoming().take(n_conns) {
-            let mut stream = stream.unwrap();
-            stream
-                .set_read_timeout(Some(Duration::from_secs(10)))
-                .unwrap();
-            let (path, auth, body) = read_request(&stream);
-            let (status, ctype, chunks) = script(&path, &body);
-            let _ = tx.send((path, body, auth));
-            let _ = write!(
-                stream,
-                "HTTP/1.1 {status} X\r\nContent-Type: {ctype}\r\nConnection: close\r\n\r\n"
-            );
-            for c in chunks {
-                if stream
-                    .write_all(c.as_bytes())
-                    .and_then(|_| stream.flush())
-                    .is_err()
-                {
-                    break; // the client hung up (cancellation)
-                }
-                std::thread::sleep(Duration::from_millis(5));
-            }
-        }
-    });
-    (base, rx)
-}
-
-fn read_request(stream: &TcpStream) -> (String, String, Value) {
-    let mut r = BufReader::new(stream);
-    let mut line = String::new();
-    r.read_line(&mut line).unwrap();
-    let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
-    let (mut len, mut auth) = (0, String::new());
-    loop {
-        line.clear();
-        r.read_line(&mut line).unwrap();
-        let l = line.trim_end();
-        if l.is_empty() {
-            break;
-        }
-        let (k, v) = l.split_once(':').unwrap_or((l, ""));
-        match k.to_ascii_lowercase().as_str() {
-            "content-length" => len = v.trim().parse().unwrap(),
-            "authorization" => auth = v.trim().to_string(),
-            _ => {}
-        }
-    }
-    let mut body = vec![0; len];
-    r.read_exact(&mut body).unwrap();
-    (
-        path,
-        auth,
-        serde_json::from_slice(&body).unwrap_or(Value::Null),
-    )
+fn serve(n_conns: usize, script: Script) -> (String, mpsc::Receiver<Seen>) {
+    evolve_testkit::serve(Some(n_conns), script)
 }
 
 fn sse(pieces: &[&str], finish: &str) -> Vec<String> {
-    let mut out: Vec<String> = pieces
-        .iter()
-        .map(|p| {
-            format!(
-                "data: {}\n\n",
-                serde_json::json!({"choices":[{"text":p,"index":0,"finish_reason":null}]})
-            )
-        })
-        .collect();
+    let mut out: Vec<String> = pieces.iter().map(|p| completion_event(p, None)).collect();
     out.insert(0, ": ping\n\n".into());
-    out.push(format!(
-        "data: {}\n\n",
-        serde_json::json!({"choices":[{"text":"","index":0,"finish_reason":finish}]})
-    ));
+    out.push(completion_event("", Some(finish)));
     out.push(format!(
         "data: {}\n\n",
         serde_json::json!({"choices":[],"usage":{"prompt_tokens":7}})

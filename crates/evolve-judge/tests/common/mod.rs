@@ -7,11 +7,8 @@ use evolve_core::{
 use evolve_gguf::tiny::{TinyLlamaConfig, WeightType, write_tiny_llama};
 use evolve_gguf::{GgufWriter, TensorData, Value, read_path};
 use evolve_llama::EngineOptions;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock, mpsc};
-use std::time::Duration;
 
 /// Replies with `script(user_prompt)`; records every formatted prompt and sampler it was sent.
 pub struct Scripted {
@@ -213,67 +210,13 @@ pub fn engine_options() -> EngineOptions {
     }
 }
 
-// ---- a scripted OpenAI-compatible server (as in crates/evolve-remote/tests/protocol.rs) ----
+// ---- a scripted OpenAI-compatible server (evolve-testkit) ----
 
-/// (path, JSON body) → (status, content type, body chunks).
-pub type Script = fn(path: &str, body: &serde_json::Value) -> (u16, &'static str, Vec<String>);
+pub use evolve_testkit::Script;
 
 /// Serves until the test process ends; sends each request's (path, body, authorization).
-pub fn serve(script: Script) -> (String, mpsc::Receiver<(String, serde_json::Value, String)>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { break };
-            stream
-                .set_read_timeout(Some(Duration::from_secs(10)))
-                .unwrap();
-            let (path, auth, body) = read_request(&stream);
-            let (status, ctype, chunks) = script(&path, &body);
-            let _ = tx.send((path, body, auth));
-            let _ = write!(
-                stream,
-                "HTTP/1.1 {status} X\r\nContent-Type: {ctype}\r\nConnection: close\r\n\r\n"
-            );
-            for c in chunks {
-                if stream.write_all(c.as_bytes()).is_err() {
-                    break;
-                }
-            }
-            let _ = stream.flush();
-        }
-    });
-    (base, rx)
-}
-
-fn read_request(stream: &TcpStream) -> (String, String, serde_json::Value) {
-    let mut r = BufReader::new(stream);
-    let mut line = String::new();
-    r.read_line(&mut line).unwrap();
-    let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
-    let (mut len, mut auth) = (0, String::new());
-    loop {
-        line.clear();
-        r.read_line(&mut line).unwrap();
-        let l = line.trim_end();
-        if l.is_empty() {
-            break;
-        }
-        let (k, v) = l.split_once(':').unwrap_or((l, ""));
-        match k.to_ascii_lowercase().as_str() {
-            "content-length" => len = v.trim().parse().unwrap(),
-            "authorization" => auth = v.trim().to_string(),
-            _ => {}
-        }
-    }
-    let mut body = vec![0; len];
-    r.read_exact(&mut body).unwrap();
-    (
-        path,
-        auth,
-        serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
-    )
+pub fn serve(script: Script) -> (String, mpsc::Receiver<evolve_testkit::Seen>) {
+    evolve_testkit::serve(None, script)
 }
 
 /// A completions stream that sends `text` in two pieces.
@@ -282,12 +225,7 @@ pub fn sse(text: &str) -> Vec<String> {
         .char_indices()
         .nth(text.chars().count() / 2)
         .map_or(0, |(i, _)| i);
-    let piece = |p: &str, finish: Option<&str>| {
-        format!(
-            "data: {}\n\n",
-            serde_json::json!({"choices":[{"text":p,"index":0,"finish_reason":finish}]})
-        )
-    };
+    let piece = evolve_testkit::completion_event;
     vec![
         piece(&text[..mid], None),
         piece(&text[mid..], None),
