@@ -18,12 +18,8 @@ const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 struct Guard(Child);
 impl Drop for Guard {
     fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-KILL", "--", &format!("-{}", self.0.id())])
-            .stderr(Stdio::null())
-            .status();
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        // SIGTERM first: a killed Xvfb leaves its lock behind.
+        evolve_testkit::terminate(&mut self.0, true);
     }
 }
 
@@ -57,9 +53,7 @@ fn free_port() -> u16 {
 /// Xvfb on the first free display from :95 up.
 fn start_xvfb(xvfb: &Path) -> (Guard, String) {
     for n in 95..140 {
-        if Path::new(&format!("/tmp/.X{n}-lock")).exists()
-            || Path::new(&format!("/tmp/.X11-unix/X{n}")).exists()
-        {
+        if !evolve_testkit::x_display_is_free(n) {
             continue;
         }
         let child = spawn_group(

@@ -4,7 +4,7 @@
 use evolve_monitor::plots;
 use evolve_store::Store;
 use image::{Rgb, RgbImage};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -27,7 +27,7 @@ impl Xvfb {
             "Xvfb is not installed: install the apt package `xvfb` (scripts/setup.sh lists it)"
         );
         for n in 90..200 {
-            if Path::new(&format!("/tmp/.X{n}-lock")).exists() {
+            if !evolve_testkit::x_display_is_free(n) {
                 continue;
             }
             let display = format!(":{n}");
@@ -57,8 +57,8 @@ impl Xvfb {
 
 impl Drop for Xvfb {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        // SIGTERM, so that Xvfb removes its lock file (a killed one leaves it behind).
+        evolve_testkit::terminate(&mut self.child, false);
     }
 }
 

@@ -1,6 +1,7 @@
 //! Test support shared by the crates that speak HTTP to an OpenAI-compatible server (the remote
 //! generator, the remote judge): a scripted server on loopback, so their tests check the wire
-//! traffic without llama-server. Dev-dependency only.
+//! traffic without llama-server; and a check for a free X display, for the tests that open a
+//! window under Xvfb. Dev-dependency only.
 
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -85,4 +86,96 @@ pub fn completion_event(text: &str, finish: Option<&str>) -> String {
         "data: {}\n\n",
         serde_json::json!({"choices":[{"text":text,"index":0,"finish_reason":finish}]})
     )
+}
+
+/// Whether X display `:n` can be given to a new Xvfb. A lock file whose server is gone (a test
+/// killed with its Xvfb) is removed with its socket, as Xvfb itself would: otherwise such
+/// leftovers pile up until no display in a test's range looks free.
+pub fn x_display_is_free(n: u32) -> bool {
+    let lock = std::path::PathBuf::from(format!("/tmp/.X{n}-lock"));
+    let socket = std::path::PathBuf::from(format!("/tmp/.X11-unix/X{n}"));
+    match std::fs::read_to_string(&lock) {
+        Ok(text) => {
+            let alive = text
+                .trim()
+                .parse::<u32>()
+                .is_ok_and(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists());
+            if alive {
+                return false;
+            }
+            let _ = std::fs::remove_file(&lock);
+            let _ = std::fs::remove_file(&socket);
+            !lock.exists() && !socket.exists()
+        }
+        // No lock: free unless a server without one holds the socket.
+        Err(_) => !socket.exists(),
+    }
+}
+
+/// Stops a test's helper process (and its process group, when it leads one): SIGTERM first, so
+/// that Xvfb removes its lock and socket, SIGKILL after 3 s if it is still there.
+pub fn terminate(child: &mut std::process::Child, whole_group: bool) {
+    let target = if whole_group {
+        format!("-{}", child.id())
+    } else {
+        child.id().to_string()
+    };
+    let signal = |sig: &str| {
+        let _ = std::process::Command::new("kill")
+            .args([sig, "--", &target])
+            .stderr(std::process::Stdio::null())
+            .status();
+    };
+    signal("-TERM");
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    while std::time::Instant::now() < deadline {
+        if matches!(child.try_wait(), Ok(Some(_))) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The rest of the group (WebKitWebDriver under tauri-driver) may outlive its leader.
+    signal("-KILL");
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn terminate_lets_a_process_end_on_sigterm_and_reaps_it() {
+        // `trap` makes the shell write a file on SIGTERM: it got the polite signal first.
+        let dir = std::env::temp_dir().join(format!("evolve-testkit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let flag = dir.join("term");
+        let mut child = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "trap 'touch {}; exit 0' TERM; while :; do sleep 0.05; done",
+                flag.display()
+            ))
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        terminate(&mut child, false);
+        assert!(flag.exists(), "SIGTERM came first");
+        assert!(child.try_wait().unwrap().is_some(), "reaped");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_stale_x_lock_is_cleared_and_a_live_one_is_respected() {
+        // Displays far above any a test uses, so a real server is never touched.
+        let (live, stale) = (4711, 4712);
+        let lock = |n: u32| format!("/tmp/.X{n}-lock");
+        std::fs::write(lock(live), format!("{:>10}\n", std::process::id())).unwrap();
+        std::fs::write(lock(stale), format!("{:>10}\n", u32::MAX - 1)).unwrap();
+        assert!(!x_display_is_free(live), "this process holds it");
+        assert!(x_display_is_free(stale), "its server is gone");
+        assert!(!std::path::Path::new(&lock(stale)).exists());
+        std::fs::remove_file(lock(live)).unwrap();
+        assert!(x_display_is_free(live));
+    }
 }
