@@ -11,19 +11,10 @@ fn evolve(args: &[&str]) -> std::process::Output {
         .expect("run evolve")
 }
 
-/// The cells of the printed table's data rows (those starting with a batch size).
-fn table_rows(stdout: &str) -> Vec<Vec<&str>> {
-    stdout
-        .lines()
-        .filter_map(|l| l.strip_prefix('|'))
-        .map(|l| l.split('|').map(str::trim).collect::<Vec<_>>())
-        .filter(|c| c[0].parse::<usize>().is_ok())
-        .collect()
-}
-
-#[test]
-fn bench_sample_prints_a_row_per_batch_size_with_positive_speeds() {
-    let out = evolve(&[
+/// `evolve bench sample` on the tiny model, batches 1 and 2, 16 prompt and 8 generated tokens,
+/// one thread, `repeat` alternating runs, then `extra`.
+fn bench_small(repeat: &str, extra: &[&str]) -> std::process::Output {
+    let mut args = vec![
         "bench",
         "sample",
         "--model",
@@ -37,8 +28,25 @@ fn bench_sample_prints_a_row_per_batch_size_with_positive_speeds() {
         "--threads",
         "1",
         "--repeat",
-        "2",
-    ]);
+        repeat,
+    ];
+    args.extend_from_slice(extra);
+    evolve(&args)
+}
+
+/// The cells of the printed table's data rows (those starting with a batch size).
+fn table_rows(stdout: &str) -> Vec<Vec<&str>> {
+    stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix('|'))
+        .map(|l| l.split('|').map(str::trim).collect::<Vec<_>>())
+        .filter(|c| c[0].parse::<usize>().is_ok())
+        .collect()
+}
+
+#[test]
+fn bench_sample_prints_a_row_per_batch_size_with_positive_speeds() {
+    let out = bench_small("2", &[]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -74,24 +82,7 @@ fn bench_sample_puts_the_reference_beside_ours_with_the_median_ratio() {
     )
     .unwrap();
     std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let out = evolve(&[
-        "bench",
-        "sample",
-        "--model",
-        "tiny",
-        "--batch",
-        "1,2",
-        "--prompt-tokens",
-        "16",
-        "--gen-tokens",
-        "8",
-        "--threads",
-        "1",
-        "--repeat",
-        "3",
-        "--reference",
-        fake.to_str().unwrap(),
-    ]);
+    let out = bench_small("3", &["--reference", fake.to_str().unwrap()]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),

@@ -88,7 +88,8 @@ impl TrainConfig {
         TrainConfig {
             dpo_weight: 0.0,
             nll_weight: 1.0,
-            // Nothing to compare against; base references cost no extra pass (metrics only).
+            // The preference term is off, so the references only feed the logged rewards; the
+            // base ones are computed batch by batch, without the initial one's upfront pass.
             reference: Reference::Base,
             ..self.clone()
         }
@@ -308,17 +309,28 @@ impl<'m> Trainer<'m> {
                         .into(),
                 ));
             }
-            let pairs: Vec<&PreferencePair> = missing.iter().map(|&i| &data[i]).collect();
-            let refs = reference_logps(
-                self.model,
-                None,
-                &pairs,
-                self.config.dpo_kind,
-                self.config.pad_id,
-            )?;
+            let refs = self.reference_logps_of(data, &missing, None)?;
             self.ref_cache.extend(missing.into_iter().zip(refs));
         }
         Ok(idx.iter().map(|i| self.ref_cache[i]).collect())
+    }
+
+    /// The reference log-probs of `data[i]` for each of `idx`, with `adapter` applied or the
+    /// base alone.
+    fn reference_logps_of(
+        &self,
+        data: &[PreferencePair],
+        idx: &[usize],
+        adapter: Option<&Lora>,
+    ) -> Result<Vec<RefLogps>> {
+        let pairs: Vec<&PreferencePair> = idx.iter().map(|&i| &data[i]).collect();
+        reference_logps(
+            self.model,
+            adapter,
+            &pairs,
+            self.config.dpo_kind,
+            self.config.pad_id,
+        )
     }
 
     /// For [`Reference::Initial`]: the log-probs of every pair under the adapter as it is before
@@ -332,14 +344,7 @@ impl<'m> Trainer<'m> {
             .filter(|i| !self.ref_cache.contains_key(i))
             .collect();
         for chunk in missing.chunks(self.config.batch_size.max(1)) {
-            let pairs: Vec<&PreferencePair> = chunk.iter().map(|&i| &data[i]).collect();
-            let refs = reference_logps(
-                self.model,
-                Some(&self.lora),
-                &pairs,
-                self.config.dpo_kind,
-                self.config.pad_id,
-            )?;
+            let refs = self.reference_logps_of(data, chunk, Some(&self.lora))?;
             self.ref_cache.extend(chunk.iter().copied().zip(refs));
         }
         Ok(())
