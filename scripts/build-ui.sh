@@ -3,7 +3,9 @@
 # (src-tauri/tauri.conf.json: frontendDist = ../ui/dist), so run it before `cargo build`.
 #
 #   scripts/build-ui.sh          npm ci when needed, then type-check and bundle
-#   scripts/build-ui.sh --test   ... and run the UI's unit tests (vitest)
+#   scripts/build-ui.sh --test   ... regenerate the protocol's TypeScript types from the Rust
+#                                types (ts-rs, ui/src/bindings), type-check against them, fail
+#                                when the checked-in ones are stale; run the UI's unit tests
 #
 # Or source it and call build_ui / build_ui_and_test. `npm ci` runs only when ui/node_modules is
 # missing or ui/package-lock.json changed since the last install (stamp in node_modules/).
@@ -40,8 +42,30 @@ build_ui() {
     (cd "$_ui_dir" && npm run --silent build)
 }
 
+# The bindings are written by `cargo test` (the `export_bindings_*` tests ts-rs derives, into
+# TS_RS_EXPORT_DIR, see .cargo/config.toml). Same package selection as every other build, so
+# llama.cpp is not rebuilt; ui/dist must exist first (the binary embeds it), hence after build_ui.
+check_bindings() {
+    local root before after
+    root="$(dirname "$_ui_dir")"
+    before="$(_ui_bindings_digest)"
+    (cd "$root" && cargo test --workspace --all-targets --quiet export_bindings >/dev/null)
+    after="$(_ui_bindings_digest)"
+    (cd "$_ui_dir" && npx tsc --noEmit)
+    if [[ "$before" != "$after" ]]; then
+        echo "error: the Rust types of the protocol changed, so ui/src/bindings was regenerated;" >&2
+        echo "       the UI type-checks against them: review and commit ui/src/bindings" >&2
+        return 1
+    fi
+}
+
+_ui_bindings_digest() {
+    (cd "$_ui_dir/src/bindings" 2>/dev/null && find . -type f -name '*.ts' | sort | xargs -r sha256sum) | sha256sum
+}
+
 build_ui_and_test() {
     build_ui
+    check_bindings
     (cd "$_ui_dir" && npm test --silent)
 }
 

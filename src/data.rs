@@ -81,6 +81,25 @@ impl Service {
         })
     }
 
+    /// A dataset named by id or name, or a JSONL/CSV file imported now (with its report).
+    pub fn resolve_dataset(&self, spec: &str) -> Result<(DatasetId, Option<ImportReport>)> {
+        let store = self.store();
+        if let Ok(id) = spec.parse::<i64>()
+            && store.get_dataset(DatasetId(id))?.is_some()
+        {
+            return Ok((DatasetId(id), None));
+        }
+        if let Some(d) = store.dataset_by_name(spec)? {
+            return Ok((d.id, None));
+        }
+        let path = Path::new(spec);
+        if !path.is_file() {
+            anyhow::bail!("'{spec}' is neither a dataset id, a dataset name nor a file");
+        }
+        let outcome = self.import_dataset(path, &ImportOptions::default())?;
+        Ok((outcome.dataset, Some(outcome.report)))
+    }
+
     pub fn list_datasets(&self) -> Result<Vec<(Dataset, usize, usize)>> {
         let store = self.store();
         store

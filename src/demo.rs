@@ -1,20 +1,28 @@
-//! The built-in task: the tiny task model, the arithmetic dataset and a run configuration that
-//! suits them. `evolve demo`, the app's first start and the end-to-end tests all use these.
+//! The built-in task: the tiny task model, the arithmetic dataset, a run configuration that
+//! suits them, and the demo's comparison of EVOLVE with its baselines. `evolve demo`, the app's
+//! first start and the end-to-end tests all use these.
 
 use crate::Service;
-use crate::task_model::{EVAL_SEED, TASK_MODEL_FILE, TaskModelConfig, train_task_model};
-use anyhow::Result;
-use evolve_core::{RefinementTemplate, SamplerConfig};
-use evolve_loop::arithmetic::{gsm8k_jsonl, is_held_out, problems_split, task_template};
+use crate::task_model::{EVAL_SEED, TASK_MODEL_FILE, TaskModelConfig};
+use anyhow::{Context, Result};
+use evolve_core::{PairedComparison, RefinementTemplate, SamplerConfig};
+use evolve_loop::arithmetic::{
+    all_held_out, gsm8k_jsonl, is_held_out, problems_split, task_template,
+};
 use evolve_loop::pairs::{PairKinds, PairStrategy};
-use evolve_loop::run::{PreferenceLoss, ReferenceModel, RunConfig, TrainSettings};
-use evolve_store::{DatasetId, Model, NewPrompt};
-use evolve_train::SftMetrics;
+use evolve_loop::run::{
+    PreferenceLoss, ReferenceModel, RunConfig, RunObjective, TrainSettings, eval_answers,
+};
+use evolve_store::{DatasetId, Model, NewPrompt, RunId};
+use serde::Serialize;
 use std::path::PathBuf;
-use std::sync::atomic::AtomicBool;
 
 /// Display name of the registered task model.
 pub const TASK_MODEL_NAME: &str = "tiny task (built in)";
+
+/// The task model, trained by `evolve fixture task` and checked in: the app and the tests use
+/// these bytes, nobody trains it at run time.
+pub const TASK_MODEL_GGUF: &[u8] = include_bytes!("../models/tiny-task.gguf");
 
 /// Whether a model is the built-in task model (by registered name or file name).
 pub fn is_task_model(path: &std::path::Path, display_name: Option<&str>) -> bool {
@@ -36,10 +44,11 @@ pub fn refinement_template_for(
 }
 
 /// Settings of the arithmetic run; the defaults are what `evolve demo` runs.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct DemoSettings {
     pub rounds: usize,
     pub prompts_per_round: usize,
+    /// Held-out problems evaluated (0 = all of the held-out split, about 810).
     pub eval_prompts: usize,
     pub samples: usize,
     pub refine_steps: usize,
@@ -50,20 +59,53 @@ impl Default for DemoSettings {
         DemoSettings {
             rounds: 3,
             prompts_per_round: 96,
-            eval_prompts: 200,
+            eval_prompts: 0,
             samples: 4,
             refine_steps: 2,
         }
     }
 }
 
+/// What the demo compares, from the same base, prompts and seeds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Variant {
+    /// The paper's method: DPO on direct and refinement pairs.
+    Evolve,
+    /// The paper's main baseline: DPO on direct pairs only.
+    IterativeDpo,
+    /// Rejection-sampling fine-tuning: NLL on the correct samples only, no pairs.
+    Rft,
+}
+
+impl Variant {
+    pub const ALL: [Variant; 3] = [Variant::Evolve, Variant::IterativeDpo, Variant::Rft];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Variant::Evolve => "evolve",
+            Variant::IterativeDpo => "iterative-dpo",
+            Variant::Rft => "rft",
+        }
+    }
+
+    /// `config` (the EVOLVE settings) turned into this variant.
+    pub fn apply(self, mut config: RunConfig) -> RunConfig {
+        match self {
+            Variant::Evolve => {}
+            Variant::IterativeDpo => config.pair_kinds.refine = false,
+            Variant::Rft => config.train.objective = RunObjective::Rft,
+        }
+        config
+    }
+}
+
 impl DemoSettings {
-    /// The run configuration for the task model: its short refinement instruction, the numeric
-    /// verifier, correct-vs-incorrect pairs, and LoRA-DPO with an NLL term on the chosen answer.
-    /// Measured on the task model (docs/demo.md): plain DPO (no NLL) or a larger learning rate
-    /// lowered held-out accuracy — chosen and rejected log-probs both fell (likelihood
-    /// displacement); lr 1e-4, β 0.5 and NLL weight 1 kept it level.
-    pub fn run_config(&self) -> RunConfig {
+    /// The EVOLVE run configuration for the task model: its short refinement instruction, the
+    /// numeric verifier, correct-vs-incorrect pairs, and LoRA-DPO with an NLL term on the
+    /// chosen answer (plain DPO displaces the chosen answers' likelihood on reasoning tasks).
+    /// `seed` varies the sampling and the training order, nothing else.
+    pub fn run_config(&self, seed: u64) -> RunConfig {
         RunConfig {
             rounds: self.rounds,
             prompts_per_round: self.prompts_per_round,
@@ -72,11 +114,12 @@ impl DemoSettings {
             sampler: SamplerConfig {
                 temperature: 0.7,
                 max_tokens: 48,
-                seed: 7,
+                seed: 7 + seed as u32,
                 ..SamplerConfig::default()
             },
             eval_sampler: SamplerConfig::greedy(48),
             eval_prompts: self.eval_prompts,
+            eval_sampled: true,
             template: task_template(),
             pair_strategy: PairStrategy::CorrectVsIncorrect {
                 threshold: 0.5,
@@ -87,7 +130,7 @@ impl DemoSettings {
                 refine: true,
                 keep: false,
             },
-            scorer: "numeric".into(),
+            scorer: evolve_core::ScorerSpec::NUMERIC,
             chunk_prompts: 16,
             adapter_scale: 1.0,
             train: TrainSettings {
@@ -101,11 +144,12 @@ impl DemoSettings {
                 reference: ReferenceModel::Base,
                 first_step_only: false,
                 sft_warmup: false,
+                objective: RunObjective::Preference,
                 epochs: 2,
                 batch_size: 8,
                 grad_accum: 1,
                 max_tokens: 512,
-                seed: 0,
+                seed,
                 checkpoint_every: 10,
             },
         }
@@ -113,37 +157,59 @@ impl DemoSettings {
 }
 
 impl Service {
-    /// The tiny task model in the data directory, trained on first use (minutes on a CPU;
-    /// `on_step` sees the progress) and registered.
-    pub fn task_model(&self, on_step: impl FnMut(&SftMetrics) -> bool) -> Result<(Model, PathBuf)> {
+    /// The refinement prompt to ask `model` with (see [`refinement_template_for`]).
+    pub fn refinement_template_for(&self, model: &std::path::Path) -> Result<RefinementTemplate> {
+        let display_name = self
+            .store()
+            .find_model_by_path(&model.display().to_string())?
+            .and_then(|m| m.display_name);
+        Ok(refinement_template_for(model, display_name.as_deref()))
+    }
+
+    /// The built-in task model, written into the data directory from the bytes shipped in the
+    /// binary (rewritten if the file there differs) and registered.
+    pub fn task_model(&self) -> Result<(Model, PathBuf)> {
         let path = self.data_dir().models().join(TASK_MODEL_FILE);
-        if !path.is_file() {
-            train_task_model(
-                &path,
-                &TaskModelConfig::default(),
-                &AtomicBool::new(false),
-                on_step,
-            )?;
+        let same = std::fs::read(&path).is_ok_and(|b| b == TASK_MODEL_GGUF);
+        if !same {
+            std::fs::create_dir_all(self.data_dir().models())?;
+            let partial = path.with_extension("gguf.partial");
+            std::fs::write(&partial, TASK_MODEL_GGUF)
+                .with_context(|| format!("cannot write {}", partial.display()))?;
+            std::fs::rename(&partial, &path)
+                .with_context(|| format!("cannot write {}", path.display()))?;
         }
         let (model, _) = self.add_model(&path, Some(TASK_MODEL_NAME))?;
         Ok((model, path))
     }
 
-    /// The arithmetic dataset: `train` problems for the rounds, `eval` held-out problems (never
-    /// in any training data). Also written as GSM8K JSONL next to the database, for reference.
-    pub fn arithmetic_dataset(&self, name: &str, train: usize, eval: usize) -> Result<DatasetId> {
+    /// The arithmetic dataset: `train` problems for the rounds and `eval` held-out problems
+    /// (0 = every held-out problem), never in any training data. Named by its size, so demos of
+    /// other sizes never mix their rows. Also written as GSM8K JSONL next to the database.
+    pub fn arithmetic_dataset(&self, train: usize, eval: usize) -> Result<DatasetId> {
+        let name = format!(
+            "arithmetic-{train}-{}",
+            if eval == 0 {
+                "all".into()
+            } else {
+                eval.to_string()
+            }
+        );
+        let store = self.store();
+        if let Some(d) = store.dataset_by_name(&name)? {
+            return Ok(d.id);
+        }
         let digits = TaskModelConfig::default().digits;
         let mut problems = problems_split(train, digits, 0xDA7A, false);
-        problems.extend(problems_split(eval, digits, EVAL_SEED, true));
+        problems.extend(if eval == 0 {
+            all_held_out(digits)
+        } else {
+            problems_split(eval, digits, EVAL_SEED, true)
+        });
         let dir = self.data_dir().root().join("datasets");
         std::fs::create_dir_all(&dir)?;
         let file = dir.join(format!("{name}.jsonl"));
         std::fs::write(&file, gsm8k_jsonl(&problems))?;
-        let store = self.store();
-        let id = match store.dataset_by_name(name)? {
-            Some(d) => d.id,
-            None => store.create_dataset(name, Some(&file.display().to_string()), "gsm8k")?,
-        };
         let prompts: Vec<NewPrompt> = problems
             .iter()
             .enumerate()
@@ -155,7 +221,116 @@ impl Service {
                 metadata: serde_json::json!({"a": p.a, "b": p.b}),
             })
             .collect();
-        store.add_prompts(id, &prompts)?;
+        // One transaction: a crash leaves no half-filled dataset under this name.
+        let id = store.create_dataset_with_prompts(
+            &name,
+            Some(&file.display().to_string()),
+            "gsm8k",
+            &prompts,
+        )?;
         Ok(id)
+    }
+}
+
+/// One row of a demo's results: a model state of one run.
+#[derive(Debug, Clone, Serialize)]
+pub struct ResultRow {
+    pub label: String,
+    pub n: usize,
+    pub direct: f64,
+    pub refined: Vec<f64>,
+    pub sampled: Option<f64>,
+    pub vs_base: Option<PairedComparison>,
+    pub vs_previous: Option<PairedComparison>,
+    /// Per refinement step: problems it turned wrong → right and right → wrong.
+    pub wrong_to_right: Vec<usize>,
+    pub right_to_wrong: Vec<usize>,
+    /// Seconds the round took (collection to evaluation), when it ran in one go.
+    pub wall_s: Option<f64>,
+}
+
+/// One run of the demo: a variant with a seed.
+#[derive(Debug, Clone, Serialize)]
+pub struct VariantResult {
+    pub variant: Variant,
+    pub seed: u64,
+    pub run_id: i64,
+    pub rows: Vec<ResultRow>,
+    pub pairs: Vec<[usize; 2]>,
+    pub wall_s: Option<f64>,
+}
+
+impl Service {
+    /// The results of a finished (or partial) demo run, for the table and the JSON file.
+    pub fn demo_result(
+        &self,
+        run: RunId,
+        variant: Variant,
+        seed: u64,
+        round_wall_s: &[Option<f64>],
+    ) -> Result<VariantResult> {
+        let status = self.run_status(run)?;
+        let rows = status
+            .scoreboard
+            .iter()
+            .map(|r| ResultRow {
+                label: r.label.clone(),
+                n: r.n,
+                direct: r.direct,
+                refined: r.refined.clone(),
+                sampled: r.sampled,
+                vs_base: r.vs_base.clone(),
+                vs_previous: r.vs_previous.clone(),
+                wrong_to_right: r.refine_steps.iter().map(|c| c.wins).collect(),
+                right_to_wrong: r.refine_steps.iter().map(|c| c.losses).collect(),
+                wall_s: r.round.and_then(|i| round_wall_s.get(i).copied().flatten()),
+            })
+            .collect();
+        let wall: Vec<f64> = round_wall_s.iter().flatten().copied().collect();
+        Ok(VariantResult {
+            variant,
+            seed,
+            run_id: run.0,
+            rows,
+            pairs: status
+                .rounds
+                .iter()
+                .map(|r| [r.direct_pairs, r.refine_pairs])
+                .collect(),
+            wall_s: (wall.len() == round_wall_s.len() && !wall.is_empty())
+                .then(|| wall.iter().sum()),
+        })
+    }
+
+    /// The last round's direct answers of run `b` against run `a`'s, problem by problem (both
+    /// evaluated on the same held-out problems): does one variant beat the other.
+    pub fn compare_runs(&self, a: RunId, b: RunId) -> Result<Option<PairedComparison>> {
+        let last_direct = |run: RunId| -> Result<Option<Vec<evolve_core::EvalAnswer>>> {
+            let rounds = self.store().rounds_of_run(run)?;
+            let Some(last) = rounds.last() else {
+                return Ok(None);
+            };
+            let metric = evolve_core::EvalMetric::new(
+                evolve_core::EvalSubject::Trained,
+                evolve_core::EvalMeasure::Direct,
+            )
+            .to_string();
+            Ok(self
+                .store()
+                .evaluations_of_run(run)?
+                .iter()
+                .find(|e| e.round_id == Some(last.id) && e.metric == metric)
+                .and_then(eval_answers))
+        };
+        let (Some(x), Some(y)) = (last_direct(a)?, last_direct(b)?) else {
+            return Ok(None);
+        };
+        let by_prompt: std::collections::HashMap<i64, f64> =
+            x.iter().map(|e| (e.prompt_id, e.score)).collect();
+        let (before, after): (Vec<f64>, Vec<f64>) = y
+            .iter()
+            .filter_map(|e| Some((*by_prompt.get(&e.prompt_id)?, e.score)))
+            .unzip();
+        Ok(PairedComparison::of(&before, &after))
     }
 }

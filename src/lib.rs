@@ -19,12 +19,17 @@ pub use evolve_loop as method;
 pub use evolve_store as store;
 pub use evolve_train as train;
 
+pub mod adapters;
 pub mod api;
 pub mod bench;
 pub mod chat;
 pub mod data;
 pub mod demo;
+pub mod engines;
+pub mod export_path;
 pub mod models;
+pub mod pairs;
+pub mod progress;
 pub mod runs;
 pub mod service;
 pub mod task_model;

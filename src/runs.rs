@@ -10,7 +10,7 @@ use evolve_loop::run::{
     Engines, Orchestrator, PreferenceLoss, Progress, ReferenceModel, RunConfig, TrainSettings,
     create_run,
 };
-use evolve_store::{DatasetId, ModelId, PairFilter, RunId};
+use evolve_store::{DatasetId, ModelId, PairFilter, Run, RunId};
 use evolve_train::loss::DpoKind;
 use evolve_train::optim::LrSchedule;
 use evolve_train::{LoraConfig, LoraDpoTrainer, Reference, TrainConfig};
@@ -26,28 +26,25 @@ pub struct EngineSettings {
     pub n_ctx: u32,
 }
 
-/// Refuses a scorer spec that cannot work, before any work is done: an unknown name, or a judge
-/// or reward model file that does not exist. (Loading the model waits for the run.)
-fn check_scorer_spec(spec: &str) -> Result<()> {
-    for prefix in ["judge:", "reward:"] {
-        if let Some(path) = spec.strip_prefix(prefix) {
-            if !std::path::Path::new(path.trim()).is_file() {
-                bail!("scorer '{spec}': model file not found: {path}");
+impl Service {
+    /// The run settings `model` starts with, the same in every shell (`run start` without
+    /// flags, the app's run wizard untouched): the built-in task model's own (its short
+    /// refinement instruction, learning rate, every held-out problem evaluated); for any other
+    /// model the loop's defaults with the held-out evaluation capped at 100 prompts, because a
+    /// whole large eval split every round takes hours.
+    pub fn run_config_for(&self, model: &evolve_store::Model) -> RunConfig {
+        if crate::demo::is_task_model(
+            std::path::Path::new(&model.path),
+            model.display_name.as_deref(),
+        ) {
+            crate::demo::DemoSettings::default().run_config(0)
+        } else {
+            RunConfig {
+                eval_prompts: 100,
+                ..RunConfig::default()
             }
-            return Ok(());
         }
     }
-    if spec.starts_with("remote-judge:") {
-        return Ok(());
-    }
-    evolve_loop::verify::verifier_by_name(spec)
-        .map(drop)
-        .map_err(|_| {
-            anyhow::anyhow!(
-                "unknown scorer '{spec}' (expected {})",
-                evolve_judge::ACCEPTED_FORMS
-            )
-        })
 }
 
 /// The trainer configured from a run's settings.
@@ -87,25 +84,7 @@ pub fn trainer_for(model: &std::path::Path, t: &TrainSettings) -> LoraDpoTrainer
     trainer
 }
 
-/// One row of the scoreboard: held-out scores of the untrained model ("base") or of a round's
-/// adapter, direct and after each refinement step.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct ScoreRow {
-    pub label: String,
-    pub direct: Option<f64>,
-    pub refined: Vec<Option<f64>>,
-    pub n: i64,
-    /// Judged win rate of this row's direct answers over the previous row's (ties count half).
-    pub win_rate: Option<WinRateCell>,
-}
-
-/// A round's judged win rate and the counts behind it, as the orchestrator stored them.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct WinRateCell {
-    pub rate: f64,
-    #[serde(flatten)]
-    pub details: evolve_loop::run::WinRateDetails,
-}
+pub use evolve_loop::scoreboard::{ScoreRow, WinRateCell};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct RoundSummary {
@@ -156,7 +135,7 @@ impl Service {
                 ds.name
             );
         }
-        check_scorer_spec(&config.scorer)?;
+        config.validate()?;
         Ok(create_run(self.store(), name, model, dataset, config)?)
     }
 
@@ -238,6 +217,50 @@ impl Service {
         Ok(evolve_llama::LlamaEngine::load(model, options)?)
     }
 
+    /// Every run, oldest first.
+    pub fn list_runs(&self) -> Result<Vec<Run>> {
+        Ok(self.store().list_runs()?)
+    }
+
+    /// Run `id`.
+    pub fn run(&self, id: RunId) -> Result<Run> {
+        match self.store().get_run(id)? {
+            Some(r) => Ok(r),
+            None => Err(crate::service::NotFound(format!("no run with id {}", id.0)).into()),
+        }
+    }
+
+    /// Marks run `id` cancelled; refuses a finished or cancelled run. (A run being driven is
+    /// stopped by its driver, which then calls this.)
+    pub fn cancel_run(&self, id: RunId) -> Result<()> {
+        let run = self.run(id)?;
+        if matches!(run.state, RunState::Done | RunState::Cancelled) {
+            bail!("run {} is already {}", id.0, run.state);
+        }
+        Ok(self.store().set_run_state(id, RunState::Cancelled)?)
+    }
+
+    /// Records how a driven run ended and returns its state: cancelled when the driver was
+    /// asked to cancel, done, or as the orchestrator left it (paused or failed); a run that
+    /// failed before the orchestrator started (its model file is gone) is marked failed.
+    pub fn settle_run(&self, id: RunId, outcome: &Result<()>, cancelled: bool) -> Result<RunState> {
+        let store = self.store();
+        Ok(match outcome {
+            _ if cancelled => {
+                store.set_run_state(id, RunState::Cancelled)?;
+                RunState::Cancelled
+            }
+            Ok(()) => RunState::Done,
+            Err(_) => match store.get_run(id)?.map(|r| r.state) {
+                Some(s @ (RunState::Paused | RunState::Failed)) => s,
+                _ => {
+                    store.set_run_state(id, RunState::Failed)?;
+                    RunState::Failed
+                }
+            },
+        })
+    }
+
     /// Everything `evolve run status` and the UI show about a run.
     pub fn run_status(&self, run: RunId) -> Result<RunStatus> {
         let store = self.store();
@@ -287,45 +310,11 @@ impl Service {
 
     /// The held-out scoreboard: the untrained model, then each round's adapter.
     pub fn scoreboard(&self, run: RunId, config: &RunConfig) -> Result<Vec<ScoreRow>> {
-        let store = self.store();
-        let evals = store.evaluations_of_run(run)?;
-        let rounds = store.rounds_of_run(run)?;
-        let mut rows = Vec::new();
-        let mut row_of = |label: String, round: evolve_store::RoundId, which: &str| {
-            let get = |metric: String| {
-                evals
-                    .iter()
-                    .find(|e| e.round_id == Some(round) && e.metric == metric)
-            };
-            let direct = get(format!("{which}/direct_score"));
-            let Some(direct) = direct else { return };
-            let refined = (1..=config.refine_steps)
-                .map(|k| get(format!("{which}/refined_score@{k}")).map(|e| e.value))
-                .collect();
-            let win_rate = (which == "trained")
-                .then(|| get(evolve_loop::run::WIN_RATE_METRIC.to_string()))
-                .flatten()
-                .and_then(|e| {
-                    Some(WinRateCell {
-                        rate: e.value,
-                        details: serde_json::from_value(e.details.clone()).ok()?,
-                    })
-                });
-            rows.push(ScoreRow {
-                label,
-                direct: Some(direct.value),
-                refined,
-                n: direct.n,
-                win_rate,
-            });
-        };
-        if let Some(first) = rounds.first() {
-            row_of("base".into(), first.id, "base");
-        }
-        for r in &rounds {
-            row_of(format!("round {}", r.round_index), r.id, "trained");
-        }
-        Ok(rows)
+        Ok(evolve_loop::scoreboard::scoreboard(
+            self.store(),
+            run,
+            config.refine_steps,
+        )?)
     }
 }
 
@@ -354,6 +343,7 @@ impl Service {
                     messages,
                     chosen,
                     rejected,
+                    ..
                 } = evolve_loop::pairs::pair_texts(store, &config.template, &pair)?;
                 let messages: Vec<(&str, &str)> = messages
                     .iter()

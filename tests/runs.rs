@@ -41,7 +41,7 @@ fn arithmetic_file(dir: &Path, train: usize, eval: usize) -> PathBuf {
 /// refinement instruction it was trained with), with `extra` flags overriding it.
 fn start_args(model: &Path, data: &Path, extra: &[&str]) -> Vec<String> {
     let config = data.with_extension("config.json");
-    let json = serde_json::to_string(&evolve::demo::DemoSettings::default().run_config()).unwrap();
+    let json = serde_json::to_string(&evolve::demo::DemoSettings::default().run_config(0)).unwrap();
     std::fs::write(&config, json).unwrap();
     let mut v: Vec<String> = ["run", "start", "--threads", "2", "--model"]
         .iter()
@@ -161,8 +161,10 @@ fn one_round_fills_every_table_consistently() {
         [
             "base/direct_score",
             "base/refined_score@1",
+            "base/sampled_score",
             "trained/direct_score",
             "trained/refined_score@1",
+            "trained/sampled_score",
             "trained/win_rate_vs_previous"
         ]
     );
@@ -199,6 +201,24 @@ fn one_round_fills_every_table_consistently() {
     assert_eq!(json["rounds"][0]["generations"], 48);
     assert_eq!(json["scoreboard"][0]["label"], "base");
     assert_eq!(json["scoreboard"][1]["label"], "round 0");
+    // Round 0 against the base, problem by problem, and what refinement fixed and broke.
+    let vs = &json["scoreboard"][1]["vs_base"];
+    assert_eq!(vs["n"], n);
+    let (wins, losses) = (vs["wins"].as_i64().unwrap(), vs["losses"].as_i64().unwrap());
+    assert_eq!(
+        wins + losses + count("ties"),
+        n,
+        "the win rate counts the same problems"
+    );
+    assert!(vs["ci_low"].as_f64().unwrap() <= vs["diff"].as_f64().unwrap());
+    assert!((0.0..=1.0).contains(&vs["p_value"].as_f64().unwrap()));
+    assert_eq!(
+        json["scoreboard"][1]["refine_steps"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
 
     // TRL export: one line per pair, refinement pairs with the refinement conversation.
     let trl = dir.path().join("pairs.jsonl");
@@ -217,6 +237,63 @@ fn one_round_fills_every_table_consistently() {
         lines
             .iter()
             .all(|l| l["chosen"].is_array() || l["chosen"].is_string())
+    );
+
+    // What the app's pair and adapter screens do, from the CLI.
+    let listed = evolve(dir.path(), &["pairs", "list", "--run", "1", "--json"]);
+    assert!(listed.status.success(), "{}", text(&listed.stderr));
+    let listed: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), pairs.len());
+    let first = listed[0]["id"].to_string();
+    let vetoed = evolve(dir.path(), &["pairs", "veto", &first]);
+    assert!(
+        text(&vetoed.stdout).contains("is now vetoed"),
+        "{}",
+        text(&vetoed.stderr)
+    );
+    let edited = evolve(dir.path(), &["pairs", "edit", &first, "--text", "1+1=2"]);
+    assert!(edited.status.success(), "{}", text(&edited.stderr));
+    let only = evolve(
+        dir.path(),
+        &["pairs", "list", "--review", "edited", "--json"],
+    );
+    let only: serde_json::Value = serde_json::from_slice(&only.stdout).unwrap();
+    assert_eq!(only.as_array().unwrap().len(), 1);
+    assert_eq!(only[0]["edited_chosen_text"], "1+1=2");
+    let missing = evolve(dir.path(), &["pairs", "approve", "999999"]);
+    assert!(text(&missing.stderr).contains("no pair with id 999999"));
+
+    let listed = evolve(dir.path(), &["adapters", "list", "--json"]);
+    let listed: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(listed[0]["run_id"], 1);
+    assert_eq!(listed[0]["round"], 0);
+    let id = listed[0]["id"].to_string();
+    let exports = dir.path().join("exports");
+    for (format, written) in [
+        ("gguf_lora", format!("adapter-{id}.gguf")),
+        ("peft", format!("adapter-{id}-peft/adapter_config.json")),
+    ] {
+        let out = evolve(
+            dir.path(),
+            &[
+                "adapters",
+                "export",
+                &id,
+                "--format",
+                format,
+                "--out",
+                exports.to_str().unwrap(),
+            ],
+        );
+        assert!(out.status.success(), "{format}: {}", text(&out.stderr));
+        assert!(exports.join(&written).is_file(), "{written}");
+    }
+    let check = evolve(dir.path(), &["adapters", "check", &id, "--threads", "2"]);
+    assert!(check.status.success(), "{}", text(&check.stderr));
+    assert!(
+        text(&check.stdout).contains("is applied"),
+        "{}",
+        text(&check.stdout)
     );
 }
 
@@ -541,6 +618,262 @@ fn an_unknown_scorer_or_a_missing_judge_model_is_refused_before_any_work() {
             1,
             "{err}"
         );
+    }
+    let store = Store::open(&dir.path().join("evolve.db")).unwrap();
+    assert!(store.list_runs().unwrap().is_empty(), "no run was created");
+}
+
+#[test]
+fn demo_compare_reports_paired_results_and_keeps_sizes_apart() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("results.json");
+    let small = |prompts: &str| -> Vec<String> {
+        [
+            "demo",
+            "--threads",
+            "2",
+            "--rounds",
+            "1",
+            "--eval-prompts",
+            "8",
+            "--seeds",
+            "1",
+            "--prompts-per-round",
+            prompts,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let mut compare = small("4");
+    compare.extend([
+        "--compare".into(),
+        "--json".into(),
+        json.display().to_string(),
+    ]);
+    let out = evolve(dir.path(), &compare);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("== side by side"), "{stdout}");
+
+    let results: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let fixture = std::fs::read(task_model()).unwrap();
+    let sha = {
+        use sha2::Digest;
+        format!("{:x}", sha2::Sha256::digest(&fixture))
+    };
+    assert_eq!(results["model"]["sha256"], sha.as_str());
+    let runs = results["runs"].as_array().unwrap();
+    let variants: Vec<&str> = runs
+        .iter()
+        .map(|r| r["variant"].as_str().unwrap())
+        .collect();
+    assert_eq!(variants, ["evolve", "iterative_dpo", "rft"]);
+    for run in runs {
+        let rows = run["rows"].as_array().unwrap();
+        assert_eq!(rows.len(), 2, "base and round 0: {run}");
+        for row in rows {
+            assert_eq!(row["n"], 8, "{row}");
+            assert_eq!(row["refined"].as_array().unwrap().len(), 2, "refine@1, @2");
+            assert_eq!(row["wrong_to_right"].as_array().unwrap().len(), 2);
+            assert!(row["sampled"].is_number(), "{row}");
+        }
+        let vs = &rows[1]["vs_base"];
+        let (lo, d, hi) = (
+            vs["ci_low"].as_f64().unwrap(),
+            vs["diff"].as_f64().unwrap(),
+            vs["ci_high"].as_f64().unwrap(),
+        );
+        assert!(lo <= d && d <= hi, "{vs}");
+        assert!(rows[1]["wall_s"].as_f64().unwrap() > 0.0);
+        // Same base, same problems: every variant's untrained row is the same.
+        assert_eq!(rows[0], runs[0]["rows"][0]);
+    }
+    // Iterative DPO trains direct pairs only.
+    let dpo_refine_pairs: u64 = runs[1]["pairs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p[1].as_u64().unwrap())
+        .sum();
+    assert_eq!(dpo_refine_pairs, 0, "{}", runs[1]);
+    let against: Vec<&str> = results["comparisons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["evolve_vs"].as_str().unwrap())
+        .collect();
+    assert_eq!(against, ["iterative_dpo", "rft"]);
+    assert_eq!(results["comparisons"][0]["direct"]["n"], 8);
+
+    // Another size in the same data directory gets its own dataset; the first is untouched,
+    // and rerunning the first command reuses its finished runs.
+    let out = evolve(dir.path(), &small("6"));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let store = Store::open(&dir.path().join("evolve.db")).unwrap();
+    let sizes: Vec<(String, usize, usize)> = store
+        .list_datasets()
+        .unwrap()
+        .into_iter()
+        .map(|d| {
+            let n = |s| store.list_prompts(d.id, Some(s)).unwrap().len();
+            (d.name, n("train"), n("eval"))
+        })
+        .collect();
+    assert_eq!(
+        sizes,
+        [
+            ("arithmetic-4-8".to_string(), 4, 8),
+            ("arithmetic-6-8".to_string(), 6, 8)
+        ]
+    );
+    let runs_before = store.list_runs().unwrap().len();
+    let out = evolve(dir.path(), &compare);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        store.list_runs().unwrap().len(),
+        runs_before,
+        "finished runs are reused"
+    );
+    let again: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    // The same numbers; a reused run has no round times to report.
+    let without_times = |v: &serde_json::Value| {
+        let mut rows = v["runs"][0]["rows"].clone();
+        for row in rows.as_array_mut().unwrap() {
+            row.as_object_mut().unwrap().remove("wall_s");
+        }
+        rows
+    };
+    assert_eq!(without_times(&again), without_times(&results));
+}
+
+/// The stored `config_json` of every run, in order.
+fn stored_configs(dir: &Path) -> Vec<String> {
+    let db = rusqlite::Connection::open(dir.join("evolve.db")).unwrap();
+    let mut q = db
+        .prepare("SELECT config_json FROM runs ORDER BY id")
+        .unwrap();
+    q.query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
+
+/// `evolve run start` with no flags but the model and the data, stopped once the run exists.
+fn cli_start_without_flags(dir: &Path, model: &Path, data: &Path) {
+    use std::io::BufRead;
+    let mut child = evolve_cmd(dir, &["run", "start", "--model"])
+        .arg(model)
+        .arg("--data")
+        .arg(data)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let created = stdout
+        .lines()
+        .map_while(Result::ok)
+        .any(|l| l.contains("created"));
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(created, "evolve run start did not create a run");
+}
+
+#[test]
+fn cli_and_app_start_the_same_run_on_the_same_model() {
+    use evolve::api::Api;
+    use serde_json::json;
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().unwrap();
+    let data = arithmetic_file(dir.path(), 10, 4);
+    let random = dir.path().join("plain.gguf");
+    let out = evolve(
+        dir.path(),
+        &["fixture", "random", "--out", random.to_str().unwrap()],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    for model in [task_model(), random] {
+        cli_start_without_flags(dir.path(), &model, &data);
+        let api = Api::open(
+            evolve::core::DataDir::new(dir.path().to_path_buf()),
+            Arc::new(|_: &str, _| {}),
+        )
+        .unwrap();
+        let models = api.call("models_list", json!({})).unwrap();
+        let model_id = models
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["path"] == model.display().to_string())
+            .expect("the CLI registered the model")["id"]
+            .clone();
+        let dataset_id = api.call("datasets_list", json!({})).unwrap()[0]["id"].clone();
+        let start = |config: Option<serde_json::Value>| {
+            let mut args = json!({"name": "app", "model_id": model_id, "dataset_id": dataset_id});
+            if let Some(c) = config {
+                args["config"] = c;
+            }
+            let run = api.call("run_start", args).unwrap()["run_id"].clone();
+            api.call("run_cancel", json!({"run_id": run})).unwrap();
+        };
+        // No fields at all, and the wizard's defaults for that model sent back untouched.
+        start(None);
+        let defaults = api
+            .call("run_defaults", json!({"model_id": model_id}))
+            .unwrap();
+        start(Some(defaults));
+        let configs = stored_configs(dir.path());
+        let last = &configs[configs.len() - 3..];
+        assert_eq!(
+            last[1],
+            last[0],
+            "app without fields vs CLI on {}",
+            model.display()
+        );
+        assert_eq!(
+            last[2],
+            last[0],
+            "app defaults vs CLI on {}",
+            model.display()
+        );
+    }
+    let configs = stored_configs(dir.path());
+    assert_ne!(
+        configs[0], configs[3],
+        "the task model has its own settings"
+    );
+}
+
+#[test]
+fn bad_run_settings_fail_at_once_naming_the_field() {
+    let model = task_model();
+    let dir = tempfile::tempdir().unwrap();
+    let data = arithmetic_file(dir.path(), 10, 2);
+    for (flags, field) in [
+        (&["--beta", "0"][..], "train.beta"),
+        (&["--lr", "-1"][..], "train.lr"),
+        (&["--samples", "0"][..], "samples"),
+        (&["--scorer", "vibes"][..], "unknown scorer 'vibes'"),
+        (
+            &["--scorer", "judge:/nowhere/j.gguf"][..],
+            "model file not found",
+        ),
+    ] {
+        let mut args: Vec<String> = ["run", "start", "--model"].map(String::from).to_vec();
+        args.push(model.display().to_string());
+        args.push("--data".into());
+        args.push(data.display().to_string());
+        args.extend(flags.iter().map(|s| s.to_string()));
+        let started = Instant::now();
+        let out = evolve(dir.path(), &args);
+        let took = started.elapsed();
+        assert!(!out.status.success(), "{flags:?}");
+        let err = text(&out.stderr);
+        assert!(err.contains(field), "{flags:?}: {err}");
+        assert!(took < Duration::from_secs(1), "{flags:?} took {took:?}");
     }
     let store = Store::open(&dir.path().join("evolve.db")).unwrap();
     assert!(store.list_runs().unwrap().is_empty(), "no run was created");

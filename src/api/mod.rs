@@ -8,7 +8,6 @@
 
 mod adapters;
 mod chat;
-pub mod export_path;
 mod models;
 mod pairs;
 mod runs;
@@ -69,7 +68,11 @@ impl std::error::Error for ApiError {}
 /// UI shows the message either way; the cause chain is joined into one line.
 impl From<anyhow::Error> for ApiError {
     fn from(e: anyhow::Error) -> Self {
-        ApiError::bad(format!("{e:#}").replace('\n', " "))
+        let message = format!("{e:#}").replace('\n', " ");
+        if e.downcast_ref::<crate::service::NotFound>().is_some() {
+            return ApiError::not_found(message);
+        }
+        ApiError::bad(message)
     }
 }
 
@@ -118,6 +121,8 @@ pub(crate) struct Inner {
     pub sink: EventSink,
     pub settings: Mutex<Settings>,
     pub chat: chat::ChatState,
+    /// The loaded model, kept between chat messages and adapter checks.
+    pub engines: crate::engines::EngineCache,
     pub runs: runs::RunWorkers,
     pub next_request: AtomicU64,
 }
@@ -157,6 +162,7 @@ impl Api {
                 sink,
                 settings: Mutex::new(settings),
                 chat: chat::ChatState::default(),
+                engines: Default::default(),
                 runs: runs::RunWorkers::default(),
                 next_request: AtomicU64::new(1),
             }),
@@ -187,7 +193,7 @@ impl Api {
             "chats_list" => chat::list(i),
             "chat_history" => chat::history(i, parse(cmd, args)?),
             "runs_list" => runs::list(i),
-            "run_defaults" => runs::defaults(i),
+            "run_defaults" => runs::defaults(i, parse(cmd, args)?),
             "run_start" => runs::start(&self.inner, parse(cmd, args)?),
             "run_pause" => runs::pause(i, parse(cmd, args)?),
             "run_resume" => runs::resume(&self.inner, parse(cmd, args)?),
@@ -221,6 +227,12 @@ impl Api {
 }
 
 fn parse<T: DeserializeOwned>(cmd: &str, args: Value) -> ApiResult<T> {
+    // A command without arguments may be sent with none at all.
+    let args = if args.is_null() {
+        Value::Object(Default::default())
+    } else {
+        args
+    };
     serde_json::from_value(args).map_err(|e| ApiError::bad(format!("{cmd}: bad arguments: {e}")))
 }
 

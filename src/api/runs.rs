@@ -3,15 +3,15 @@
 //! `run_state` events and pauses the run when asked.
 
 use super::chat::scorer_name;
-use super::models::is_task_model;
 use super::settings::Sampler;
 use super::util::{lock, rfc3339};
 use super::{ApiError, ApiResult, Inner};
 use crate::Service;
-use crate::demo::DemoSettings;
-use evolve_core::{RoundState, RunState};
-use evolve_loop::run::{Progress, ReferenceModel, RunConfig};
-use evolve_store::{DatasetId, ModelId, Run, RunId, Store};
+use crate::progress::{RunEvent, RunTracker};
+use evolve_core::RunState;
+use evolve_core::ScorerSpec;
+use evolve_loop::run::{ReferenceModel, RunConfig};
+use evolve_store::{DatasetId, ModelId, Run, RunId};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -58,9 +58,16 @@ impl RunWorkers {
     }
 }
 
+/// The UI's name for a scorer: the kind, without a pattern or a model path.
+fn ui_scorer(spec: &ScorerSpec) -> String {
+    let text = spec.to_string();
+    text.split(':').next().unwrap_or("numeric").to_string()
+}
+
 /// The part of a run's configuration the UI edits; the rest comes from the base configuration
 /// that suits the model (the built-in task model has its own template and learning rate).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ts_rs::TS)]
+#[ts(export, rename = "RunConfig")]
 pub struct UiRunConfig {
     pub rounds: usize,
     pub prompts_per_round: usize,
@@ -71,7 +78,8 @@ pub struct UiRunConfig {
     pub train: UiTrain,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ts_rs::TS)]
+#[ts(rename = "TrainConfig")]
 pub struct UiTrain {
     pub lr: f64,
     pub beta: f64,
@@ -93,7 +101,7 @@ impl UiRunConfig {
             prompts_per_round: c.prompts_per_round,
             samples: c.samples,
             refine_steps: c.refine_steps,
-            scorer: c.scorer.split(':').next().unwrap_or("numeric").to_string(),
+            scorer: ui_scorer(&c.scorer),
             sampler: Sampler::from_config(&c.sampler),
             train: UiTrain {
                 lr: c.train.lr,
@@ -102,75 +110,86 @@ impl UiRunConfig {
                 lora_rank: c.train.lora_rank,
                 lora_alpha: c.train.lora_alpha,
                 epochs: c.train.epochs,
-                batch_size: c.train.batch_size,
+                // The UI shows the effective batch.
+                batch_size: c.train.batch_size * c.train.grad_accum,
                 reference: c.train.reference,
                 sft_warmup: c.train.sft_warmup,
             },
         }
     }
-
-    fn validate(&self) -> ApiResult<()> {
-        let positive = [
-            ("rounds", self.rounds),
-            ("prompts per round", self.prompts_per_round),
-            ("samples", self.samples),
-            ("LoRA rank", self.train.lora_rank),
-            ("epochs", self.train.epochs),
-            ("batch size", self.train.batch_size),
-        ];
-        if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
-            return Err(ApiError::bad(format!("{name} must be at least 1")));
-        }
-        if self.refine_steps > 5 {
-            return Err(ApiError::bad("at most 5 refinement steps"));
-        }
-        // `is_nan` too: NaN compares false with everything.
-        if self.train.lr.is_nan()
-            || self.train.lr <= 0.0
-            || self.train.beta.is_nan()
-            || self.train.beta <= 0.0
-        {
-            return Err(ApiError::bad("learning rate and β must be above 0"));
-        }
-        self.sampler.validate()?;
-        evolve_loop::verify::verifier_by_name(&scorer_name(&self.scorer)).map_err(ApiError::bad)?;
-        Ok(())
-    }
-
-    /// The full configuration: `base` with the UI's choices applied.
-    fn apply(&self, mut c: RunConfig) -> RunConfig {
-        c.rounds = self.rounds;
-        c.prompts_per_round = self.prompts_per_round;
-        c.samples = self.samples;
-        c.refine_steps = self.refine_steps;
-        c.scorer = scorer_name(&self.scorer);
-        c.sampler = self.sampler.apply(&c.sampler);
-        c.eval_sampler.max_tokens = self.sampler.max_tokens;
-        c.train.lr = self.train.lr;
-        c.train.beta = self.train.beta;
-        c.train.lambda_refine = self.train.lambda_refine;
-        c.train.lora_rank = self.train.lora_rank;
-        c.train.lora_alpha = self.train.lora_alpha;
-        c.train.epochs = self.train.epochs;
-        c.train.batch_size = self.train.batch_size;
-        c.train.reference = self.train.reference;
-        c.train.sft_warmup = self.train.sft_warmup;
-        // The UI sets the effective batch directly.
-        c.train.grad_accum = 1;
-        c
-    }
 }
 
-/// Base configuration for a model: the task model's own, else the loop's defaults with the
-/// held-out evaluation capped (evaluating a whole large eval split every round takes hours).
-fn base_config(model_path: &std::path::Path, display_name: Option<&str>) -> RunConfig {
-    if is_task_model(model_path, display_name) {
-        DemoSettings::default().run_config()
-    } else {
-        RunConfig {
-            eval_prompts: 100,
-            ..RunConfig::default()
+/// The wizard's choices laid over the model's defaults; a field left out keeps the default,
+/// so `run_start` without a config starts the run `evolve run start` would.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct UiRunPatch {
+    pub rounds: Option<usize>,
+    pub prompts_per_round: Option<usize>,
+    pub samples: Option<usize>,
+    pub refine_steps: Option<usize>,
+    pub scorer: Option<String>,
+    pub sampler: Option<Sampler>,
+    #[serde(default)]
+    pub train: UiTrainPatch,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct UiTrainPatch {
+    pub lr: Option<f64>,
+    pub beta: Option<f64>,
+    pub lambda_refine: Option<f64>,
+    pub lora_rank: Option<usize>,
+    pub lora_alpha: Option<f64>,
+    pub epochs: Option<usize>,
+    /// The effective batch (batch size × gradient accumulation).
+    pub batch_size: Option<usize>,
+    pub reference: Option<ReferenceModel>,
+    pub sft_warmup: Option<bool>,
+}
+
+impl UiRunPatch {
+    /// `base` with the choices applied and validated (`RunConfig::validate` names the field).
+    fn apply(&self, base: RunConfig) -> ApiResult<RunConfig> {
+        let mut c = base;
+        let set = |v: Option<usize>, f: &mut usize| v.into_iter().for_each(|v| *f = v);
+        set(self.rounds, &mut c.rounds);
+        set(self.prompts_per_round, &mut c.prompts_per_round);
+        set(self.samples, &mut c.samples);
+        set(self.refine_steps, &mut c.refine_steps);
+        if let Some(s) = &self.scorer {
+            c.scorer = scorer_name(s)
+                .parse()
+                .map_err(|e: evolve_core::ParseScorerError| ApiError::bad(e.0))?;
         }
+        if let Some(sampler) = &self.sampler {
+            sampler.validate()?;
+            if sampler.max_tokens != c.sampler.max_tokens {
+                c.eval_sampler.max_tokens = sampler.max_tokens;
+            }
+            c.sampler = sampler.apply(&c.sampler);
+        }
+        let t = &self.train;
+        let setf = |v: Option<f64>, f: &mut f64| v.into_iter().for_each(|v| *f = v);
+        setf(t.lr, &mut c.train.lr);
+        setf(t.beta, &mut c.train.beta);
+        setf(t.lambda_refine, &mut c.train.lambda_refine);
+        setf(t.lora_alpha, &mut c.train.lora_alpha);
+        set(t.lora_rank, &mut c.train.lora_rank);
+        set(t.epochs, &mut c.train.epochs);
+        if let Some(b) = t.batch_size
+            && b != c.train.batch_size * c.train.grad_accum
+        {
+            c.train.batch_size = b;
+            c.train.grad_accum = 1;
+        }
+        if let Some(r) = t.reference {
+            c.train.reference = r;
+        }
+        if let Some(w) = t.sft_warmup {
+            c.train.sft_warmup = w;
+        }
+        c.validate().map_err(|e| ApiError::bad(e.to_string()))?;
+        Ok(c)
     }
 }
 
@@ -193,17 +212,31 @@ fn summary(inner: &Inner, r: &Run) -> Value {
 
 pub fn list(inner: &Inner) -> ApiResult {
     let service = inner.service()?;
-    let mut runs = service.store().list_runs()?;
+    let mut runs = service.list_runs()?;
     runs.sort_by_key(|r| std::cmp::Reverse(r.id.0));
     Ok(Value::Array(
         runs.iter().map(|r| summary(inner, r)).collect(),
     ))
 }
 
-pub fn defaults(inner: &Inner) -> ApiResult {
-    let mut c = UiRunConfig::of(&RunConfig::default());
-    c.sampler = inner.settings().sampler;
-    Ok(serde_json::to_value(c).expect("config serialises"))
+#[derive(Deserialize, Default)]
+pub struct DefaultsArgs {
+    #[serde(default)]
+    model_id: Option<i64>,
+}
+
+/// The settings a run on `model_id` starts with (`Service::run_config_for`); without a model,
+/// those of a model other than the built-in one.
+pub fn defaults(inner: &Inner, args: DefaultsArgs) -> ApiResult {
+    let service = inner.service()?;
+    let config = match args.model_id {
+        Some(id) => service.run_config_for(&service.model(ModelId(id))?),
+        None => RunConfig {
+            eval_prompts: 100,
+            ..RunConfig::default()
+        },
+    };
+    Ok(serde_json::to_value(UiRunConfig::of(&config)).expect("config serialises"))
 }
 
 #[derive(Deserialize)]
@@ -211,26 +244,20 @@ pub struct StartArgs {
     name: String,
     model_id: i64,
     dataset_id: i64,
-    config: UiRunConfig,
+    /// The wizard's choices; fields left out keep the model's defaults.
+    #[serde(default)]
+    config: UiRunPatch,
 }
 
 pub fn start(inner: &Arc<Inner>, args: StartArgs) -> ApiResult {
-    args.config.validate()?;
     let name = args.name.trim();
     if name.is_empty() {
         return Err(ApiError::bad("give the run a name"));
     }
     let run = {
         let service = inner.service()?;
-        let model = service
-            .store()
-            .get_model(ModelId(args.model_id))?
-            .ok_or_else(|| ApiError::not_found(format!("no model with id {}", args.model_id)))?;
-        let base = base_config(
-            std::path::Path::new(&model.path),
-            model.display_name.as_deref(),
-        );
-        let config = args.config.apply(base);
+        let model = service.model(ModelId(args.model_id))?;
+        let config = args.config.apply(service.run_config_for(&model))?;
         service.create_run(name, model.id, DatasetId(args.dataset_id), &config)?
     };
     spawn(inner, run.0)?;
@@ -242,18 +269,12 @@ pub struct RunArgs {
     run_id: i64,
 }
 
-fn get_run(store: &Store, id: i64) -> ApiResult<Run> {
-    store
-        .get_run(RunId(id))?
-        .ok_or_else(|| ApiError::not_found(format!("no run with id {id}")))
-}
-
 pub fn pause(inner: &Inner, args: RunArgs) -> ApiResult {
     match lock(&inner.runs.workers).get(&args.run_id) {
         Some(w) => w.pause.store(true, Ordering::Relaxed),
         None => {
             let service = inner.service()?;
-            let run = get_run(service.store(), args.run_id)?;
+            let run = service.run(RunId(args.run_id))?;
             return Err(ApiError::conflict(format!(
                 "run {} is not running (it is {})",
                 args.run_id,
@@ -267,7 +288,7 @@ pub fn pause(inner: &Inner, args: RunArgs) -> ApiResult {
 pub fn resume(inner: &Arc<Inner>, args: RunArgs) -> ApiResult {
     {
         let service = inner.service()?;
-        let run = get_run(service.store(), args.run_id)?;
+        let run = service.run(RunId(args.run_id))?;
         if matches!(run.state, RunState::Done | RunState::Cancelled) {
             return Err(ApiError::conflict(format!(
                 "run {} is {}: start a new run instead",
@@ -287,14 +308,14 @@ pub fn cancel(inner: &Inner, args: RunArgs) -> ApiResult {
         return Ok(Value::Null);
     }
     let service = inner.service()?;
-    let run = get_run(service.store(), args.run_id)?;
+    let run = service.run(RunId(args.run_id))?;
     if matches!(run.state, RunState::Done | RunState::Cancelled) {
         return Err(ApiError::conflict(format!(
             "run {} is already {}",
             args.run_id, run.state
         )));
     }
-    service.store().set_run_state(run.id, RunState::Cancelled)?;
+    service.cancel_run(run.id)?;
     inner.emit(
         "run_state",
         json!({"run_id": args.run_id, "state": "cancelled"}),
@@ -326,36 +347,43 @@ fn spawn(inner: &Arc<Inner>, run: i64) -> ApiResult<()> {
     Ok(())
 }
 
-/// The worker: drives the run to its end (or a pause), then reports the final state.
+/// The worker: drives the run to its end (or a pause), sending the run's progress stream as
+/// events, then reports the final state.
 fn drive(inner: &Inner, run: i64, pause: &AtomicBool, cancel: &AtomicBool) {
     inner.emit("run_state", json!({"run_id": run, "state": "running"}));
     let engine = inner.settings().engine();
+    let id = RunId(run);
     let result = Service::open(inner.data_dir.clone()).and_then(|service| {
-        let mut tracker = Tracker::new(run);
-        let outcome = service.drive_run(RunId(run), &engine, &mut |p| {
-            tracker.on(inner, service.store(), p);
+        let mut tracker = RunTracker::new(id);
+        let mut last_emit: Option<Instant> = None;
+        let outcome = service.drive_run(id, &engine, &mut |p| {
+            tracker.on(&service, &p, &mut |event| match event {
+                RunEvent::Progress {
+                    progress,
+                    milestone,
+                } => {
+                    let payload = serde_json::to_value(progress).expect("progress serialises");
+                    lock(&inner.runs.progress).insert(run, payload.clone());
+                    // At most ten updates a second reach the UI; phase starts and ends always do.
+                    if milestone
+                        || last_emit.is_none_or(|t| t.elapsed() >= Duration::from_millis(100))
+                    {
+                        last_emit = Some(Instant::now());
+                        inner.emit("run_progress", payload);
+                    }
+                }
+                RunEvent::Metrics(point) => inner.emit(
+                    "run_metrics",
+                    serde_json::to_value(point).expect("metrics serialise"),
+                ),
+                _ => {}
+            });
             !pause.load(Ordering::Relaxed)
         });
-        let store = service.store();
-        let state = match &outcome {
-            _ if cancel.load(Ordering::Relaxed) => {
-                store.set_run_state(RunId(run), RunState::Cancelled)?;
-                RunState::Cancelled
-            }
-            Ok(()) => RunState::Done,
-            Err(e) => {
-                let stored = store.get_run(RunId(run))?.map(|r| r.state);
-                if !matches!(stored, Some(RunState::Paused | RunState::Failed)) {
-                    // Failed before the orchestrator started (e.g. the model file is gone).
-                    eprintln!("run {run} failed: {e:#}");
-                    store.set_run_state(RunId(run), RunState::Failed)?;
-                    RunState::Failed
-                } else {
-                    stored.unwrap_or(RunState::Failed)
-                }
-            }
-        };
-        Ok(state)
+        if let Err(e) = &outcome {
+            eprintln!("run {run} stopped: {e:#}");
+        }
+        service.settle_run(id, &outcome, cancel.load(Ordering::Relaxed))
     });
     let state = result.unwrap_or_else(|e| {
         eprintln!("run {run}: {e:#}");
@@ -366,155 +394,21 @@ fn drive(inner: &Inner, run: i64, pause: &AtomicBool, cancel: &AtomicBool) {
     inner.emit("run_state", json!({"run_id": run, "state": state.as_str()}));
 }
 
-/// The step names the UI shows next to the progress bar.
-fn step_name(s: RoundState) -> &'static str {
-    match s {
-        RoundState::Collecting => "sampling",
-        other => other.as_str(),
-    }
-}
-
-/// Turns the orchestrator's reports into events, with tokens/s and an ETA for the current step.
-struct Tracker {
-    run: i64,
-    round: usize,
-    state: &'static str,
-    step_started: Instant,
-    tokens: usize,
-    last_generated: usize,
-    offsets: HashMap<usize, i64>,
-    last_emit: Option<Instant>,
-}
-
-impl Tracker {
-    fn new(run: i64) -> Self {
-        Tracker {
-            run,
-            round: 0,
-            state: "starting",
-            step_started: Instant::now(),
-            tokens: 0,
-            last_generated: 0,
-            offsets: HashMap::new(),
-            last_emit: None,
-        }
-    }
-
-    fn on(&mut self, inner: &Inner, store: &Store, p: Progress) {
-        match p {
-            Progress::Step { round, state } => {
-                self.round = round;
-                self.state = step_name(state);
-                self.step_started = Instant::now();
-                self.tokens = 0;
-                self.last_generated = 0;
-                self.progress(inner, 0, 0, None, true);
-            }
-            Progress::Work {
-                round,
-                state,
-                done,
-                total,
-            } => {
-                self.round = round;
-                self.state = step_name(state);
-                self.progress(inner, done, total, None, done == total);
-            }
-            Progress::Tokens { generated } => {
-                // `generated` counts from the start of each generation call.
-                self.tokens += generated.saturating_sub(self.last_generated);
-                if generated < self.last_generated {
-                    self.tokens += generated;
-                }
-                self.last_generated = generated;
-            }
-            Progress::Train(report) => {
-                self.state = "training";
-                let offset = *self
-                    .offsets
-                    .entry(self.round)
-                    .or_insert_with(|| metric_offset(store, self.run, self.round).unwrap_or(0));
-                inner.emit(
-                    "run_metrics",
-                    json!({
-                        "run_id": self.run, "round": self.round, "step": report.step,
-                        "global_step": offset + report.step as i64, "metrics": report.metrics,
-                    }),
-                );
-                let tps = report.metrics.get("tokens_per_second").copied();
-                let last = report.step == report.total_steps;
-                self.progress(inner, report.step, report.total_steps, tps, last);
-            }
-            Progress::TrainingResumed { .. } | Progress::Evaluated { .. } => {}
-        }
-    }
-
-    fn progress(
-        &mut self,
-        inner: &Inner,
-        done: usize,
-        total: usize,
-        tps: Option<f64>,
-        force: bool,
-    ) {
-        let elapsed = self.step_started.elapsed().as_secs_f64();
-        let tps = tps.or_else(|| (self.tokens > 0).then(|| self.tokens as f64 / elapsed.max(1e-3)));
-        let eta =
-            (done > 0 && total >= done).then(|| elapsed / done as f64 * (total - done) as f64);
-        let payload = json!({
-            "run_id": self.run, "round": self.round, "state": self.state, "done": done,
-            "total": total, "tokens_per_second": tps, "eta_seconds": eta,
-        });
-        lock(&inner.runs.progress).insert(self.run, payload.clone());
-        // At most ten updates a second reach the UI; step changes and completions always do.
-        if force
-            || self
-                .last_emit
-                .is_none_or(|t| t.elapsed() >= Duration::from_millis(100))
-        {
-            self.last_emit = Some(Instant::now());
-            inner.emit("run_progress", payload);
-        }
-    }
-}
-
-/// Training records of the rounds before `round`: where `round`'s global steps start.
-fn metric_offset(store: &Store, run: i64, round: usize) -> ApiResult<i64> {
-    let mut offset = 0;
-    for r in store.rounds_of_run(RunId(run))? {
-        if r.round_index as usize >= round {
-            break;
-        }
-        if let Some(t) = store.training_runs_of_round(r.id)?.last() {
-            offset += store.metrics_of(t.id)?.len() as i64;
-        }
-    }
-    Ok(offset)
-}
-
 pub fn status(inner: &Inner, args: RunArgs) -> ApiResult {
     let service = inner.service()?;
-    let run = get_run(service.store(), args.run_id)?;
+    let run = service.run(RunId(args.run_id))?;
     let s = service.run_status(run.id)?;
     let rounds: Vec<Value> = s
         .rounds
         .iter()
         .map(|r| json!({"index": r.index, "state": r.state.as_str(), "error": r.error}))
         .collect();
-    let scoreboard: Vec<Value> = s
-        .scoreboard
-        .iter()
-        .map(|r| {
-            json!({"label": r.label, "direct": r.direct, "refined": r.refined,
-                   "win_rate": r.win_rate})
-        })
-        .collect();
     let progress = lock(&inner.runs.progress).get(&args.run_id).cloned();
     Ok(json!({
         "run": summary(inner, &run),
         "rounds": rounds,
         "progress": progress,
-        "scoreboard": scoreboard,
+        "scoreboard": s.scoreboard,
     }))
 }
 
@@ -526,28 +420,10 @@ pub struct MetricsArgs {
 }
 
 pub fn metrics(inner: &Inner, args: MetricsArgs) -> ApiResult {
-    let service = inner.service()?;
-    let store = service.store();
-    let run = get_run(store, args.run_id)?;
-    let mut out = Vec::new();
-    let mut offset = 0i64;
-    for r in store.rounds_of_run(run.id)? {
-        let Some(t) = store.training_runs_of_round(r.id)?.last().cloned() else {
-            continue;
-        };
-        let records = store.metrics_of(t.id)?;
-        for m in &records {
-            let global = offset + m.step;
-            if global >= args.since {
-                out.push(json!({
-                    "round": r.round_index, "step": m.step, "global_step": global,
-                    "metrics": m.metrics,
-                }));
-            }
-        }
-        offset += records.len() as i64;
-    }
-    Ok(Value::Array(out))
+    let points = inner
+        .service()?
+        .run_metrics(RunId(args.run_id), args.since)?;
+    Ok(serde_json::to_value(points).expect("metrics serialise"))
 }
 
 #[cfg(test)]
@@ -557,21 +433,30 @@ mod tests {
     #[test]
     fn the_ui_sets_the_reference_and_the_sft_warm_up_and_may_leave_them_out() {
         let base = RunConfig::default();
-        let mut ui = UiRunConfig::of(&base);
-        assert_eq!(ui.train.reference, ReferenceModel::Base);
-        ui.train.reference = ReferenceModel::Previous;
-        ui.train.sft_warmup = true;
-        let c = ui.apply(base.clone());
+        let patch: UiRunPatch =
+            serde_json::from_value(json!({"train": {"reference": "previous", "sft_warmup": true}}))
+                .unwrap();
+        let c = patch.apply(base.clone()).unwrap();
         assert_eq!(c.train.reference, ReferenceModel::Previous);
         assert!(c.train.sft_warmup);
-        // A UI of before these settings sends neither: the defaults apply.
-        let mut json = serde_json::to_value(UiRunConfig::of(&base)).unwrap();
-        assert_eq!(json["train"]["reference"], "base");
-        let train = json["train"].as_object_mut().unwrap();
-        train.remove("reference");
-        train.remove("sft_warmup");
-        let old: UiRunConfig = serde_json::from_value(json).unwrap();
-        assert_eq!(old.train.reference, ReferenceModel::Base);
-        assert!(!old.train.sft_warmup);
+        // Nothing sent, or the defaults sent back unchanged: the defaults, to the byte.
+        assert_eq!(UiRunPatch::default().apply(base.clone()).unwrap(), base);
+        let echoed: UiRunPatch =
+            serde_json::from_value(serde_json::to_value(UiRunConfig::of(&base)).unwrap()).unwrap();
+        assert_eq!(echoed.apply(base.clone()).unwrap(), base);
+    }
+
+    #[test]
+    fn a_bad_choice_is_refused_naming_the_field() {
+        for (patch, says) in [
+            (json!({"train": {"beta": 0.0}}), "train.beta"),
+            (json!({"train": {"lr": -1.0}}), "train.lr"),
+            (json!({"samples": 0}), "samples"),
+            (json!({"scorer": "vibes"}), "unknown scorer 'vibes'"),
+        ] {
+            let p: UiRunPatch = serde_json::from_value(patch).unwrap();
+            let e = p.apply(RunConfig::default()).unwrap_err().to_string();
+            assert!(e.contains(says), "{e}");
+        }
     }
 }

@@ -8,7 +8,8 @@ use std::path::PathBuf;
 pub const SETTINGS_FILE: &str = "settings.json";
 
 /// The sampler fields the UI edits (the seed and stop strings stay internal).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ts_rs::TS)]
+#[ts(export)]
 pub struct Sampler {
     pub temperature: f32,
     pub top_p: f32,
@@ -55,7 +56,8 @@ impl Sampler {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ts_rs::TS)]
+#[ts(export)]
 pub struct Settings {
     /// Read-only: where this backend keeps its data (set by `--data-dir` / `EVOLVE_DATA_DIR`).
     pub data_dir: String,

@@ -3,7 +3,7 @@ use clap::Args;
 use evolve::Service;
 use evolve::chat::{ChatEvent, TurnSettings};
 use evolve::core::SamplerConfig;
-use evolve::llama::{EngineOptions, LlamaEngine};
+use evolve::engines::{ChatEngineOptions, load_chat_engine};
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 
@@ -45,20 +45,13 @@ impl SamplingArgs {
         }
     }
 
-    fn load_engine(&self, model: &Path) -> Result<LlamaEngine> {
-        let mut options = EngineOptions {
+    fn engine_options(&self) -> ChatEngineOptions {
+        ChatEngineOptions {
+            threads: self.threads,
             chat_template: self.chat_template.clone(),
-            ..Default::default()
-        };
-        if let Some(t) = self.threads {
-            options.n_threads = t;
+            adapter: self.adapter.clone(),
+            adapter_scale: self.adapter_scale,
         }
-        let mut engine = LlamaEngine::load(model, options)?;
-        if let Some(path) = &self.adapter {
-            let id = engine.load_adapter(path)?;
-            engine.set_adapter(Some(id), self.adapter_scale)?;
-        }
-        Ok(engine)
     }
 }
 
@@ -85,13 +78,7 @@ pub struct StartArgs {
 pub fn start(args: StartArgs, service: &Service) -> Result<()> {
     let path = match &args.model {
         Some(spec) => service.resolve_model(spec)?,
-        None => {
-            super::progress::task_model_with_bar(
-                service,
-                Some("training the built-in model once (a few minutes on a CPU)…"),
-            )?
-            .1
-        }
+        None => service.task_model()?.1,
     };
     println!(
         "EVOLVE Studio — data directory {}",
@@ -117,18 +104,15 @@ fn converse(
     prompt: Option<&str>,
     sampling: &SamplingArgs,
 ) -> Result<()> {
-    let mut engine = sampling.load_engine(model)?;
+    let mut engine = load_chat_engine(model, &sampling.engine_options())?;
     let sampler = sampling.sampler();
-    let display_name = service
-        .store()
-        .find_model_by_path(&model.display().to_string())?
-        .and_then(|m| m.display_name);
-    let template = evolve::demo::refinement_template_for(model, display_name.as_deref());
+    let template = service.refinement_template_for(model)?;
     let settings = TurnSettings {
-        model_path: model,
         refine_steps: sampling.refine,
         template: &template,
         sampler: &sampler,
+        scorer: None,
+        adapter: None,
     };
     let mut chat = None;
     let mut answer = |question: &str| -> Result<()> {
@@ -138,34 +122,33 @@ fn converse(
         };
         let refining = sampling.refine > 0;
         let mut out = std::io::stdout().lock();
-        let turn =
-            service.chat_turn(
-                &mut engine,
-                chat_id,
-                question,
-                &settings,
-                &mut |event| match event {
-                    ChatEvent::StepStarted { step } => {
-                        if refining {
-                            let title = if step == 0 {
-                                "answer".to_string()
-                            } else {
-                                format!("refinement {step}")
-                            };
-                            let _ =
-                                writeln!(out, "{}── {title} ──", if step == 0 { "" } else { "\n" });
-                        }
-                        true
+        service.ask(chat_id, question)?;
+        let turn = service.answer_turn(
+            &mut engine,
+            chat_id,
+            question,
+            &settings,
+            &mut |event| match event {
+                ChatEvent::StepStarted { step } => {
+                    if refining {
+                        let title = if step == 0 {
+                            "answer".to_string()
+                        } else {
+                            format!("refinement {step}")
+                        };
+                        let _ = writeln!(out, "{}── {title} ──", if step == 0 { "" } else { "\n" });
                     }
-                    ChatEvent::Token { text, .. } => out
-                        .write_all(text.as_bytes())
-                        .and_then(|_| out.flush())
-                        .is_ok(),
-                },
-            )?;
+                    true
+                }
+                ChatEvent::Token { text, .. } => out
+                    .write_all(text.as_bytes())
+                    .and_then(|_| out.flush())
+                    .is_ok(),
+                ChatEvent::StepDone { .. } => true,
+            },
+        )?;
         writeln!(out)?;
         for step in &turn.steps {
-            let secs = (step.duration_ms as f64 / 1000.0).max(1e-3);
             eprintln!(
                 "[{}: {} tokens, {:.1} tokens/s]",
                 if step.step_index == 0 {
@@ -174,7 +157,7 @@ fn converse(
                     format!("refinement {}", step.step_index)
                 },
                 step.token_count,
-                step.token_count as f64 / secs
+                step.tokens_per_second()
             );
         }
         Ok(())

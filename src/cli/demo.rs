@@ -1,28 +1,57 @@
-//! `evolve demo`: the whole method on the built-in task, start to finish, on a CPU.
+//! `evolve demo`: the whole method on the built-in task, start to finish, on a CPU; with
+//! `--compare`, EVOLVE next to its baselines from the same base, prompts and seeds.
 
-use super::progress::task_model_with_bar;
-use super::run::{EngineArgs, drive};
-use anyhow::Result;
+use super::run::{EngineArgs, drive_with};
+use anyhow::{Context, Result};
 use clap::Args;
 use evolve::Service;
-use evolve::demo::DemoSettings;
+use evolve::core::{PairedComparison, RoundState};
+use evolve::demo::{DemoSettings, Variant, VariantResult};
+use evolve::method::run::{Progress, RunConfig};
+use evolve::store::RunId;
+use std::path::PathBuf;
+use std::time::Instant;
 
 #[derive(Args)]
 pub struct DemoArgs {
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = DemoSettings::default().rounds)]
     rounds: usize,
     /// Train prompts per round
     #[arg(long, default_value_t = DemoSettings::default().prompts_per_round)]
     prompts_per_round: usize,
-    /// Held-out problems evaluated after each round
+    /// Held-out problems evaluated after each round (0 = all of them, about 810)
     #[arg(long, default_value_t = DemoSettings::default().eval_prompts)]
     eval_prompts: usize,
+    /// Run EVOLVE, iterative DPO (direct pairs only) and rejection-sampling fine-tuning side by
+    /// side, from the same base, prompts and seeds
+    #[arg(long)]
+    compare: bool,
+    /// Which method to run without --compare: evolve, iterative-dpo or rft
+    #[arg(long, default_value = "evolve", value_parser = parse_variant)]
+    variant: Variant,
+    /// Seeds per method (sampling and training order) [default: 1, with --compare 2]
+    #[arg(long)]
+    seeds: Option<u64>,
+    /// Write the results (per method, seed and round) as JSON to this file
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Run on this task model instead of the built-in one (e.g. the version-1 negative
+    /// control: `evolve fixture task --version 1 --out v1.gguf`)
+    #[arg(long)]
+    model: Option<PathBuf>,
     /// A JSON file with run settings (any part of a run configuration, e.g.
     /// `{"samples": 8, "train": {"lr": 3e-4}}`) laid over the demo's own
     #[arg(long)]
-    config: Option<std::path::PathBuf>,
+    config: Option<PathBuf>,
     #[command(flatten)]
     engine: EngineArgs,
+}
+
+fn parse_variant(s: &str) -> Result<Variant, String> {
+    Variant::ALL
+        .into_iter()
+        .find(|v| v.name() == s)
+        .ok_or_else(|| format!("unknown method '{s}' (expected evolve, iterative-dpo or rft)"))
 }
 
 pub fn demo(args: DemoArgs, service: &Service) -> Result<()> {
@@ -32,42 +61,240 @@ pub fn demo(args: DemoArgs, service: &Service) -> Result<()> {
         eval_prompts: args.eval_prompts,
         ..DemoSettings::default()
     };
-    let (model, path) = task_model_with_bar(service, None)?;
+    let variants: Vec<Variant> = if args.compare {
+        Variant::ALL.to_vec()
+    } else {
+        vec![args.variant]
+    };
+    let seeds = args.seeds.unwrap_or(if args.compare { 2 } else { 1 });
+    anyhow::ensure!(seeds >= 1, "--seeds must be at least 1");
+    // Every configuration is built and checked before anything runs.
+    let mut planned = Vec::new();
+    for seed in 0..seeds {
+        for &variant in &variants {
+            let mut config = variant.apply(settings.run_config(seed));
+            if let Some(path) = &args.config {
+                config = overlay(&config, path)?;
+            }
+            planned.push((variant, seed, config));
+        }
+    }
+    let (model, path) = match &args.model {
+        Some(file) => {
+            let (model, _) = service.add_model(file, None)?;
+            (model, file.clone())
+        }
+        None => service.task_model()?,
+    };
     println!(
         "model: {} ({})",
         path.display(),
         model.display_name.as_deref().unwrap_or("")
     );
     let dataset = service.arithmetic_dataset(
-        "arithmetic",
         settings.rounds * settings.prompts_per_round,
         settings.eval_prompts,
     )?;
-    let mut config = settings.run_config();
-    if let Some(path) = &args.config {
-        config = overlay(&config, path)?;
+    let started = Instant::now();
+    let mut results: Vec<VariantResult> = Vec::new();
+    for (variant, seed, config) in planned {
+        let name = format!("demo {} seed {seed} model {}", variant.name(), model.id.0);
+        let run = match find_run(service, &name, &config)? {
+            Some(run) => run,
+            None => service.create_run(&name, model.id, dataset, &config)?,
+        };
+        println!(
+            "\n== {name} (run {}): {} rounds × {} prompts × {} samples × {} refinements",
+            run.0, config.rounds, config.prompts_per_round, config.samples, config.refine_steps
+        );
+        let mut clock = RoundClock::new(config.rounds);
+        drive_with(service, run, &args.engine, &mut |p| clock.on(p))?;
+        results.push(service.demo_result(run, variant, seed, &clock.wall_s())?);
     }
-    let run = service.create_run("demo", model.id, dataset, &config)?;
+    let wall = started.elapsed().as_secs_f64();
+    if results.len() > 1 {
+        print_comparison(service, &results, settings.refine_steps)?;
+    }
     println!(
-        "run {}: {} rounds × {} prompts × {} samples × {} refinements; held-out: {} problems",
-        run.0,
-        config.rounds,
-        config.prompts_per_round,
-        config.samples,
-        config.refine_steps,
-        settings.eval_prompts
+        "\ndemo finished in {:.0} min {:.0} s",
+        (wall / 60.0).floor(),
+        wall % 60.0
     );
-    drive(service, run, &args.engine)
+    if let Some(out) = &args.json {
+        let comparisons = comparisons(service, &results)?;
+        let file = std::path::Path::new(&model.path).file_name();
+        let json = serde_json::json!({
+            "settings": settings,
+            "model": {"file": file.map(|f| f.to_string_lossy()), "sha256": model.sha256},
+            "threads": std::thread::available_parallelism().map_or(0, |n| n.get()),
+            "wall_s": wall,
+            "runs": results,
+            "comparisons": comparisons,
+        });
+        std::fs::write(out, serde_json::to_string_pretty(&json)? + "\n")
+            .with_context(|| format!("cannot write {}", out.display()))?;
+        println!("results written to {}", out.display());
+    }
+    Ok(())
+}
+
+/// A run of this name and configuration made earlier: it resumes (or is reused when done)
+/// instead of starting over.
+fn find_run(service: &Service, name: &str, config: &RunConfig) -> Result<Option<RunId>> {
+    let wanted = serde_json::to_value(config)?;
+    Ok(service
+        .list_runs()?
+        .into_iter()
+        .find(|r| r.name == name && r.config == wanted)
+        .map(|r| r.id))
+}
+
+/// Wall time of each round that ran start to end in this process.
+struct RoundClock {
+    started: Vec<Option<Instant>>,
+    wall: Vec<Option<f64>>,
+}
+
+impl RoundClock {
+    fn new(rounds: usize) -> Self {
+        RoundClock {
+            started: vec![None; rounds],
+            wall: vec![None; rounds],
+        }
+    }
+
+    fn on(&mut self, p: &Progress) {
+        if let Progress::Step { round, state } = p {
+            match state {
+                RoundState::Collecting => self.started[*round] = Some(Instant::now()),
+                RoundState::Done => {
+                    self.wall[*round] = self.started[*round].map(|t| t.elapsed().as_secs_f64())
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn wall_s(&self) -> Vec<Option<f64>> {
+        self.wall.clone()
+    }
+}
+
+/// Each variant's final round against EVOLVE's with the same seed, problem by problem.
+fn comparisons(service: &Service, results: &[VariantResult]) -> Result<Vec<serde_json::Value>> {
+    let mut out = Vec::new();
+    for r in results.iter().filter(|r| r.variant != Variant::Evolve) {
+        let Some(evolve) = results
+            .iter()
+            .find(|e| e.variant == Variant::Evolve && e.seed == r.seed)
+        else {
+            continue;
+        };
+        let c = service.compare_runs(RunId(r.run_id), RunId(evolve.run_id))?;
+        out.push(serde_json::json!({
+            "seed": r.seed,
+            "evolve_vs": r.variant,
+            "direct": c,
+        }));
+    }
+    Ok(out)
+}
+
+fn print_comparison(
+    service: &Service,
+    results: &[VariantResult],
+    refine_steps: usize,
+) -> Result<()> {
+    println!(
+        "\n== side by side (held-out accuracy ×100, greedy; sampled = one answer at the collection temperature)"
+    );
+    let mut header = format!(
+        "{:<15} {:>4} {:<8} {:>6}",
+        "method", "seed", "model", "direct"
+    );
+    for k in 1..=refine_steps {
+        header += &format!(" {:>9}", format!("refine@{k}"));
+    }
+    println!(
+        "{header} {:>8}  {:<24} {:>5}",
+        "sampled", "direct vs base [95% CI]", "w→r/r→w"
+    );
+    for r in results {
+        for row in &r.rows {
+            let mut line = format!(
+                "{:<15} {:>4} {:<8} {:>6.1}",
+                r.variant.name(),
+                r.seed,
+                row.label,
+                100.0 * row.direct
+            );
+            for k in 0..refine_steps {
+                line += &format!(
+                    " {:>9}",
+                    row.refined
+                        .get(k)
+                        .map_or("-".into(), |v| format!("{:.1}", 100.0 * v))
+                );
+            }
+            let sampled = row
+                .sampled
+                .map_or("-".into(), |v| format!("{:.1}", 100.0 * v));
+            let vs = row.vs_base.as_ref().map_or("-".into(), ci);
+            let fix = match (row.wrong_to_right.first(), row.right_to_wrong.first()) {
+                (Some(a), Some(b)) => format!("{a}/{b}"),
+                _ => "-".into(),
+            };
+            println!("{line} {sampled:>8}  {vs:<24} {fix:>5}");
+        }
+    }
+    println!(
+        "\n== the last round against EVOLVE's, same seed (EVOLVE − other, [95% CI], EVOLVE wins/losses, McNemar p)"
+    );
+    for r in results.iter().filter(|r| r.variant != Variant::Evolve) {
+        let Some(evolve) = results
+            .iter()
+            .find(|e| e.variant == Variant::Evolve && e.seed == r.seed)
+        else {
+            continue;
+        };
+        if let Some(c) = service.compare_runs(RunId(r.run_id), RunId(evolve.run_id))? {
+            println!(
+                "evolve vs {:<14} seed {}: {}  {}/{}  {}",
+                r.variant.name(),
+                r.seed,
+                ci(&c),
+                c.wins,
+                c.losses,
+                p_value(c.p_value)
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `p = 0.012`, or `p < 0.001`.
+fn p_value(p: f64) -> String {
+    if p < 0.001 {
+        "p < 0.001".into()
+    } else {
+        format!("p = {p:.3}")
+    }
+}
+
+/// `+12.3 [+9.8, +14.9]` in points.
+fn ci(c: &PairedComparison) -> String {
+    format!(
+        "{:+.1} [{:+.1}, {:+.1}]",
+        100.0 * c.diff,
+        100.0 * c.ci_low,
+        100.0 * c.ci_high
+    )
 }
 
 /// `base` with the fields of the JSON object in `path` replacing its own, recursively (so a
 /// file may name only `train.lr`). Rounds and prompts per round stay the demo's: the dataset
 /// was made for them.
-fn overlay(
-    base: &evolve::method::run::RunConfig,
-    path: &std::path::Path,
-) -> Result<evolve::method::run::RunConfig> {
-    use anyhow::Context;
+fn overlay(base: &RunConfig, path: &std::path::Path) -> Result<RunConfig> {
     fn merge(into: &mut serde_json::Value, from: serde_json::Value) {
         match (into, from) {
             (serde_json::Value::Object(a), serde_json::Value::Object(b)) => {
@@ -89,7 +316,7 @@ fn overlay(
     );
     let mut value = serde_json::to_value(base)?;
     merge(&mut value, patch);
-    let mut config: evolve::method::run::RunConfig = serde_json::from_value(value)
+    let mut config: RunConfig = serde_json::from_value(value)
         .with_context(|| format!("{} does not fit a run configuration", path.display()))?;
     config.rounds = base.rounds;
     config.prompts_per_round = base.prompts_per_round;
@@ -109,7 +336,7 @@ mod tests {
             r#"{"samples": 8, "rounds": 9, "train": {"lr": 0.0003}}"#,
         )
         .unwrap();
-        let base = DemoSettings::default().run_config();
+        let base = DemoSettings::default().run_config(0);
         let c = overlay(&base, &path).unwrap();
         assert_eq!((c.samples, c.train.lr), (8, 3e-4));
         assert_eq!(c.train.beta, base.train.beta, "untouched fields stay");

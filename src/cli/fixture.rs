@@ -1,7 +1,7 @@
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use evolve::gguf::tiny::{TinyLlamaConfig, WeightType, write_tiny_llama};
-use evolve::task_model::{TaskModelConfig, train_task_model};
+use evolve::task_model::{Mix, TaskModelConfig, train_task_model};
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
@@ -19,15 +19,31 @@ pub struct TaskArgs {
     /// Output file
     #[arg(long, default_value = "models/tiny-task.gguf")]
     out: PathBuf,
-    /// Optimizer steps (of 32 sequences) [default: 400]
+    /// Optimizer steps (of 32 sequences) [default: 1200]
     #[arg(long)]
     steps: Option<usize>,
     /// Seed of the weights and the data
     #[arg(long)]
     seed: Option<u64>,
-    /// Held-out problems to measure the trained model's accuracy on with llama.cpp (0 = skip)
-    #[arg(long, default_value_t = 100)]
-    eval: usize,
+    /// The training mix: 2 (the built-in model: a systematic slip in its distribution) or 1
+    /// (docs/demo.md's negative control, still learning the task)
+    #[arg(long, default_value_t = 2)]
+    version: u32,
+    /// Version 2's slip rate on the easiest and hardest carry problems, e.g. 0.55,0.85
+    #[arg(long, value_delimiter = ',')]
+    slip: Option<Vec<f64>>,
+    /// Version 2's rate of fixing a slipped answer in the refinement turn
+    #[arg(long)]
+    fix_rate: Option<f64>,
+    /// Version 2's share of flawed previous answers that miscopy the final number instead
+    #[arg(long)]
+    miscopy_share: Option<f64>,
+    /// Measure the trained model on the held-out problems with llama.cpp: all, none, or N
+    #[arg(long, default_value = "all")]
+    eval: String,
+    /// Only measure the model already at --out (no training)
+    #[arg(long)]
+    report_only: bool,
 }
 
 #[derive(Args)]
@@ -101,38 +117,90 @@ pub fn run(cmd: FixtureCommand) -> Result<()> {
 }
 
 fn task(args: TaskArgs) -> Result<()> {
-    let mut cfg = TaskModelConfig::default();
+    let mut cfg = match args.version {
+        1 => TaskModelConfig::v1(),
+        2 => TaskModelConfig::default(),
+        v => anyhow::bail!("--version must be 1 or 2, not {v}"),
+    };
     if let Some(steps) = args.steps {
         cfg.steps = steps;
     }
     if let Some(seed) = args.seed {
         cfg.seed = seed;
     }
-    let started = Instant::now();
-    let bar = crate::cli::progress::steps_bar(cfg.steps as u64, "training");
-    train_task_model(&args.out, &cfg, &AtomicBool::new(false), |m| {
-        bar.set_position(m.step as u64);
-        bar.set_message(format!(
-            "loss {:.3}  {:.0} tok/s",
-            m.loss, m.tokens_per_second
-        ));
-        true
-    })?;
-    bar.finish_and_clear();
-    println!(
-        "wrote {} ({} steps in {:.0} s)",
-        args.out.display(),
-        cfg.steps,
-        started.elapsed().as_secs_f64()
-    );
-    if args.eval > 0 {
-        let acc = evolve::task_model::held_out_accuracy(&args.out, args.eval, 1)?;
+    if let Mix::Slip {
+        slip_min,
+        slip_max,
+        fix_rate,
+        miscopy_share,
+    } = &mut cfg.mix
+    {
+        if let Some(m) = args.miscopy_share {
+            *miscopy_share = m;
+        }
+        if let Some(s) = &args.slip {
+            let [lo, hi] = s[..] else {
+                anyhow::bail!("--slip takes two rates, e.g. 0.55,0.85");
+            };
+            (*slip_min, *slip_max) = (lo, hi);
+        }
+        if let Some(f) = args.fix_rate {
+            *fix_rate = f;
+        }
+    }
+    if !args.report_only {
+        let started = Instant::now();
+        let bar = crate::cli::progress::steps_bar(cfg.steps as u64, "training");
+        let mut last_loss = f64::NAN;
+        train_task_model(&args.out, &cfg, &AtomicBool::new(false), |m| {
+            bar.set_position(m.step as u64);
+            bar.set_message(format!(
+                "loss {:.3}  {:.0} tok/s",
+                m.loss, m.tokens_per_second
+            ));
+            last_loss = m.loss;
+            true
+        })?;
+        bar.finish_and_clear();
         println!(
-            "held-out accuracy on {} problems: direct {:.1}%, after 1 refinement {:.1}%",
-            args.eval,
-            100.0 * acc.direct,
-            100.0 * acc.refined[0]
+            "wrote {} ({} steps in {:.0} s, final loss {last_loss:.4})",
+            args.out.display(),
+            cfg.steps,
+            started.elapsed().as_secs_f64()
         );
+    }
+    let eval = match args.eval.as_str() {
+        "all" => Some(0),
+        "none" | "0" => None,
+        n => Some(n.parse().context("--eval takes all, none or a number")?),
+    };
+    if let Some(n) = eval {
+        let r = evolve::task_model::task_report(&args.out, n, 2, 8)?;
+        let pct = |x: f64| format!("{:.1}%", 100.0 * x);
+        println!(
+            "held-out, {} problems ({} carry into the tens):",
+            r.n,
+            pct(r.carry_share)
+        );
+        println!(
+            "  greedy   direct {}  (carry {}, no carry {})  refine@1 {}  refine@2 {}",
+            pct(r.greedy.direct),
+            pct(r.greedy_carry),
+            pct(r.greedy_no_carry),
+            pct(r.greedy.refined[0]),
+            pct(r.greedy.refined[1])
+        );
+        for (k, (wr, rw)) in r.refine_transitions.iter().enumerate() {
+            println!("  refinement {}: wrong→right {wr}, right→wrong {rw}", k + 1);
+        }
+        println!(
+            "  sampled  T {}: accuracy {}, pass@{} {}",
+            r.temperature,
+            pct(r.sampled),
+            r.samples,
+            pct(r.pass_at_k)
+        );
+        println!("  gold answers: NLL {:.3} nats/token", r.gold_nll);
     }
     Ok(())
 }

@@ -1,5 +1,6 @@
 //! Argument parsing and dispatch. Each sub-module is a thin printer over the service API.
 
+mod adapters;
 mod bench;
 mod chat;
 mod data;
@@ -7,6 +8,7 @@ mod db;
 mod demo;
 mod fixture;
 mod models;
+mod pairs;
 mod progress;
 mod run;
 mod serve;
@@ -56,6 +58,12 @@ enum Command {
     /// Run EVOLVE rounds: start, resume, status, export pairs
     #[command(subcommand)]
     Run(run::RunCommand),
+    /// Trained adapters: list, export (GGUF LoRA, PEFT, merged GGUF, TRL pairs), check
+    #[command(subcommand)]
+    Adapters(adapters::AdaptersCommand),
+    /// Review preference pairs before training: list, approve, veto, edit, reset
+    #[command(subcommand)]
+    Pairs(pairs::PairsCommand),
     /// The whole method on the built-in arithmetic task: train the tiny task model if needed,
     /// then 3 rounds with a held-out scoreboard
     Demo(demo::DemoArgs),
@@ -99,6 +107,8 @@ fn run(cli: Cli) -> Result<()> {
         Command::Start(args) => chat::start(args, &Service::open(data_dir()?)?),
         Command::Chat(args) => chat::chat(args, &Service::open(data_dir()?)?),
         Command::Run(cmd) => run::run(cmd, &Service::open(data_dir()?)?),
+        Command::Adapters(cmd) => adapters::run(cmd, &Service::open(data_dir()?)?),
+        Command::Pairs(cmd) => pairs::run(cmd, &Service::open(data_dir()?)?),
         Command::Demo(args) => demo::demo(args, &Service::open(data_dir()?)?),
         Command::Serve(args) => serve::serve(args, data_dir()?),
     }

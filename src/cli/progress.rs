@@ -1,7 +1,6 @@
 //! Progress bars (indicatif) for long work: training steps, and the phases of a run.
 
-use evolve::core::RoundState;
-use evolve::method::run::Progress;
+use evolve::progress::RunEvent;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};
@@ -87,16 +86,11 @@ impl Bar {
     }
 }
 
-/// Turns the orchestrator's events into one bar per phase and a line per finished phase.
+/// Draws a run's progress stream: one bar per phase, a line per finished phase.
 pub struct RunProgress {
     bar: Bar,
-    phase: Option<(usize, RoundState)>,
-    phase_started: Instant,
-    /// Tokens of finished generation calls, and of the current one (its counter restarts).
-    tokens_done: usize,
-    tokens_call: usize,
-    /// `tokens_done + tokens_call` when the phase started.
-    tokens_at_phase: usize,
+    /// `(round, phase)` the bar shows.
+    phase: Option<(usize, &'static str)>,
 }
 
 impl RunProgress {
@@ -104,48 +98,41 @@ impl RunProgress {
         RunProgress {
             bar: steps_bar(1, "starting"),
             phase: None,
-            phase_started: Instant::now(),
-            tokens_done: 0,
-            tokens_call: 0,
-            tokens_at_phase: 0,
         }
     }
 
-    pub fn on(&mut self, p: &Progress) {
-        match p {
-            Progress::Step { round, state } => {
+    pub fn on(&mut self, event: &RunEvent<'_>) {
+        match event {
+            RunEvent::PhaseDone {
+                round,
+                state,
+                seconds,
+            } => {
                 self.bar.finish_and_clear();
-                if let Some((r, s)) = self.phase.take() {
-                    self.bar.println(format!(
-                        "round {r}: {} done in {:.1} s",
-                        s.as_str(),
-                        self.phase_started.elapsed().as_secs_f64()
-                    ));
+                self.bar.println(format!(
+                    "round {round}: {} done in {seconds:.1} s",
+                    state.as_str()
+                ));
+            }
+            RunEvent::Progress { progress: p, .. } => {
+                if p.state == "done" {
+                    return;
                 }
-                if *state != RoundState::Done {
-                    self.phase = Some((*round, *state));
-                    self.phase_started = Instant::now();
-                    self.tokens_at_phase = self.tokens_done + self.tokens_call;
-                    self.bar = steps_bar(1, &format!("r{round} {}", state.as_str()));
-                    self.bar.set_position(0);
+                if self.phase != Some((p.round, p.state)) {
+                    self.bar.finish_and_clear();
+                    self.phase = Some((p.round, p.state));
+                    self.bar = steps_bar(1, &format!("r{} {}", p.round, p.state));
+                }
+                self.bar.set_length(p.total.max(1) as u64);
+                self.bar.set_position(p.done as u64);
+                if p.state != "training"
+                    && let Some(tps) = p.tokens_per_second
+                {
+                    self.bar.set_message(format!("{tps:.0} tok/s"));
                 }
             }
-            Progress::Work { done, total, .. } => {
-                self.bar.set_length(*total as u64);
-                self.bar.set_position(*done as u64);
-                self.show_tokens();
-            }
-            Progress::Tokens { generated } => {
-                if *generated < self.tokens_call {
-                    self.tokens_done += self.tokens_call;
-                }
-                self.tokens_call = *generated;
-                self.show_tokens();
-            }
-            Progress::Train(report) => {
-                self.bar.set_length(report.total_steps as u64);
-                self.bar.set_position(report.step as u64);
-                let m = |k: &str| report.metrics.get(k).copied().unwrap_or(f64::NAN);
+            RunEvent::Metrics(point) => {
+                let m = |k: &str| point.metrics.get(k).copied().unwrap_or(f64::NAN);
                 self.bar.set_message(format!(
                     "loss {:.3} margin {:.2} acc {:.2}",
                     m("loss"),
@@ -153,10 +140,10 @@ impl RunProgress {
                     m("rewards/accuracies")
                 ));
             }
-            Progress::TrainingResumed { round, after_step } => self.bar.println(format!(
+            RunEvent::TrainingResumed { round, after_step } => self.bar.println(format!(
                 "round {round}: training resumes from its checkpoint after step {after_step}"
             )),
-            Progress::Evaluated {
+            RunEvent::Evaluated {
                 round,
                 metric,
                 value,
@@ -166,41 +153,7 @@ impl RunProgress {
         }
     }
 
-    fn show_tokens(&self) {
-        let secs = self.phase_started.elapsed().as_secs_f64().max(1e-3);
-        let generated = (self.tokens_done + self.tokens_call).saturating_sub(self.tokens_at_phase);
-        if generated > 0 {
-            self.bar
-                .set_message(format!("{:.0} tok/s", generated as f64 / secs));
-        }
-    }
-
     pub fn finish(&self) {
         self.bar.finish_and_clear();
     }
-}
-
-/// The built-in task model, with a training bar (and `announce`, if given, printed first) only
-/// when it has to be trained — on first use of a data directory.
-pub fn task_model_with_bar(
-    service: &evolve::Service,
-    announce: Option<&str>,
-) -> anyhow::Result<(evolve::store::Model, std::path::PathBuf)> {
-    let steps = evolve::task_model::TaskModelConfig::default().steps as u64;
-    let mut bar = None;
-    let model = service.task_model(|m| {
-        let bar = bar.get_or_insert_with(|| {
-            if let Some(line) = announce {
-                eprintln!("{line}");
-            }
-            steps_bar(steps, "task model")
-        });
-        bar.set_position(m.step as u64);
-        bar.set_message(format!("loss {:.3}", m.loss));
-        true
-    })?;
-    if let Some(bar) = bar {
-        bar.finish_and_clear();
-    }
-    Ok(model)
 }

@@ -4,10 +4,11 @@ use super::progress::RunProgress;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use evolve::Service;
-use evolve::data::ImportOptions;
+use evolve::core::PairedComparison;
 use evolve::method::pairs::PairStrategy;
-use evolve::method::run::{RunConfig, RunError};
-use evolve::runs::{EngineSettings, RunStatus};
+use evolve::method::run::{Progress, RunConfig, RunError};
+use evolve::progress::RunTracker;
+use evolve::runs::{EngineSettings, RunStatus, ScoreRow};
 use evolve::store::{DatasetId, RunId};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -51,7 +52,7 @@ pub struct EngineArgs {
 }
 
 impl EngineArgs {
-    fn settings(&self) -> EngineSettings {
+    pub fn settings(&self) -> EngineSettings {
         EngineSettings {
             threads: self.threads,
             gpu_layers: self.gpu_layers,
@@ -97,9 +98,11 @@ pub struct StartArgs {
     /// Also train "keep" pairs: asked to refine its correct answer, keep it (not in the paper)
     #[arg(long)]
     keep_pairs: bool,
-    #[arg(long)]
+    /// Learning rate (checked before any work: above 0, at most 1)
+    #[arg(long, allow_negative_numbers = true)]
     lr: Option<f64>,
-    #[arg(long)]
+    /// DPO β (checked before any work: above 0)
+    #[arg(long, allow_negative_numbers = true)]
     beta: Option<f64>,
     /// Preference loss: sigmoid (DPO) or ipo
     #[arg(long, value_parser = ["sigmoid", "ipo"])]
@@ -123,15 +126,18 @@ pub struct StartArgs {
 }
 
 impl StartArgs {
-    fn config(&self) -> Result<RunConfig> {
+    /// The model's defaults, then `--config`'s fields laid over them, then the flags.
+    fn config(&self, base: RunConfig) -> Result<RunConfig> {
         let mut c = match &self.config {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
                     .with_context(|| format!("cannot read {}", path.display()))?;
-                serde_json::from_str(&text)
-                    .with_context(|| format!("{} is not a run configuration", path.display()))?
+                let patch: serde_json::Value = serde_json::from_str(&text)
+                    .with_context(|| format!("{} is not JSON", path.display()))?;
+                base.overlay(&patch)
+                    .with_context(|| format!("{}", path.display()))?
             }
-            None => RunConfig::default(),
+            None => base,
         };
         let set = |v: Option<usize>, f: &mut usize| v.into_iter().for_each(|v| *f = v);
         set(self.rounds, &mut c.rounds);
@@ -142,7 +148,7 @@ impl StartArgs {
         set(self.lora_rank, &mut c.train.lora_rank);
         set(self.epochs, &mut c.train.epochs);
         if let Some(s) = &self.scorer {
-            c.scorer = s.clone();
+            c.scorer = s.parse().map_err(|e| anyhow::anyhow!("--scorer: {e}"))?;
         }
         if let Some(lr) = self.lr {
             c.train.lr = lr;
@@ -177,9 +183,9 @@ impl StartArgs {
 pub fn run(cmd: RunCommand, service: &Service) -> Result<()> {
     match cmd {
         RunCommand::Start(args) => {
-            let config = args.config()?;
             let model_path = service.resolve_model(&args.model)?;
             let (model, _) = service.add_model(&model_path, None)?;
+            let config = args.config(service.run_config_for(&model))?;
             let dataset = dataset_arg(service, &args.data)?;
             let run = service.create_run(&args.name, model.id, dataset, &config)?;
             println!(
@@ -193,7 +199,6 @@ pub fn run(cmd: RunCommand, service: &Service) -> Result<()> {
             let run = match run {
                 Some(id) => RunId(id),
                 None => service
-                    .store()
                     .list_runs()?
                     .last()
                     .map(|r| r.id)
@@ -208,7 +213,7 @@ pub fn run(cmd: RunCommand, service: &Service) -> Result<()> {
             Ok(())
         }
         RunCommand::List => {
-            for r in service.store().list_runs()? {
+            for r in service.list_runs()? {
                 println!("{:>4}  {:<10} {}", r.id.0, r.state.as_str(), r.name);
             }
             Ok(())
@@ -221,34 +226,44 @@ pub fn run(cmd: RunCommand, service: &Service) -> Result<()> {
     }
 }
 
-/// A dataset id, a dataset name, or a file to import.
+/// A dataset id, a dataset name, or a file to import (its import report on stderr).
 fn dataset_arg(service: &Service, spec: &str) -> Result<DatasetId> {
-    let store = service.store();
-    if let Ok(id) = spec.parse::<i64>()
-        && store.get_dataset(DatasetId(id))?.is_some()
-    {
-        return Ok(DatasetId(id));
+    let (dataset, report) = service.resolve_dataset(spec)?;
+    if let Some(report) = report {
+        eprintln!("{}", report.summary());
     }
-    if let Some(d) = store.dataset_by_name(spec)? {
-        return Ok(d.id);
-    }
-    let path = std::path::Path::new(spec);
-    if !path.is_file() {
-        bail!("'{spec}' is neither a dataset id, a dataset name nor a file");
-    }
-    let outcome = service.import_dataset(path, &ImportOptions::default())?;
-    eprintln!("{}", outcome.report.summary());
-    Ok(outcome.dataset)
+    Ok(dataset)
+}
+
+/// Set by Ctrl-C: runs pause at the next safe point and resume where they stopped. One
+/// handler per process (the `ctrlc` crate allows one), shared by every run it drives.
+fn ctrl_c_flag() -> &'static AtomicBool {
+    static STOP: std::sync::OnceLock<Arc<AtomicBool>> = std::sync::OnceLock::new();
+    STOP.get_or_init(|| {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let _ = ctrlc::set_handler(move || flag.store(true, Ordering::Relaxed));
+        stop
+    })
 }
 
 pub fn drive(service: &Service, run: RunId, engine: &EngineArgs) -> Result<()> {
-    // Ctrl-C pauses at the next safe point; the run resumes where it stopped.
-    let stop = Arc::new(AtomicBool::new(false));
-    let flag = stop.clone();
-    let _ = ctrlc::set_handler(move || flag.store(true, Ordering::Relaxed));
+    drive_with(service, run, engine, &mut |_| {})
+}
+
+/// [`drive`], with `observe` seeing every progress event too.
+pub fn drive_with(
+    service: &Service,
+    run: RunId,
+    engine: &EngineArgs,
+    observe: &mut dyn FnMut(&Progress),
+) -> Result<()> {
+    let stop = ctrl_c_flag();
     let mut bars = RunProgress::new();
+    let mut tracker = RunTracker::new(run);
     let result = service.drive_run(run, &engine.settings(), &mut |p| {
-        bars.on(&p);
+        observe(&p);
+        tracker.on(service, &p, &mut |e| bars.on(&e));
         !stop.load(Ordering::Relaxed)
     });
     bars.finish();
@@ -266,10 +281,6 @@ pub fn drive(service: &Service, run: RunId, engine: &EngineArgs) -> Result<()> {
             run.0, run.0
         ))),
     }
-}
-
-fn pct(v: Option<f64>) -> String {
-    v.map_or("-".into(), |v| format!("{:.1}", 100.0 * v))
 }
 
 pub fn print_status(s: &RunStatus) {
@@ -310,28 +321,85 @@ pub fn print_status(s: &RunStatus) {
     if s.scoreboard.is_empty() {
         return;
     }
-    println!("\nheld-out scoreboard (mean score ×100; accuracy for a 0/1 verifier)");
-    let mut header = format!("{:<10} {:>7}", "model", "direct");
-    for k in 1..=s.config.refine_steps {
+    print_scoreboard(&s.scoreboard, s.config.refine_steps);
+}
+
+fn pct(v: f64) -> String {
+    format!("{:.1}", 100.0 * v)
+}
+
+/// `+4.2 [+1.9, +6.5] 41/7` : the paired difference, its 95 % interval, wins/losses.
+fn paired(c: Option<&PairedComparison>) -> String {
+    c.map_or("-".into(), |c| {
+        format!(
+            "{:+.1} [{:+.1}, {:+.1}] {}/{}",
+            100.0 * c.diff,
+            100.0 * c.ci_low,
+            100.0 * c.ci_high,
+            c.wins,
+            c.losses
+        )
+    })
+}
+
+/// The held-out scoreboard: scores, then each row against the base and the row above, and
+/// what each refinement step fixed and broke.
+pub fn print_scoreboard(rows: &[ScoreRow], refine_steps: usize) {
+    println!(
+        "\nheld-out scoreboard (mean score ×100; accuracy for a 0/1 verifier; greedy unless marked)"
+    );
+    let mut header = format!("{:<9} {:>5} {:>7}", "model", "n", "direct");
+    for k in 1..=refine_steps {
         header += &format!(" {:>9}", format!("refine@{k}"));
     }
-    println!("{header} {:>12}", "win vs prev");
-    for row in &s.scoreboard {
-        let mut line = format!("{:<10} {:>7}", row.label, pct(row.direct));
-        for v in &row.refined {
-            line += &format!(" {:>9}", pct(*v));
+    println!(
+        "{header} {:>8}  {:<26} {:<26}",
+        "sampled", "direct vs base", "direct vs previous"
+    );
+    for row in rows {
+        let mut line = format!("{:<9} {:>5} {:>7}", row.label, row.n, pct(row.direct));
+        for k in 0..refine_steps {
+            line += &format!(" {:>9}", row.refined.get(k).map_or("-".into(), |v| pct(*v)));
         }
-        let win = row.win_rate.as_ref().map_or("-".to_string(), |w| {
-            let d = &w.details;
-            format!("{:.0}% {}/{}/{}", w.rate * 100.0, d.wins, d.ties, d.losses)
-        });
-        println!("{line} {win:>12}  (n={})", row.n);
-    }
-    if let Some(w) = s.scoreboard.iter().find_map(|r| r.win_rate.as_ref()) {
+        let sampled = row.sampled.map_or("-".into(), pct);
         println!(
-            "win vs prev: this row's direct answers against the row above (wins/ties/losses; \
-             judged by {}, {})",
-            w.details.judge, w.details.method
+            "{line} {sampled:>8}  {:<26} {:<26}",
+            paired(row.vs_base.as_ref()),
+            paired(row.vs_previous.as_ref())
         );
+    }
+    println!(
+        "(difference in points [paired bootstrap 95 % CI] wins/losses; sampled: one answer per \
+         problem at the collection temperature)"
+    );
+    if refine_steps > 0 {
+        println!("\nrefinement, problem by problem (wrong→right / right→wrong per step)");
+        for row in rows {
+            let steps: Vec<String> = row
+                .refine_steps
+                .iter()
+                .enumerate()
+                .map(|(k, c)| format!("step {}: {}/{}", k + 1, c.wins, c.losses))
+                .collect();
+            println!("{:<9} {}", row.label, steps.join("   "));
+        }
+    }
+    if rows.iter().any(|r| r.win_rate.is_some()) {
+        println!("\njudged win rate of the direct answers over the row above (wins/ties/losses)");
+        for row in rows {
+            if let Some(w) = &row.win_rate {
+                let d = &w.details;
+                println!(
+                    "{:<9} {:.0}% {}/{}/{} ({}, {})",
+                    row.label,
+                    w.rate * 100.0,
+                    d.wins,
+                    d.ties,
+                    d.losses,
+                    d.judge,
+                    d.method
+                );
+            }
+        }
     }
 }

@@ -6,7 +6,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// A running `evolve serve --port 0`, killed when dropped.
 pub struct Server {
@@ -154,65 +154,7 @@ fn dechunk(s: &str) -> String {
     out
 }
 
-/// The tiny task model, trained once per target directory by `evolve fixture task` (minutes;
-/// every later test reuses the file). A lock file holding the trainer's pid makes concurrent
-/// tests wait; a lock left by a killed process (its pid gone) is taken over.
+/// The tiny task model, checked into the repository (`evolve fixture task` made it).
 pub fn task_model() -> PathBuf {
-    let exe = PathBuf::from(env!("CARGO_BIN_EXE_evolve"));
-    let dir = exe.parent().unwrap().join("test-fixtures");
-    std::fs::create_dir_all(&dir).unwrap();
-    let model = dir.join("tiny-task.gguf");
-    let lock = dir.join("tiny-task.lock");
-    let started = Instant::now();
-    loop {
-        if model.is_file() {
-            return model;
-        }
-        match std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&lock)
-        {
-            Ok(mut f) => {
-                write!(f, "{}", std::process::id()).unwrap();
-                break;
-            }
-            Err(_) => {
-                let holder = std::fs::read_to_string(&lock).unwrap_or_default();
-                let alive = holder
-                    .trim()
-                    .parse::<u32>()
-                    .is_ok_and(|pid| Path::new(&format!("/proc/{pid}")).exists());
-                if !alive && started.elapsed() > Duration::from_secs(2) {
-                    let _ = std::fs::remove_file(&lock);
-                    continue;
-                }
-                assert!(
-                    started.elapsed() < Duration::from_secs(1800),
-                    "waited 30 min for {}",
-                    lock.display()
-                );
-                std::thread::sleep(Duration::from_millis(500));
-            }
-        }
-    }
-    let out = Command::new(exe)
-        .args([
-            "fixture",
-            "task",
-            "--out",
-            model.to_str().unwrap(),
-            "--eval",
-            "0",
-        ])
-        .env("EVOLVE_DATA_DIR", &dir)
-        .output()
-        .expect("run evolve fixture task");
-    std::fs::remove_file(&lock).unwrap();
-    assert!(
-        out.status.success(),
-        "fixture task: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    model
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("models/tiny-task.gguf")
 }

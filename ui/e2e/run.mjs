@@ -112,6 +112,16 @@ try {
   const winTitle = (await win.getAttribute("title")) ?? "";
   if (!/\d+ wins, \d+ ties, \d+ losses; judged by numeric/.test(winTitle))
     throw new Error(`the win rate's title lacks its counts: "${winTitle}"`);
+  // Round 0 against the base, problem by problem: a difference with its interval and counts.
+  const vsBase = page.locator('[data-testid="score-round-0"] [data-testid="vs-base"] .paired');
+  const vsText = (await vsBase.textContent())?.trim() ?? "";
+  if (!/^[+-]\d+\.\d \[[+-]\d+\.\d, [+-]\d+\.\d\]$/.test(vsText))
+    throw new Error(`round 0 shows no paired comparison with the base: "${vsText}"`);
+  const vsTitle = (await vsBase.getAttribute("title")) ?? "";
+  if (!/\d+ problems better, \d+ worse of \d+; 95% CI .* McNemar p = /.test(vsTitle))
+    throw new Error(`the paired comparison's title lacks its counts: "${vsTitle}"`);
+  const fixes = (await page.locator('[data-testid="score-base"] [data-testid="refine-fixes"]').textContent())?.trim();
+  if (!/^\d+\/\d+$/.test(fixes ?? "")) throw new Error(`the base row shows no refinement fixes: "${fixes}"`);
   await page.setViewportSize({ width: 1280, height: 1500 });
   await page.waitForTimeout(800);
   await shot("06-run-done");

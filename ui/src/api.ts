@@ -4,6 +4,40 @@
  */
 import { transport } from "./transport";
 
+// Generated from the Rust types by ts-rs (`cargo test export_bindings`; scripts/build-ui.sh
+// --test regenerates them and fails when the checked-in ones are stale).
+import type { AdapterCheck } from "./bindings/AdapterCheck";
+import type { AdapterInfo } from "./bindings/AdapterInfo";
+import type { HistoryEntry } from "./bindings/HistoryEntry";
+import type { MetricPoint } from "./bindings/MetricPoint";
+import type { PairedComparison } from "./bindings/PairedComparison";
+import type { PairKind } from "./bindings/PairKind";
+import type { PairView } from "./bindings/PairView";
+import type { RunConfig } from "./bindings/RunConfig";
+import type { RunProgress } from "./bindings/RunProgress";
+import type { Sampler } from "./bindings/Sampler";
+import type { ScoreRow } from "./bindings/ScoreRow";
+import type { Settings } from "./bindings/Settings";
+import type { TrainConfig } from "./bindings/TrainConfig";
+import type { WinRateCell } from "./bindings/WinRateCell";
+
+export type {
+  AdapterCheck,
+  PairedComparison,
+  PairKind,
+  RunConfig,
+  ScoreRow,
+  Settings,
+  TrainConfig,
+};
+export type Adapter = AdapterInfo;
+export type ChatMessage = HistoryEntry;
+export type MetricRecord = MetricPoint;
+export type Pair = PairView;
+export type Progress = RunProgress;
+export type SamplerConfig = Sampler;
+export type WinRate = WinRateCell;
+
 export interface Model {
   id: number;
   path: string;
@@ -77,14 +111,6 @@ export interface ChatSummary {
   created_at: string;
 }
 
-export interface ChatMessage {
-  role: "user" | "assistant";
-  text: string;
-  step: number;
-  variant: Variant;
-  score: number | null;
-}
-
 export type RunState = "pending" | "running" | "paused" | "done" | "failed" | "cancelled" | string;
 
 export interface RunSummary {
@@ -96,65 +122,6 @@ export interface RunSummary {
   created_at: string;
 }
 
-export interface SamplerConfig {
-  temperature: number;
-  top_p: number;
-  top_k: number;
-  min_p: number;
-  repeat_penalty: number;
-  max_tokens: number;
-}
-
-export interface TrainConfig {
-  lr: number;
-  beta: number;
-  lambda_refine: number;
-  lora_rank: number;
-  lora_alpha: number;
-  epochs: number;
-  batch_size: number;
-  /// The DPO reference: the untrained model, or the model that sampled the round (the paper's).
-  reference: "base" | "previous";
-  /// Round 0 trains on the chosen answers alone (the paper's SFT warm-up).
-  sft_warmup: boolean;
-}
-
-export interface RunConfig {
-  rounds: number;
-  prompts_per_round: number;
-  samples: number;
-  refine_steps: number;
-  scorer: Scorer;
-  sampler: SamplerConfig;
-  train: TrainConfig;
-}
-
-export interface Progress {
-  round: number;
-  state: string;
-  done: number;
-  total: number;
-  tokens_per_second: number | null;
-  eta_seconds: number | null;
-}
-
-export interface WinRate {
-  rate: number;
-  wins: number;
-  ties: number;
-  losses: number;
-  judge: string;
-  method: string;
-}
-
-export interface ScoreRow {
-  label: string;
-  direct: number;
-  refined: number[];
-  /** Judged win rate of this row's direct answers over the previous row's. */
-  win_rate?: WinRate | null;
-}
-
 export interface RunStatus {
   run: RunSummary;
   rounds: { index: number; state: string; error: string | null }[];
@@ -162,21 +129,13 @@ export interface RunStatus {
   scoreboard: ScoreRow[];
 }
 
-export interface MetricRecord {
-  round: number;
-  step: number;
-  global_step: number;
-  metrics: Record<string, number>;
-}
-
-export type RunProgressEvent = Progress & { run_id: number };
-export type RunMetricsEvent = MetricRecord & { run_id: number };
+export type RunProgressEvent = Progress;
+export type RunMetricsEvent = MetricRecord;
 export interface RunStateEvent {
   run_id: number;
   state: RunState;
 }
 
-export type PairKind = "direct" | "refine" | "keep";
 export type Review = "pending" | "approved" | "vetoed" | "edited";
 
 export interface PairFilter {
@@ -187,31 +146,6 @@ export interface PairFilter {
   review: Review | null;
 }
 
-export interface Pair {
-  id: number;
-  round: number;
-  kind: PairKind;
-  prompt: string;
-  chosen: { id: number; text: string; score: number };
-  rejected: { id: number; text: string; score: number };
-  margin: number;
-  review: Review;
-  edited_chosen_text: string | null;
-}
-
-export interface Adapter {
-  id: number;
-  run_id: number | null;
-  round: number | null;
-  path: string;
-  format: string;
-  rank: number;
-  alpha: number;
-  sha256: string;
-  created_at: string;
-  base_model_id: number;
-}
-
 export type ExportFormat = "gguf_lora" | "peft" | "merged_gguf" | "trl_pairs";
 export const EXPORT_FORMATS: { value: ExportFormat; label: string }[] = [
   { value: "gguf_lora", label: "GGUF LoRA (llama.cpp, Ollama)" },
@@ -219,21 +153,6 @@ export const EXPORT_FORMATS: { value: ExportFormat; label: string }[] = [
   { value: "merged_gguf", label: "Merged GGUF model" },
   { value: "trl_pairs", label: "Preference pairs (TRL JSONL)" },
 ];
-
-export interface AdapterCheck {
-  applied: boolean;
-  max_logit_diff: number;
-  base_text: string;
-  adapter_text: string;
-}
-
-export interface Settings {
-  data_dir: string;
-  threads: number;
-  gpu_layers: number;
-  export_dir: string;
-  sampler: SamplerConfig;
-}
 
 export type PathKind = "model" | "dataset" | "folder";
 
@@ -250,7 +169,7 @@ export interface Commands {
   chats_list: [Record<string, never>, ChatSummary[]];
   chat_history: [{ chat_id: number }, ChatMessage[]];
   runs_list: [Record<string, never>, RunSummary[]];
-  run_defaults: [Record<string, never>, RunConfig];
+  run_defaults: [{ model_id?: number }, RunConfig];
   run_start: [{ name: string; model_id: number; dataset_id: number; config: RunConfig }, { run_id: number }];
   run_pause: [{ run_id: number }, unknown];
   run_resume: [{ run_id: number }, unknown];

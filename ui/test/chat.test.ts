@@ -59,7 +59,7 @@ describe("chat stream", () => {
 });
 
 describe("run metrics", () => {
-  const rec = (round: number, g: number, loss: number) => ({ round, step: g, global_step: g, metrics: { loss } });
+  const rec = (round: number, g: number, loss: number) => ({ run_id: 1, round, step: g, global_step: g, metrics: { loss } });
   it("merges by global step and finds round boundaries", () => {
     const m = mergeMetrics([rec(0, 0, 0.7), rec(0, 1, 0.6)], [rec(0, 1, 0.65), rec(1, 2, 0.5), rec(1, 3, 0.4)]);
     expect(m.map((r) => r.metrics.loss)).toEqual([0.7, 0.65, 0.5, 0.4]);

@@ -16,7 +16,7 @@ pub struct ParseKindError {
 macro_rules! string_enum {
     ($(#[$meta:meta])* $name:ident, $what:literal { $($(#[$vmeta:meta])* $variant:ident => $text:literal),+ $(,)? }) => {
         $(#[$meta])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ts_rs::TS)]
         #[serde(rename_all = "snake_case")]
         pub enum $name { $($(#[$vmeta])* $variant),+ }
 
@@ -125,6 +125,20 @@ string_enum! {
         MergedGguf => "merged_gguf",
         /// candle's own safetensors checkpoint (trainer state).
         Checkpoint => "checkpoint",
+    }
+}
+
+string_enum! {
+    /// What a trained adapter can be exported as.
+    ExportFormat, "export format" {
+        /// The adapter's GGUF LoRA, for llama.cpp, LM Studio and Ollama.
+        GgufLora => "gguf_lora",
+        /// PEFT `adapter_config.json` + `adapter_model.safetensors`, for transformers.
+        Peft => "peft",
+        /// A full GGUF with the adapter merged in (Q8_0).
+        MergedGguf => "merged_gguf",
+        /// The preference pairs of the adapter's run, as TRL JSONL.
+        TrlPairs => "trl_pairs",
     }
 }
 

@@ -3,26 +3,34 @@
 //! This crate stays free of heavy dependencies (no SQLite, llama.cpp or candle) so that the
 //! types the engines exchange compile in a second and can be used from any shell (CLI, Tauri, HTTP).
 
+pub mod eval;
 pub mod generate;
 pub mod kinds;
 pub mod pairwise;
 pub mod paths;
 pub mod refine;
+pub mod rng;
 pub mod sampling;
 pub mod score;
+pub mod scorer_spec;
+pub mod stats;
 pub mod train;
 
+pub use eval::{EvalAnswer, EvalMeasure, EvalMetric, EvalSubject};
 pub use generate::{
     ChatMessage, Completion, GenerateError, GenerationEvent, GenerationRequest, Generator, Role,
 };
 pub use kinds::{
-    AdapterFormat, GenerationKind, PairKind, ParseKindError, ReviewState, RoundState, RunState,
+    AdapterFormat, ExportFormat, GenerationKind, PairKind, ParseKindError, ReviewState, RoundState,
+    RunState,
 };
 pub use pairwise::{PairVerdict, PairwiseJudge, WinRate, Winner};
 pub use paths::DataDir;
 pub use refine::{ChainStart, RefinementStep, RefinementTemplate, refine_chain, refine_chains};
 pub use sampling::SamplerConfig;
 pub use score::{ScoreError, ScoreInput, ScoreValue, Scorer};
+pub use scorer_spec::{ParseScorerError, SCORER_FORMS, ScorerSpec, Verifier};
+pub use stats::PairedComparison;
 pub use train::{
     Objective, PreferenceTrainer, StepReport, TrainError, TrainExample, TrainedAdapter,
 };

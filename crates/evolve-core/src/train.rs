@@ -13,6 +13,29 @@ pub struct TrainExample {
     pub prompt: String,
     pub chosen: String,
     pub rejected: String,
+    /// Whether each answer ended by itself. Only a finished answer is trained with the
+    /// end-of-turn token after it; one cut at `max_tokens` ends where it was cut.
+    pub chosen_finished: bool,
+    pub rejected_finished: bool,
+}
+
+impl TrainExample {
+    /// A pair of two finished answers.
+    pub fn new(
+        kind: PairKind,
+        prompt: impl Into<String>,
+        chosen: impl Into<String>,
+        rejected: impl Into<String>,
+    ) -> Self {
+        TrainExample {
+            kind,
+            prompt: prompt.into(),
+            chosen: chosen.into(),
+            rejected: rejected.into(),
+            chosen_finished: true,
+            rejected_finished: true,
+        }
+    }
 }
 
 /// Metrics of one optimizer step, named as TRL names them (`loss`, `rewards/margins`, …).

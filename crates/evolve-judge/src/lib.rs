@@ -20,4 +20,4 @@ pub use pairwise::{
 pub use reward::{
     HEAD_ARCHITECTURES, RewardHead, RewardModelScorer, RewardOptions, inspect_reward_head,
 };
-pub use spec::{ACCEPTED_FORMS, JUDGE_API_KEY_ENV, remote_judge, scorer_from_spec};
+pub use spec::{JUDGE_API_KEY_ENV, remote_judge, scorer_from_spec};

@@ -6,11 +6,20 @@ mod common;
 use common::{
     engine_options, tiny_llama, tiny_llama_with_head, tiny_qwen3_one_output, tiny_qwen3_rm,
 };
-use evolve_core::{ScoreError, ScoreInput, Scorer};
-use evolve_judge::{
-    ACCEPTED_FORMS, LlmJudge, PairwiseJudge, RewardModelScorer, inspect_reward_head,
-    scorer_from_spec,
-};
+use evolve_core::{SCORER_FORMS, ScoreError, ScoreInput, Scorer, ScorerSpec};
+use evolve_judge::{LlmJudge, PairwiseJudge, RewardModelScorer, inspect_reward_head};
+
+/// Parses then builds, as every shell does: both halves' errors are one line naming the spec.
+fn scorer_from_spec(
+    spec: &str,
+    opts: &evolve_llama::EngineOptions,
+) -> Result<Box<dyn Scorer + Send>, String> {
+    let spec: ScorerSpec = spec
+        .parse()
+        .map_err(|e: evolve_core::ParseScorerError| e.0)?;
+    spec.check_files().map_err(|e| e.0)?;
+    evolve_judge::scorer_from_spec(&spec, opts)
+}
 use evolve_llama::LlamaEngine;
 
 const INPUT: ScoreInput<'static> = ScoreInput {
@@ -137,7 +146,7 @@ fn scorer_from_spec_refuses_in_one_line_naming_the_accepted_forms() {
     let e = err("bogus");
     assert_eq!(
         e,
-        format!("unknown scorer 'bogus' (expected {ACCEPTED_FORMS})")
+        format!("unknown scorer 'bogus' (expected {SCORER_FORMS})")
     );
     for form in [
         "numeric",

@@ -41,7 +41,7 @@ fn judge_script(path: &str, body: &Value) -> (u16, &'static str, Vec<String>) {
 #[test]
 fn remote_judge_scores_over_http_with_the_api_key() {
     let (base, rx) = serve(judge_script);
-    let mut judge = remote_judge(&format!("{base}#judge-model"), Some("sekret".into())).unwrap();
+    let mut judge = remote_judge(&base, Some("judge-model".into()), Some("sekret".into())).unwrap();
     assert_eq!(judge.name(), format!("remote-judge:{base}#judge-model"));
     let v = judge
         .score(&ScoreInput {
@@ -73,7 +73,7 @@ fn remote_judge_scores_over_http_with_the_api_key() {
 #[test]
 fn remote_judge_swaps_positions_and_keeps_a_content_verdict() {
     let (base, _rx) = serve(judge_script);
-    let mut judge = remote_judge(&base, None).unwrap();
+    let mut judge = remote_judge(&base, None, None).unwrap();
     let v = judge.prefer("q", None, "bad", "good").unwrap();
     assert_eq!((v.winner, v.p_a), (Winner::B, 0.0));
     assert_eq!(v.details["b_first"]["reply"], "A is correct.\nWinner: A");
@@ -83,7 +83,8 @@ fn remote_judge_swaps_positions_and_keeps_a_content_verdict() {
 fn remote_judge_from_spec_reports_an_unreachable_server_as_a_failed_score() {
     let opts = engine_options();
     // Port 9 (discard) on loopback: nothing listens, the connection is refused at once.
-    let mut judge = scorer_from_spec("remote-judge:http://127.0.0.1:9", &opts).unwrap();
+    let mut judge =
+        scorer_from_spec(&"remote-judge:http://127.0.0.1:9".parse().unwrap(), &opts).unwrap();
     assert_eq!(judge.name(), "remote-judge:http://127.0.0.1:9");
     let err = judge
         .score(&ScoreInput {

@@ -13,7 +13,7 @@
 //! The worked column sums give a refinement step something concrete to fix.
 
 use evolve_core::RefinementTemplate;
-use evolve_gguf::tiny::SplitMix64;
+use evolve_core::rng::SplitMix64;
 use serde_json::json;
 
 /// The refinement instruction the tiny task model is pretrained with. Short, because the tiny
@@ -46,10 +46,39 @@ impl Problem {
 
     /// The worked answer: column sums from the ones digit up (with the carry), then `#### sum`.
     pub fn solution(&self) -> String {
+        self.worked(None)
+    }
+
+    /// Whether the ones column carries into the tens: where the task model's systematic slip
+    /// (a dropped carry) can happen.
+    pub fn carries(&self) -> bool {
+        self.a % 10 + self.b % 10 >= 10 && (self.a >= 10 || self.b >= 10)
+    }
+
+    /// Digit sum of the column that receives the first carry (the tens), in 0..=18: the
+    /// feature the slip's rate depends on in the task model's training mix.
+    pub fn carry_column_sum(&self) -> u32 {
+        (self.a / 10) % 10 + (self.b / 10) % 10
+    }
+
+    /// The solution with the carry into the tens column dropped (`4+3=7` for `4+3+1=8`) and the
+    /// final line assembled from the written column sums, as someone who forgot the carry
+    /// would write it; `None` when nothing carries into the tens.
+    pub fn slipped_solution(&self) -> Option<String> {
+        self.carries().then(|| self.worked(Some(1)))
+    }
+
+    /// Column sums from the ones up, the carry into column `drop_carry` (if any) forgotten;
+    /// later carries follow the written sums and the final line assembles them.
+    fn worked(&self, drop_carry: Option<usize>) -> String {
         let mut lines = Vec::new();
-        let (mut a, mut b, mut carry) = (self.a, self.b, 0);
+        let (mut a, mut b, mut carry, mut total, mut place) = (self.a, self.b, 0, 0u32, 1u32);
+        let mut col = 0;
         while a > 0 || b > 0 {
             let (da, db) = (a % 10, b % 10);
+            if drop_carry == Some(col) {
+                carry = 0;
+            }
             let s = da + db + carry;
             lines.push(if carry > 0 {
                 format!("{da}+{db}+{carry}={s}")
@@ -57,10 +86,45 @@ impl Problem {
                 format!("{da}+{db}={s}")
             });
             carry = s / 10;
+            let last = a < 10 && b < 10;
+            total += if last { s * place } else { (s % 10) * place };
+            place *= 10;
             (a, b) = (a / 10, b / 10);
+            col += 1;
         }
-        lines.push(format!("#### {}", self.sum()));
+        lines.push(format!("#### {total}"));
         lines.join("\n")
+    }
+
+    /// The solution with its final number miscopied: one digit off by one, the column sums
+    /// right. A slip that rereading the answer catches.
+    pub fn miscopied_solution(&self, rng: &mut SplitMix64) -> String {
+        let right = self.solution();
+        let (lines, last) = right.rsplit_once('\n').expect("a worked answer has lines");
+        let mut digits: Vec<u32> = last["#### ".len()..]
+            .chars()
+            .filter_map(|c| c.to_digit(10))
+            .collect();
+        let i = (rng.next_u64() % digits.len() as u64) as usize;
+        let up = rng.next_u64().is_multiple_of(2);
+        digits[i] = match (up, digits[i]) {
+            // A leading digit never becomes 0, so the number keeps its length.
+            (false, 1) if i == 0 => 2,
+            (false, 0) | (true, 9) => {
+                if up {
+                    8
+                } else {
+                    1
+                }
+            }
+            (true, d) => d + 1,
+            (false, d) => d - 1,
+        };
+        let wrong: String = digits
+            .iter()
+            .map(|d| char::from_digit(*d, 10).unwrap())
+            .collect();
+        format!("{lines}\n#### {wrong}")
     }
 
     /// A plausible wrong answer: the solution with one column sum off by 1..=3 and the final
@@ -140,6 +204,16 @@ pub fn problems_split(n: usize, digits: u32, seed: u64, held_out: bool) -> Vec<P
     out
 }
 
+/// Every held-out problem with `digits`-digit operands, in a fixed order (about a tenth of
+/// the problem space: 810 of the 8,100 two-digit problems).
+pub fn all_held_out(digits: u32) -> Vec<Problem> {
+    let (lo, hi) = (10u32.pow(digits.saturating_sub(1)), 10u32.pow(digits));
+    (lo..hi)
+        .flat_map(|a| (lo..hi).map(move |b| Problem { a, b }))
+        .filter(is_held_out)
+        .collect()
+}
+
 /// A GSM8K-layout JSONL dataset of `n` problems (`{"question", "answer"}` per line), which
 /// `evolve data import` reads like any user file.
 pub fn gsm8k_jsonl(problems: &[Problem]) -> String {
@@ -167,6 +241,30 @@ mod tests {
             Problem { a: 5, b: 123 }.solution(),
             "5+3=8\n0+2=2\n0+1=1\n#### 128"
         );
+    }
+
+    #[test]
+    fn slipped_and_miscopied_solutions_are_wrong_where_they_should_be() {
+        let p = Problem { a: 47, b: 38 };
+        assert!(p.carries());
+        assert_eq!(p.slipped_solution().unwrap(), "7+8=15\n4+3=7\n#### 75");
+        assert_eq!(
+            Problem { a: 95, b: 17 }.slipped_solution().unwrap(),
+            "5+7=12\n9+1=10\n#### 102"
+        );
+        assert_eq!(Problem { a: 41, b: 38 }.slipped_solution(), None);
+        let mut rng = SplitMix64::new(5);
+        for p in problems(300, 2, 6) {
+            let bad = p.miscopied_solution(&mut rng);
+            let got = final_answer_after_marker(&bad).unwrap();
+            assert_ne!(got, p.sum().to_string(), "{p:?}: {bad}");
+            assert_eq!(got.len(), p.sum().to_string().len(), "{p:?}: {bad}");
+            let (lines, _) = bad.rsplit_once('\n').unwrap();
+            assert!(
+                p.solution().starts_with(lines),
+                "only the final line differs"
+            );
+        }
     }
 
     #[test]

@@ -7,9 +7,11 @@
 //! - [`pairs`]: the pair-selection strategies that turn scored answers into preference pairs.
 //! - [`arithmetic`]: the synthetic addition task of the tiny task model and the demo.
 //! - [`run`]: the orchestrator driving rounds through the persisted state machine (engines injected).
+//! - [`scoreboard`]: held-out scores per round with paired comparisons between them.
 
 pub mod arithmetic;
 pub mod dataset;
 pub mod pairs;
 pub mod run;
+pub mod scoreboard;
 pub mod verify;

@@ -191,6 +191,9 @@ pub struct PairTexts {
     /// The reviewer's edit when the pair was edited, else the chosen answer.
     pub chosen: String,
     pub rejected: String,
+    /// Whether each answer ended by itself rather than at the token limit (an edit has).
+    pub chosen_finished: bool,
+    pub rejected_finished: bool,
 }
 
 /// Reads a pair's question and answers and renders its prompt with `template`.
@@ -199,14 +202,11 @@ pub fn pair_texts(
     template: &RefinementTemplate,
     pair: &Pair,
 ) -> Result<PairTexts, StoreError> {
-    let text = |id: GenerationId| -> Result<String, StoreError> {
-        Ok(store
-            .get_generation(id)?
-            .ok_or(StoreError::NotFound {
-                what: "generation",
-                id: id.0,
-            })?
-            .text)
+    let generation = |id: GenerationId| {
+        store.get_generation(id)?.ok_or(StoreError::NotFound {
+            what: "generation",
+            id: id.0,
+        })
     };
     let question = store
         .get_prompt(pair.prompt_id)?
@@ -215,20 +215,22 @@ pub fn pair_texts(
             id: pair.prompt_id.0,
         })?
         .prompt;
-    let generated_chosen = text(pair.chosen_id)?;
-    let rejected = text(pair.rejected_id)?;
+    let generated_chosen = generation(pair.chosen_id)?;
+    let rejected = generation(pair.rejected_id)?;
     let messages = match pair.kind {
         PairKind::Direct => template.render_question(&question),
-        PairKind::Refine => template.render_messages(&question, &rejected),
-        PairKind::Keep => template.render_messages(&question, &generated_chosen),
+        PairKind::Refine => template.render_messages(&question, &rejected.text),
+        PairKind::Keep => template.render_messages(&question, &generated_chosen.text),
     };
-    let chosen = match (&pair.review, &pair.edited_chosen_text) {
-        (ReviewState::Edited, Some(edited)) => edited.clone(),
-        _ => generated_chosen,
+    let (chosen, chosen_finished) = match (&pair.review, &pair.edited_chosen_text) {
+        (ReviewState::Edited, Some(edited)) => (edited.clone(), true),
+        _ => (generated_chosen.text, generated_chosen.finished),
     };
     Ok(PairTexts {
         messages,
         chosen,
-        rejected,
+        rejected: rejected.text,
+        chosen_finished,
+        rejected_finished: rejected.finished,
     })
 }

@@ -1,6 +1,6 @@
 //! Rule and verifier scorers: cheap, exact, and the paper's alternative to a reward model.
 
-use evolve_core::{ScoreError, ScoreInput, ScoreValue, Scorer};
+use evolve_core::{ScoreError, ScoreInput, ScoreValue, Scorer, ScorerSpec, Verifier};
 use serde_json::json;
 
 /// The final answer written after a GSM8K-style `####` marker, normalised (`1,234` → `1234`).
@@ -141,20 +141,22 @@ impl Scorer for JsonValid {
     }
 }
 
-/// Builds a verifier from its CLI/config name.
+/// The scorer for a rule-based verifier.
+pub fn verifier(v: &Verifier) -> Box<dyn Scorer + Send> {
+    match v {
+        Verifier::Numeric => Box::new(NumericFinalAnswer),
+        Verifier::Exact { ignore_case } => Box::new(ExactMatch {
+            ignore_case: *ignore_case,
+        }),
+        Verifier::Json => Box::new(JsonValid),
+        Verifier::Pattern(p) => Box::new(ContainsPattern::new(p)),
+    }
+}
+
+/// Builds a verifier from its string form; a spec naming a model-based scorer is refused.
 pub fn verifier_by_name(name: &str) -> Result<Box<dyn Scorer + Send>, String> {
-    Ok(match name {
-        "numeric" | "numeric_final_answer" | "gsm8k" => Box::new(NumericFinalAnswer),
-        "exact" | "exact_match" => Box::new(ExactMatch::default()),
-        "exact_nocase" => Box::new(ExactMatch { ignore_case: true }),
-        "json" | "json_valid" => Box::new(JsonValid),
-        other => match other.strip_prefix("pattern:") {
-            Some(p) => Box::new(ContainsPattern::new(p)),
-            None => {
-                return Err(format!(
-                    "unknown scorer '{other}' (expected numeric, exact, exact_nocase, json or pattern:<text>)"
-                ));
-            }
-        },
-    })
+    match name.parse::<ScorerSpec>().map_err(|e| e.to_string())? {
+        ScorerSpec::Verifier(v) => Ok(verifier(&v)),
+        other => Err(format!("scorer '{other}' is not a rule-based verifier")),
+    }
 }

@@ -7,11 +7,11 @@ use evolve_core::{
     Objective, PairVerdict, PairwiseJudge, PreferenceTrainer, RoundState, RunState, ScoreError,
     ScoreInput, ScoreValue, Scorer, StepReport, TrainError, TrainExample, TrainedAdapter, Winner,
 };
-use evolve_loop::run::{
-    Engines, Orchestrator, Progress, RunConfig, RunError, WIN_RATE_METRIC, create_run,
-};
+use evolve_loop::run::{Engines, Orchestrator, Progress, RunConfig, RunError, create_run};
 use evolve_loop::verify::NumericFinalAnswer;
 use evolve_store::{NewModel, NewPrompt, Store};
+
+const WIN_RATE_METRIC: &str = "trained/win_rate_vs_previous";
 use std::collections::BTreeMap;
 use std::path::Path;
 

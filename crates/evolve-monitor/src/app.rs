@@ -1,6 +1,6 @@
 //! The eframe window: polls the read-only store and draws the series from [`crate::data`].
 
-use crate::data::{RunPlotData, ScoreGroup, TrainingCurves};
+use crate::data::{RunPlotData, TrainingCurves};
 use crate::plots;
 use eframe::egui::{self, Color32, RichText};
 use evolve_store::{RunId, Store};
@@ -24,7 +24,6 @@ pub(crate) struct MonitorApp {
     run: RunId,
     data: RunPlotData,
     curves: TrainingCurves,
-    scores: Vec<ScoreGroup>,
     data_version: Option<i64>,
     last_poll: Instant,
     poll_error: Option<String>,
@@ -51,7 +50,6 @@ impl MonitorApp {
         let data_version = data_version(&store).ok();
         Self {
             curves: data.curves(),
-            scores: data.scoreboard(),
             store,
             run,
             data,
@@ -75,7 +73,6 @@ impl MonitorApp {
             if Some(version) != self.data_version {
                 self.data = RunPlotData::load(&self.store, self.run)?;
                 self.curves = self.data.curves();
-                self.scores = self.data.scoreboard();
                 self.data_version = Some(version);
             }
             Ok(())
@@ -155,7 +152,7 @@ impl eframe::App for MonitorApp {
             .exact_width(430.0)
             .resizable(false)
             .show(ctx, |ui| {
-                plots::round_panels(ui, &self.data, &self.scores);
+                plots::round_panels(ui, &self.data);
             });
         egui::CentralPanel::default().show(ctx, |ui| {
             plots::training_panels(ui, &self.curves, self.smoothing);

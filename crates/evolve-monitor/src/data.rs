@@ -2,7 +2,9 @@
 //! everything but the drawing is testable without a window.
 
 use anyhow::{Context, Result, bail};
-use evolve_store::{Evaluation, Round, Run, RunId, Store, TrainingMetric, TrainingRun};
+use evolve_loop::run::RunConfig;
+use evolve_loop::scoreboard::ScoreRow;
+use evolve_store::{Round, Run, RunId, Store, TrainingMetric, TrainingRun};
 use std::collections::BTreeMap;
 
 /// One round's rows: its training runs with their metrics, and aggregates of its samples and pairs.
@@ -43,7 +45,8 @@ pub struct RunPlotData {
     pub run: Run,
     /// By round index.
     pub rounds: Vec<RoundRows>,
-    pub evaluations: Vec<Evaluation>,
+    /// Held-out scores with their paired comparisons, base first.
+    pub scoreboard: Vec<ScoreRow>,
 }
 
 impl RunPlotData {
@@ -69,11 +72,12 @@ impl RunPlotData {
                 training,
             });
         }
-        let evaluations = store.evaluations_of_run(run.id)?;
+        let config = RunConfig::of(&run)?;
+        let scoreboard = evolve_loop::scoreboard::scoreboard(store, run.id, config.refine_steps)?;
         Ok(RunPlotData {
             run,
             rounds,
-            evaluations,
+            scoreboard,
         })
     }
 
@@ -87,17 +91,6 @@ impl RunPlotData {
             })
             .collect();
         concat_rounds(&rounds)
-    }
-
-    pub fn scoreboard(&self) -> Vec<ScoreGroup> {
-        let index_of: BTreeMap<_, _> = self
-            .rounds
-            .iter()
-            .map(|r| (r.round.id, r.round.round_index))
-            .collect();
-        scoreboard(&self.evaluations, |e| {
-            e.round_id.and_then(|id| index_of.get(&id).copied())
-        })
     }
 }
 
@@ -242,74 +235,4 @@ pub fn ema_smooth(points: &[[f64; 2]], weight: f64) -> Vec<[f64; 2]> {
             [x, ema / (1.0 - correction)]
         })
         .collect()
-}
-
-/// Held-out scores of one model state: the untrained base, or the adapter trained in a round.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ScoreGroup {
-    /// `None`: the base model.
-    pub round_index: Option<i64>,
-    pub direct: Option<f64>,
-    /// `(k, score)` after the most refinement steps evaluated.
-    pub refined: Option<(u32, f64)>,
-    /// How often this round's direct answers beat the previous model's (ties half).
-    pub win_rate: Option<f64>,
-    /// Prompts evaluated (the largest `n` in the group).
-    pub n: i64,
-}
-
-impl ScoreGroup {
-    pub fn label(&self) -> String {
-        match self.round_index {
-            None => "base".to_string(),
-            Some(r) => format!("round {r}"),
-        }
-    }
-}
-
-/// Groups `base/…` and `trained/…` evaluations on the held-out ("eval") split into one group
-/// for the base model and one per round (in round order). `round_index` maps an evaluation to
-/// its round's index. Metrics of other names or splits are ignored.
-pub fn scoreboard(
-    evaluations: &[Evaluation],
-    round_index: impl Fn(&Evaluation) -> Option<i64>,
-) -> Vec<ScoreGroup> {
-    let mut groups: BTreeMap<Option<i64>, ScoreGroup> = BTreeMap::new();
-    for e in evaluations.iter().filter(|e| e.split == "eval") {
-        let Some((who, score)) = e.metric.split_once('/') else {
-            continue;
-        };
-        let key = match who {
-            "base" => None,
-            "trained" => match round_index(e) {
-                Some(r) => Some(r),
-                None => continue,
-            },
-            _ => continue,
-        };
-        let group = groups.entry(key).or_insert(ScoreGroup {
-            round_index: key,
-            direct: None,
-            refined: None,
-            win_rate: None,
-            n: 0,
-        });
-        if score == "direct_score" {
-            group.direct = Some(e.value);
-        } else if score == "win_rate_vs_previous" {
-            group.win_rate = Some(e.value);
-        } else if let Some(k) = score
-            .strip_prefix("refined_score@")
-            .and_then(|k| k.parse::<u32>().ok())
-        {
-            if group.refined.is_none_or(|(best, _)| k > best) {
-                group.refined = Some((k, e.value));
-            }
-        } else {
-            continue;
-        }
-        group.n = group.n.max(e.n);
-    }
-    // BTreeMap orders `None` (base) before every round.
-    groups.into_values().collect()
 }

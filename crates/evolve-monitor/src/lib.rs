@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::Instant;
 
-pub use data::{RunPlotData, concat_rounds, ema_smooth, resolve_run, scoreboard};
+pub use data::{RunPlotData, concat_rounds, ema_smooth, resolve_run};
 
 /// Window size; also the screenshot's size.
 pub const WINDOW_SIZE: [f32; 2] = [1280.0, 800.0];

@@ -1,11 +1,12 @@
 //! Drawing: small multiples of the training curves, and per-round bar charts.
 
-use crate::data::{RunPlotData, ScoreGroup, TrainingCurves, ema_smooth};
+use crate::data::{RunPlotData, TrainingCurves, ema_smooth};
 use eframe::egui::{self, Align2, Color32, Stroke};
 use egui_plot::{
     AxisHints, Bar, BarChart, GridMark, Line, LineStyle, Plot, PlotPoint, PlotUi, Text, VLine,
     log_grid_spacer,
 };
+use evolve_loop::scoreboard::ScoreRow;
 
 // Series colours; public so the screenshot test can look for them in the image.
 pub const LOSS: Color32 = Color32::from_rgb(255, 140, 40);
@@ -18,8 +19,13 @@ pub const LEARNING_RATE: Color32 = Color32::from_rgb(90, 170, 255);
 pub const TOKENS_PER_SECOND: Color32 = Color32::from_rgb(255, 110, 190);
 pub const DIRECT: Color32 = Color32::from_rgb(90, 170, 255);
 pub const REFINED: Color32 = Color32::from_rgb(255, 140, 40);
-pub const TOKENS: Color32 = Color32::from_rgb(150, 150, 235);
 pub const WIN_RATE: Color32 = Color32::from_rgb(60, 200, 190);
+pub const SAMPLED: Color32 = Color32::from_rgb(190, 150, 255);
+/// Paired differences against the base, and refinements that fixed an answer.
+pub const GAIN: Color32 = Color32::from_rgb(60, 190, 100);
+/// Refinements that broke a right answer.
+pub const LOSS_BAR: Color32 = Color32::from_rgb(230, 90, 70);
+const WHISKER: Color32 = Color32::from_gray(220);
 const ROUND_LINE: Color32 = Color32::from_gray(150);
 const TITLE_HEIGHT: f32 = 18.0;
 
@@ -185,28 +191,80 @@ fn round_lines(plot_ui: &mut PlotUi, curves: &TrainingCurves, top: f64) {
     }
 }
 
-/// The right-hand column: held-out scores, pairs, and sampling throughput per round.
-pub(crate) fn round_panels(ui: &mut egui::Ui, data: &RunPlotData, scores: &[ScoreGroup]) {
+/// The right-hand column: held-out scores and their paired comparisons, refinement fixes and
+/// breaks, win rate, pairs, and sampling throughput per round.
+pub(crate) fn round_panels(ui: &mut egui::Ui, data: &RunPlotData) {
+    let scores = &data.scoreboard;
     let spacing = ui.spacing().item_spacing.y;
-    let free = ui.available_height() - 5.0 * (TITLE_HEIGHT + 2.0 * spacing);
-    let score_height = (free * 0.28).max(80.0);
-    let other_height = ((free - score_height) / 4.0).max(60.0);
+    let free = ui.available_height() - 6.0 * (TITLE_HEIGHT + 2.0 * spacing);
+    let score_height = (free * 0.24).max(80.0);
+    let other_height = ((free - score_height) / 5.0).max(56.0);
+    let labels: Vec<String> = scores.iter().map(|r| r.label.clone()).collect();
 
-    let k = scores
-        .iter()
-        .filter_map(|g| g.refined.map(|(k, _)| k))
-        .max();
-    let refined = k.map_or("refined".to_string(), |k| format!("refined@{k}"));
+    let k = scores.iter().map(|r| r.refined.len()).max().unwrap_or(0);
+    let refined = format!("refined@{k}");
     title(
         ui,
         &[
             ("held-out score: ", None),
             ("direct", Some(DIRECT)),
-            (" vs ", None),
+            (" · ", None),
             (&refined, Some(REFINED)),
+            (" · ", None),
+            ("sampled", Some(SAMPLED)),
         ],
     );
     scoreboard_plot(ui, scores, &refined, score_height);
+
+    title(
+        ui,
+        &[
+            ("direct vs base, problem by problem: ", None),
+            ("Δ points", Some(GAIN)),
+            (" with 95% interval", None),
+        ],
+    );
+    let diffs: Vec<(f64, f64, f64, f64)> = scores
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| {
+            let c = r.vs_base.as_ref()?;
+            Some((
+                i as f64,
+                100.0 * c.diff,
+                100.0 * c.ci_low,
+                100.0 * c.ci_high,
+            ))
+        })
+        .collect();
+    interval_bars(ui, "vs base", labels.clone(), &diffs, other_height);
+
+    title(
+        ui,
+        &[
+            ("first refinement: ", None),
+            ("wrong->right", Some(GAIN)),
+            (" · ", None),
+            ("right->wrong", Some(LOSS_BAR)),
+        ],
+    );
+    let step = |f: fn(&evolve_core::PairedComparison) -> usize| -> Vec<(f64, f64)> {
+        scores
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| Some((i as f64, f(r.refine_steps.first()?) as f64)))
+            .collect()
+    };
+    let fixes = [
+        ("wrong->right", GAIN, step(|c| c.wins)),
+        ("right->wrong", LOSS_BAR, step(|c| c.losses)),
+    ];
+    show_bars(
+        ui,
+        category_plot("refinement", labels.clone(), other_height),
+        &fixes,
+        &|v| format!("{v:.0}"),
+    );
 
     let rounds: Vec<i64> = data.rounds.iter().map(|r| r.round.round_index).collect();
     let at = |values: Vec<f64>| rounds.iter().map(|&r| r as f64).zip(values).collect();
@@ -221,12 +279,12 @@ pub(crate) fn round_panels(ui: &mut egui::Ui, data: &RunPlotData, scores: &[Scor
     );
     let wins: Vec<(f64, f64)> = scores
         .iter()
-        .filter_map(|g| Some((g.round_index? as f64, g.win_rate?)))
+        .filter_map(|r| Some((r.round? as f64, r.win_rate.as_ref()?.rate)))
         .collect();
-    let labels = (0..rounds.len()).map(|r| format!("round {r}")).collect();
+    let round_labels = (0..rounds.len()).map(|r| format!("round {r}")).collect();
     show_bars(
         ui,
-        category_plot("win rate", labels, other_height).include_y(1.0),
+        category_plot("win rate", round_labels, other_height).include_y(1.0),
         &[("win rate", WIN_RATE, wins)],
         &|v| format!("{:.0}%", v * 100.0),
     );
@@ -249,23 +307,6 @@ pub(crate) fn round_panels(ui: &mut egui::Ui, data: &RunPlotData, scores: &[Scor
     let pairs = [("direct", DIRECT, direct), ("refine", REFINED, refine)];
     round_bars(ui, "pairs", &pairs, other_height, &|v| format!("{v:.0}"));
 
-    title(
-        ui,
-        &[("generated tokens per round (samples + refinements)", None)],
-    );
-    let tokens = at(data
-        .rounds
-        .iter()
-        .map(|r| r.generations.tokens as f64)
-        .collect());
-    round_bars(
-        ui,
-        "tokens",
-        &[("tokens", TOKENS, tokens)],
-        other_height,
-        &|v| format!("{:.1}k", v / 1000.0),
-    );
-
     title(ui, &[("sampling throughput (tokens/s)", None)]);
     let speed = data
         .rounds
@@ -281,24 +322,69 @@ pub(crate) fn round_panels(ui: &mut egui::Ui, data: &RunPlotData, scores: &[Scor
     );
 }
 
-fn scoreboard_plot(ui: &mut egui::Ui, scores: &[ScoreGroup], refined_name: &str, height: f32) {
-    let labels: Vec<String> = scores.iter().map(ScoreGroup::label).collect();
-    let direct: Vec<(f64, f64)> = scores
-        .iter()
-        .enumerate()
-        .filter_map(|(i, g)| g.direct.map(|v| (i as f64, v)))
-        .collect();
-    let refined: Vec<(f64, f64)> = scores
-        .iter()
-        .enumerate()
-        .filter_map(|(i, g)| g.refined.map(|(_, v)| (i as f64, v)))
-        .collect();
-    let series = [("direct", DIRECT, direct), (refined_name, REFINED, refined)];
+fn scoreboard_plot(ui: &mut egui::Ui, scores: &[ScoreRow], refined_name: &str, height: f32) {
+    let labels: Vec<String> = scores.iter().map(|r| r.label.clone()).collect();
+    let series_of = |f: &dyn Fn(&ScoreRow) -> Option<f64>| -> Vec<(f64, f64)> {
+        scores
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| f(r).map(|v| (i as f64, v)))
+            .collect()
+    };
+    let series = [
+        ("direct", DIRECT, series_of(&|r| Some(r.direct))),
+        (
+            refined_name,
+            REFINED,
+            series_of(&|r| r.refined.last().copied()),
+        ),
+        ("sampled", SAMPLED, series_of(&|r| r.sampled)),
+    ];
     // Steps of 0.2 rather than egui_plot's 0.1, which is too dense to label at this height.
     let plot = category_plot("scoreboard", labels, height)
         .include_y(1.0)
         .y_grid_spacer(log_grid_spacer(5));
     show_bars(ui, plot, &series, &|v| format!("{v:.2}"));
+}
+
+/// Bars of `(slot, value, low, high)` with a whisker from low to high, labelled with the value.
+fn interval_bars(
+    ui: &mut egui::Ui,
+    id: &str,
+    labels: Vec<String>,
+    values: &[(f64, f64, f64, f64)],
+    height: f32,
+) {
+    let top = values.iter().map(|v| v.3).fold(0.0, f64::max);
+    let bottom = values.iter().map(|v| v.2).fold(0.0, f64::min);
+    category_plot(id, labels, height)
+        .include_y(top * 1.25)
+        .include_y(bottom * 1.25)
+        .show(ui, |plot_ui| {
+            let bars = values
+                .iter()
+                .map(|&(x, v, _, _)| {
+                    Bar::new(x, v)
+                        .width(0.4)
+                        .fill(GAIN)
+                        .stroke(Stroke::new(1.0, GAIN))
+                })
+                .collect();
+            plot_ui.bar_chart(BarChart::new("Δ points", bars).color(GAIN));
+            for &(x, v, lo, hi) in values {
+                for points in [
+                    vec![[x, lo], [x, hi]],
+                    vec![[x - 0.08, lo], [x + 0.08, lo]],
+                    vec![[x - 0.08, hi], [x + 0.08, hi]],
+                ] {
+                    plot_ui.line(Line::new("95% interval", points).color(WHISKER).width(1.5));
+                }
+                plot_ui.text(
+                    Text::new("", PlotPoint::new(x + 0.12, hi), format!("{v:+.1}"))
+                        .anchor(Align2::LEFT_BOTTOM),
+                );
+            }
+        });
 }
 
 fn round_bars(

@@ -1,12 +1,12 @@
 //! Plot data from real SQLite files written through the store API; no window involved.
 
 use evolve_core::RoundState;
-use evolve_monitor::data::{ScoreGroup, Segment};
+use evolve_monitor::data::Segment;
 use evolve_monitor::demo::{
     DEMO_REFINE_STEPS, DEMO_ROUNDS, DEMO_STEPS, record_demo_run, training_steps,
 };
-use evolve_monitor::{RunPlotData, concat_rounds, ema_smooth, resolve_run, scoreboard};
-use evolve_store::{Evaluation, EvaluationId, ModelId, RoundId, Store, TrainingMetric};
+use evolve_monitor::{RunPlotData, concat_rounds, ema_smooth, resolve_run};
+use evolve_store::{Store, TrainingMetric};
 use std::collections::BTreeMap;
 
 fn temp_db() -> (tempfile::TempDir, std::path::PathBuf) {
@@ -68,68 +68,6 @@ fn ema_smooth_is_identity_at_zero_debiased_and_converges() {
     assert!(ema_smooth(&[], 0.9).is_empty());
 }
 
-fn eval(round: i64, metric: &str, split: &str, value: f64) -> Evaluation {
-    Evaluation {
-        id: EvaluationId(0),
-        round_id: Some(RoundId(100 + round)),
-        adapter_id: None,
-        model_id: ModelId(1),
-        split: split.into(),
-        metric: metric.into(),
-        value,
-        n: 10,
-        details: serde_json::json!({}),
-        created_at: 0,
-    }
-}
-
-#[test]
-fn scoreboard_groups_base_first_then_rounds_and_keeps_the_deepest_refinement() {
-    let evals = [
-        eval(1, "trained/refined_score@2", "eval", 0.8),
-        eval(1, "trained/direct_score", "eval", 0.6),
-        eval(1, "trained/refined_score@1", "eval", 0.7),
-        eval(1, "trained/win_rate_vs_previous", "eval", 0.55),
-        eval(0, "trained/direct_score", "eval", 0.5),
-        eval(0, "base/refined_score@1", "eval", 0.35),
-        eval(0, "base/direct_score", "eval", 0.3),
-        eval(0, "base/refined_score@2", "eval", 0.4),
-        eval(0, "trained/direct_score", "train", 0.99), // not held out
-        eval(0, "judge_agreement", "eval", 0.1),        // not a score
-    ];
-    let groups = scoreboard(&evals, |e| e.round_id.map(|id| id.0 - 100));
-    assert_eq!(
-        groups,
-        vec![
-            ScoreGroup {
-                round_index: None,
-                direct: Some(0.3),
-                refined: Some((2, 0.4)),
-                win_rate: None,
-                n: 10
-            },
-            ScoreGroup {
-                round_index: Some(0),
-                direct: Some(0.5),
-                refined: None,
-                win_rate: None,
-                n: 10
-            },
-            ScoreGroup {
-                round_index: Some(1),
-                direct: Some(0.6),
-                refined: Some((2, 0.8)),
-                win_rate: Some(0.55),
-                n: 10
-            },
-        ]
-    );
-    assert_eq!(
-        groups.iter().map(ScoreGroup::label).collect::<Vec<_>>(),
-        ["base", "round 0", "round 1"]
-    );
-}
-
 #[test]
 fn load_reads_a_recorded_run_from_a_sqlite_file() {
     let (_dir, path) = temp_db();
@@ -185,22 +123,35 @@ fn load_reads_a_recorded_run_from_a_sqlite_file() {
         assert!(curves.series.contains_key(*name), "{name} is plotted");
     }
 
-    let board = data.scoreboard();
+    // The scoreboard comes from evolve-loop's, with its paired comparisons.
+    let board = &data.scoreboard;
     assert_eq!(board.len(), 1 + DEMO_ROUNDS as usize);
-    assert_eq!(board[0].label(), "base");
-    assert!(board.iter().all(|g| g.direct.is_some()));
+    assert_eq!(board[0].label, "base");
     assert!(
         board
             .iter()
-            .all(|g| g.refined.map(|(k, _)| k) == Some(DEMO_REFINE_STEPS as u32))
+            .all(|r| r.refined.len() == DEMO_REFINE_STEPS as usize)
     );
     let last = board.last().unwrap();
-    assert!(last.refined.unwrap().1 > board[0].refined.unwrap().1);
+    assert!(last.refined[1] > board[0].refined[1]);
+    assert!(board[0].vs_base.is_none(), "the base has nothing before it");
+    let gain = last.vs_base.as_ref().unwrap();
     assert!(
-        board[0].win_rate.is_none(),
-        "the base has nothing before it"
+        gain.diff > 0.0 && gain.wins > 0 && gain.losses == 0,
+        "{gain:?}"
     );
-    assert!(board[1..].iter().all(|g| g.win_rate == Some(0.58)));
+    assert!(board.iter().all(|r| r.sampled.is_some()));
+    let first_step = &last.refine_steps[0];
+    assert!(
+        first_step.losses > 0,
+        "every ninth problem is broken by refining"
+    );
+    assert!(board[0].win_rate.is_none());
+    assert!(
+        board[1..]
+            .iter()
+            .all(|r| r.win_rate.as_ref().map(|w| w.rate) == Some(0.58))
+    );
 }
 
 #[test]

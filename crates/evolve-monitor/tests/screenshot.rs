@@ -153,7 +153,9 @@ fn monitor_window_renders_curves_and_bars_of_a_recorded_run() {
     for (name, color) in [
         ("direct bars", plots::DIRECT),
         ("refined bars", plots::REFINED),
-        ("token bars", plots::TOKENS),
+        ("sampled bars", plots::SAMPLED),
+        ("vs-base bars", plots::GAIN),
+        ("right-to-wrong bars", plots::LOSS_BAR),
         ("win-rate bars", plots::WIN_RATE),
         ("tokens/s bars", plots::TOKENS_PER_SECOND),
     ] {

@@ -30,7 +30,7 @@ fn fresh_database_is_migrated_to_latest_in_wal_mode_and_reopening_is_a_no_op() {
     let (_dir, path) = temp_db();
     let store = Store::open(&path).unwrap();
     assert_eq!(store.schema_version().unwrap(), LATEST_VERSION);
-    assert_eq!(LATEST_VERSION, 4);
+    assert_eq!(LATEST_VERSION, 5);
     assert_eq!(store.path(), path.as_path());
     let counts = store.counts().unwrap();
     for table in ALL_TABLES {
@@ -136,36 +136,10 @@ fn populated_v1_database_upgrades_with_every_row_intact() {
             "v1 has no training tables"
         );
         let s = seed(&store);
-        let root = store
-            .insert_generation(&new_generation(
-                Some(s.round),
-                Some(s.prompts[0]),
-                0,
-                0,
-                None,
-                "3",
-            ))
-            .unwrap();
-        let r1 = store
-            .insert_generation(&new_generation(
-                Some(s.round),
-                Some(s.prompts[0]),
-                0,
-                1,
-                Some(root),
-                "maybe 1",
-            ))
-            .unwrap();
-        let r2 = store
-            .insert_generation(&new_generation(
-                Some(s.round),
-                Some(s.prompts[0]),
-                0,
-                2,
-                Some(r1),
-                "it is 0",
-            ))
-            .unwrap();
+        // Through SQL as the version-1 code wrote them: today's API writes columns v1 lacks.
+        let root = insert_v1_generation(&store, &s, 0, None, "3");
+        let r1 = insert_v1_generation(&store, &s, 1, Some(root), "maybe 1");
+        let r2 = insert_v1_generation(&store, &s, 2, Some(r1), "it is 0");
         store
             .add_score(
                 root,
@@ -209,14 +183,12 @@ fn populated_v1_database_upgrades_with_every_row_intact() {
             }
         }
     }
-    // The typed API reads the upgraded rows, including the refinement chain.
-    let ids: Vec<_> = store
-        .refinement_chain(chain[2])
-        .unwrap()
-        .iter()
-        .map(|g| g.id)
-        .collect();
+    // The typed API reads the upgraded rows, including the refinement chain; v5's stop
+    // reason defaults to "finished" for answers written before it existed.
+    let upgraded = store.refinement_chain(chain[2]).unwrap();
+    let ids: Vec<_> = upgraded.iter().map(|g| g.id).collect();
     assert_eq!(ids, chain);
+    assert!(upgraded.iter().all(|g| g.finished));
     assert_eq!(
         store.get_round(seeded.round).unwrap().unwrap().state,
         RoundState::Pairing
@@ -292,6 +264,35 @@ fn populated_v1_database_upgrades_with_every_row_intact() {
         .map(|p| p.kind)
         .collect();
     assert_eq!(kinds, [PairKind::Refine, PairKind::Keep]);
+}
+
+/// A generation row as schema version 1 stores it (step `step` of sample 0 of prompt 0).
+fn insert_v1_generation(
+    store: &Store,
+    s: &Seeded,
+    step: i64,
+    parent: Option<GenerationId>,
+    text: &str,
+) -> GenerationId {
+    store
+        .conn()
+        .execute(
+            "INSERT INTO generations (round_id, prompt_id, kind, parent_id, step_index, sample_index,
+                                      text, token_count, seed, sampler_json, prompt_text, adapter_id,
+                                      duration_ms, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6, 1, 42, ?7, 'q', NULL, 17, 1)",
+            rusqlite::params![
+                s.round,
+                s.prompts[0],
+                if parent.is_some() { "refinement" } else { "sample" },
+                parent,
+                step,
+                text,
+                serde_json::to_string(&evolve_core::SamplerConfig::default()).unwrap()
+            ],
+        )
+        .unwrap();
+    GenerationId(store.conn().last_insert_rowid())
 }
 
 fn file_bytes(path: &std::path::Path) -> Vec<u8> {

@@ -19,8 +19,12 @@ pub struct SequenceBatch {
     pub answer_targets: Tensor,
     /// `[b, n_answer]` one-hot: which row each answer position belongs to (sums per row).
     pub answer_rows: Tensor,
+    /// Like `answer_rows`, restricted to each row's span (the whole answer when it has none).
+    pub span_rows: Tensor,
     /// Answer tokens per row.
     pub answer_tokens: Vec<usize>,
+    /// Span tokens per row.
+    pub span_tokens: Vec<usize>,
     /// Real (non-padding) input tokens in the whole batch.
     pub real_tokens: usize,
 }
@@ -30,6 +34,18 @@ impl SequenceBatch {
     /// one token (usually BOS), since the first answer token is predicted from it.
     pub fn new(
         seqs: &[(&[u32], &[u32])],
+        pad_id: u32,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Self> {
+        Self::with_spans(seqs, &vec![None; seqs.len()], pad_id, dtype, device)
+    }
+
+    /// [`Self::new`], with each row's answer tokens `start..end` marked as its span (`None`:
+    /// the whole answer): the part a preference term compares while the NLL sees it all.
+    pub fn with_spans(
+        seqs: &[(&[u32], &[u32])],
+        spans: &[Option<(usize, usize)>],
         pad_id: u32,
         dtype: DType,
         device: &Device,
@@ -44,13 +60,22 @@ impl SequenceBatch {
             .unwrap_or(0);
         let (mut inputs, mut targets, mut mask) = (vec![], vec![], vec![]);
         let mut answer_tokens = Vec::with_capacity(seqs.len());
+        let mut span_tokens = Vec::with_capacity(seqs.len());
         let (mut positions, mut answer_targets, mut rows) =
             (Vec::<u32>::new(), Vec::<u32>::new(), Vec::<usize>::new());
+        let mut in_span = Vec::<bool>::new();
         let mut real_tokens = 0;
         for (i, (prompt, answer)) in seqs.iter().enumerate() {
             if prompt.is_empty() || answer.is_empty() {
                 return Err(TrainError::Data(format!(
                     "sequence {i}: prompt and answer must both be non-empty"
+                )));
+            }
+            let (start, end) = spans[i].unwrap_or((0, answer.len()));
+            if start >= end || end > answer.len() {
+                return Err(TrainError::Data(format!(
+                    "sequence {i}: span {start}..{end} is not within its {} answer tokens",
+                    answer.len()
                 )));
             }
             let full: Vec<u32> = prompt.iter().chain(answer.iter()).copied().collect();
@@ -65,16 +90,23 @@ impl SequenceBatch {
                     positions.push((i * t + j) as u32);
                     answer_targets.push(full[j + 1]);
                     rows.push(i);
+                    let a = j + 1 - prompt.len();
+                    in_span.push(start <= a && a < end);
                 }
             }
             answer_tokens.push(answer.len());
+            span_tokens.push(end - start);
             real_tokens += n;
         }
         let b = seqs.len();
         let n_answer = positions.len();
         let mut one_hot = vec![0f32; b * n_answer];
+        let mut span_hot = vec![0f32; b * n_answer];
         for (k, &row) in rows.iter().enumerate() {
             one_hot[row * n_answer + k] = 1.0;
+            if in_span[k] {
+                span_hot[row * n_answer + k] = 1.0;
+            }
         }
         Ok(SequenceBatch {
             inputs: Tensor::from_vec(inputs, (b, t), device)?,
@@ -83,7 +115,9 @@ impl SequenceBatch {
             answer_positions: Tensor::from_vec(positions, n_answer, device)?,
             answer_targets: Tensor::from_vec(answer_targets, n_answer, device)?,
             answer_rows: Tensor::from_vec(one_hot, (b, n_answer), device)?.to_dtype(dtype)?,
+            span_rows: Tensor::from_vec(span_hot, (b, n_answer), device)?.to_dtype(dtype)?,
             answer_tokens,
+            span_tokens,
             real_tokens,
         })
     }
@@ -104,6 +138,15 @@ pub fn answer_logps(
     adapter: Option<&Lora>,
     batch: &SequenceBatch,
 ) -> Result<Tensor> {
+    Ok(answer_and_span_logps(model, adapter, batch)?.0)
+}
+
+/// Per-row log-probs `[b]` of the whole answers and of their spans, from one forward pass.
+pub fn answer_and_span_logps(
+    model: &LlamaModel,
+    adapter: Option<&Lora>,
+    batch: &SequenceBatch,
+) -> Result<(Tensor, Tensor)> {
     let hidden = model.hidden_with(&batch.inputs, adapter)?;
     let (b, t, e) = hidden.dims3()?;
     let picked = hidden
@@ -111,7 +154,10 @@ pub fn answer_logps(
         .index_select(&batch.answer_positions, 0)?;
     let token_logps = log_softmax_last(&model.lm_head(&picked)?)?
         .gather(&batch.answer_targets.unsqueeze(1)?, 1)?;
-    Ok(batch.answer_rows.matmul(&token_logps)?.squeeze(1)?)
+    Ok((
+        batch.answer_rows.matmul(&token_logps)?.squeeze(1)?,
+        batch.span_rows.matmul(&token_logps)?.squeeze(1)?,
+    ))
 }
 
 /// Mean negative log-likelihood per answer token over the batch (SFT loss).

@@ -66,8 +66,16 @@ impl ChatEncoder {
 
     /// An assistant reply, closed with the end-of-turn token.
     pub fn answer(&self, text: &str) -> Result<Vec<u32>> {
+        self.answer_as(text, true)
+    }
+
+    /// An assistant reply, closed with the end-of-turn token only if it `finished` (an answer
+    /// cut at the token limit must not teach the model to stop there).
+    pub fn answer_as(&self, text: &str, finished: bool) -> Result<Vec<u32>> {
         let mut ids = self.ids(text)?;
-        ids.push(self.end_of_turn);
+        if finished {
+            ids.push(self.end_of_turn);
+        }
         Ok(ids)
     }
 }

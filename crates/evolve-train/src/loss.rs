@@ -4,7 +4,9 @@
 //! ((x, y_l, refine-template) → y_w ≻ y_l), plus an optional α·NLL on the chosen answers
 //! (TRL's `rpo_alpha`), which keeps chosen likelihoods from collapsing.
 
-pub use crate::batch::{SequenceBatch, answer_logps, sequence_logps, sft_nll};
+pub use crate::batch::{
+    SequenceBatch, answer_and_span_logps, answer_logps, sequence_logps, sft_nll,
+};
 use crate::lora::Lora;
 use crate::model::LlamaModel;
 use crate::ops::log_sigmoid;
@@ -142,6 +144,26 @@ pub struct PreferencePair {
     pub prompt: Vec<u32>,
     pub chosen: Vec<u32>,
     pub rejected: Vec<u32>,
+    /// The answer tokens (`start..end`) the preference term compares, when not all of them
+    /// (Step-DPO); the NLL term always covers the whole chosen answer.
+    #[serde(default)]
+    pub chosen_span: Option<(usize, usize)>,
+    #[serde(default)]
+    pub rejected_span: Option<(usize, usize)>,
+}
+
+impl PreferencePair {
+    /// A pair compared on the whole answers.
+    pub fn new(kind: PairKind, prompt: Vec<u32>, chosen: Vec<u32>, rejected: Vec<u32>) -> Self {
+        PreferencePair {
+            kind,
+            prompt,
+            chosen,
+            rejected,
+            chosen_span: None,
+            rejected_span: None,
+        }
+    }
 }
 
 /// Reference-policy log-probs of one pair (the base model, adapter off).
@@ -198,25 +220,31 @@ fn pair_batch(pairs: &[&PreferencePair], pad_id: u32, model: &LlamaModel) -> Res
                 .map(|p| (p.prompt.as_slice(), p.rejected.as_slice())),
         )
         .collect();
-    SequenceBatch::new(&seqs, pad_id, model.master_dtype(), model.device())
+    let spans: Vec<Option<(usize, usize)>> = pairs
+        .iter()
+        .map(|p| p.chosen_span)
+        .chain(pairs.iter().map(|p| p.rejected_span))
+        .collect();
+    SequenceBatch::with_spans(&seqs, &spans, pad_id, model.master_dtype(), model.device())
 }
 
-/// Per-sequence answer log-probs `[2n]`: summed, and as the loss uses them — summed
-/// (sigmoid) or averaged over answer tokens (IPO, as TRL does).
+/// Per-sequence answer log-probs `[2n]`: summed over the whole answers (for the NLL), and as
+/// the preference loss uses them — summed over the spans (sigmoid) or averaged over the span
+/// tokens (IPO, as TRL does).
 fn policy_logps(
     model: &LlamaModel,
     adapter: Option<&Lora>,
     batch: &SequenceBatch,
     kind: DpoKind,
 ) -> Result<(Tensor, Tensor)> {
-    let summed = answer_logps(model, adapter, batch)?;
+    let (summed, span) = answer_and_span_logps(model, adapter, batch)?;
     let used = match kind {
-        DpoKind::Sigmoid => summed.clone(),
+        DpoKind::Sigmoid => span,
         DpoKind::Ipo => {
-            let lens: Vec<f64> = batch.answer_tokens.iter().map(|&n| n as f64).collect();
+            let lens: Vec<f64> = batch.span_tokens.iter().map(|&n| n as f64).collect();
             let lens =
-                Tensor::from_vec(lens, summed.dims(), summed.device())?.to_dtype(summed.dtype())?;
-            (&summed / lens)?
+                Tensor::from_vec(lens, span.dims(), span.device())?.to_dtype(span.dtype())?;
+            (&span / lens)?
         }
     };
     Ok((summed, used))
@@ -377,18 +405,18 @@ mod tests {
 
     fn pairs() -> Vec<PreferencePair> {
         vec![
-            PreferencePair {
-                kind: PairKind::Direct,
-                prompt: vec![1, 40, 41],
-                chosen: vec![50, 51, 52],
-                rejected: vec![60],
-            },
-            PreferencePair {
-                kind: PairKind::Refine,
-                prompt: vec![1, 42, 60, 43],
-                chosen: vec![53, 54],
-                rejected: vec![61, 62, 63],
-            },
+            PreferencePair::new(
+                PairKind::Direct,
+                vec![1, 40, 41],
+                vec![50, 51, 52],
+                vec![60],
+            ),
+            PreferencePair::new(
+                PairKind::Refine,
+                vec![1, 42, 60, 43],
+                vec![53, 54],
+                vec![61, 62, 63],
+            ),
         ]
     }
 
@@ -494,5 +522,57 @@ mod tests {
         // The supervised warm-up: the preference term weighted 0 leaves the NLL alone.
         let (sft, sft_nll) = loss_weighted(&all, &refs, 0.3, 1.0, 0.0);
         assert!((sft - nll).abs() < 1e-12 && (sft_nll - nll).abs() < 1e-12);
+    }
+
+    #[test]
+    fn a_span_limits_the_preference_term_and_leaves_the_nll_on_the_whole_answer() {
+        let (_dir, model) = tiny_model_f64();
+        let lora = Lora::new(
+            model.config(),
+            LoraConfig::default(),
+            DType::F64,
+            &Device::Cpu,
+        )
+        .unwrap();
+        for (i, (_, _, p)) in lora.pairs().enumerate() {
+            p.b.set(&randn(300 + i as u64, p.b.dims(), 0.05)).unwrap();
+        }
+        // Shared first token (50), then the step that differs (51, 52 vs 61), then the rest.
+        let whole = PreferencePair::new(
+            PairKind::Direct,
+            vec![1, 40, 41],
+            vec![50, 51, 52, 53],
+            vec![50, 61, 62],
+        );
+        let spanned = PreferencePair {
+            chosen_span: Some((1, 3)),
+            rejected_span: Some((1, 2)),
+            ..whole.clone()
+        };
+        // The same step, cut out by hand: the shared token joins the prompt.
+        let cut = PreferencePair::new(
+            PairKind::Direct,
+            vec![1, 40, 41, 50],
+            vec![51, 52],
+            vec![61],
+        );
+        let cfg = EvolveLossConfig {
+            beta: 0.5,
+            nll_weight: 1.0,
+            ..EvolveLossConfig::default()
+        };
+        let run = |p: &PreferencePair| {
+            let refs = reference_logps(&model, None, &[p], DpoKind::Sigmoid, 0).unwrap();
+            evolve_loss(&model, &lora, &[p], &refs, &cfg, 0).unwrap()
+        };
+        let (w, s, c) = (run(&whole), run(&spanned), run(&cut));
+        assert!((s.metrics.logps_chosen - c.metrics.logps_chosen).abs() < 1e-10);
+        assert!((s.metrics.logps_rejected - c.metrics.logps_rejected).abs() < 1e-10);
+        assert!((s.metrics.rewards_margins - c.metrics.rewards_margins).abs() < 1e-10);
+        assert!(
+            (s.nll - w.nll).abs() < 1e-12,
+            "NLL over the whole chosen answer"
+        );
+        assert!((s.nll - c.nll).abs() > 1e-6, "not over the step alone");
     }
 }

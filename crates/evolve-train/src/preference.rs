@@ -88,12 +88,12 @@ impl LoraDpoTrainer {
         let (_, enc) = self.load()?;
         let mut pairs = Vec::with_capacity(examples.len());
         for e in examples {
-            let mut pair = PreferencePair {
-                kind: e.kind,
-                prompt: enc.prompt(&e.prompt)?,
-                chosen: enc.answer(&e.chosen)?,
-                rejected: enc.answer(&e.rejected)?,
-            };
+            let mut pair = PreferencePair::new(
+                e.kind,
+                enc.prompt(&e.prompt)?,
+                enc.answer_as(&e.chosen, e.chosen_finished)?,
+                enc.answer_as(&e.rejected, e.rejected_finished)?,
+            );
             if first_step_only {
                 pair = first_differing_step(pair, |t| enc.ends_line(t));
             }
@@ -199,45 +199,36 @@ fn checkpoint_of(gguf: &Path) -> PathBuf {
         .join(CHECKPOINT_WEIGHTS)
 }
 
-/// Step-DPO's view of a pair (Lai et al. 2024, arXiv 2406.18629): the lines both answers
-/// share move into the prompt, and each answer keeps only the line where they first differ
-/// (with the end token if that line is the last). What follows a mistake is conditioned on
-/// it; pushing those tokens down (a newline, `####`) teaches the format away instead of the
-/// mistake, which is how whole-answer DPO lowered accuracy on the demo's task.
+/// Step-DPO's view of a pair (Lai et al. 2024, arXiv 2406.18629): the preference term
+/// compares only the line where the answers first differ (with the end token if that line is
+/// the last), conditioned on the lines both share; the answers stay whole, so the NLL term
+/// still covers the whole chosen answer. What follows a mistake is conditioned on it; pushing
+/// those tokens down (a newline, `####`) teaches the format away instead of the mistake.
 pub fn first_differing_step(
-    pair: PreferencePair,
+    mut pair: PreferencePair,
     ends_line: impl Fn(u32) -> bool,
 ) -> PreferencePair {
-    let PreferencePair {
-        kind,
-        mut prompt,
-        chosen,
-        rejected,
-    } = pair;
-    let same = chosen
+    let same = pair
+        .chosen
         .iter()
-        .zip(&rejected)
+        .zip(&pair.rejected)
         .take_while(|(a, b)| a == b)
         .count();
-    let start = chosen[..same]
+    let start = pair.chosen[..same]
         .iter()
         .rposition(|&t| ends_line(t))
         .map_or(0, |i| i + 1);
-    let step = |ids: &[u32]| -> Vec<u32> {
-        let end = ids[same..]
+    let end = |ids: &[u32]| {
+        ids[same..]
             .iter()
             .position(|&t| ends_line(t))
-            .map_or(ids.len(), |i| same + i + 1);
-        ids[start..end].to_vec()
+            .map_or(ids.len(), |i| same + i + 1)
     };
-    let (chosen_step, rejected_step) = (step(&chosen), step(&rejected));
-    prompt.extend_from_slice(&chosen[..start]);
-    PreferencePair {
-        kind,
-        prompt,
-        chosen: chosen_step,
-        rejected: rejected_step,
-    }
+    // Identical answers are never paired; guard anyway against an empty span.
+    let span = |ids: &[u32]| Some((start.min(ids.len() - 1), end(ids).max(start + 1)));
+    pair.chosen_span = span(&pair.chosen);
+    pair.rejected_span = span(&pair.rejected);
+    pair
 }
 
 impl PreferenceTrainer for LoraDpoTrainer {
@@ -267,16 +258,29 @@ mod tests {
         s.chars().map(|c| c as u32).collect()
     }
 
+    /// (context the step is conditioned on, chosen step, rejected step) as text.
     fn step(chosen: &str, rejected: &str) -> (String, String, String) {
-        let pair = PreferencePair {
-            kind: PairKind::Direct,
-            prompt: ids("Q:"),
-            chosen: ids(chosen),
-            rejected: ids(rejected),
-        };
+        let pair = PreferencePair::new(PairKind::Direct, ids("Q:"), ids(chosen), ids(rejected));
         let out = first_differing_step(pair, |t| t == '\n' as u32);
-        let text = |v: &[u32]| v.iter().map(|&t| char::from_u32(t).unwrap()).collect();
-        (text(&out.prompt), text(&out.chosen), text(&out.rejected))
+        let text = |v: &[u32]| {
+            v.iter()
+                .map(|&t| char::from_u32(t).unwrap())
+                .collect::<String>()
+        };
+        let (cs, ce) = out.chosen_span.unwrap();
+        let (rs, re) = out.rejected_span.unwrap();
+        assert_eq!(cs, rs, "both steps follow the same shared lines");
+        assert_eq!(
+            out.chosen,
+            ids(chosen),
+            "the answers stay whole (for the NLL)"
+        );
+        let context = text(&out.prompt) + &text(&out.chosen[..cs]);
+        (
+            context,
+            text(&out.chosen[cs..ce]),
+            text(&out.rejected[rs..re]),
+        )
     }
 
     #[test]

@@ -14,15 +14,17 @@ use evolve_train::{
 fn examples() -> Vec<TrainExample> {
     let prompt = |q: &str| format!("<|im_start|>user\n{q}<|im_end|>\n<|im_start|>assistant\n");
     (0..6)
-        .map(|i| TrainExample {
-            kind: if i % 2 == 0 {
-                PairKind::Direct
-            } else {
-                PairKind::Refine
-            },
-            prompt: prompt(&format!("{i}+{i}=?")),
-            chosen: format!("#### {}", 2 * i),
-            rejected: format!("#### {}", 2 * i + 1),
+        .map(|i| {
+            TrainExample::new(
+                if i % 2 == 0 {
+                    PairKind::Direct
+                } else {
+                    PairKind::Refine
+                },
+                prompt(&format!("{i}+{i}=?")),
+                format!("#### {}", 2 * i),
+                format!("#### {}", 2 * i + 1),
+            )
         })
         .collect()
 }
@@ -243,23 +245,35 @@ fn first_step_only_trains_on_the_line_where_the_answers_part() {
     let model = tiny_llama(dir.path(), WeightType::F32);
     let enc = ChatEncoder::from_gguf(&evolve_gguf::read_path(&model).unwrap()).unwrap();
     let prompt = "<|im_start|>user\n47+38=?<|im_end|>\n<|im_start|>assistant\n";
-    let pair = TrainExample {
-        kind: PairKind::Direct,
-        prompt: prompt.into(),
-        chosen: "7+8=15\n4+3+1=8\n#### 85".into(),
-        rejected: "7+8=15\n4+3=7\n#### 75".into(),
-    };
+    let pair = TrainExample::new(
+        PairKind::Direct,
+        prompt,
+        "7+8=15\n4+3+1=8\n#### 85",
+        "7+8=15\n4+3=7\n#### 75",
+    );
     let mut t = trainer(&model);
     let (whole, _) = t.encode(std::slice::from_ref(&pair)).unwrap();
     t.first_step_only = true;
     let (step, _) = t.encode(std::slice::from_ref(&pair)).unwrap();
     assert_eq!(whole[0].prompt, enc.prompt(prompt).unwrap());
+    assert_eq!((whole[0].chosen_span, whole[0].rejected_span), (None, None));
+    // The answers stay whole (the NLL term covers all of the chosen one); the preference term
+    // compares the second line only, after the shared first line.
+    assert_eq!(step[0].prompt, whole[0].prompt);
+    assert_eq!(step[0].chosen, whole[0].chosen);
+    assert_eq!(step[0].rejected, whole[0].rejected);
+    let shared = enc.answer("7+8=15\n").unwrap().len() - 1;
+    let (cs, ce) = step[0].chosen_span.unwrap();
+    let (rs, re) = step[0].rejected_span.unwrap();
+    assert_eq!((cs, rs), (shared, shared));
     assert_eq!(
-        step[0].prompt,
-        enc.prompt(&format!("{prompt}7+8=15\n")).unwrap()
+        step[0].chosen[cs..ce],
+        enc.answer("4+3+1=8\n").unwrap()[..8]
     );
-    assert_eq!(step[0].chosen, enc.answer("4+3+1=8\n").unwrap()[..8]);
-    assert_eq!(step[0].rejected, enc.answer("4+3=7\n").unwrap()[..6]);
+    assert_eq!(
+        step[0].rejected[rs..re],
+        enc.answer("4+3=7\n").unwrap()[..6]
+    );
 }
 
 #[test]

@@ -8,6 +8,7 @@ import {
   type Progress,
   type RunConfig,
   type RunStatus,
+  type PairedComparison,
   type ScoreRow,
   type Scorer,
 } from "../api";
@@ -67,18 +68,20 @@ function RunList({ models }: { models: Model[] }) {
 const STEPS = ["Model & data", "Method", "Training", "Review"];
 
 function Wizard({ models }: { models: Model[] }) {
-  const defaults = useLoad(() => call("run_defaults"));
   const datasets = useLoad(() => call("datasets_list"));
   const [step, setStep] = useState(0);
   const [name, setName] = useState(() => `run ${new Date().toISOString().slice(0, 16).replace("T", " ")}`);
   const [modelId, setModelId] = useState(models[0]?.id ?? 0);
+  // Each model has its own defaults (the built-in one its task settings): the same a run
+  // started with `evolve run start` on that model gets.
+  const defaults = useLoad(() => call("run_defaults", modelId ? { model_id: modelId } : {}), [modelId]);
   const [datasetId, setDatasetId] = useState<number | null>(null);
   const [config, setConfig] = useState<RunConfig | null>(null);
   const [error, setError] = useState<string | null>(null);
   const [busy, setBusy] = useState(false);
 
   useEffect(() => {
-    if (defaults.data && !config) setConfig(structuredClone(defaults.data));
+    if (defaults.data) setConfig(structuredClone(defaults.data));
   }, [defaults.data]);
   useEffect(() => {
     if (datasetId === null && datasets.data?.length) setDatasetId(datasets.data[0].id);
@@ -372,59 +375,95 @@ function ProgressCard({ progress, state }: { progress: Progress | null; state: s
   );
 }
 
+/** `+12.3 [+9.1, +15.6]` points, with the counts behind it in the tooltip. */
+function Paired({ c, what }: { c: PairedComparison | null; what: string }) {
+  if (!c) return <>–</>;
+  const pts = (v: number) => `${v >= 0 ? "+" : ""}${(v * 100).toFixed(1)}`;
+  const title =
+    `${what}: ${c.wins} problems better, ${c.losses} worse of ${c.n}; ` +
+    `95% CI ${pts(c.ci_low)} to ${pts(c.ci_high)} points (paired bootstrap); McNemar p = ${c.p_value.toPrecision(2)}`;
+  const sig = c.ci_low > 0 ? "up" : c.ci_high < 0 ? "down" : "";
+  return (
+    <span class={cls("paired", sig)} title={title}>
+      {pts(c.diff)} <span class="muted small">[{pts(c.ci_low)}, {pts(c.ci_high)}]</span>
+    </span>
+  );
+}
+
 function Scoreboard({ rows }: { rows: ScoreRow[] }) {
   const k = Math.max(0, ...rows.map((r) => r.refined.length));
   const max = Math.max(1e-9, ...rows.flatMap((r) => [r.direct, ...r.refined]).map((v) => Math.abs(v)));
   const best = (r: ScoreRow) => (r.refined.length ? r.refined[r.refined.length - 1] : r.direct);
+  const sampled = rows.some((r) => r.sampled !== null && r.sampled !== undefined);
   return (
     <section class="card scoreboard" data-testid="scoreboard">
       <h2>Scoreboard</h2>
       <p class="muted small">
-        Mean eval score of the direct answer and after each refinement step, per round; "win vs prev": how often this
-        round's direct answer beat the row above's (ties count half).
+        Held-out score of the greedy direct answer and after each refinement step; "vs base" and "vs prev": the direct
+        answers compared problem by problem with the base's and the row above's (difference in points, paired 95%
+        interval; green when it excludes zero); "fixed/broke": problems the first refinement turned wrong → right and
+        right → wrong.
       </p>
       {rows.length === 0 ? (
         <p class="muted">No evaluation yet.</p>
       ) : (
         <div class="scoreboard-body">
-          <table class="table">
-            <thead>
-              <tr>
-                <th>model</th>
-                <th class="num">direct</th>
-                {Array.from({ length: k }, (_, i) => (
-                  <th class="num" key={i}>
-                    refine {i + 1}
-                  </th>
-                ))}
-                <th class="num">win vs prev</th>
-              </tr>
-            </thead>
-            <tbody>
-              {rows.map((r) => (
-                <tr key={r.label} data-testid={`score-${r.label.replace(/\s+/g, "-")}`}>
-                  <td>{r.label}</td>
-                  <td class="num">{fmtNum(r.direct, 3)}</td>
+          <div class="scoreboard-table">
+            <table class="table">
+              <thead>
+                <tr>
+                  <th>model</th>
+                  <th class="num">direct</th>
                   {Array.from({ length: k }, (_, i) => (
-                    <td class="num" key={i}>
-                      {fmtNum(r.refined[i], 3)}
-                    </td>
+                    <th class="num" key={i}>
+                      refine {i + 1}
+                    </th>
                   ))}
-                  <td
-                    class="num"
-                    data-testid="win-rate"
-                    title={
-                      r.win_rate
-                        ? `${r.win_rate.wins} wins, ${r.win_rate.ties} ties, ${r.win_rate.losses} losses; judged by ${r.win_rate.judge} (${r.win_rate.method})`
-                        : undefined
-                    }
-                  >
-                    {r.win_rate ? `${Math.round(r.win_rate.rate * 100)}%` : "–"}
-                  </td>
+                  {sampled && <th class="num">sampled</th>}
+                  <th class="num">vs base</th>
+                  <th class="num">vs prev</th>
+                  {k > 0 && <th class="num">fixed/broke</th>}
+                  <th class="num">win vs prev</th>
                 </tr>
-              ))}
-            </tbody>
-          </table>
+              </thead>
+              <tbody>
+                {rows.map((r) => (
+                  <tr key={r.label} data-testid={`score-${r.label.replace(/\s+/g, "-")}`}>
+                    <td>{r.label}</td>
+                    <td class="num">{fmtNum(r.direct, 3)}</td>
+                    {Array.from({ length: k }, (_, i) => (
+                      <td class="num" key={i}>
+                        {fmtNum(r.refined[i], 3)}
+                      </td>
+                    ))}
+                    {sampled && <td class="num">{fmtNum(r.sampled, 3)}</td>}
+                    <td class="num" data-testid="vs-base">
+                      <Paired c={r.vs_base} what="direct vs base" />
+                    </td>
+                    <td class="num" data-testid="vs-previous">
+                      <Paired c={r.vs_previous} what="direct vs the row above" />
+                    </td>
+                    {k > 0 && (
+                      <td class="num" data-testid="refine-fixes" title="first refinement: wrong → right / right → wrong">
+                        {r.refine_steps.length ? `${r.refine_steps[0].wins}/${r.refine_steps[0].losses}` : "–"}
+                      </td>
+                    )}
+                    <td
+                      class="num"
+                      data-testid="win-rate"
+                      title={
+                        r.win_rate
+                          ? `${r.win_rate.wins} wins, ${r.win_rate.ties} ties, ${r.win_rate.losses} losses; judged by ${r.win_rate.judge} (${r.win_rate.method})`
+                          : undefined
+                      }
+                    >
+                      {r.win_rate ? `${Math.round(r.win_rate.rate * 100)}%` : "–"}
+                    </td>
+                  </tr>
+                ))}
+              </tbody>
+            </table>
+          </div>
           <div class="bars" aria-label="direct and refined score per round">
             {rows.map((r) => (
               <div class="bar-row" key={r.label}>
@@ -477,18 +516,14 @@ function RunPage({ runId, models }: { runId: number; models: Model[] }) {
 
   useEvent("run_progress", (p) => {
     if (p.run_id !== runId) return;
-    const { run_id: _, ...rest } = p;
-    void _;
     setProgress((old) => {
-      if (old && old.round !== rest.round) void status.reload();
-      return rest;
+      if (old && old.round !== p.round) void status.reload();
+      return p;
     });
   });
   useEvent("run_metrics", (m) => {
     if (m.run_id !== runId) return;
-    const { run_id: _, ...rec } = m;
-    void _;
-    setMetrics((ms) => mergeMetrics(ms, [rec]));
+    setMetrics((ms) => mergeMetrics(ms, [m]));
   });
   useEvent("run_state", (s) => {
     if (s.run_id !== runId) return;

@@ -4,13 +4,12 @@
 //! model file without downloads, and it must be byte-identical run to run so failures
 //! reproduce. The weights are noise, so the text it generates is noise too.
 
-mod rng;
 mod vocab;
 
 use std::path::Path;
 use std::str::FromStr;
 
-pub use rng::SplitMix64;
+pub use evolve_core::rng::SplitMix64;
 pub use vocab::{
     BOS_ID, EOS_ID, IM_END_ID, IM_START_ID, UNK_ID, VocabEntry, tiny_vocab, token_type,
 };

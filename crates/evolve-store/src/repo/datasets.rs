@@ -78,6 +78,43 @@ impl Store {
         Ok(DatasetId(self.conn.last_insert_rowid()))
     }
 
+    /// Creates a dataset and its prompts in one transaction: a crash leaves either all of it
+    /// or nothing under `name`.
+    pub fn create_dataset_with_prompts(
+        &self,
+        name: &str,
+        source_path: Option<&str>,
+        format: &str,
+        prompts: &[NewPrompt],
+    ) -> Result<DatasetId, StoreError> {
+        let tx = self.write_tx()?;
+        tx.execute(
+            "INSERT INTO datasets (name, source_path, format, created_at) VALUES (?1, ?2, ?3, ?4)",
+            params![name, source_path, format, now_ms()],
+        )
+        .context(|| format!("creating dataset '{name}'"))?;
+        let dataset = DatasetId(tx.last_insert_rowid());
+        {
+            let mut stmt = tx.prepare(
+                "INSERT INTO prompts (dataset_id, idx, split, prompt, reference, metadata_json)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?;
+            for p in prompts {
+                stmt.execute(params![
+                    dataset,
+                    p.idx,
+                    p.split,
+                    p.prompt,
+                    p.reference,
+                    to_json(&p.metadata)?
+                ])
+                .context(|| format!("adding prompt {} to dataset {dataset}", p.idx))?;
+            }
+        }
+        tx.commit()?;
+        Ok(dataset)
+    }
+
     pub fn get_dataset(&self, id: DatasetId) -> Result<Option<Dataset>, StoreError> {
         Ok(self
             .conn

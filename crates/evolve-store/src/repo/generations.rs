@@ -19,12 +19,42 @@ pub struct NewGeneration {
     pub sample_index: i64,
     pub text: String,
     pub token_count: i64,
+    /// False when `max_tokens` cut the answer: it is not trained as a finished one.
+    pub finished: bool,
     pub seed: i64,
     pub sampler: SamplerConfig,
     /// The exact formatted model input.
     pub prompt_text: String,
     pub adapter_id: Option<AdapterId>,
     pub duration_ms: i64,
+}
+
+impl NewGeneration {
+    /// A row for `completion`, sampled from `prompt_text` with `sampler`, outside any round;
+    /// callers set the round, prompt, parent, step, sample and adapter where they apply.
+    pub fn from_completion(
+        kind: GenerationKind,
+        completion: &evolve_core::Completion,
+        prompt_text: String,
+        sampler: SamplerConfig,
+    ) -> Self {
+        NewGeneration {
+            round_id: None,
+            prompt_id: None,
+            kind,
+            parent_id: None,
+            step_index: 0,
+            sample_index: 0,
+            text: completion.text.clone(),
+            token_count: completion.tokens.len() as i64,
+            finished: completion.stopped,
+            seed: i64::from(completion.seed),
+            sampler,
+            prompt_text,
+            adapter_id: None,
+            duration_ms: completion.duration_ms as i64,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -38,6 +68,7 @@ pub struct Generation {
     pub sample_index: i64,
     pub text: String,
     pub token_count: i64,
+    pub finished: bool,
     pub seed: i64,
     pub sampler: SamplerConfig,
     pub prompt_text: String,
@@ -68,6 +99,7 @@ fn generation_from_row(row: &Row) -> rusqlite::Result<Generation> {
         sample_index: row.get("sample_index")?,
         text: row.get("text")?,
         token_count: row.get("token_count")?,
+        finished: row.get("finished")?,
         seed: row.get("seed")?,
         sampler: json(row, "sampler_json")?,
         prompt_text: row.get("prompt_text")?,
@@ -99,8 +131,8 @@ impl Store {
             .query_row(
                 "INSERT INTO generations (round_id, prompt_id, kind, parent_id, step_index, sample_index, text,
                                           token_count, seed, sampler_json, prompt_text, adapter_id, duration_ms,
-                                          created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
+                                          created_at, finished)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)
                  ON CONFLICT (round_id, prompt_id, sample_index, step_index) DO NOTHING
                  RETURNING id",
                 params![
@@ -117,7 +149,8 @@ impl Store {
                     g.prompt_text,
                     g.adapter_id,
                     g.duration_ms,
-                    now_ms()
+                    now_ms(),
+                    g.finished
                 ],
                 |row| row.get(0),
             )

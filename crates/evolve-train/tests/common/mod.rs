@@ -110,16 +110,13 @@ pub fn random_pairs(n: usize, seed: u64) -> Vec<evolve_train::loss::PreferencePa
         .map(|i| {
             let mut prompt = vec![1];
             prompt.extend(seq(3 + i % 3));
-            evolve_train::loss::PreferencePair {
-                kind: if i % 2 == 0 {
-                    PairKind::Direct
-                } else {
-                    PairKind::Refine
-                },
-                prompt,
-                chosen: seq(3 + i % 4),
-                rejected: seq(4 + i % 2),
-            }
+            let kind = if i % 2 == 0 {
+                PairKind::Direct
+            } else {
+                PairKind::Refine
+            };
+            let (chosen, rejected) = (seq(3 + i % 4), seq(4 + i % 2));
+            evolve_train::loss::PreferencePair::new(kind, prompt, chosen, rejected)
         })
         .collect()
 }

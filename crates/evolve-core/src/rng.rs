@@ -1,5 +1,5 @@
-//! A tiny deterministic PRNG, so the test model is byte-identical on every machine and
-//! independent of any `rand` version.
+//! The one seeded PRNG of the workspace: test models byte-identical on every machine, data
+//! and bootstrap resamples reproducible, independent of any `rand` version.
 
 /// SplitMix64 (Steele, Lea & Flood 2014): one u64 of state, good enough for random weights.
 pub struct SplitMix64 {

@@ -3,66 +3,63 @@
 //! the folder must be absolute and free of `..`, and the written file must lie inside the folder
 //! once symlinks are resolved.
 
-use super::{ApiError, ApiResult};
+use anyhow::{Result, bail};
 use std::path::{Component, Path, PathBuf};
 
 /// The canonical export folder for `dir` (created if missing) and the target `name` inside it.
 /// `name` is ours (never user input), but is checked anyway: one plain file name.
-pub fn target_in(dir: &str, name: &str) -> ApiResult<(PathBuf, PathBuf)> {
+pub fn target_in(dir: &str, name: &str) -> Result<(PathBuf, PathBuf)> {
     let raw = Path::new(dir.trim());
     if raw.as_os_str().is_empty() {
-        return Err(ApiError::bad("choose an export folder"));
+        bail!("choose an export folder");
     }
     if !raw.is_absolute() {
-        return Err(ApiError::bad(format!(
+        bail!(
             "the export folder must be an absolute path, not {}",
             raw.display()
-        )));
+        );
     }
     if raw.components().any(|c| c == Component::ParentDir) {
-        return Err(ApiError::bad(format!(
-            "the export folder must not contain '..': {}",
-            raw.display()
-        )));
+        bail!("the export folder must not contain '..': {}", raw.display());
     }
     let mut parts = Path::new(name).components();
     if !matches!(
         (parts.next(), parts.next()),
         (Some(Component::Normal(_)), None)
     ) {
-        return Err(ApiError::bad(format!("bad export file name {name}")));
+        bail!("bad export file name {name}");
     }
     std::fs::create_dir_all(raw)
-        .map_err(|e| ApiError::bad(format!("cannot create {}: {e}", raw.display())))?;
+        .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", raw.display()))?;
     let folder = raw
         .canonicalize()
-        .map_err(|e| ApiError::bad(format!("cannot open {}: {e}", raw.display())))?;
+        .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", raw.display()))?;
     let target = folder.join(name);
     // A symlink in the folder could point anywhere: never write through one.
     if target
         .symlink_metadata()
         .is_ok_and(|m| m.file_type().is_symlink())
     {
-        return Err(ApiError::bad(format!(
+        bail!(
             "{} is a symbolic link: refusing to write through it",
             target.display()
-        )));
+        );
     }
     Ok((folder, target))
 }
 
 /// After writing: the file (or folder) must still resolve to a place inside `folder`.
-pub fn check_written(folder: &Path, written: &Path) -> ApiResult<PathBuf> {
+pub fn check_written(folder: &Path, written: &Path) -> Result<PathBuf> {
     let real = written
         .canonicalize()
-        .map_err(|e| ApiError::bad(format!("the export {} is missing: {e}", written.display())))?;
+        .map_err(|e| anyhow::anyhow!("the export {} is missing: {e}", written.display()))?;
     if !real.starts_with(folder) {
         let _ = std::fs::remove_file(written);
-        return Err(ApiError::bad(format!(
+        bail!(
             "the export resolved to {}, outside {}: refused",
             real.display(),
             folder.display()
-        )));
+        );
     }
     Ok(real)
 }
@@ -74,11 +71,11 @@ mod tests {
     #[test]
     fn relative_and_dotdot_folders_are_refused() {
         let err = target_in("../x", "a.gguf").unwrap_err();
-        assert!(err.message.contains("absolute"), "{err}");
+        assert!(err.to_string().contains("absolute"), "{err}");
         let tmp = tempfile::tempdir().unwrap();
         let sneaky = format!("{}/sub/../../etc", tmp.path().display());
         let err = target_in(&sneaky, "a.gguf").unwrap_err();
-        assert!(err.message.contains(".."), "{err}");
+        assert!(err.to_string().contains(".."), "{err}");
     }
 
     #[test]
@@ -99,7 +96,7 @@ mod tests {
         std::fs::create_dir_all(&folder).unwrap();
         std::os::unix::fs::symlink(outside.join("x.gguf"), folder.join("x.gguf")).unwrap();
         let err = target_in(folder.to_str().unwrap(), "x.gguf").unwrap_err();
-        assert!(err.message.contains("symbolic link"), "{err}");
+        assert!(err.to_string().contains("symbolic link"), "{err}");
 
         // A file that ends up outside (e.g. a link swapped in while writing) is caught after.
         std::fs::write(outside.join("y"), b"1").unwrap();

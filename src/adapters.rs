@@ -1,0 +1,219 @@
+//! Trained adapters: list, export (GGUF LoRA, PEFT, merged GGUF, TRL pairs) and "is it really
+//! applied" (base and adapter logits compared in llama.cpp). `evolve adapters` and the app's
+//! adapter screen both call these.
+//!
+//! Listing and resolving need the database; exporting and checking take seconds to minutes, so
+//! they run on an [`AdapterSource`] without holding it.
+
+use crate::Service;
+use crate::engines::EngineCache;
+use crate::export_path::{check_written, target_in};
+use crate::runs::EngineSettings;
+use crate::service::NotFound;
+use anyhow::{Context, Result, bail};
+use candle_core::{DType, Device};
+use evolve_core::{ExportFormat, SamplerConfig};
+use evolve_store::{Adapter, AdapterId, RunId, Store};
+use evolve_train::export::{TokenizerMetadata, WeightType, export_gguf_model, export_peft};
+use evolve_train::{CHECKPOINT_WEIGHTS, LlamaModel, Lora, LoraConfig};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+
+/// An adapter as listed.
+#[derive(Debug, Clone, Serialize, ts_rs::TS)]
+#[ts(export)]
+pub struct AdapterInfo {
+    pub id: i64,
+    /// The run and round that trained it, when it came from a run.
+    pub run_id: Option<i64>,
+    pub round: Option<i64>,
+    pub path: String,
+    pub format: &'static str,
+    pub rank: i64,
+    pub alpha: f64,
+    pub sha256: String,
+    /// RFC 3339, UTC.
+    pub created_at: String,
+    pub base_model_id: i64,
+}
+
+/// An adapter with what exporting or checking it needs, resolved from the database.
+#[derive(Debug, Clone)]
+pub struct AdapterSource {
+    pub adapter: Adapter,
+    pub base_model: PathBuf,
+    pub run: Option<RunId>,
+}
+
+/// The outcome of the applied-check on a fixed prompt.
+#[derive(Debug, Clone, Serialize, ts_rs::TS)]
+#[ts(export)]
+pub struct AdapterCheck {
+    /// The adapter changes the next-token logits.
+    pub applied: bool,
+    pub max_logit_diff: f32,
+    pub base_text: String,
+    pub adapter_text: String,
+}
+
+/// The same prompt for every adapter, so results compare.
+const CHECK_PROMPT: &str = "What is 12 + 30?";
+
+fn origin(store: &Store, a: &Adapter) -> Result<(Option<RunId>, Option<i64>)> {
+    let Some(t) = a.training_run_id else {
+        return Ok((None, None));
+    };
+    let round = store
+        .get_training_run(t)?
+        .and_then(|t| t.round_id)
+        .map(|r| store.get_round(r))
+        .transpose()?
+        .flatten();
+    Ok(round.map_or((None, None), |r| (Some(r.run_id), Some(r.round_index))))
+}
+
+impl Service {
+    pub fn list_adapters(&self) -> Result<Vec<AdapterInfo>> {
+        let store = self.store();
+        let mut out = Vec::new();
+        for a in store.list_adapters()? {
+            let (run, round) = origin(store, &a)?;
+            out.push(AdapterInfo {
+                id: a.id.0,
+                run_id: run.map(|r| r.0),
+                round,
+                path: a.path.clone(),
+                format: a.format.as_str(),
+                rank: a.rank,
+                alpha: a.alpha,
+                sha256: a.sha256.clone(),
+                created_at: crate::service::rfc3339(a.created_at),
+                base_model_id: a.base_model_id.0,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Adapter `id`, its base model's file and the run that trained it.
+    pub fn adapter_source(&self, id: AdapterId) -> Result<AdapterSource> {
+        let store = self.store();
+        let Some(adapter) = store.get_adapter(id)? else {
+            return Err(NotFound(format!("no adapter with id {}", id.0)).into());
+        };
+        let base = store.get_model(adapter.base_model_id)?.with_context(|| {
+            format!("the base model of adapter {} is no longer registered", id.0)
+        })?;
+        let (run, _) = origin(store, &adapter)?;
+        Ok(AdapterSource {
+            adapter,
+            base_model: PathBuf::from(base.path),
+            run,
+        })
+    }
+}
+
+impl AdapterSource {
+    /// Writes the adapter as `format` into the absolute folder `dir` (created if missing) and
+    /// returns the file or folder written. `service` is only read for TRL pairs.
+    pub fn export(&self, service: &Service, format: ExportFormat, dir: &str) -> Result<PathBuf> {
+        let id = self.adapter.id.0;
+        let name = match format {
+            ExportFormat::GgufLora => format!("adapter-{id}.gguf"),
+            ExportFormat::Peft => format!("adapter-{id}-peft"),
+            ExportFormat::MergedGguf => format!("adapter-{id}-merged.gguf"),
+            ExportFormat::TrlPairs => format!("adapter-{id}-pairs.jsonl"),
+        };
+        let (folder, target) = target_in(dir, &name)?;
+        let source = Path::new(&self.adapter.path);
+        match format {
+            ExportFormat::GgufLora => {
+                std::fs::copy(source, &target).with_context(|| {
+                    format!("cannot copy {} to {}", source.display(), target.display())
+                })?;
+            }
+            ExportFormat::Peft => {
+                let (model, lora) = self.load_lora()?;
+                let name = self
+                    .base_model
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().into_owned());
+                export_peft(&lora, model.config(), &target, name.as_deref())
+                    .context("export failed")?;
+            }
+            ExportFormat::MergedGguf => {
+                let (model, lora) = self.load_lora()?;
+                let merged = model.merged(&lora).context("export failed")?;
+                export_gguf_model(
+                    &merged,
+                    &target,
+                    WeightType::Q8_0,
+                    TokenizerMetadata::CopyFrom(&self.base_model),
+                )
+                .context("export failed")?;
+            }
+            ExportFormat::TrlPairs => {
+                let Some(run) = self.run else {
+                    bail!("adapter {id} did not come from a run: it has no pairs");
+                };
+                service.export_trl_pairs(run, &target)?;
+            }
+        }
+        check_written(&folder, &target)
+    }
+
+    /// The base model and the adapter's trained weights (the checkpoint saved next to its GGUF).
+    fn load_lora(&self) -> Result<(LlamaModel, Lora)> {
+        let weights = Path::new(&self.adapter.path)
+            .parent()
+            .unwrap_or(Path::new("."))
+            .join(CHECKPOINT_WEIGHTS);
+        if !weights.is_file() {
+            bail!(
+                "the adapter's weights {} are missing: only adapters trained here export as PEFT or merged",
+                weights.display()
+            );
+        }
+        let load = || -> Result<(LlamaModel, Lora), evolve_train::TrainError> {
+            let model = LlamaModel::load(&self.base_model, &Device::Cpu, DType::F32)?;
+            let config = LoraConfig {
+                rank: self.adapter.rank as usize,
+                alpha: self.adapter.alpha,
+                ..LoraConfig::default()
+            };
+            let mut lora = Lora::new(model.config(), config, model.master_dtype(), model.device())?;
+            lora.load_weights(&weights)?;
+            Ok((model, lora))
+        };
+        load().context("cannot load the adapter")
+    }
+
+    /// Base and adapter on the same prompt: greedy text and next-token logits. An adapter that
+    /// leaves every logit unchanged is not applied (a wrong base model, an empty adapter).
+    pub fn check(&self, engines: &EngineCache, settings: &EngineSettings) -> Result<AdapterCheck> {
+        let mut lease = engines.lock();
+        let mut run = |adapter: Option<&Path>| -> Result<(Vec<f32>, String)> {
+            let engine = lease.select(&self.base_model, adapter, settings)?;
+            let prompt = engine
+                .format_user_prompt(CHECK_PROMPT)
+                .unwrap_or_else(|_| CHECK_PROMPT.to_string());
+            let logits = engine.last_logits(&engine.tokenize(&prompt))?;
+            let text = engine
+                .generate(&prompt, &SamplerConfig::greedy(24), |_| true)?
+                .text;
+            Ok((logits, text))
+        };
+        let (base_logits, base_text) = run(None)?;
+        let (adapter_logits, adapter_text) = run(Some(Path::new(&self.adapter.path)))?;
+        let max_logit_diff = base_logits
+            .iter()
+            .zip(&adapter_logits)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        Ok(AdapterCheck {
+            applied: max_logit_diff > 1e-4,
+            max_logit_diff,
+            base_text,
+            adapter_text,
+        })
+    }
+}

@@ -1,0 +1,82 @@
+//! `evolve adapters`: list trained adapters, export them, check that one is really applied.
+
+use super::run::EngineArgs;
+use anyhow::{Result, bail};
+use clap::Subcommand;
+use evolve::Service;
+use evolve::core::ExportFormat;
+use evolve::engines::EngineCache;
+use evolve::store::AdapterId;
+use std::path::PathBuf;
+
+#[derive(Subcommand)]
+pub enum AdaptersCommand {
+    /// Every trained adapter with its run, round, rank and file
+    List {
+        /// Print JSON (the app's `adapters_list`) instead of a table
+        #[arg(long)]
+        json: bool,
+    },
+    /// Export an adapter: gguf_lora (llama.cpp, LM Studio, Ollama), peft (transformers),
+    /// merged_gguf (the base with the adapter merged in) or trl_pairs (its run's pairs)
+    Export {
+        adapter: i64,
+        #[arg(long, default_value = "gguf_lora")]
+        format: ExportFormat,
+        /// The folder to write into (created if missing)
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Compare the base model and the adapter on a fixed prompt: an adapter that changes no
+    /// logit is not applied (a wrong base model, an empty adapter)
+    Check {
+        adapter: i64,
+        #[command(flatten)]
+        engine: EngineArgs,
+    },
+}
+
+pub fn run(cmd: AdaptersCommand, service: &Service) -> Result<()> {
+    match cmd {
+        AdaptersCommand::List { json } => {
+            let adapters = service.list_adapters()?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&adapters)?);
+            } else if adapters.is_empty() {
+                println!("no adapters yet: `evolve run start` trains one per round");
+            }
+            for a in adapters.iter().filter(|_| !json) {
+                let origin = match (a.run_id, a.round) {
+                    (Some(run), Some(round)) => format!("run {run} round {round}"),
+                    _ => "imported".into(),
+                };
+                println!(
+                    "{:>4}  {:<20} rank {:>3}  α {:<5} {:<10} {}",
+                    a.id, origin, a.rank, a.alpha, a.format, a.path
+                );
+            }
+        }
+        AdaptersCommand::Export {
+            adapter,
+            format,
+            out,
+        } => {
+            let out = std::path::absolute(&out)?;
+            let source = service.adapter_source(AdapterId(adapter))?;
+            let written = source.export(service, format, &out.to_string_lossy())?;
+            println!("wrote {}", written.display());
+        }
+        AdaptersCommand::Check { adapter, engine } => {
+            let source = service.adapter_source(AdapterId(adapter))?;
+            let check = source.check(&EngineCache::default(), &engine.settings())?;
+            println!("largest logit change: {:.6}", check.max_logit_diff);
+            println!("base:    {}", check.base_text.trim());
+            println!("adapter: {}", check.adapter_text.trim());
+            if !check.applied {
+                bail!("adapter {adapter} changes nothing: it is not applied to this base model");
+            }
+            println!("adapter {adapter} is applied");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,115 @@
+//! One loaded llama.cpp model kept between requests: loading a real model takes seconds, and
+//! two at once may not fit in memory. Chat and the adapter check share it.
+
+use crate::runs::EngineSettings;
+use anyhow::Result;
+use evolve_llama::{AdapterId, EngineOptions, LlamaEngine};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+
+struct Cached {
+    path: PathBuf,
+    settings: EngineSettings,
+    engine: LlamaEngine,
+    /// Adapters loaded into this engine, by file (llama.cpp keeps them until the model is freed).
+    adapters: HashMap<PathBuf, AdapterId>,
+}
+
+/// The engine cache; [`EngineCache::lock`] holds it for one request.
+#[derive(Default)]
+pub struct EngineCache(Mutex<Option<Cached>>);
+
+/// The cache, held: [`EngineLease::select`] gives the engine for a model and adapter.
+pub struct EngineLease<'a>(MutexGuard<'a, Option<Cached>>);
+
+impl EngineCache {
+    pub fn lock(&self) -> EngineLease<'_> {
+        // A panic mid-generation leaves the engine usable; the next request reselects.
+        EngineLease(self.0.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
+impl EngineLease<'_> {
+    /// The engine for `model` with `adapter` applied (or none), loading the model unless it
+    /// is the cached one with the same settings.
+    pub fn select(
+        &mut self,
+        model: &Path,
+        adapter: Option<&Path>,
+        settings: &EngineSettings,
+    ) -> Result<&mut LlamaEngine> {
+        let slot: &mut Option<Cached> = &mut self.0;
+        if slot
+            .as_ref()
+            .is_none_or(|c| c.path != model || c.settings != *settings)
+        {
+            // Drop the old model first: two real models at once may not fit in memory.
+            *slot = None;
+            let trained = crate::models::inspect(model)?
+                .summary()
+                .context_length
+                .unwrap_or(4096) as u32;
+            let mut options = EngineOptions {
+                n_gpu_layers: settings.gpu_layers,
+                n_ctx: if settings.n_ctx > 0 {
+                    settings.n_ctx
+                } else {
+                    trained.min(4096)
+                },
+                n_parallel: 2,
+                ..EngineOptions::default()
+            };
+            if let Some(t) = settings.threads {
+                options.n_threads = t;
+            }
+            *slot = Some(Cached {
+                path: model.to_path_buf(),
+                settings: settings.clone(),
+                engine: LlamaEngine::load(model, options)?,
+                adapters: HashMap::new(),
+            });
+        }
+        let cached = slot.as_mut().expect("loaded above");
+        let id = match adapter {
+            None => None,
+            Some(p) => Some(match cached.adapters.get(p) {
+                Some(id) => *id,
+                None => {
+                    let id = cached.engine.load_adapter(p)?;
+                    cached.adapters.insert(p.to_path_buf(), id);
+                    id
+                }
+            }),
+        };
+        cached.engine.set_adapter(id, 1.0)?;
+        Ok(&mut cached.engine)
+    }
+}
+
+/// How `evolve chat` loads a model: llama.cpp's own chat template by name if asked, and an
+/// adapter file at a scale.
+#[derive(Debug, Clone, Default)]
+pub struct ChatEngineOptions {
+    pub threads: Option<i32>,
+    pub chat_template: Option<String>,
+    pub adapter: Option<PathBuf>,
+    pub adapter_scale: f32,
+}
+
+/// A model loaded for one chat session (the app keeps its model in an [`EngineCache`]).
+pub fn load_chat_engine(model: &Path, o: &ChatEngineOptions) -> Result<LlamaEngine> {
+    let mut options = EngineOptions {
+        chat_template: o.chat_template.clone(),
+        ..Default::default()
+    };
+    if let Some(t) = o.threads {
+        options.n_threads = t;
+    }
+    let mut engine = LlamaEngine::load(model, options)?;
+    if let Some(path) = &o.adapter {
+        let id = engine.load_adapter(path)?;
+        engine.set_adapter(Some(id), o.adapter_scale)?;
+    }
+    Ok(engine)
+}
