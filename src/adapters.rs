@@ -11,11 +11,10 @@ use crate::export_path::{check_written, target_in};
 use crate::runs::EngineSettings;
 use crate::service::NotFound;
 use anyhow::{Context, Result, bail};
-use candle_core::{DType, Device};
 use evolve_core::{ExportFormat, SamplerConfig};
 use evolve_store::{Adapter, AdapterId, RunId, Store};
-use evolve_train::export::{TokenizerMetadata, WeightType, export_gguf_model, export_peft};
-use evolve_train::{CHECKPOINT_WEIGHTS, LlamaModel, Lora, LoraConfig};
+use evolve_train::CHECKPOINT_WEIGHTS;
+use evolve_train::export::TrainedAdapter;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 
@@ -132,24 +131,18 @@ impl AdapterSource {
                 })?;
             }
             ExportFormat::Peft => {
-                let (model, lora) = self.load_lora()?;
                 let name = self
                     .base_model
                     .file_stem()
                     .map(|s| s.to_string_lossy().into_owned());
-                export_peft(&lora, model.config(), &target, name.as_deref())
+                self.trained()?
+                    .export_peft(&target, name.as_deref())
                     .context("export failed")?;
             }
             ExportFormat::MergedGguf => {
-                let (model, lora) = self.load_lora()?;
-                let merged = model.merged(&lora).context("export failed")?;
-                export_gguf_model(
-                    &merged,
-                    &target,
-                    WeightType::Q8_0,
-                    TokenizerMetadata::CopyFrom(&self.base_model),
-                )
-                .context("export failed")?;
+                self.trained()?
+                    .export_merged_gguf(&target, &self.base_model)
+                    .context("export failed")?;
             }
             ExportFormat::TrlPairs => {
                 let Some(run) = self.run else {
@@ -162,7 +155,7 @@ impl AdapterSource {
     }
 
     /// The base model and the adapter's trained weights (the checkpoint saved next to its GGUF).
-    fn load_lora(&self) -> Result<(LlamaModel, Lora)> {
+    fn trained(&self) -> Result<TrainedAdapter> {
         let weights = Path::new(&self.adapter.path)
             .parent()
             .unwrap_or(Path::new("."))
@@ -173,18 +166,13 @@ impl AdapterSource {
                 weights.display()
             );
         }
-        let load = || -> Result<(LlamaModel, Lora), evolve_train::TrainError> {
-            let model = LlamaModel::load(&self.base_model, &Device::Cpu, DType::F32)?;
-            let config = LoraConfig {
-                rank: self.adapter.rank as usize,
-                alpha: self.adapter.alpha,
-                ..LoraConfig::default()
-            };
-            let mut lora = Lora::new(model.config(), config, model.master_dtype(), model.device())?;
-            lora.load_weights(&weights)?;
-            Ok((model, lora))
-        };
-        load().context("cannot load the adapter")
+        TrainedAdapter::load(
+            &self.base_model,
+            &weights,
+            self.adapter.rank as usize,
+            self.adapter.alpha,
+        )
+        .context("cannot load the adapter")
     }
 
     /// Base and adapter on the same prompt: greedy text and next-token logits. An adapter that

@@ -202,7 +202,7 @@ impl Service {
     ) -> Result<ChatTurn> {
         check_chat_settings(settings.refine_steps, settings.scorer)?;
         let mut scorer = match settings.scorer {
-            Some(ScorerSpec::Verifier(v)) => Some(evolve_loop::verify::verifier(v)),
+            Some(ScorerSpec::Verifier(v)) => Some(evolve_judge::verify::verifier(v)),
             _ => None,
         };
         let reference = arithmetic_reference(question);

@@ -9,7 +9,7 @@
 //! | [`gguf`] (`evolve-gguf`) | GGUF reading/validation, writing, the tiny test model |
 //! | [`store`] (`evolve-store`) | SQLite persistence with migrations |
 //! | [`llama`] (`evolve-llama`) | inference on llama.cpp |
-//! | [`method`] (`evolve-loop`) | datasets, verifiers, pair selection, the round orchestrator |
+//! | [`method`] (`evolve-loop`) | run settings, datasets, pair selection, the round orchestrator |
 //! | [`train`] (`evolve-train`) | LoRA-DPO and full training on candle, exports |
 
 pub use evolve_core as core;

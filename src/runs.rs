@@ -11,6 +11,7 @@ use evolve_loop::run::{
     create_run,
 };
 use evolve_store::{DatasetId, ModelId, PairFilter, Run, RunId};
+use evolve_train::OptimConfig;
 use evolve_train::loss::DpoKind;
 use evolve_train::optim::LrSchedule;
 use evolve_train::{LoraConfig, LoraDpoTrainer, Reference, TrainConfig};
@@ -68,13 +69,16 @@ pub fn trainer_for(model: &std::path::Path, t: &TrainSettings) -> LoraDpoTrainer
             ReferenceModel::Base => Reference::Base,
             ReferenceModel::Previous => Reference::Initial,
         },
-        lr: t.lr,
-        warmup_steps: 0,
-        schedule: LrSchedule::Constant,
-        batch_size: t.batch_size,
-        grad_accum: t.grad_accum,
-        epochs: t.epochs,
-        seed: t.seed,
+        optim: OptimConfig {
+            lr: t.lr,
+            warmup_steps: 0,
+            schedule: LrSchedule::Constant,
+            batch_size: t.batch_size,
+            grad_accum: t.grad_accum,
+            epochs: t.epochs,
+            seed: t.seed,
+            ..OptimConfig::default()
+        },
         ..TrainConfig::default()
     };
     let mut trainer = LoraDpoTrainer::new(model, lora, train);

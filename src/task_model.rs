@@ -15,7 +15,7 @@ use evolve_gguf::tiny::{SplitMix64, TinyLlamaConfig, WeightType, write_tiny_llam
 use evolve_loop::arithmetic::{Problem, all_held_out, problems_split, task_template};
 use evolve_train::export::{TokenizerMetadata, export_gguf_model};
 use evolve_train::optim::LrSchedule;
-use evolve_train::{ChatEncoder, LlamaConfig, LlamaModel, SftConfig, SftExample, SftMetrics};
+use evolve_train::{ChatEncoder, LlamaConfig, LlamaModel, OptimConfig, SftExample, SftMetrics};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
@@ -257,16 +257,15 @@ pub fn train_task_model(
     let llama_cfg = LlamaConfig::from_gguf(&file)?;
     let encoder = ChatEncoder::from_gguf(&file)?;
     let data = sequences(cfg, &encoder)?;
-    let device = candle_core::Device::Cpu;
-    let model = LlamaModel::new_random(&llama_cfg, cfg.seed, candle_core::DType::F32, &device)?;
-    let sft = SftConfig {
+    let model = LlamaModel::new_random_f32_cpu(&llama_cfg, cfg.seed)?;
+    let sft = OptimConfig {
         lr: cfg.lr,
         warmup_steps: cfg.steps / 20,
         schedule: LrSchedule::Cosine,
         batch_size: cfg.batch_size,
         epochs: 1,
         seed: cfg.seed,
-        ..SftConfig::default()
+        ..OptimConfig::from_scratch()
     };
     let outcome = evolve_train::train_sft(&model, &data, &sft, cancel, &mut on_step)?;
     if outcome.cancelled {
@@ -340,7 +339,7 @@ pub fn task_report(
     };
     let n = problems.len();
     let right = |p: &Problem, text: &str| {
-        evolve_loop::verify::final_answer_after_marker(text) == Some(p.sum().to_string())
+        evolve_core::final_answer_after_marker(text) == Some(p.sum().to_string())
     };
     let questions: Vec<String> = problems.iter().map(Problem::question).collect();
     let starts: Vec<ChainStart> = questions

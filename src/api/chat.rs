@@ -1,14 +1,15 @@
 //! Chat: `chat_send` answers on a worker thread (`Service::answer_turn`, once per variant) and
 //! streams `chat` events; the loaded llama.cpp engine is kept between messages.
 
+use super::protocol::{ChatEvent as ProtocolChatEvent, ChatStarted, ChatSummary};
 use super::util::{lock, rfc3339};
-use super::{ApiError, ApiResult, Flags, Inner};
+use super::{ApiError, ApiResult, Flags, Inner, to_json};
 use crate::Service;
 use crate::chat::{ChatEvent, TurnSettings, check_chat_settings};
 use evolve_core::{RefinementTemplate, ScorerSpec};
 use evolve_store::{AdapterId, ChatId, ModelId};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -112,15 +113,30 @@ pub fn send(inner: &Arc<Inner>, args: SendArgs) -> ApiResult {
             lock(&worker.chat.cancels).remove(&job.request_id);
         })
         .map_err(|e| ApiError::bad(format!("cannot start the chat worker: {e}")))?;
-    Ok(json!({"chat_id": chat.0, "request_id": request_id}))
+    Ok(to_json(ChatStarted {
+        chat_id: chat.0,
+        request_id,
+    }))
 }
 
-/// One `chat` event payload (docs/api.md).
-fn event(job: &Job, variant: &str, kind: &str, step: usize, text: &str) -> Value {
-    json!({
-        "request_id": job.request_id, "variant": variant, "kind": kind, "step": step,
-        "text": text, "score": null, "tokens_per_second": null, "error": null,
-    })
+/// One `chat` event of `job`'s `variant`.
+fn event(
+    job: &Job,
+    variant: &'static str,
+    kind: &'static str,
+    step: usize,
+    text: &str,
+) -> ProtocolChatEvent {
+    ProtocolChatEvent {
+        request_id: job.request_id.clone(),
+        variant,
+        kind,
+        step,
+        text: text.to_string(),
+        score: None,
+        tokens_per_second: None,
+        error: None,
+    }
 }
 
 fn run_job(inner: &Inner, job: &Job) {
@@ -154,28 +170,28 @@ fn run_job(inner: &Inner, job: &Job) {
                         step,
                         text,
                         tokens_per_second,
-                    } => {
-                        let mut v = event(job, variant, "token", step, text);
-                        v["tokens_per_second"] = json!(tokens_per_second);
-                        v
-                    }
-                    ChatEvent::StepDone { step, stored } => {
-                        let mut v = event(job, variant, "step_done", step, &stored.text);
-                        v["score"] = json!(stored.score);
-                        v["tokens_per_second"] = json!(stored.tokens_per_second());
-                        v
-                    }
+                    } => ProtocolChatEvent {
+                        tokens_per_second: Some(tokens_per_second),
+                        ..event(job, variant, "token", step, text)
+                    },
+                    ChatEvent::StepDone { step, stored } => ProtocolChatEvent {
+                        score: stored.score,
+                        tokens_per_second: Some(stored.tokens_per_second()),
+                        ..event(job, variant, "step_done", step, &stored.text)
+                    },
                 };
-                inner.emit("chat", payload);
+                inner.emit("chat", to_json(payload));
                 true
             })
         });
-        let mut done = event(job, variant, "done", 0, "");
-        if let Err(e) = &result {
-            done["kind"] = json!("error");
-            done["error"] = json!(format!("{e:#}").replace('\n', " "));
-        }
-        inner.emit("chat", done);
+        let done = match &result {
+            Ok(_) => event(job, variant, "done", 0, ""),
+            Err(e) => ProtocolChatEvent {
+                error: Some(format!("{e:#}").replace('\n', " ")),
+                ..event(job, variant, "error", 0, "")
+            },
+        };
+        inner.emit("chat", to_json(done));
         if job.cancel.load(Ordering::Relaxed) {
             break;
         }
@@ -196,13 +212,17 @@ pub fn cancel(inner: &Inner, args: CancelArgs) -> ApiResult {
 }
 
 pub fn list(inner: &Inner) -> ApiResult {
-    let rows: Vec<Value> = inner
+    let rows: Vec<ChatSummary> = inner
         .service()?
         .list_chats()?
         .into_iter()
-        .map(|c| json!({"id": c.id.0, "title": c.title, "created_at": rfc3339(c.created_at)}))
+        .map(|c| ChatSummary {
+            id: c.id.0,
+            title: c.title,
+            created_at: rfc3339(c.created_at),
+        })
         .collect();
-    Ok(Value::Array(rows))
+    Ok(to_json(rows))
 }
 
 #[derive(Deserialize)]

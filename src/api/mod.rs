@@ -10,8 +10,10 @@ mod adapters;
 mod chat;
 mod models;
 mod pairs;
+pub mod protocol;
 mod runs;
 mod settings;
+pub use settings::SETTINGS_FILE;
 mod util;
 
 use crate::Service;
@@ -226,6 +228,11 @@ impl Api {
     }
 }
 
+/// A typed result or event as JSON.
+pub(crate) fn to_json(payload: impl serde::Serialize) -> Value {
+    serde_json::to_value(payload).expect("a protocol payload serialises")
+}
+
 fn parse<T: DeserializeOwned>(cmd: &str, args: Value) -> ApiResult<T> {
     // A command without arguments may be sent with none at all.
     let args = if args.is_null() {
@@ -239,6 +246,3 @@ fn parse<T: DeserializeOwned>(cmd: &str, args: Value) -> ApiResult<T> {
 /// Events the UI buffers before `chat_send` returns are keyed by request id; ids are unique per
 /// process, which is the lifetime of the UI's event stream.
 pub(crate) type Flags = Mutex<HashMap<String, Arc<std::sync::atomic::AtomicBool>>>;
-
-#[cfg(test)]
-mod tests;

@@ -1,21 +1,20 @@
 //! `status`, models and datasets.
 
-use super::{ApiError, ApiResult, Inner};
+use super::protocol::{BadLine, DatasetImport, DatasetRow, Status};
+use super::{ApiError, ApiResult, Inner, to_json};
 use crate::data::ImportOptions;
 use evolve_loop::dataset::DatasetFormat;
 use serde::Deserialize;
-use serde_json::{Value, json};
 use std::path::Path;
 
 pub fn status(inner: &Inner) -> ApiResult {
     let service = inner.service()?;
-    Ok(json!({
-        "version": env!("CARGO_PKG_VERSION"),
-        "data_dir": inner.data_dir.root().display().to_string(),
-        "schema_version": service.schema_version()?,
-        "models": service.list_models()?,
-        // The built-in model ships in the binary, so it is always available.
-        "builtin_model_available": true,
+    Ok(to_json(Status {
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        data_dir: inner.data_dir.root().display().to_string(),
+        schema_version: service.schema_version()?,
+        models: service.list_models()?,
+        builtin_model_available: true,
     }))
 }
 
@@ -46,17 +45,19 @@ pub fn use_builtin(inner: &Inner) -> ApiResult {
 
 pub fn datasets_list(inner: &Inner) -> ApiResult {
     let service = inner.service()?;
-    let rows: Vec<Value> = service
+    let rows: Vec<DatasetRow> = service
         .list_datasets()?
         .into_iter()
-        .map(|(d, train, eval)| {
-            json!({
-                "id": d.id.0, "name": d.name, "format": d.format,
-                "prompts": train + eval, "train": train, "eval": eval,
-            })
+        .map(|(d, train, eval)| DatasetRow {
+            id: d.id.0,
+            name: d.name,
+            format: d.format,
+            prompts: train + eval,
+            train,
+            eval,
         })
         .collect();
-    Ok(Value::Array(rows))
+    Ok(to_json(rows))
 }
 
 #[derive(Deserialize)]
@@ -83,15 +84,18 @@ pub fn datasets_import(inner: &Inner, args: ImportArgs) -> ApiResult {
         ..ImportOptions::default()
     };
     let outcome = inner.service()?.import_dataset(Path::new(path), &options)?;
-    let bad_lines: Vec<Value> = outcome
+    let bad_lines = outcome
         .report
         .errors
         .iter()
-        .map(|e| json!({"line": e.line, "reason": e.message}))
+        .map(|e| BadLine {
+            line: e.line,
+            reason: e.message.clone(),
+        })
         .collect();
-    Ok(json!({
-        "dataset_id": outcome.dataset.0,
-        "imported": outcome.report.prompts.len(),
-        "bad_lines": bad_lines,
+    Ok(to_json(DatasetImport {
+        dataset_id: outcome.dataset.0,
+        imported: outcome.report.prompts.len(),
+        bad_lines,
     }))
 }

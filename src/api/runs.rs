@@ -3,10 +3,12 @@
 //! `run_state` events and pauses the run when asked.
 
 use super::chat::scorer_name;
+use super::protocol::{RoundBrief, RunStateEvent, RunStatus, RunSummary};
 use super::settings::Sampler;
 use super::util::{lock, rfc3339};
-use super::{ApiError, ApiResult, Inner};
+use super::{ApiError, ApiResult, Inner, to_json};
 use crate::Service;
+use crate::progress::RunProgress;
 use crate::progress::{RunEvent, RunTracker};
 use evolve_core::RunState;
 use evolve_core::ScorerSpec;
@@ -30,7 +32,7 @@ struct Worker {
 pub struct RunWorkers {
     workers: Mutex<HashMap<i64, Worker>>,
     /// The latest `run_progress` payload of each active run, for `run_status`.
-    progress: Mutex<HashMap<i64, Value>>,
+    progress: Mutex<HashMap<i64, RunProgress>>,
 }
 
 impl RunWorkers {
@@ -203,19 +205,23 @@ fn ui_state(inner: &Inner, run: &Run) -> &'static str {
     }
 }
 
-fn summary(inner: &Inner, r: &Run) -> Value {
-    json!({
-        "id": r.id.0, "name": r.name, "state": ui_state(inner, r), "model_id": r.model_id.0,
-        "dataset_id": r.dataset_id.0, "created_at": rfc3339(r.created_at),
-    })
+fn summary(inner: &Inner, r: &Run) -> RunSummary {
+    RunSummary {
+        id: r.id.0,
+        name: r.name.clone(),
+        state: ui_state(inner, r),
+        model_id: r.model_id.0,
+        dataset_id: r.dataset_id.0,
+        created_at: rfc3339(r.created_at),
+    }
 }
 
 pub fn list(inner: &Inner) -> ApiResult {
     let service = inner.service()?;
     let mut runs = service.list_runs()?;
     runs.sort_by_key(|r| std::cmp::Reverse(r.id.0));
-    Ok(Value::Array(
-        runs.iter().map(|r| summary(inner, r)).collect(),
+    Ok(to_json(
+        runs.iter().map(|r| summary(inner, r)).collect::<Vec<_>>(),
     ))
 }
 
@@ -318,7 +324,10 @@ pub fn cancel(inner: &Inner, args: RunArgs) -> ApiResult {
     service.cancel_run(run.id)?;
     inner.emit(
         "run_state",
-        json!({"run_id": args.run_id, "state": "cancelled"}),
+        to_json(RunStateEvent {
+            run_id: args.run_id,
+            state: "cancelled",
+        }),
     );
     Ok(Value::Null)
 }
@@ -350,7 +359,8 @@ fn spawn(inner: &Arc<Inner>, run: i64) -> ApiResult<()> {
 /// The worker: drives the run to its end (or a pause), sending the run's progress stream as
 /// events, then reports the final state.
 fn drive(inner: &Inner, run: i64, pause: &AtomicBool, cancel: &AtomicBool) {
-    inner.emit("run_state", json!({"run_id": run, "state": "running"}));
+    let state_event = |state| to_json(RunStateEvent { run_id: run, state });
+    inner.emit("run_state", state_event("running"));
     let engine = inner.settings().engine();
     let id = RunId(run);
     let result = Service::open(inner.data_dir.clone()).and_then(|service| {
@@ -362,8 +372,8 @@ fn drive(inner: &Inner, run: i64, pause: &AtomicBool, cancel: &AtomicBool) {
                     progress,
                     milestone,
                 } => {
-                    let payload = serde_json::to_value(progress).expect("progress serialises");
-                    lock(&inner.runs.progress).insert(run, payload.clone());
+                    lock(&inner.runs.progress).insert(run, progress.clone());
+                    let payload = to_json(progress);
                     // At most ten updates a second reach the UI; phase starts and ends always do.
                     if milestone
                         || last_emit.is_none_or(|t| t.elapsed() >= Duration::from_millis(100))
@@ -391,24 +401,28 @@ fn drive(inner: &Inner, run: i64, pause: &AtomicBool, cancel: &AtomicBool) {
     });
     lock(&inner.runs.workers).remove(&run);
     lock(&inner.runs.progress).remove(&run);
-    inner.emit("run_state", json!({"run_id": run, "state": state.as_str()}));
+    inner.emit("run_state", state_event(state.as_str()));
 }
 
 pub fn status(inner: &Inner, args: RunArgs) -> ApiResult {
     let service = inner.service()?;
     let run = service.run(RunId(args.run_id))?;
     let s = service.run_status(run.id)?;
-    let rounds: Vec<Value> = s
+    let rounds = s
         .rounds
         .iter()
-        .map(|r| json!({"index": r.index, "state": r.state.as_str(), "error": r.error}))
+        .map(|r| RoundBrief {
+            index: r.index,
+            state: r.state.as_str().to_string(),
+            error: r.error.clone(),
+        })
         .collect();
     let progress = lock(&inner.runs.progress).get(&args.run_id).cloned();
-    Ok(json!({
-        "run": summary(inner, &run),
-        "rounds": rounds,
-        "progress": progress,
-        "scoreboard": s.scoreboard,
+    Ok(to_json(RunStatus {
+        run: summary(inner, &run),
+        rounds,
+        progress,
+        scoreboard: s.scoreboard,
     }))
 }
 

@@ -7,6 +7,16 @@ import { transport } from "./transport";
 // Generated from the Rust types by ts-rs (`cargo test export_bindings`; scripts/build-ui.sh
 // --test regenerates them and fails when the checked-in ones are stale).
 import type { AdapterCheck } from "./bindings/AdapterCheck";
+import type { ChatEvent } from "./bindings/ChatEvent";
+import type { ChatStarted } from "./bindings/ChatStarted";
+import type { ChatSummary } from "./bindings/ChatSummary";
+import type { Dataset } from "./bindings/Dataset";
+import type { DatasetImport } from "./bindings/DatasetImport";
+import type { Model } from "./bindings/Model";
+import type { RunStateEvent } from "./bindings/RunStateEvent";
+import type { RunStatus } from "./bindings/RunStatus";
+import type { RunSummary } from "./bindings/RunSummary";
+import type { Status } from "./bindings/Status";
 import type { AdapterInfo } from "./bindings/AdapterInfo";
 import type { HistoryEntry } from "./bindings/HistoryEntry";
 import type { MetricPoint } from "./bindings/MetricPoint";
@@ -23,6 +33,16 @@ import type { WinRateCell } from "./bindings/WinRateCell";
 
 export type {
   AdapterCheck,
+  ChatEvent,
+  ChatStarted,
+  ChatSummary,
+  Dataset,
+  DatasetImport,
+  Model,
+  RunStateEvent,
+  RunStatus,
+  RunSummary,
+  Status,
   PairedComparison,
   PairKind,
   RunConfig,
@@ -38,43 +58,6 @@ export type Progress = RunProgress;
 export type SamplerConfig = Sampler;
 export type WinRate = WinRateCell;
 
-export interface Model {
-  id: number;
-  path: string;
-  display_name: string | null;
-  name: string | null;
-  architecture: string | null;
-  parameter_count: number | null;
-  context_length: number | null;
-  quantization: string | null;
-  file_size: number;
-  sha256: string;
-  metadata: Record<string, unknown>;
-}
-
-export interface Status {
-  version: string;
-  data_dir: string;
-  schema_version: number;
-  models: Model[];
-  builtin_model_available: boolean;
-}
-
-export interface Dataset {
-  id: number;
-  name: string;
-  format: string;
-  prompts: number;
-  train: number;
-  eval: number;
-}
-
-export interface DatasetImport {
-  dataset_id: number;
-  imported: number;
-  bad_lines: { line: number; reason: string }[];
-}
-
 export type Variant = "base" | "adapter";
 export type Scorer = "numeric" | "exact" | "pattern" | "json";
 export const SCORERS: Scorer[] = ["numeric", "exact", "pattern", "json"];
@@ -89,53 +72,10 @@ export interface ChatSendArgs {
   compare: boolean;
 }
 
-export interface ChatStarted {
-  chat_id: number;
-  request_id: string;
-}
-
-export interface ChatEvent {
-  request_id: string;
-  variant: Variant;
-  kind: "token" | "step_done" | "done" | "error";
-  step: number;
-  text: string;
-  score: number | null;
-  tokens_per_second: number | null;
-  error: string | null;
-}
-
-export interface ChatSummary {
-  id: number;
-  title: string;
-  created_at: string;
-}
-
 export type RunState = "pending" | "running" | "paused" | "done" | "failed" | "cancelled" | string;
-
-export interface RunSummary {
-  id: number;
-  name: string;
-  state: RunState;
-  model_id: number;
-  dataset_id: number;
-  created_at: string;
-}
-
-export interface RunStatus {
-  run: RunSummary;
-  rounds: { index: number; state: string; error: string | null }[];
-  progress: Progress | null;
-  scoreboard: ScoreRow[];
-}
 
 export type RunProgressEvent = Progress;
 export type RunMetricsEvent = MetricRecord;
-export interface RunStateEvent {
-  run_id: number;
-  state: RunState;
-}
-
 export type Review = "pending" | "approved" | "vetoed" | "edited";
 
 export interface PairFilter {

@@ -37,3 +37,25 @@ pub trait Scorer {
         None
     }
 }
+
+/// The final answer written after a GSM8K-style `####` marker, normalised (`1,234` → `1234`).
+pub fn final_answer_after_marker(text: &str) -> Option<String> {
+    let after = &text[text.rfind("####")? + 4..];
+    let answer = after.lines().next().unwrap_or("").trim();
+    (!answer.is_empty()).then(|| normalise_number(answer))
+}
+
+/// Removes thousands separators, a leading `$`, trailing `.`/`.0`s, so `$1,234.00` = `1234`.
+pub fn normalise_number(s: &str) -> String {
+    let cleaned: String = s
+        .trim()
+        .trim_start_matches('$')
+        .chars()
+        .filter(|c| *c != ',')
+        .collect();
+    match cleaned.parse::<f64>() {
+        Ok(v) if v.is_finite() && v.fract() == 0.0 && v.abs() < 1e15 => format!("{}", v as i64),
+        Ok(v) if v.is_finite() => format!("{v}"),
+        _ => cleaned.trim_end_matches('.').to_string(),
+    }
+}

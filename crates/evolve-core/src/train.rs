@@ -5,6 +5,22 @@ use crate::PairKind;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+/// The LoRA-DPO defaults, in one place for the run settings, the trainer and the LoRA config:
+/// rank 16 and α 32 on every linear layer, β 0.1, lr 5e-6, an effective batch of 8 (2 × 4
+/// accumulated), one epoch. These are the common settings for LoRA-DPO on 0.5–8 B instruct
+/// models (TRL's DPO trainer defaults to β 0.1; published LoRA-DPO recipes use r 16, α 32 and
+/// learning rates around 5e-6). Tiny models want far larger learning rates: the built-in task
+/// model's run uses its own (`DemoSettings::run_config`).
+pub mod defaults {
+    pub const LORA_RANK: usize = 16;
+    pub const LORA_ALPHA: f64 = 32.0;
+    pub const BETA: f64 = 0.1;
+    pub const LR: f64 = 5e-6;
+    pub const BATCH_SIZE: usize = 2;
+    pub const GRAD_ACCUM: usize = 4;
+    pub const EPOCHS: usize = 1;
+}
+
 /// One preference pair as text: `prompt` is already formatted with the chat template (for a
 /// refinement pair it is the chat that shows the weak answer and asks for a better one).
 #[derive(Debug, Clone, PartialEq)]

@@ -1,6 +1,7 @@
-//! Scorers that are not verifiers: LLM judges and reward models, behind
-//! [`evolve_core::Scorer`], and a factory that builds any scorer from a spec string.
+//! Every scorer behind [`evolve_core::Scorer`]: rule-based verifiers, LLM judges and reward
+//! models, and the factory that builds any of them from a [`evolve_core::ScorerSpec`].
 //!
+//! - `verify.rs`: the verifiers (numeric final answer, exact match, JSON, pattern).
 //! - `prompt.rs`: the judge prompts and the parsers of their verdict lines.
 //! - `llm.rs`: [`LlmJudge`], any [`evolve_core::Generator`] as a pointwise and pairwise judge.
 //! - `pairwise.rs`: [`PairwiseJudge`] with the position swap, [`win_rate`].
@@ -12,6 +13,7 @@ mod pairwise;
 pub mod prompt;
 mod reward;
 mod spec;
+pub mod verify;
 
 pub use llm::{DEFAULT_JUDGE_MAX_TOKENS, LlmJudge};
 pub use pairwise::{

@@ -21,7 +21,7 @@ pub fn scorer_from_spec(
     engine_options: &EngineOptions,
 ) -> Result<Box<dyn Scorer + Send>, String> {
     Ok(match spec {
-        ScorerSpec::Verifier(v) => evolve_loop::verify::verifier(v),
+        ScorerSpec::Verifier(v) => crate::verify::verifier(v),
         ScorerSpec::Judge(path) => {
             let engine = LlamaEngine::load(path, engine_options.clone())
                 .map_err(|e| format!("scorer '{spec}': {e}"))?;

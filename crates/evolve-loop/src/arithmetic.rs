@@ -226,7 +226,7 @@ pub fn gsm8k_jsonl(problems: &[Problem]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::verify::final_answer_after_marker;
+    use evolve_core::final_answer_after_marker;
 
     #[test]
     fn solutions_show_column_sums_with_carries() {

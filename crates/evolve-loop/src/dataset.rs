@@ -271,7 +271,7 @@ fn convert(format: DatasetFormat, mut r: Map<String, Value>) -> Result<Converted
         DatasetFormat::Gsm8k => {
             let question = take_text(&mut r, "question")?;
             let answer = take_text(&mut r, "answer")?;
-            let final_answer = crate::verify::final_answer_after_marker(&answer)
+            let final_answer = evolve_core::final_answer_after_marker(&answer)
                 .ok_or("answer has no '#### <final answer>' line")?;
             r.insert("solution".into(), Value::String(answer));
             (question, Some(final_answer))

@@ -14,4 +14,3 @@ pub mod dataset;
 pub mod pairs;
 pub mod run;
 pub mod scoreboard;
-pub mod verify;

@@ -7,8 +7,8 @@ use evolve_core::{
     Objective, PairVerdict, PairwiseJudge, PreferenceTrainer, RoundState, RunState, ScoreError,
     ScoreInput, ScoreValue, Scorer, StepReport, TrainError, TrainExample, TrainedAdapter, Winner,
 };
+use evolve_judge::verify::NumericFinalAnswer;
 use evolve_loop::run::{Engines, Orchestrator, Progress, RunConfig, RunError, create_run};
-use evolve_loop::verify::NumericFinalAnswer;
 use evolve_store::{NewModel, NewPrompt, Store};
 
 const WIN_RATE_METRIC: &str = "trained/win_rate_vs_previous";

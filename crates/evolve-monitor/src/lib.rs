@@ -7,7 +7,6 @@
 mod app;
 pub mod data;
 #[doc(hidden)]
-pub mod demo;
 pub mod plots;
 
 use anyhow::{Context, Result, anyhow};

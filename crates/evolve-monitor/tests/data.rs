@@ -2,11 +2,11 @@
 
 use evolve_core::RoundState;
 use evolve_monitor::data::Segment;
-use evolve_monitor::demo::{
-    DEMO_REFINE_STEPS, DEMO_ROUNDS, DEMO_STEPS, record_demo_run, training_steps,
-};
 use evolve_monitor::{RunPlotData, concat_rounds, ema_smooth, resolve_run};
 use evolve_store::{Store, TrainingMetric};
+use evolve_testkit::recorded_run::{
+    DEMO_REFINE_STEPS, DEMO_ROUNDS, DEMO_STEPS, record_demo_run, training_steps,
+};
 use std::collections::BTreeMap;
 
 fn temp_db() -> (tempfile::TempDir, std::path::PathBuf) {

@@ -92,7 +92,7 @@ fn count_near(img: &RgbImage, area: [u32; 4], color: eframe::egui::Color32, tol:
 fn monitor_window_renders_curves_and_bars_of_a_recorded_run() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("evolve.sqlite");
-    let run = evolve_monitor::demo::record_demo_run(&Store::open(&db).unwrap()).unwrap();
+    let run = evolve_testkit::recorded_run::record_demo_run(&Store::open(&db).unwrap()).unwrap();
     let shot = target_dir().join("monitor-screenshots").join("monitor.png");
     let _ = std::fs::remove_file(&shot);
 

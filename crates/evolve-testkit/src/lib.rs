@@ -1,7 +1,9 @@
 //! Test support shared by the crates that speak HTTP to an OpenAI-compatible server (the remote
 //! generator, the remote judge): a scripted server on loopback, so their tests check the wire
 //! traffic without llama-server; and a check for a free X display, for the tests that open a
-//! window under Xvfb. Dev-dependency only.
+//! window under Xvfb; and a recorded run for the monitor (`recorded_run`). Dev-dependency only.
+
+pub mod recorded_run;
 
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Read, Write};

@@ -40,8 +40,9 @@ pub use lora::{Lora, LoraConfig, LoraPair, LoraTarget};
 /// Which model the DPO log-ratios are measured against.
 pub use loss::Reference;
 pub use model::LlamaModel;
+pub use optim::OptimConfig;
 pub use preference::{ADAPTER_GGUF, CHECKPOINT_DIR, LoraDpoTrainer};
-pub use sft::{SftConfig, SftExample, SftMetrics, SftOutcome, train_sft};
+pub use sft::{SftExample, SftMetrics, SftOutcome, train_sft};
 pub use tokenizer::{BPE_PRE_REGEX, tokenizer_from_gguf};
 /// The tokenizer crate, so callers name the same `Tokenizer` type this crate returns.
 pub use tokenizers;

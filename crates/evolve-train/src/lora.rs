@@ -102,11 +102,11 @@ pub struct LoraConfig {
 }
 
 impl Default for LoraConfig {
-    /// r 16, α 32 on all linear layers: the LoRA-DPO setting most sources use (anchors.md §6.4).
+    /// Rank and α of [`evolve_core::train::defaults`], on all linear layers.
     fn default() -> Self {
         LoraConfig {
-            rank: 16,
-            alpha: 32.0,
+            rank: evolve_core::train::defaults::LORA_RANK,
+            alpha: evolve_core::train::defaults::LORA_ALPHA,
             dropout: 0.0,
             use_rslora: false,
             targets: LoraTarget::ALL.to_vec(),

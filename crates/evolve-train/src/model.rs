@@ -33,6 +33,37 @@ impl Matrix {
             Matrix::Quantized(q) => q.storage_size_in_bytes(),
         }
     }
+
+    /// `x·Wᵀ`, with a weight gradient only when the model is `trainable` (a frozen base uses
+    /// [`ops::frozen_linear`], so no weight gradient is ever computed or stored).
+    fn linear(&self, x: &Tensor, trainable: bool) -> Result<Tensor> {
+        Ok(match self {
+            Matrix::Dense(w) if trainable => ops::linear(x, w)?,
+            Matrix::Dense(w) => ops::frozen_linear(x, w)?,
+            Matrix::Quantized(q) => ops::quantized_linear(x, q)?,
+        })
+    }
+}
+
+/// What a block's forward pass needs besides its own weights.
+struct Pass<'a> {
+    cfg: &'a LlamaConfig,
+    adapter: Option<&'a Lora>,
+    trainable: bool,
+    cos: &'a Tensor,
+    sin: &'a Tensor,
+    mask: &'a Tensor,
+}
+
+impl Pass<'_> {
+    /// A block's linear layer `target` of layer `layer`, with the adapter's low-rank update.
+    fn linear(&self, layer: usize, target: LoraTarget, x: &Tensor, w: &Matrix) -> Result<Tensor> {
+        let base = w.linear(x, self.trainable)?;
+        match self.adapter {
+            Some(l) => l.apply(layer, target, x, base),
+            None => Ok(base),
+        }
+    }
 }
 
 struct Block {
@@ -52,6 +83,47 @@ struct Block {
 }
 
 impl Block {
+    /// Pre-norm residual block: `x + attention(norm(x))`, then `+ mlp(norm(·))`.
+    fn forward(&self, layer: usize, x: &Tensor, pass: &Pass<'_>) -> Result<Tensor> {
+        let eps = pass.cfg.rms_eps;
+        let h = ops::rms_norm(x, &self.attn_norm, eps)?;
+        let x = (x + self.attention(layer, &h, pass)?)?;
+        let h = ops::rms_norm(&x, &self.ffn_norm, eps)?;
+        Ok((&x + self.mlp(layer, &h, pass)?)?)
+    }
+
+    /// Causal self-attention with grouped KV heads and rotary positions.
+    fn attention(&self, layer: usize, h: &Tensor, pass: &Pass<'_>) -> Result<Tensor> {
+        let cfg = pass.cfg;
+        let (b, t, _) = h.dims3()?;
+        let project =
+            |target, w: &Matrix, bias: &Option<Tensor>, n_heads: usize| -> Result<Tensor> {
+                let y = pass.linear(layer, target, h, w)?;
+                let y = match bias {
+                    Some(bias) => y.broadcast_add(bias)?,
+                    None => y,
+                };
+                Ok(y.reshape((b, t, n_heads, cfg.head_dim))?.transpose(1, 2)?)
+            };
+        let q = project(LoraTarget::Q, &self.wq, &self.bq, cfg.n_head)?;
+        let k = project(LoraTarget::K, &self.wk, &self.bk, cfg.n_head_kv)?;
+        let v = project(LoraTarget::V, &self.wv, &self.bv, cfg.n_head_kv)?;
+        let layout = cfg.architecture.rope_layout();
+        let q = ops::rope(&q.contiguous()?, pass.cos, pass.sin, layout)?;
+        let k = ops::rope(&k.contiguous()?, pass.cos, pass.sin, layout)?;
+        let attn = ops::causal_attention(&q, &k, &v, pass.mask)?;
+        pass.linear(layer, LoraTarget::O, &attn, &self.wo)
+    }
+
+    /// SwiGLU feed-forward: `down(silu(gate(h)) · up(h))`.
+    fn mlp(&self, layer: usize, h: &Tensor, pass: &Pass<'_>) -> Result<Tensor> {
+        let gate = pass
+            .linear(layer, LoraTarget::Gate, h, &self.gate)?
+            .silu()?;
+        let up = pass.linear(layer, LoraTarget::Up, h, &self.up)?;
+        pass.linear(layer, LoraTarget::Down, &(gate * up)?, &self.down)
+    }
+
     fn matrices_mut(&mut self) -> [&mut Matrix; 7] {
         [
             &mut self.wq,
@@ -214,6 +286,12 @@ impl LlamaModel {
             device: device.clone(),
             vars: Vec::new(),
         })
+    }
+
+    /// [`Self::new_random`] in f32 on the CPU: how the tiny task model is trained (bf16 would
+    /// round most updates away).
+    pub fn new_random_f32_cpu(config: &LlamaConfig, seed: u64) -> Result<Self> {
+        Self::new_random(config, seed, DType::F32, &Device::Cpu)
     }
 
     /// A freshly initialised, trainable model (matrices `N(0, 0.02²)`, norms 1, biases 0) —
@@ -516,15 +594,9 @@ impl LlamaModel {
     /// [`Self::master_dtype`].
     pub fn lm_head(&self, hidden: &Tensor) -> Result<Tensor> {
         Ok(self
-            .matrix_linear(hidden, &self.output)?
+            .output
+            .linear(hidden, self.is_trainable())?
             .to_dtype(self.master_dtype())?)
-    }
-
-    fn matrix_linear(&self, x: &Tensor, w: &Matrix) -> Result<Tensor> {
-        match w {
-            Matrix::Dense(w) => self.base_linear(x, w),
-            Matrix::Quantized(q) => Ok(ops::quantized_linear(x, q)?),
-        }
     }
 
     /// Bytes of all weights as held in memory (quantized matrices at their quantized size;
@@ -548,15 +620,6 @@ impl LlamaModel {
                 .sum::<usize>();
         }
         total
-    }
-
-    /// `x·Wᵀ` with a weight gradient only when the model is trainable.
-    fn base_linear(&self, x: &Tensor, w: &Tensor) -> Result<Tensor> {
-        Ok(if self.is_trainable() {
-            ops::linear(x, w)?
-        } else {
-            ops::frozen_linear(x, w)?
-        })
     }
 
     /// Final-normed hidden states `[b, t, n_embd]`, before the LM head. Losses project only
@@ -594,46 +657,16 @@ impl LlamaModel {
             .token_embd
             .index_select(&tokens.flatten_all()?, 0)?
             .reshape((b, t, cfg.n_embd))?;
+        let pass = Pass {
+            cfg,
+            adapter,
+            trainable: self.is_trainable(),
+            cos: &cos,
+            sin: &sin,
+            mask: &mask,
+        };
         for (i, block) in self.blocks.iter().enumerate() {
-            let lin = |target: LoraTarget, x: &Tensor, w: &Matrix| -> Result<Tensor> {
-                let base = self.matrix_linear(x, w)?;
-                match adapter {
-                    Some(l) => l.apply(i, target, x, base),
-                    None => Ok(base),
-                }
-            };
-            let add_bias = |y: Tensor, bias: &Option<Tensor>| -> Result<Tensor> {
-                Ok(match bias {
-                    Some(bias) => y.broadcast_add(bias)?,
-                    None => y,
-                })
-            };
-            let h = ops::rms_norm(&x, &block.attn_norm, cfg.rms_eps)?;
-            let heads = |y: Tensor, n: usize| -> Result<Tensor> {
-                Ok(y.reshape((b, t, n, cfg.head_dim))?.transpose(1, 2)?)
-            };
-            let q = heads(
-                add_bias(lin(LoraTarget::Q, &h, &block.wq)?, &block.bq)?,
-                cfg.n_head,
-            )?;
-            let k = heads(
-                add_bias(lin(LoraTarget::K, &h, &block.wk)?, &block.bk)?,
-                cfg.n_head_kv,
-            )?;
-            let v = heads(
-                add_bias(lin(LoraTarget::V, &h, &block.wv)?, &block.bv)?,
-                cfg.n_head_kv,
-            )?;
-            let layout = cfg.architecture.rope_layout();
-            let q = ops::rope(&q.contiguous()?, &cos, &sin, layout)?;
-            let k = ops::rope(&k.contiguous()?, &cos, &sin, layout)?;
-            let attn = ops::causal_attention(&q, &k, &v, &mask)?;
-            x = (x + lin(LoraTarget::O, &attn, &block.wo)?)?;
-
-            let h = ops::rms_norm(&x, &block.ffn_norm, cfg.rms_eps)?;
-            let gate = lin(LoraTarget::Gate, &h, &block.gate)?.silu()?;
-            let up = lin(LoraTarget::Up, &h, &block.up)?;
-            x = (x + lin(LoraTarget::Down, &(gate * up)?, &block.down)?)?;
+            x = block.forward(i, &x, &pass)?;
         }
         Ok(ops::rms_norm(&x, &self.output_norm, cfg.rms_eps)?)
     }

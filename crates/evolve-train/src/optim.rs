@@ -1,5 +1,7 @@
-//! Learning-rate schedules and gradient clipping, with the semantics of Hugging Face
-//! `transformers` (`get_*_schedule_with_warmup`, `clip_grad_norm_`), so numbers users know carry over.
+//! The optimiser side of training, shared by SFT and preference training: its configuration,
+//! AdamW, learning-rate schedules and gradient clipping with the semantics of Hugging Face
+//! `transformers` (`get_*_schedule_with_warmup`, `clip_grad_norm_`), so numbers users know
+//! carry over.
 
 use crate::{Result, TrainError};
 use candle_core::backprop::GradStore;
@@ -15,6 +17,130 @@ pub enum LrSchedule {
     Cosine,
     Linear,
     Constant,
+}
+
+/// How a training run walks its data and steps its optimizer: one type for full-parameter SFT
+/// and LoRA preference training.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OptimConfig {
+    /// Peak learning rate.
+    pub lr: f64,
+    pub weight_decay: f64,
+    pub warmup_steps: usize,
+    pub schedule: LrSchedule,
+    /// Examples per micro-batch (a preference pair is two sequences in one forward pass).
+    pub batch_size: usize,
+    /// Micro-batches per optimizer step.
+    pub grad_accum: usize,
+    /// Clip the global gradient norm to this; 0 disables clipping.
+    pub max_grad_norm: f64,
+    pub epochs: usize,
+    /// Stop after this many optimizer steps even if epochs remain.
+    pub max_steps: Option<usize>,
+    /// Seeds the per-epoch shuffle.
+    pub seed: u64,
+    /// Token id used to right-pad sequences (never enters the loss).
+    pub pad_id: u32,
+}
+
+impl Default for OptimConfig {
+    /// The LoRA-DPO defaults of [`evolve_core::train::defaults`], cosine with 10 warm-up steps,
+    /// gradients clipped at norm 1.
+    fn default() -> Self {
+        use evolve_core::train::defaults as d;
+        OptimConfig {
+            lr: d::LR,
+            weight_decay: 0.0,
+            warmup_steps: 10,
+            schedule: LrSchedule::Cosine,
+            batch_size: d::BATCH_SIZE,
+            grad_accum: d::GRAD_ACCUM,
+            max_grad_norm: 1.0,
+            epochs: d::EPOCHS,
+            max_steps: None,
+            seed: 0,
+            pad_id: 0,
+        }
+    }
+}
+
+impl OptimConfig {
+    /// Training from scratch: lr 1e-3 cosine with 10 warm-up steps, batch 8, clip 1 (fine-tuning
+    /// a real model wants 1e-5…1e-4).
+    pub fn from_scratch() -> Self {
+        OptimConfig {
+            lr: 1e-3,
+            batch_size: 8,
+            grad_accum: 1,
+            ..OptimConfig::default()
+        }
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: &str| Err(TrainError::Config(m.into()));
+        if self.batch_size == 0 || self.grad_accum == 0 {
+            return bad("batch_size and grad_accum must be at least 1");
+        }
+        if self.lr < 0.0 || !self.lr.is_finite() {
+            return bad("lr must be a non-negative number");
+        }
+        if self.epochs == 0 && self.max_steps.is_none() {
+            return bad("epochs must be at least 1");
+        }
+        Ok(())
+    }
+
+    /// Optimizer steps in one epoch over `n` examples.
+    pub fn steps_per_epoch(&self, n: usize) -> usize {
+        n.div_ceil(self.batch_size).div_ceil(self.grad_accum)
+    }
+
+    /// Optimizer steps of the whole run.
+    pub fn total_steps(&self, n: usize) -> usize {
+        let all = self.steps_per_epoch(n) * self.epochs.max(1);
+        self.max_steps.map_or(all, |m| m.min(all))
+    }
+
+    /// The examples of optimizer step `step` (0-based) of a run over `n` examples, as
+    /// micro-batches: each epoch shuffles all of them with the seed.
+    pub fn micro_batches(&self, n: usize, step: usize) -> Vec<Vec<usize>> {
+        let steps_per_epoch = self.steps_per_epoch(n);
+        let (epoch, in_epoch) = (step / steps_per_epoch, step % steps_per_epoch);
+        let order = crate::trainer::epoch_order(self.seed, n, epoch);
+        let per_step = self.batch_size * self.grad_accum;
+        let idx = &order
+            [(in_epoch * per_step).min(order.len())..((in_epoch + 1) * per_step).min(order.len())];
+        idx.chunks(self.batch_size).map(<[usize]>::to_vec).collect()
+    }
+
+    /// AdamW over `vars` with this learning rate and weight decay.
+    pub fn adamw(&self, vars: Vec<(String, Var)>) -> Result<AdamW> {
+        AdamW::new(
+            vars,
+            ParamsAdamW {
+                lr: self.lr,
+                weight_decay: self.weight_decay,
+                ..ParamsAdamW::default()
+            },
+        )
+    }
+}
+
+/// One optimizer step `step` (0-based) of `total`: clips the accumulated gradients, sets the
+/// scheduled learning rate and updates. Returns the gradient norm before clipping and the rate.
+pub fn optimizer_step(
+    optimizer: &mut AdamW,
+    vars: &[Var],
+    mut grads: GradStore,
+    cfg: &OptimConfig,
+    step: usize,
+    total: usize,
+) -> Result<(f64, f64)> {
+    let grad_norm = clip_grad_norm(vars, &mut grads, cfg.max_grad_norm)?;
+    let lr = learning_rate(cfg.schedule, cfg.lr, step, cfg.warmup_steps, total);
+    optimizer.set_learning_rate(lr);
+    optimizer.step(&grads)?;
+    Ok((grad_norm, lr))
 }
 
 /// Learning rate for optimizer step `step` (0-based) of `total_steps`: linear warm-up from 0

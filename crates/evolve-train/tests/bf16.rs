@@ -9,6 +9,7 @@ mod common;
 use candle_core::{DType, Device};
 use common::{random_pairs, tiny_llama};
 use evolve_gguf::tiny::WeightType;
+use evolve_train::OptimConfig;
 use evolve_train::{LlamaModel, Lora, LoraConfig, StepMetrics, TrainConfig, Trainer};
 
 fn run(dtype: DType, path: &std::path::Path) -> (Vec<StepMetrics>, DType) {
@@ -26,11 +27,14 @@ fn run(dtype: DType, path: &std::path::Path) -> (Vec<StepMetrics>, DType) {
     .unwrap();
     let cfg = TrainConfig {
         beta: 0.5,
-        lr: 1e-2,
-        warmup_steps: 0,
-        batch_size: 4,
-        grad_accum: 1,
-        epochs: 4,
+        optim: OptimConfig {
+            lr: 1e-2,
+            warmup_steps: 0,
+            batch_size: 4,
+            grad_accum: 1,
+            epochs: 4,
+            ..OptimConfig::default()
+        },
         ..TrainConfig::default()
     };
     let mut trainer = Trainer::new(&model, lora, cfg).unwrap();

@@ -7,6 +7,7 @@ use candle_core::{DType, Device, Tensor};
 use common::{llama_cpp, random_pairs, rel_error, tiny_llama, tiny_qwen2};
 use evolve_gguf::tiny::WeightType;
 use evolve_gguf::{GgmlType, Value, read_path};
+use evolve_train::OptimConfig;
 use evolve_train::export::{
     PEFT_CONFIG_FILE, PEFT_WEIGHTS_FILE, export_gguf_lora, export_peft, unpermute_gguf_to_hf,
 };
@@ -18,11 +19,14 @@ fn trained_adapter(model: &LlamaModel, lora_cfg: LoraConfig) -> Lora {
     let lora = Lora::new(model.config(), lora_cfg, DType::F32, &Device::Cpu).unwrap();
     let cfg = TrainConfig {
         beta: 0.5,
-        lr: 2e-2,
-        warmup_steps: 0,
-        batch_size: 4,
-        grad_accum: 1,
-        epochs: 2,
+        optim: OptimConfig {
+            lr: 2e-2,
+            warmup_steps: 0,
+            batch_size: 4,
+            grad_accum: 1,
+            epochs: 2,
+            ..OptimConfig::default()
+        },
         ..TrainConfig::default()
     };
     let mut trainer = Trainer::new(model, lora, cfg).unwrap();

@@ -9,7 +9,7 @@ use evolve_gguf::tiny::SplitMix64;
 use evolve_gguf::{GgmlType, read_path};
 use evolve_train::export::{TokenizerMetadata, WeightType, export_gguf_lora, export_gguf_model};
 use evolve_train::{
-    LlamaConfig, LlamaModel, Lora, LoraConfig, SftConfig, SftExample, TrainConfig, TrainError,
+    LlamaConfig, LlamaModel, Lora, LoraConfig, OptimConfig, SftExample, TrainConfig, TrainError,
     Trainer, optim::LrSchedule, train_sft,
 };
 use std::path::Path;
@@ -50,13 +50,13 @@ fn sequences(n: usize, seed: u64) -> Vec<SftExample> {
 }
 
 fn sft(model: &LlamaModel, data: &[SftExample], steps: usize) -> Vec<f64> {
-    let cfg = SftConfig {
+    let cfg = OptimConfig {
         lr: 1e-2,
         warmup_steps: 0,
         schedule: LrSchedule::Constant,
         batch_size: 4,
         epochs: steps,
-        ..SftConfig::default()
+        ..OptimConfig::from_scratch()
     };
     let mut losses = vec![];
     let outcome = train_sft(model, data, &cfg, &AtomicBool::new(false), |m| {
@@ -109,7 +109,7 @@ fn a_frozen_model_is_refused_and_stays_frozen() {
     let err = train_sft(
         &frozen,
         &sequences(2, 1),
-        &SftConfig::default(),
+        &OptimConfig::from_scratch(),
         &AtomicBool::new(false),
         |_| true,
     )
@@ -133,7 +133,7 @@ fn cancelling_stops_before_any_update() {
     let out = train_sft(
         &model,
         &sequences(4, 1),
-        &SftConfig::default(),
+        &OptimConfig::from_scratch(),
         &AtomicBool::new(true),
         |_| true,
     )
@@ -273,11 +273,14 @@ fn a_merged_gguf_equals_base_plus_adapter_in_llama_cpp() {
     .unwrap();
     let cfg = TrainConfig {
         beta: 0.5,
-        lr: 2e-2,
-        warmup_steps: 0,
-        batch_size: 4,
-        grad_accum: 1,
-        epochs: 2,
+        optim: OptimConfig {
+            lr: 2e-2,
+            warmup_steps: 0,
+            batch_size: 4,
+            grad_accum: 1,
+            epochs: 2,
+            ..OptimConfig::default()
+        },
         ..TrainConfig::default()
     };
     let mut trainer = Trainer::new(&base, lora, cfg).unwrap();

@@ -7,6 +7,7 @@ use common::tiny_llama;
 use evolve_core::{PairKind, PreferenceTrainer, StepReport, TrainExample};
 use evolve_gguf::tiny::WeightType;
 use evolve_llama::{EngineOptions, LlamaEngine};
+use evolve_train::OptimConfig;
 use evolve_train::{
     ADAPTER_GGUF, CHECKPOINT_DIR, ChatEncoder, LoraConfig, LoraDpoTrainer, TrainConfig,
 };
@@ -36,12 +37,15 @@ fn trainer(model: &std::path::Path) -> LoraDpoTrainer {
         ..LoraConfig::default()
     };
     let train = TrainConfig {
-        lr: 1e-2,
         beta: 0.5,
-        warmup_steps: 0,
-        batch_size: 2,
-        grad_accum: 1,
-        epochs: 2,
+        optim: OptimConfig {
+            lr: 1e-2,
+            warmup_steps: 0,
+            batch_size: 2,
+            grad_accum: 1,
+            epochs: 2,
+            ..OptimConfig::default()
+        },
         ..TrainConfig::default()
     };
     LoraDpoTrainer::new(model, lora, train)

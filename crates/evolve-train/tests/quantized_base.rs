@@ -6,6 +6,7 @@ mod common;
 use candle_core::{DType, Device, Tensor};
 use common::{random_pairs, rel_error, tiny_llama};
 use evolve_gguf::tiny::WeightType;
+use evolve_train::OptimConfig;
 use evolve_train::{LlamaModel, StepMetrics, TrainConfig, Trainer};
 
 fn last_logits(model: &LlamaModel, ids: &[u32]) -> Vec<f32> {
@@ -27,11 +28,14 @@ fn train(model: &LlamaModel) -> Vec<StepMetrics> {
     let lora = common::f32_lora(model, 4, 8.0);
     let cfg = TrainConfig {
         beta: 0.5,
-        lr: 1e-2,
-        warmup_steps: 0,
-        batch_size: 4,
-        grad_accum: 1,
-        epochs: 2,
+        optim: OptimConfig {
+            lr: 1e-2,
+            warmup_steps: 0,
+            batch_size: 4,
+            grad_accum: 1,
+            epochs: 2,
+            ..OptimConfig::default()
+        },
         ..TrainConfig::default()
     };
     let mut trainer = Trainer::new(model, lora, cfg).unwrap();

@@ -5,6 +5,7 @@ mod common;
 use candle_core::{DType, Device};
 use common::{random_pairs, tiny_llama};
 use evolve_gguf::tiny::WeightType;
+use evolve_train::OptimConfig;
 use evolve_train::optim::{LrSchedule, learning_rate};
 use evolve_train::{LlamaModel, Lora, Reference, StepMetrics, TrainConfig, Trainer};
 use std::sync::atomic::Ordering;
@@ -20,11 +21,14 @@ fn lora(model: &LlamaModel) -> Lora {
 fn config() -> TrainConfig {
     TrainConfig {
         beta: 0.5,
-        lr: 1e-2,
-        warmup_steps: 2,
-        batch_size: 2,
-        grad_accum: 2,
-        epochs: 3,
+        optim: OptimConfig {
+            lr: 1e-2,
+            warmup_steps: 2,
+            batch_size: 2,
+            grad_accum: 2,
+            epochs: 3,
+            ..OptimConfig::default()
+        },
         ..TrainConfig::default()
     }
 }
@@ -48,7 +52,10 @@ fn training_reports_trl_metrics_follows_the_schedule_and_learns() {
     let model = model(dir.path());
     let data = random_pairs(8, 5);
     let cfg = TrainConfig {
-        epochs: 8,
+        optim: OptimConfig {
+            epochs: 8,
+            ..config().optim
+        },
         ..config()
     };
     let mut trainer = Trainer::new(&model, lora(&model), cfg.clone()).unwrap();
@@ -127,7 +134,10 @@ fn the_cancel_flag_stops_before_the_next_update() {
         &model,
         lora(&model),
         TrainConfig {
-            warmup_steps: 0,
+            optim: OptimConfig {
+                warmup_steps: 0,
+                ..config().optim
+            },
             ..config()
         },
     )
@@ -272,7 +282,10 @@ fn the_initial_reference_is_the_adapter_training_starts_from_and_survives_a_resu
             .unwrap();
     let initial = TrainConfig {
         reference: Reference::Initial,
-        warmup_steps: 0,
+        optim: OptimConfig {
+            warmup_steps: 0,
+            ..config().optim
+        },
         ..config()
     };
     let first_step = |reference: Reference| {
@@ -344,11 +357,14 @@ fn two_accumulated_micro_batches_equal_one_batch_of_the_same_pairs() {
     let data = random_pairs(4, 10);
     let run = |batch_size, grad_accum| {
         let cfg = TrainConfig {
-            batch_size,
-            grad_accum,
-            warmup_steps: 0,
-            max_grad_norm: 0.0,
-            epochs: 1,
+            optim: OptimConfig {
+                batch_size,
+                grad_accum,
+                warmup_steps: 0,
+                max_grad_norm: 0.0,
+                epochs: 1,
+                ..config().optim
+            },
             ..config()
         };
         let mut t = Trainer::new(&model, lora(&model), cfg).unwrap();
@@ -388,7 +404,10 @@ fn bad_configs_and_empty_data_are_refused() {
             &model,
             lora(&model),
             TrainConfig {
-                batch_size: 0,
+                optim: OptimConfig {
+                    batch_size: 0,
+                    ..config().optim
+                },
                 ..config()
             }
         )
@@ -418,7 +437,10 @@ fn another_thread_can_cancel_a_running_training_within_one_step() {
         &model,
         lora(&model),
         TrainConfig {
-            epochs: 50,
+            optim: OptimConfig {
+                epochs: 50,
+                ..config().optim
+            },
             ..config()
         },
     )

@@ -112,14 +112,14 @@ pub enum ReferenceModel {
 }
 
 impl Default for TrainSettings {
-    /// r 16, α 32, lr 5e-6, β 0.1, effective batch 8, 1 epoch: common LoRA-DPO settings for
-    /// real models (anchors.md §6.4). Tiny models want a far larger lr (see `evolve demo`).
+    /// The LoRA-DPO defaults of [`evolve_core::train::defaults`].
     fn default() -> Self {
+        use evolve_core::train::defaults as d;
         TrainSettings {
-            lora_rank: 16,
-            lora_alpha: 32.0,
-            lr: 5e-6,
-            beta: 0.1,
+            lora_rank: d::LORA_RANK,
+            lora_alpha: d::LORA_ALPHA,
+            lr: d::LR,
+            beta: d::BETA,
             lambda_refine: 1.0,
             nll_weight: 0.0,
             loss: PreferenceLoss::Sigmoid,
@@ -127,9 +127,9 @@ impl Default for TrainSettings {
             first_step_only: false,
             sft_warmup: false,
             objective: RunObjective::Preference,
-            epochs: 1,
-            batch_size: 2,
-            grad_accum: 4,
+            epochs: d::EPOCHS,
+            batch_size: d::BATCH_SIZE,
+            grad_accum: d::GRAD_ACCUM,
             max_tokens: 2048,
             seed: 0,
             checkpoint_every: 10,

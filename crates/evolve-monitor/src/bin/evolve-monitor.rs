@@ -1,12 +1,11 @@
-//! Standalone monitor: `evolve-monitor DB [RUN] [--screenshot PNG] [--record-demo]`. The
-//! `evolve monitor` subcommand is the usual way in; this binary exists so tests can run a window
-//! in its own process (eframe needs the main thread). `--record-demo` first writes the demo run
-//! into DB (creating it), to try the window without a model.
+//! Standalone monitor: `evolve-monitor DB [RUN] [--screenshot PNG]`. The `evolve monitor`
+//! subcommand is the usual way in; this binary exists so tests can run a window in its own
+//! process (eframe needs the main thread). It only reads the database.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-const USAGE: &str = "usage: evolve-monitor DB [RUN] [--screenshot PNG] [--record-demo]";
+const USAGE: &str = "usage: evolve-monitor DB [RUN] [--screenshot PNG]";
 
 fn main() -> ExitCode {
     match run() {
@@ -23,13 +22,10 @@ fn run() -> anyhow::Result<()> {
     let mut db = None;
     let mut run = None;
     let mut options = evolve_monitor::MonitorOptions::default();
-    let mut record_demo = false;
     while let Some(arg) = args.next() {
         if arg == "--screenshot" {
             let path = args.next().ok_or_else(|| anyhow::anyhow!("{USAGE}"))?;
             options.screenshot_to = Some(PathBuf::from(path));
-        } else if arg == "--record-demo" {
-            record_demo = true;
         } else if arg == "--help" || arg == "-h" {
             println!("{USAGE}");
             return Ok(());
@@ -46,9 +42,5 @@ fn run() -> anyhow::Result<()> {
         }
     }
     let db = db.ok_or_else(|| anyhow::anyhow!("{USAGE}"))?;
-    if record_demo {
-        let id = evolve_monitor::demo::record_demo_run(&evolve_store::Store::open(&db)?)?;
-        run = run.or(Some(id.0));
-    }
     evolve_monitor::run_window(&db, run, options)
 }

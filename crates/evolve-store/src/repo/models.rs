@@ -20,7 +20,8 @@ pub struct NewModel {
     pub metadata: serde_json::Value,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ts_rs::TS)]
+#[ts(export)]
 pub struct Model {
     pub id: ModelId,
     pub path: String,
@@ -31,6 +32,7 @@ pub struct Model {
     pub parameter_count: Option<i64>,
     pub context_length: Option<i64>,
     pub quantization: Option<String>,
+    #[ts(type = "Record<string, unknown>")]
     pub metadata: serde_json::Value,
     /// User-chosen label (schema v3); `None` means show `name` or the file name.
     pub display_name: Option<String>,

@@ -1,4 +1,5 @@
-//! GGUF LoRA as llama.cpp's `llama_adapter_lora_init` reads it (anchors.md §6.1).
+//! GGUF LoRA as llama.cpp's `llama_adapter_lora_init` reads it (`general.type = adapter`,
+//! `adapter.type = lora`, `adapter.lora.alpha`, and `<tensor>.lora_a` / `.lora_b` pairs).
 //!
 //! Tensors are named after the base tensor (`blk.0.attn_q.weight.lora_a`); `lora_a` has ggml
 //! dims `[n_in, r]` (row-major `(r, n_in)`, as trained), `lora_b` `[r, n_out]`. llama.cpp

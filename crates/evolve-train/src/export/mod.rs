@@ -1,10 +1,12 @@
 //! Export: GGUF LoRA for llama.cpp / Ollama, PEFT for transformers, and whole models (trained
 //! from scratch or with a LoRA merged in) as GGUF.
 
+mod adapter;
 mod gguf_lora;
 mod gguf_model;
 mod peft;
 
+pub use adapter::TrainedAdapter;
 pub use gguf_lora::export_gguf_lora;
 pub use gguf_model::{TokenizerMetadata, WeightType, export_gguf_model};
 pub use peft::{

@@ -1,5 +1,6 @@
 //! PEFT adapter directory (`adapter_config.json` + `adapter_model.safetensors`) for
-//! Hugging Face transformers (anchors.md §6.2).
+//! Hugging Face transformers (PEFT's `LoraConfig` fields, `base_model.model.`-prefixed
+//! `lora_A`/`lora_B` weights).
 //!
 //! The HF→GGUF converter permutes the rows of q/k for `llama` so that llama.cpp can rotate
 //! adjacent pairs; our adapter was trained in that GGUF layout, so the q/k `lora_B` rows are

@@ -1,29 +1,11 @@
-//! Rule and verifier scorers: cheap, exact, and the paper's alternative to a reward model.
+//! Rule-based verifiers: cheap, exact, and the paper's alternative to a reward model; next to
+//! the judges and reward models, built by [`crate::scorer_from_spec`] from a [`Verifier`].
 
-use evolve_core::{ScoreError, ScoreInput, ScoreValue, Scorer, ScorerSpec, Verifier};
+use evolve_core::{
+    ScoreError, ScoreInput, ScoreValue, Scorer, ScorerSpec, Verifier, final_answer_after_marker,
+    normalise_number,
+};
 use serde_json::json;
-
-/// The final answer written after a GSM8K-style `####` marker, normalised (`1,234` → `1234`).
-pub fn final_answer_after_marker(text: &str) -> Option<String> {
-    let after = &text[text.rfind("####")? + 4..];
-    let answer = after.lines().next().unwrap_or("").trim();
-    (!answer.is_empty()).then(|| normalise_number(answer))
-}
-
-/// Removes thousands separators, a leading `$`, trailing `.`/`.0`s, so `$1,234.00` = `1234`.
-fn normalise_number(s: &str) -> String {
-    let cleaned: String = s
-        .trim()
-        .trim_start_matches('$')
-        .chars()
-        .filter(|c| *c != ',')
-        .collect();
-    match cleaned.parse::<f64>() {
-        Ok(v) if v.is_finite() && v.fract() == 0.0 && v.abs() < 1e15 => format!("{}", v as i64),
-        Ok(v) if v.is_finite() => format!("{v}"),
-        _ => cleaned.trim_end_matches('.').to_string(),
-    }
-}
 
 /// 1.0 when the answer's `#### N` equals the reference's final number, else 0.0. An answer
 /// without the marker scores 0 (format matters: the loop rewards answers a grader can read).

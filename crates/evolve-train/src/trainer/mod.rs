@@ -1,15 +1,17 @@
-//! The optimisation loop: micro-batches, gradient accumulation, clipping, AdamW, schedules,
-//! cached reference log-probs, cancellation and checkpoints.
+//! The preference-training loop: micro-batches, gradient accumulation, the optimizer step,
+//! cached reference log-probs and cancellation; `checkpoint.rs` saves and resumes it.
 
-use crate::lora::{Lora, LoraConfig};
+mod checkpoint;
+
+pub use checkpoint::{CHECKPOINT_OPTIMIZER, CHECKPOINT_STATE, CHECKPOINT_WEIGHTS};
+
+use crate::lora::Lora;
 use crate::loss::{
     DpoKind, DpoMetrics, EvolveLossConfig, PreferencePair, RefLogps, Reference, evolve_loss,
     reference_logps,
 };
 use crate::model::LlamaModel;
-use crate::optim::{
-    AdamW, LrSchedule, ParamsAdamW, accumulate_grads, clip_grad_norm, learning_rate,
-};
+use crate::optim::{AdamW, OptimConfig, accumulate_grads, optimizer_step};
 use crate::{Result, TrainError};
 use candle_core::backprop::GradStore;
 use evolve_gguf::tiny::SplitMix64;
@@ -32,48 +34,22 @@ pub struct TrainConfig {
     /// Which model the DPO log-ratios are taken against.
     #[serde(default)]
     pub reference: Reference,
-    /// Peak learning rate.
-    pub lr: f64,
-    pub weight_decay: f64,
-    pub warmup_steps: usize,
-    pub schedule: LrSchedule,
-    /// Pairs per micro-batch (each pair is two sequences in one forward pass).
-    pub batch_size: usize,
-    /// Micro-batches per optimizer step.
-    pub grad_accum: usize,
-    /// Clip the global gradient norm to this; 0 disables clipping.
-    pub max_grad_norm: f64,
-    pub epochs: usize,
-    /// Stop after this many optimizer steps even if epochs remain.
-    pub max_steps: Option<usize>,
-    /// Seeds the per-epoch shuffle.
-    pub seed: u64,
-    /// Token id used to right-pad sequences (never enters the loss).
-    pub pad_id: u32,
+    /// Learning rate, batches, epochs: the same type as full-parameter training's.
+    #[serde(flatten)]
+    pub optim: OptimConfig,
 }
 
 impl Default for TrainConfig {
-    /// β 0.1, lr 1e-5 cosine with 10 warm-up steps, effective batch 8, clip 1.0, 1 epoch: the
-    /// LoRA-DPO setting most sources use (anchors.md §6.4).
+    /// The LoRA-DPO defaults of [`evolve_core::train::defaults`] (β and the optimiser's).
     fn default() -> Self {
         TrainConfig {
-            beta: 0.1,
+            beta: evolve_core::train::defaults::BETA,
             lambda_refine: 1.0,
             nll_weight: 0.0,
             dpo_weight: 1.0,
             dpo_kind: DpoKind::Sigmoid,
             reference: Reference::Base,
-            lr: 1e-5,
-            weight_decay: 0.0,
-            warmup_steps: 10,
-            schedule: LrSchedule::Cosine,
-            batch_size: 2,
-            grad_accum: 4,
-            max_grad_norm: 1.0,
-            epochs: 1,
-            max_steps: None,
-            seed: 0,
-            pad_id: 0,
+            optim: OptimConfig::default(),
         }
     }
 }
@@ -106,31 +82,20 @@ impl TrainConfig {
     }
 
     fn validate(&self) -> Result<()> {
-        let bad = |m: &str| Err(TrainError::Config(m.into()));
-        if self.batch_size == 0 || self.grad_accum == 0 {
-            return bad("batch_size and grad_accum must be at least 1");
-        }
         if self.beta <= 0.0 || !self.beta.is_finite() {
-            return bad("beta must be positive");
+            return Err(TrainError::Config("beta must be positive".into()));
         }
-        if self.lr < 0.0 || !self.lr.is_finite() {
-            return bad("lr must be a non-negative number");
-        }
-        if self.epochs == 0 && self.max_steps.is_none() {
-            return bad("epochs must be at least 1");
-        }
-        Ok(())
+        self.optim.validate()
     }
 
     /// Optimizer steps in one epoch over `n_pairs` pairs.
     pub fn steps_per_epoch(&self, n_pairs: usize) -> usize {
-        n_pairs.div_ceil(self.batch_size).div_ceil(self.grad_accum)
+        self.optim.steps_per_epoch(n_pairs)
     }
 
     /// Optimizer steps of the whole run.
     pub fn total_steps(&self, n_pairs: usize) -> usize {
-        let all = self.steps_per_epoch(n_pairs) * self.epochs.max(1);
-        self.max_steps.map_or(all, |m| m.min(all))
+        self.optim.total_steps(n_pairs)
     }
 }
 
@@ -175,22 +140,6 @@ pub struct TrainOutcome {
     pub steps: usize,
     pub cancelled: bool,
 }
-
-/// What a checkpoint stores besides the adapter weights.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct TrainerState {
-    step: usize,
-    train: TrainConfig,
-    lora: LoraConfig,
-    /// Reference log-probs by pair index, so a resumed run does not recompute them…
-    ref_logps: BTreeMap<usize, RefLogps>,
-    /// …valid only for the data set with this fingerprint.
-    data_fingerprint: Option<u64>,
-}
-
-pub const CHECKPOINT_WEIGHTS: &str = "adapter.safetensors";
-pub const CHECKPOINT_STATE: &str = "trainer_state.json";
-pub const CHECKPOINT_OPTIMIZER: &str = "optimizer.safetensors";
 
 /// FNV-1a over every pair's kind and tokens: a stable identity for the training data, so cached
 /// reference log-probs are never reused for different pairs.
@@ -239,14 +188,7 @@ pub struct Trainer<'m> {
 impl<'m> Trainer<'m> {
     pub fn new(model: &'m LlamaModel, lora: Lora, config: TrainConfig) -> Result<Self> {
         config.validate()?;
-        let optimizer = AdamW::new(
-            lora.named_vars(),
-            ParamsAdamW {
-                lr: config.lr,
-                weight_decay: config.weight_decay,
-                ..ParamsAdamW::default()
-            },
-        )?;
+        let optimizer = config.optim.adamw(lora.named_vars())?;
         Ok(Trainer {
             model,
             lora,
@@ -329,7 +271,7 @@ impl<'m> Trainer<'m> {
             adapter,
             &pairs,
             self.config.dpo_kind,
-            self.config.pad_id,
+            self.config.optim.pad_id,
         )
     }
 
@@ -343,7 +285,7 @@ impl<'m> Trainer<'m> {
         let missing: Vec<usize> = (0..data.len())
             .filter(|i| !self.ref_cache.contains_key(i))
             .collect();
-        for chunk in missing.chunks(self.config.batch_size.max(1)) {
+        for chunk in missing.chunks(self.config.optim.batch_size.max(1)) {
             let refs = self.reference_logps_of(data, chunk, Some(&self.lora))?;
             self.ref_cache.extend(chunk.iter().copied().zip(refs));
         }
@@ -381,13 +323,7 @@ impl<'m> Trainer<'m> {
                     });
                 }
                 let started = Instant::now();
-                let epoch = self.step / steps_per_epoch;
-                let in_epoch = self.step % steps_per_epoch;
-                let order = epoch_order(cfg.seed, data.len(), epoch);
-                let pairs_per_step = cfg.batch_size * cfg.grad_accum;
-                let step_pairs = &order[(in_epoch * pairs_per_step).min(order.len())
-                    ..((in_epoch + 1) * pairs_per_step).min(order.len())];
-                let micro: Vec<&[usize]> = step_pairs.chunks(cfg.batch_size).collect();
+                let micro = cfg.optim.micro_batches(data.len(), self.step);
 
                 let mut grads: Option<GradStore> = None;
                 let (mut loss_sum, mut nll_sum, mut tokens) = (0.0, 0.0, 0usize);
@@ -401,8 +337,14 @@ impl<'m> Trainer<'m> {
                     }
                     let refs = self.refs_for(data, idx)?;
                     let pairs: Vec<&PreferencePair> = idx.iter().map(|&i| &data[i]).collect();
-                    let out =
-                        evolve_loss(self.model, &self.lora, &pairs, &refs, &loss_cfg, cfg.pad_id)?;
+                    let out = evolve_loss(
+                        self.model,
+                        &self.lora,
+                        &pairs,
+                        &refs,
+                        &loss_cfg,
+                        cfg.optim.pad_id,
+                    )?;
                     let loss_value = out
                         .loss
                         .to_dtype(candle_core::DType::F64)?
@@ -422,11 +364,15 @@ impl<'m> Trainer<'m> {
                     direct = DpoMetrics::merge(&direct, &out.direct);
                     refine = DpoMetrics::merge(&refine, &out.refine);
                 }
-                let mut grads = grads.expect("every step has at least one micro-batch");
-                let grad_norm = clip_grad_norm(&vars, &mut grads, cfg.max_grad_norm)?;
-                let lr = learning_rate(cfg.schedule, cfg.lr, self.step, cfg.warmup_steps, total);
-                self.optimizer.set_learning_rate(lr);
-                self.optimizer.step(&grads)?;
+                let grads = grads.expect("every step has at least one micro-batch");
+                let (grad_norm, lr) = optimizer_step(
+                    &mut self.optimizer,
+                    &vars,
+                    grads,
+                    &cfg.optim,
+                    self.step,
+                    total,
+                )?;
                 self.step += 1;
                 // Saved before the step is reported: a reported step is never lost past the
                 // last checkpoint's.
@@ -465,108 +411,5 @@ impl<'m> Trainer<'m> {
         })();
         self.lora.set_training(false);
         result
-    }
-
-    /// Writes `adapter.safetensors` (the LoRA variables), `optimizer.safetensors` (AdamW
-    /// moments) and `trainer_state.json` (step, configs, cached reference log-probs) into `dir`.
-    /// Resuming from it continues the run exactly.
-    pub fn save_checkpoint(&self, dir: &Path) -> Result<()> {
-        let io = |path: PathBuf| move |source| TrainError::Io { path, source };
-        std::fs::create_dir_all(dir).map_err(io(dir.into()))?;
-        let weights = dir.join(CHECKPOINT_WEIGHTS);
-        self.lora
-            .varmap()
-            .save(&weights)
-            .map_err(|e| TrainError::Read {
-                path: weights.clone(),
-                reason: e.to_string(),
-            })?;
-        let optimizer = dir.join(CHECKPOINT_OPTIMIZER);
-        candle_core::safetensors::save(&self.optimizer.state_tensors(), &optimizer)?;
-        let state = TrainerState {
-            step: self.step,
-            train: self.config.clone(),
-            lora: self.lora.config().clone(),
-            ref_logps: self.ref_cache.clone(),
-            data_fingerprint: self.ref_cache_data,
-        };
-        let path = dir.join(CHECKPOINT_STATE);
-        let json = serde_json::to_string_pretty(&state).expect("state serializes");
-        std::fs::write(&path, json).map_err(io(path))
-    }
-
-    /// [`Self::save_checkpoint`] into `<dir>.partial`, then swapped in for `dir`: a kill leaves
-    /// either the old checkpoint, or none (only a partial one, which is never read).
-    fn save_checkpoint_whole(&self, dir: &Path) -> Result<()> {
-        let io = |path: &Path| {
-            let path = path.to_path_buf();
-            move |source| TrainError::Io { path, source }
-        };
-        let partial = dir.with_extension("partial");
-        if partial.exists() {
-            std::fs::remove_dir_all(&partial).map_err(io(&partial))?;
-        }
-        self.save_checkpoint(&partial)?;
-        if dir.exists() {
-            std::fs::remove_dir_all(dir).map_err(io(dir))?;
-        }
-        std::fs::rename(&partial, dir).map_err(io(dir))
-    }
-
-    /// [`Self::resume`] when `dir` holds a checkpoint of this very training: the same training
-    /// and LoRA settings and the same pairs. `None` when there is none or it is of another.
-    pub fn resume_matching(
-        model: &'m LlamaModel,
-        dir: &Path,
-        config: &TrainConfig,
-        lora: &LoraConfig,
-        data: &[PreferencePair],
-    ) -> Result<Option<Self>> {
-        let Ok(text) = std::fs::read_to_string(dir.join(CHECKPOINT_STATE)) else {
-            return Ok(None);
-        };
-        let Ok(state) = serde_json::from_str::<TrainerState>(&text) else {
-            return Ok(None);
-        };
-        if state.train != *config
-            || state.lora != *lora
-            || state.data_fingerprint != Some(data_fingerprint(data))
-        {
-            return Ok(None);
-        }
-        Self::resume(model, dir).map(Some)
-    }
-
-    /// Rebuilds a trainer from [`Self::save_checkpoint`]'s directory on the same base model.
-    pub fn resume(model: &'m LlamaModel, dir: &Path) -> Result<Self> {
-        let path = dir.join(CHECKPOINT_STATE);
-        let text = std::fs::read_to_string(&path).map_err(|source| TrainError::Io {
-            path: path.clone(),
-            source,
-        })?;
-        let state: TrainerState = serde_json::from_str(&text).map_err(|e| TrainError::Json {
-            path: path.clone(),
-            reason: e.to_string(),
-        })?;
-        let mut lora = Lora::new(
-            model.config(),
-            state.lora,
-            model.master_dtype(),
-            model.device(),
-        )?;
-        lora.load_weights(&dir.join(CHECKPOINT_WEIGHTS))?;
-        let mut trainer = Trainer::new(model, lora, state.train)?;
-        let optimizer = dir.join(CHECKPOINT_OPTIMIZER);
-        let moments = candle_core::safetensors::load(&optimizer, model.device()).map_err(|e| {
-            TrainError::Read {
-                path: optimizer,
-                reason: e.to_string(),
-            }
-        })?;
-        trainer.optimizer.load_state(&moments, state.step)?;
-        trainer.step = state.step;
-        trainer.ref_cache = state.ref_logps;
-        trainer.ref_cache_data = state.data_fingerprint;
-        Ok(trainer)
     }
 }

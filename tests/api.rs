@@ -1,11 +1,15 @@
-//! The dispatcher on a temporary data directory with the tiny random model.
+//! The API dispatcher (what the Tauri window and `evolve serve` call) on a temporary data
+//! directory with the tiny random model; the tests seed the database through the store.
 
-use super::*;
-use evolve_core::{AdapterFormat, GenerationKind, PairKind, SamplerConfig};
-use evolve_gguf::tiny::{TinyLlamaConfig, WeightType, write_tiny_llama};
-use evolve_store::{NewAdapter, NewGeneration, NewPair, NewPrompt, NewRun};
+use evolve::Service;
+use evolve::api::{Api, EventSink};
+use evolve::core::{AdapterFormat, DataDir, GenerationKind, PairKind, SamplerConfig};
+use evolve::gguf::tiny::{TinyLlamaConfig, WeightType, write_tiny_llama};
+use evolve::store::{NewAdapter, NewGeneration, NewPair, NewPrompt, NewRun};
+use serde_json::Value;
 use serde_json::json;
 use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 struct Fixture {
@@ -231,7 +235,7 @@ fn seed_pair(f: &Fixture, model: i64) -> (i64, i64) {
     let run = store
         .create_run(&NewRun {
             name: "r".into(),
-            model_id: evolve_store::ModelId(model),
+            model_id: evolve::store::ModelId(model),
             dataset_id: ds,
             config: json!({}),
         })
@@ -367,7 +371,7 @@ fn adapter_export_writes_inside_the_chosen_folder_only() {
         .store()
         .add_adapter(&NewAdapter {
             training_run_id: None,
-            base_model_id: evolve_store::ModelId(model),
+            base_model_id: evolve::store::ModelId(model),
             base_sha256: "x".into(),
             format: AdapterFormat::GgufLora,
             path: adapter_file.display().to_string(),
@@ -441,7 +445,7 @@ fn settings_persist_and_keep_the_data_dir() {
         stored["data_dir"],
         f.root.join("data").display().to_string()
     );
-    let file = f.root.join("data").join(settings::SETTINGS_FILE);
+    let file = f.root.join("data").join(evolve::api::SETTINGS_FILE);
     let on_disk: Value = serde_json::from_str(&std::fs::read_to_string(file).unwrap()).unwrap();
     assert_eq!(on_disk["sampler"]["temperature"], 0.25);
     let reopened = Api::open(DataDir::new(f.root.join("data")), Arc::new(|_: &str, _| {})).unwrap();

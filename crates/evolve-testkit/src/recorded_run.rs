@@ -1,5 +1,6 @@
-//! A realistic finished run written through the store API, for tests and screenshots: the
-//! monitor must be checked on data shaped like what `evolve-loop` writes, without a model.
+//! A realistic finished run written through the store API, for the monitor's tests and
+//! screenshots: data shaped like what `evolve-loop` writes, without a model. Test support only:
+//! no shipped binary writes these synthetic results into a user's database.
 
 use anyhow::Result;
 use evolve_core::{
@@ -35,7 +36,6 @@ impl Noise {
 /// and durations, direct and refine pairs, one training run of 30 TRL-named steps per round
 /// (loss falling, margins and accuracies rising), adapters, and `base/…` and `trained/…`
 /// held-out evaluations. Returns the run id.
-#[doc(hidden)]
 pub fn record_demo_run(store: &Store) -> Result<RunId> {
     let model = store.add_model(&NewModel {
         path: "/models/demo-1b-q4.gguf".into(),
