@@ -5,8 +5,9 @@
 
 use crate::Service;
 use evolve_core::{EvalMetric, RoundState, StepReport};
+use evolve_loop::axis::step_offsets;
 use evolve_loop::run::Progress;
-use evolve_store::RunId;
+use evolve_store::{RunId, TrainingMetric};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
@@ -230,47 +231,53 @@ impl RunTracker {
 }
 
 impl Service {
-    /// Where round `round`'s training steps start on the run's global step axis: the steps
-    /// of the rounds before it (each round's last training counts; a resumed training
-    /// continues its own count).
-    pub fn metric_offset(&self, run: RunId, round: usize) -> anyhow::Result<i64> {
+    /// Every training of the run, round by round, with its round index and its offset on the
+    /// run's global step axis (`evolve_loop::axis::step_offsets`).
+    fn trainings(&self, run: RunId) -> anyhow::Result<Vec<(i64, i64, Vec<TrainingMetric>)>> {
         let store = self.store();
-        let mut offset = 0;
+        let mut trainings = Vec::new();
         for r in store.rounds_of_run(run)? {
-            if r.round_index as usize >= round {
-                break;
-            }
-            if let Some(t) = store.training_runs_of_round(r.id)?.last() {
-                offset += store.metrics_of(t.id)?.len() as i64;
+            for t in store.training_runs_of_round(r.id)? {
+                trainings.push((r.round_index, store.metrics_of(t.id)?));
             }
         }
-        Ok(offset)
+        let (offsets, _) = step_offsets(trainings.iter().map(|(_, m)| m.as_slice()));
+        Ok(trainings
+            .into_iter()
+            .zip(offsets)
+            .map(|((round, metrics), offset)| (round, offset, metrics))
+            .collect())
+    }
+
+    /// Where round `round`'s training steps start on the run's global step axis.
+    pub fn metric_offset(&self, run: RunId, round: usize) -> anyhow::Result<i64> {
+        let trainings = self.trainings(run)?;
+        Ok(match trainings.iter().find(|(r, ..)| *r >= round as i64) {
+            Some((_, offset, _)) => *offset,
+            // No training of this round yet: it starts after the last step so far.
+            None => trainings.last().map_or(0, |(_, offset, m)| {
+                offset + m.iter().map(|x| x.step).max().unwrap_or(0)
+            }),
+        })
     }
 
     /// The run's training metrics from global step `since` on, in order.
     pub fn run_metrics(&self, run: RunId, since: i64) -> anyhow::Result<Vec<MetricPoint>> {
         self.run(run)?;
-        let store = self.store();
         let mut out = Vec::new();
-        let mut offset = 0i64;
-        for r in store.rounds_of_run(run)? {
-            let Some(t) = store.training_runs_of_round(r.id)?.last().cloned() else {
-                continue;
-            };
-            let records = store.metrics_of(t.id)?;
-            for m in &records {
+        for (round, offset, metrics) in self.trainings(run)? {
+            for m in metrics {
                 let global_step = offset + m.step;
                 if global_step >= since {
                     out.push(MetricPoint {
                         run_id: run.0,
-                        round: r.round_index as usize,
+                        round: round as usize,
                         step: m.step as usize,
                         global_step,
-                        metrics: m.metrics.clone(),
+                        metrics: m.metrics,
                     });
                 }
             }
-            offset += records.len() as i64;
         }
         Ok(out)
     }

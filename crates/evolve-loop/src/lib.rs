@@ -10,6 +10,7 @@
 //! - [`scoreboard`]: held-out scores per round with paired comparisons between them.
 
 pub mod arithmetic;
+pub mod axis;
 pub mod dataset;
 pub mod pairs;
 pub mod run;

@@ -180,28 +180,29 @@ pub struct Segment {
     pub points: Vec<[f64; 2]>,
 }
 
-/// Concatenates per-training-run steps (each run counts from its own step 1) onto one axis:
-/// rounds in the given order, runs within a round in the given order, each run shifted past the
-/// previous one's last step. Non-finite values (a diverged loss) are dropped, not plotted.
+/// Concatenates per-training-run steps (each run counts from its own step 1) onto the run's
+/// global axis (`evolve_loop::axis::step_offsets`, the same the app uses): rounds in the given
+/// order, runs within a round in the given order. Non-finite values (a diverged loss) are
+/// dropped, not plotted.
 pub fn concat_rounds(rounds: &[(i64, Vec<&[TrainingMetric]>)]) -> TrainingCurves {
+    let (offsets, last_step) =
+        evolve_loop::axis::step_offsets(rounds.iter().flat_map(|(_, runs)| runs.iter().copied()));
+    let mut offsets = offsets.into_iter();
     let mut curves = TrainingCurves::default();
-    let mut offset = 0.0;
     for (round_index, runs) in rounds {
         let mut round: BTreeMap<&str, Vec<[f64; 2]>> = BTreeMap::new();
         let mut first = None;
         for metrics in runs {
-            let mut last: f64 = offset;
+            let offset = offsets.next().expect("one offset per training") as f64;
             for m in metrics.iter() {
                 let x = offset + m.step as f64;
                 first.get_or_insert(x);
-                last = last.max(x);
                 for (name, &v) in &m.metrics {
                     if v.is_finite() {
                         round.entry(name).or_default().push([x, v]);
                     }
                 }
             }
-            offset = last;
         }
         if let Some(first) = first {
             curves.round_starts.push((first - 0.5, *round_index));
@@ -217,7 +218,7 @@ pub fn concat_rounds(rounds: &[(i64, Vec<&[TrainingMetric]>)]) -> TrainingCurves
                 });
         }
     }
-    curves.last_step = offset;
+    curves.last_step = last_step as f64;
     curves
 }
 
