@@ -201,6 +201,7 @@ impl Service {
         events: &mut dyn FnMut(ChatEvent<'_>) -> bool,
     ) -> Result<ChatTurn> {
         check_chat_settings(settings.refine_steps, settings.scorer)?;
+        settings.sampler.validate("").map_err(anyhow::Error::msg)?;
         let mut scorer = match settings.scorer {
             Some(ScorerSpec::Verifier(v)) => Some(evolve_judge::verify::verifier(v)),
             _ => None,

@@ -452,6 +452,33 @@ fn settings_persist_and_keep_the_data_dir() {
     assert_eq!(reopened.call("settings_get", json!({})).unwrap(), stored);
     s["threads"] = json!(0);
     assert!(f.api.call("settings_set", json!({"settings": s})).is_err());
+    // Every engine and sampler value is range-checked, the error naming the field.
+    for (field, value, says) in [
+        ("threads", json!(5000), "threads must be between 1 and 1024"),
+        ("gpu_layers", json!(20_000), "gpu_layers must be at most"),
+    ] {
+        let mut bad = stored.clone();
+        bad[field] = value;
+        let e = f
+            .api
+            .call("settings_set", json!({"settings": bad}))
+            .unwrap_err();
+        assert!(e.message.contains(says), "{}", e.message);
+    }
+    for (field, value, says) in [
+        ("top_k", json!(-1), "sampler.top_k"),
+        ("repeat_penalty", json!(0.0), "sampler.repeat_penalty"),
+        ("temperature", json!(99.0), "sampler.temperature"),
+        ("max_tokens", json!(0), "sampler.max_tokens"),
+    ] {
+        let mut bad = stored.clone();
+        bad["sampler"][field] = value;
+        let e = f
+            .api
+            .call("settings_set", json!({"settings": bad}))
+            .unwrap_err();
+        assert!(e.message.contains(says), "{field}: {}", e.message);
+    }
     // The chat sampler is the machine's; a run's defaults are the model's, as on the CLI.
     let defaults = f.api.call("run_defaults", json!({})).unwrap();
     assert_ne!(defaults["sampler"]["temperature"], 0.25);

@@ -7,6 +7,10 @@ use std::path::PathBuf;
 
 pub const SETTINGS_FILE: &str = "settings.json";
 
+/// Upper bounds of the engine settings: far above any machine, low enough to catch a typo.
+const MAX_THREADS: i32 = 1024;
+const MAX_GPU_LAYERS: u32 = 10_000;
+
 /// The sampler fields the UI edits (the seed and stop strings stay internal).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ts_rs::TS)]
 #[ts(export)]
@@ -42,17 +46,11 @@ impl Sampler {
             ..base.clone()
         }
     }
+    /// The sampler's ranges (`SamplerConfig::validate`), the error naming the field.
     pub fn validate(&self) -> ApiResult<()> {
-        if self.temperature.is_nan() || self.temperature < 0.0 {
-            return Err(ApiError::bad("temperature must be 0 or more"));
-        }
-        if !(0.0..=1.0).contains(&self.top_p) || !(0.0..=1.0).contains(&self.min_p) {
-            return Err(ApiError::bad("top_p and min_p must be between 0 and 1"));
-        }
-        if self.max_tokens == 0 {
-            return Err(ApiError::bad("max_tokens must be at least 1"));
-        }
-        Ok(())
+        self.apply(&SamplerConfig::default())
+            .validate("sampler.")
+            .map_err(ApiError::bad)
     }
 }
 
@@ -121,8 +119,17 @@ pub struct SetArgs {
 
 pub fn set(inner: &Inner, args: SetArgs) -> ApiResult {
     let mut s = args.settings;
-    if s.threads < 1 {
-        return Err(ApiError::bad("threads must be at least 1"));
+    if !(1..=MAX_THREADS).contains(&s.threads) {
+        return Err(ApiError::bad(format!(
+            "threads must be between 1 and {MAX_THREADS} (got {})",
+            s.threads
+        )));
+    }
+    if s.gpu_layers > MAX_GPU_LAYERS {
+        return Err(ApiError::bad(format!(
+            "gpu_layers must be at most {MAX_GPU_LAYERS} (got {})",
+            s.gpu_layers
+        )));
     }
     s.sampler.validate()?;
     if s.export_dir.trim().is_empty() {

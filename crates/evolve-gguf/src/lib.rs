@@ -22,7 +22,7 @@ pub mod tiny;
 
 pub use error::GgufError;
 pub use quant::{dequantize_q8_0, f16_bytes_to_f32, quantize_q8_0, tensor_to_f32};
-pub use reader::{GgufFile, TensorInfo, read_path};
+pub use reader::{GgufFile, MAX_METADATA_VALUES, TensorInfo, read_path};
 pub use summary::ModelSummary;
 pub use types::GgmlType;
 pub use value::Value;

@@ -18,6 +18,10 @@ const MAX_DIMS: u32 = 4;
 /// Cap on up-front `Vec` reservations from counts in the file: a lying count must not
 /// allocate; an honest one just grows past this.
 const MAX_PREALLOC: usize = 1 << 16;
+/// Most metadata values (array elements included) a header may hold. Each decoded value takes
+/// tens of bytes, so a file of byte arrays would otherwise cost ~32× its size in memory; real
+/// vocabularies (tokens, scores, types, merges of a 256k vocabulary) stay near a million.
+pub const MAX_METADATA_VALUES: u64 = 16 << 20;
 
 /// A parsed, validated GGUF file (without its tensor data).
 #[derive(Debug, Clone)]
@@ -158,6 +162,7 @@ pub fn read_path(path: &Path) -> Result<GgufFile, GgufError> {
         file_size,
         path: path.to_path_buf(),
         context: "the header".to_string(),
+        values: 0,
     };
     read_file(&mut src)
 }
@@ -176,13 +181,15 @@ fn read_file<R: Read>(src: &mut Source<R>) -> Result<GgufFile, GgufError> {
 
     let mut metadata: Vec<(String, Value)> =
         Vec::with_capacity((kv_count as usize).min(MAX_PREALLOC));
+    // Hashed: a crafted header with many keys must not make the duplicate check quadratic.
+    let mut keys = std::collections::HashSet::new();
     for i in 0..kv_count {
         src.context = format!("metadata key {} of {kv_count}", i + 1);
         let key = src.string()?;
         src.context = format!("metadata key {} of {kv_count} ('{key}')", i + 1);
         let value_type = src.u32()?;
         let value = read_value(src, value_type, &key, 0)?;
-        if metadata.iter().any(|(k, _)| *k == key) {
+        if !keys.insert(key.clone()) {
             return Err(src.corrupt(format!("duplicate metadata key '{key}'")));
         }
         metadata.push((key, value));
@@ -198,10 +205,11 @@ fn read_file<R: Read>(src: &mut Source<R>) -> Result<GgufFile, GgufError> {
 
     let mut tensors: Vec<TensorInfo> =
         Vec::with_capacity((tensor_count as usize).min(MAX_PREALLOC));
+    let mut names = std::collections::HashSet::new();
     for i in 0..tensor_count {
         src.context = format!("tensor info {} of {tensor_count}", i + 1);
         let info = read_tensor_info(src, alignment)?;
-        if tensors.iter().any(|t| t.name == info.name) {
+        if !names.insert(info.name.clone()) {
             return Err(src.corrupt(format!("duplicate tensor name '{}'", info.name)));
         }
         tensors.push(info);
@@ -330,6 +338,12 @@ fn read_value<R: Read>(
                 })?;
             let count = src.u64()?;
             src.check_count(count, min_size, "array elements")?;
+            src.values = src.values.saturating_add(count);
+            if src.values > MAX_METADATA_VALUES {
+                return Err(src.corrupt(format!(
+                    "the metadata holds more than {MAX_METADATA_VALUES} values (at key '{key}'): not a model header"
+                )));
+            }
             let mut items = Vec::with_capacity((count as usize).min(MAX_PREALLOC));
             for _ in 0..count {
                 items.push(read_value(src, elem_type, key, depth + 1)?);
@@ -367,6 +381,8 @@ struct Source<R> {
     file_size: u64,
     path: PathBuf,
     context: String,
+    /// Metadata values decoded so far (see [`MAX_METADATA_VALUES`]).
+    values: u64,
 }
 
 impl<R: Read> Source<R> {

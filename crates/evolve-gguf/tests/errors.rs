@@ -314,3 +314,44 @@ fn every_97th_truncation_is_an_error_not_a_panic() {
     }
     assert!(checked > 1000, "only {checked} cuts");
 }
+
+#[test]
+fn a_header_of_more_values_than_any_model_has_is_refused_before_it_costs_memory() {
+    // One u8 array of 16 Mi + 1 elements: decoded as values it would take ~0.5 GB.
+    let dir = tempfile::tempdir().unwrap();
+    let n = evolve_gguf::MAX_METADATA_VALUES + 1;
+    let mut b = header(3, 0, 1);
+    b.extend(gguf_string("bloat"));
+    b.extend(9u32.to_le_bytes()); // array
+    b.extend(0u32.to_le_bytes()); // of u8
+    b.extend(n.to_le_bytes());
+    b.resize(b.len() + n as usize, 7);
+    let started = std::time::Instant::now();
+    let msg = assert_error(&put(dir.path(), "bloat.gguf", &b), "corrupt GGUF file: ");
+    assert!(msg.contains("more than 16777216 values"), "{msg}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+}
+
+#[test]
+fn many_metadata_keys_are_checked_for_duplicates_in_linear_time() {
+    // 200,000 distinct keys: a quadratic duplicate check would take minutes.
+    let dir = tempfile::tempdir().unwrap();
+    let n = 200_000u64;
+    let mut b = header(3, 0, n + 1);
+    for i in 0..n {
+        b.extend(gguf_string(&format!("k{i}")));
+        b.extend(4u32.to_le_bytes()); // u32
+        b.extend(1u32.to_le_bytes());
+    }
+    b.extend(gguf_string("k7"));
+    b.extend(4u32.to_le_bytes());
+    b.extend(1u32.to_le_bytes());
+    let started = std::time::Instant::now();
+    let msg = assert_error(&put(dir.path(), "keys.gguf", &b), "corrupt GGUF file: ");
+    assert!(msg.contains("duplicate metadata key 'k7'"), "{msg}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+}

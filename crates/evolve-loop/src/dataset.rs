@@ -127,27 +127,66 @@ pub enum DatasetError {
     },
     #[error("dataset {path} has no usable prompts ({detail})")]
     Empty { path: String, detail: String },
+    #[error("dataset {path} is not a regular file ({kind}): give a .jsonl or .csv file")]
+    NotAFile { path: String, kind: &'static str },
+    #[error(
+        "dataset {path} is {size} bytes, over the {limit}-byte limit: split it into several files"
+    )]
+    TooLarge { path: String, size: u64, limit: u64 },
     #[error("{0}")]
     Format(String),
 }
 
+/// The largest dataset file [`import_file`] reads (1 GiB): it is read whole into memory.
+pub const MAX_DATASET_BYTES: u64 = 1 << 30;
+
 /// Imports a `.jsonl`/`.json`-lines or `.csv` file. `format` forces a layout; otherwise it is
-/// detected from the first record that parses. Fails only when nothing usable is left.
+/// detected from the first record that parses. Only regular files up to [`MAX_DATASET_BYTES`]
+/// are read (a FIFO or a device would block or never end); a line that is not UTF-8 is reported
+/// by number and skipped like any other bad line. Fails only when nothing usable is left.
 pub fn import_file(
     path: &Path,
     format: Option<DatasetFormat>,
 ) -> Result<ImportReport, DatasetError> {
-    let text = std::fs::read_to_string(path).map_err(|source| DatasetError::Io {
-        path: path.display().to_string(),
+    import_file_capped(path, format, MAX_DATASET_BYTES)
+}
+
+/// [`import_file`] with another size limit.
+pub fn import_file_capped(
+    path: &Path,
+    format: Option<DatasetFormat>,
+    limit: u64,
+) -> Result<ImportReport, DatasetError> {
+    let name = || path.display().to_string();
+    let io = |source| DatasetError::Io {
+        path: name(),
         source,
-    })?;
+    };
+    // Checked before opening: opening a FIFO for reading blocks until a writer comes.
+    let meta = std::fs::metadata(path).map_err(io)?;
+    if !meta.is_file() {
+        let kind = if meta.is_dir() {
+            "a directory"
+        } else {
+            "a FIFO, socket or device"
+        };
+        return Err(DatasetError::NotAFile { path: name(), kind });
+    }
+    if meta.len() > limit {
+        return Err(DatasetError::TooLarge {
+            path: name(),
+            size: meta.len(),
+            limit,
+        });
+    }
+    let bytes = std::fs::read(path).map_err(io)?;
     let is_csv = path
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("csv"));
     let report = if is_csv {
-        import_csv(&text, format)?
+        import_csv_bytes(&bytes, format)?
     } else {
-        import_jsonl(&text, format)
+        import_jsonl_bytes(&bytes, format)
     };
     if report.prompts.is_empty() {
         let detail = if report.errors.is_empty() {
@@ -170,13 +209,33 @@ pub fn import_file(
 
 /// Parses JSON Lines text (blank lines are skipped, not errors).
 pub fn import_jsonl(text: &str, format: Option<DatasetFormat>) -> ImportReport {
+    import_jsonl_bytes(text.as_bytes(), format)
+}
+
+/// [`import_jsonl`] on raw bytes: a line that is not UTF-8 is a bad line, the others import.
+pub fn import_jsonl_bytes(bytes: &[u8], format: Option<DatasetFormat>) -> ImportReport {
     let mut report = ImportReport {
         format,
         prompts: Vec::new(),
         errors: Vec::new(),
     };
-    for (i, line) in text.lines().enumerate() {
+    let bytes = bytes.strip_suffix(b"\n").unwrap_or(bytes);
+    for (i, raw) in bytes.split(|b| *b == b'\n').enumerate() {
         let line_no = i + 1;
+        let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
+        let line = match std::str::from_utf8(raw) {
+            Ok(line) => line,
+            Err(e) => {
+                report.errors.push(LineError {
+                    line: line_no,
+                    message: format!(
+                        "not UTF-8 text (bad byte at column {})",
+                        e.valid_up_to() + 1
+                    ),
+                });
+                continue;
+            }
+        };
         if line.trim().is_empty() {
             continue;
         }
@@ -204,9 +263,15 @@ pub fn import_jsonl(text: &str, format: Option<DatasetFormat>) -> ImportReport {
 
 /// Parses CSV with a header row; columns named like the JSON keys of a format.
 pub fn import_csv(text: &str, format: Option<DatasetFormat>) -> Result<ImportReport, DatasetError> {
-    let mut reader = csv::ReaderBuilder::new()
-        .flexible(false)
-        .from_reader(text.as_bytes());
+    import_csv_bytes(text.as_bytes(), format)
+}
+
+/// [`import_csv`] on raw bytes: a record that is not UTF-8 is a bad record, the others import.
+pub fn import_csv_bytes(
+    bytes: &[u8],
+    format: Option<DatasetFormat>,
+) -> Result<ImportReport, DatasetError> {
+    let mut reader = csv::ReaderBuilder::new().flexible(false).from_reader(bytes);
     let headers = reader
         .headers()
         .map_err(|e| DatasetError::Format(format!("CSV header: {e}")))?

@@ -178,3 +178,57 @@ fn trl_pairs_use_the_conversational_format() {
     );
     assert_eq!(v["rejected"][0]["content"], "5");
 }
+
+#[test]
+fn a_line_that_is_not_utf8_is_reported_by_number_and_the_rest_imports() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("mixed.jsonl");
+    let mut bytes = br#"{"prompt": "1+1", "reference": "2"}"#.to_vec();
+    bytes.extend_from_slice(b"\n{\"prompt\": \"caf\xe9\"}\r\n");
+    bytes.extend_from_slice(br#"{"prompt": "2+2", "reference": "4"}"#);
+    bytes.push(b'\n');
+    std::fs::write(&p, &bytes).unwrap();
+    let r = import_file(&p, None).unwrap();
+    assert_eq!(r.prompts.len(), 2);
+    assert_eq!((r.prompts[0].line, r.prompts[1].line), (1, 3));
+    assert_eq!(r.errors.len(), 1);
+    assert_eq!(r.errors[0].line, 2);
+    assert!(
+        r.errors[0].message.contains("not UTF-8"),
+        "{}",
+        r.errors[0].message
+    );
+}
+
+#[test]
+fn only_regular_files_within_the_size_limit_are_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = import_file(dir.path(), None).unwrap_err().to_string();
+    assert!(err.contains("not a regular file (a directory)"), "{err}");
+
+    // A FIFO would block the import (and the app) forever: refused before it is opened.
+    let fifo = dir.path().join("pipe.jsonl");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let started = std::time::Instant::now();
+    let err = import_file(&fifo, None).unwrap_err().to_string();
+    assert!(err.contains("a FIFO, socket or device"), "{err}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(1));
+
+    let p = write(
+        dir.path(),
+        "big.jsonl",
+        "{\"prompt\": \"x\"}\n".repeat(100).as_str(),
+    );
+    let err = evolve_loop::dataset::import_file_capped(&p, None, 1000)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("1600 bytes, over the 1000-byte limit"),
+        "{err}"
+    );
+    assert!(evolve_loop::dataset::import_file_capped(&p, None, 1600).is_ok());
+}

@@ -813,3 +813,37 @@ fn ids_serialize_as_plain_numbers() {
     assert_eq!(serde_json::from_str::<RunId>("3").unwrap(), RunId(3));
     assert_eq!(ModelId(12).to_string(), "12");
 }
+
+#[test]
+fn a_training_is_done_with_its_adapter_or_not_at_all() {
+    let (_dir, store) = open();
+    let s = seed(&store);
+    let adapter = |training_run_id| NewAdapter {
+        training_run_id,
+        base_model_id: s.model,
+        base_sha256: "ab12".into(),
+        format: AdapterFormat::GgufLora,
+        path: "/adapters/round-0/adapter.gguf".into(),
+        sha256: "ee".into(),
+        file_size: 10,
+        rank: 8,
+        alpha: 16.0,
+    };
+    // The state update fails (no such training): the adapter row is rolled back with it.
+    let missing = TrainingRunId(9999);
+    assert!(store.finish_training(missing, &adapter(None)).is_err());
+    assert!(store.list_adapters().unwrap().is_empty());
+
+    let training = store
+        .create_training_run(Some(s.round), &serde_json::json!({}))
+        .unwrap();
+    let id = store
+        .finish_training(training, &adapter(Some(training)))
+        .unwrap();
+    let t = store.get_training_run(training).unwrap().unwrap();
+    assert_eq!(t.state, TrainingState::Done);
+    assert_eq!(
+        store.get_adapter(id).unwrap().unwrap().training_run_id,
+        Some(training)
+    );
+}

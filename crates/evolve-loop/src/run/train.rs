@@ -148,19 +148,20 @@ impl Orchestrator<'_> {
             path: trained.gguf_path.clone(),
             source,
         })?;
-        let adapter = self.store.add_adapter(&NewAdapter {
-            training_run_id: Some(training),
-            base_model_id: self.run.model_id,
-            base_sha256: self.base_sha256.clone(),
-            format: evolve_core::AdapterFormat::GgufLora,
-            path: trained.gguf_path.display().to_string(),
-            sha256: sha256_hex(&bytes),
-            file_size: bytes.len() as i64,
-            rank: trained.rank as i64,
-            alpha: trained.alpha,
-        })?;
-        self.store
-            .set_training_state(training, TrainingState::Done, None)?;
+        let adapter = self.store.finish_training(
+            training,
+            &NewAdapter {
+                training_run_id: Some(training),
+                base_model_id: self.run.model_id,
+                base_sha256: self.base_sha256.clone(),
+                format: evolve_core::AdapterFormat::GgufLora,
+                path: trained.gguf_path.display().to_string(),
+                sha256: sha256_hex(&bytes),
+                file_size: bytes.len() as i64,
+                rank: trained.rank as i64,
+                alpha: trained.alpha,
+            },
+        )?;
         Ok(Some((adapter, trained.gguf_path)))
     }
 

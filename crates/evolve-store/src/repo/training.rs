@@ -166,6 +166,21 @@ impl Store {
         )
     }
 
+    /// Registers a training's adapter and marks the training done in one transaction: a crash
+    /// between the two never leaves a done training without its adapter, or an adapter of a
+    /// training that will run again.
+    pub fn finish_training(
+        &self,
+        id: TrainingRunId,
+        adapter: &crate::NewAdapter,
+    ) -> Result<crate::AdapterId, StoreError> {
+        let tx = self.write_tx()?;
+        let adapter = self.add_adapter(adapter)?;
+        self.set_training_state(id, TrainingState::Done, None)?;
+        tx.commit()?;
+        Ok(adapter)
+    }
+
     /// Moves a training run to `state`, recording `error` (`None` clears it). `running` stamps
     /// `started_at` once; finished states stamp `finished_at`.
     pub fn set_training_state(
