@@ -7,7 +7,7 @@
 
 use crate::Service;
 use crate::engines::EngineCache;
-use crate::export_path::{check_written, target_in};
+use crate::export_path::{check_free, check_written, commit_partial, fresh_partial, target_in};
 use crate::runs::EngineSettings;
 use crate::service::NotFound;
 use anyhow::{Context, Result, bail};
@@ -113,8 +113,16 @@ impl Service {
 
 impl AdapterSource {
     /// Writes the adapter as `format` into the absolute folder `dir` (created if missing) and
-    /// returns the file or folder written. `service` is only read for TRL pairs.
-    pub fn export(&self, service: &Service, format: ExportFormat, dir: &str) -> Result<PathBuf> {
+    /// returns the file or folder written. The export is written beside its name and renamed
+    /// into place when complete; an export already there is replaced only with `overwrite`.
+    /// `service` is only read for TRL pairs.
+    pub fn export(
+        &self,
+        service: &Service,
+        format: ExportFormat,
+        dir: &str,
+        overwrite: bool,
+    ) -> Result<PathBuf> {
         let id = self.adapter.id.0;
         let name = match format {
             ExportFormat::GgufLora => format!("adapter-{id}.gguf"),
@@ -123,34 +131,44 @@ impl AdapterSource {
             ExportFormat::TrlPairs => format!("adapter-{id}-pairs.jsonl"),
         };
         let (folder, target) = target_in(dir, &name)?;
+        check_free(&target, overwrite)?;
+        // Loaded before anything is written: a missing checkpoint leaves no partial behind.
+        let trained = match format {
+            ExportFormat::Peft | ExportFormat::MergedGguf => Some(self.trained()?),
+            _ => None,
+        };
+        let partial = fresh_partial(&target, format == ExportFormat::Peft)?;
         let source = Path::new(&self.adapter.path);
-        match format {
-            ExportFormat::GgufLora => {
-                std::fs::copy(source, &target).with_context(|| {
-                    format!("cannot copy {} to {}", source.display(), target.display())
-                })?;
+        let written = (|| -> Result<()> {
+            match (format, &trained) {
+                (ExportFormat::GgufLora, _) => {
+                    std::fs::copy(source, &partial).with_context(|| {
+                        format!("cannot copy {} to {}", source.display(), partial.display())
+                    })?;
+                }
+                (ExportFormat::Peft, Some(t)) => {
+                    let name = self
+                        .base_model
+                        .file_stem()
+                        .map(|s| s.to_string_lossy().into_owned());
+                    t.export_peft(&partial, name.as_deref())
+                        .context("export failed")?;
+                }
+                (ExportFormat::MergedGguf, Some(t)) => {
+                    t.export_merged_gguf(&partial, &self.base_model)
+                        .context("export failed")?;
+                }
+                (ExportFormat::TrlPairs, _) => {
+                    let Some(run) = self.run else {
+                        bail!("adapter {id} did not come from a run: it has no pairs");
+                    };
+                    service.export_trl_pairs(run, &partial)?;
+                }
+                _ => unreachable!("the weights are loaded for PEFT and merged exports"),
             }
-            ExportFormat::Peft => {
-                let name = self
-                    .base_model
-                    .file_stem()
-                    .map(|s| s.to_string_lossy().into_owned());
-                self.trained()?
-                    .export_peft(&target, name.as_deref())
-                    .context("export failed")?;
-            }
-            ExportFormat::MergedGguf => {
-                self.trained()?
-                    .export_merged_gguf(&target, &self.base_model)
-                    .context("export failed")?;
-            }
-            ExportFormat::TrlPairs => {
-                let Some(run) = self.run else {
-                    bail!("adapter {id} did not come from a run: it has no pairs");
-                };
-                service.export_trl_pairs(run, &target)?;
-            }
-        }
+            Ok(())
+        })();
+        commit_partial(&partial, &target, written)?;
         check_written(&folder, &target)
     }
 

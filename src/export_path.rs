@@ -64,6 +64,61 @@ pub fn check_written(folder: &Path, written: &Path) -> Result<PathBuf> {
     Ok(real)
 }
 
+/// Refuses to replace an export that is already there unless `overwrite` is set.
+pub fn check_free(target: &Path, overwrite: bool) -> Result<()> {
+    if target.symlink_metadata().is_ok() && !overwrite {
+        bail!(
+            "{} already exists: choose another folder, or overwrite it (CLI: --force)",
+            target.display()
+        );
+    }
+    Ok(())
+}
+
+/// A new, empty place beside `target` in its folder for an export to be written into: a file
+/// (or, with `dir`, a folder) created afresh, never an existing file or a symbolic link, so a
+/// crash leaves at most a `.partial` behind and never half an export under the real name.
+pub fn fresh_partial(target: &Path, dir: bool) -> Result<PathBuf> {
+    let name = target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    for attempt in 0..100u32 {
+        let partial =
+            target.with_file_name(format!(".{name}.{}-{attempt}.partial", std::process::id()));
+        let made = if dir {
+            std::fs::create_dir(&partial)
+        } else {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&partial)
+                .map(drop)
+        };
+        match made {
+            Ok(()) => return Ok(partial),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => bail!("cannot create {}: {e}", partial.display()),
+        }
+    }
+    bail!("cannot create a temporary file beside {}", target.display())
+}
+
+/// Moves a finished `partial` onto `target` (replacing an old export, which `check_free`
+/// allowed). A failed export removes its partial instead.
+pub fn commit_partial(partial: &Path, target: &Path, result: Result<()>) -> Result<()> {
+    if let Err(e) = result {
+        let _ = std::fs::remove_dir_all(partial).or_else(|_| std::fs::remove_file(partial));
+        return Err(e);
+    }
+    if target.is_dir() && !target.is_symlink() {
+        std::fs::remove_dir_all(target)
+            .map_err(|e| anyhow::anyhow!("cannot replace {}: {e}", target.display()))?;
+    }
+    std::fs::rename(partial, target)
+        .map_err(|e| anyhow::anyhow!("cannot move the export to {}: {e}", target.display()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -392,6 +392,22 @@ fn adapter_export_writes_inside_the_chosen_folder_only() {
     let written = std::path::PathBuf::from(out["path"].as_str().unwrap());
     assert!(written.starts_with(&out_dir), "{}", written.display());
     assert_eq!(std::fs::read(&written).unwrap(), b"GGUF stand-in");
+    // Never replaced silently; replaced when asked; no partial file is ever left behind.
+    let again = export(out_dir.to_str().unwrap(), "gguf_lora").unwrap_err();
+    assert!(again.message.contains("already exists"), "{again}");
+    f.api
+        .call(
+            "adapter_export",
+            json!({"adapter_id": id.0, "format": "gguf_lora", "dir": out_dir, "overwrite": true}),
+        )
+        .unwrap();
+    let listing = |dir: &std::path::Path| -> Vec<String> {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect()
+    };
+    assert_eq!(listing(&out_dir), [format!("adapter-{}.gguf", id.0)]);
 
     assert!(
         export("../x", "gguf_lora")
@@ -426,6 +442,11 @@ fn adapter_export_writes_inside_the_chosen_folder_only() {
             .unwrap_err()
             .message
             .contains("no pairs")
+    );
+    assert_eq!(
+        listing(&out_dir).len(),
+        1,
+        "a failed export leaves nothing behind"
     );
     let adapters = f.api.call("adapters_list", json!({})).unwrap();
     assert_eq!(adapters[0]["run_id"], Value::Null);

@@ -288,6 +288,21 @@ fn one_round_fills_every_table_consistently() {
         assert!(out.status.success(), "{format}: {}", text(&out.stderr));
         assert!(exports.join(&written).is_file(), "{written}");
     }
+    let args = [
+        "adapters",
+        "export",
+        &id,
+        "--out",
+        exports.to_str().unwrap(),
+    ];
+    let again = evolve(dir.path(), &args);
+    assert!(
+        text(&again.stderr).contains("already exists"),
+        "{}",
+        text(&again.stderr)
+    );
+    let forced = evolve(dir.path(), &[&args[..], &["--force"]].concat());
+    assert!(forced.status.success(), "{}", text(&forced.stderr));
     let check = evolve(dir.path(), &["adapters", "check", &id, "--threads", "2"]);
     assert!(check.status.success(), "{}", text(&check.stderr));
     assert!(

@@ -17,6 +17,9 @@ pub struct ExportArgs {
     adapter_id: i64,
     format: String,
     dir: String,
+    /// Replace an export of the same name already in `dir` (else that is an error).
+    #[serde(default)]
+    overwrite: bool,
 }
 
 pub fn export(inner: &Inner, args: ExportArgs) -> ApiResult {
@@ -29,7 +32,7 @@ pub fn export(inner: &Inner, args: ExportArgs) -> ApiResult {
         .adapter_source(AdapterId(args.adapter_id))?;
     // A merged export takes a while: on its own connection, not the shared one.
     let service = Service::open(inner.data_dir.clone())?;
-    let path = source.export(&service, format, &args.dir)?;
+    let path = source.export(&service, format, &args.dir, args.overwrite)?;
     Ok(json!({"path": path.display().to_string()}))
 }
 

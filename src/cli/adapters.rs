@@ -26,6 +26,9 @@ pub enum AdaptersCommand {
         /// The folder to write into (created if missing)
         #[arg(long)]
         out: PathBuf,
+        /// Replace an export of the same name already in that folder
+        #[arg(long)]
+        force: bool,
     },
     /// Compare the base model and the adapter on a fixed prompt: an adapter that changes no
     /// logit is not applied (a wrong base model, an empty adapter)
@@ -60,10 +63,11 @@ pub fn run(cmd: AdaptersCommand, service: &Service) -> Result<()> {
             adapter,
             format,
             out,
+            force,
         } => {
             let out = std::path::absolute(&out)?;
             let source = service.adapter_source(AdapterId(adapter))?;
-            let written = source.export(service, format, &out.to_string_lossy())?;
+            let written = source.export(service, format, &out.to_string_lossy(), force)?;
             println!("wrote {}", written.display());
         }
         AdaptersCommand::Check { adapter, engine } => {

@@ -119,7 +119,7 @@ export interface Commands {
   pairs_list: [PairFilter, Pair[]];
   pair_review: [{ pair_id: number; action: "approve" | "veto" | "edit" | "reset"; text: string | null }, Pair];
   adapters_list: [Record<string, never>, Adapter[]];
-  adapter_export: [{ adapter_id: number; format: ExportFormat; dir: string }, { path: string }];
+  adapter_export: [{ adapter_id: number; format: ExportFormat; dir: string; overwrite?: boolean }, { path: string }];
   adapter_check: [{ adapter_id: number }, AdapterCheck];
   settings_get: [Record<string, never>, Settings];
   settings_set: [{ settings: Settings }, Settings];

@@ -100,7 +100,14 @@ function AdapterCard({ a, exportDir }: { a: Adapter; exportDir: string }) {
     setError(null);
     setExported(null);
     try {
-      setExported((await call("adapter_export", { adapter_id: a.id, format, dir: folder.trim() })).path);
+      const args = { adapter_id: a.id, format, dir: folder.trim() };
+      try {
+        setExported((await call("adapter_export", args)).path);
+      } catch (e) {
+        // An export of the same name is never replaced silently: ask first.
+        if (!errorText(e).includes("already exists") || !window.confirm(`${errorText(e)}\n\nOverwrite it?`)) throw e;
+        setExported((await call("adapter_export", { ...args, overwrite: true })).path);
+      }
     } catch (e) {
       setError(errorText(e));
     } finally {
