@@ -44,6 +44,8 @@ impl Service {
         let file = models::inspect(&path)?;
         let summary = file.summary();
         models::check_trainable(&summary)?;
+        file.check_shapes()
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         let sha256 = models::sha256_file(&path)?;
         let id = self.store.add_model(&NewModel {
             path: path.display().to_string(),

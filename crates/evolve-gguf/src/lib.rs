@@ -13,6 +13,7 @@
 mod error;
 mod quant;
 mod reader;
+mod shapes;
 mod summary;
 mod types;
 mod value;

@@ -124,6 +124,7 @@ impl RewardModelScorer {
     /// Inspects the file (see [`inspect_reward_head`]), then loads it with llama.cpp.
     pub fn load(path: &Path, options: RewardOptions) -> Result<Self, String> {
         let head = inspect_reward_head(path)?;
+        evolve_llama::check_before_llama_cpp(path).map_err(|e| e.to_string())?;
         let params = LlamaModelParams::default().with_n_gpu_layers(options.n_gpu_layers);
         let backend = evolve_llama::backend().map_err(|e| e.to_string())?;
         let model = LlamaModel::load_from_file(backend, path, &params)

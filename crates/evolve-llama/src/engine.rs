@@ -108,6 +108,7 @@ impl LlamaEngine {
         if !path.is_file() {
             return Err(LlamaError::NotFound(path.to_path_buf()));
         }
+        check_before_llama_cpp(path)?;
         let params = LlamaModelParams::default().with_n_gpu_layers(options.n_gpu_layers);
         let model = LlamaModel::load_from_file(backend()?, path, &params).map_err(|e| {
             LlamaError::Load {
@@ -382,4 +383,16 @@ impl LlamaEngine {
             duration_ms: started.elapsed().as_millis() as u64,
         })
     }
+}
+
+/// Reads and checks a model file before llama.cpp loads it: llama.cpp aborts the whole process
+/// (not just the load) on headers and shapes it does not expect, so whatever our reader and
+/// [`evolve_gguf::GgufFile::check_shapes`] refuse never reaches it.
+pub fn check_before_llama_cpp(path: &Path) -> Result<(), LlamaError> {
+    let fail = |reason: String| LlamaError::Load {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let file = evolve_gguf::read_path(path).map_err(|e| fail(e.to_string()))?;
+    file.check_shapes().map_err(fail)
 }

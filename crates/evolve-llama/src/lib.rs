@@ -22,6 +22,7 @@ mod stream;
 pub use adapter::{AdapterId, AdapterInfo};
 pub use engine::{
     EngineOptions, EngineStats, FALLBACK_CHAT_TEMPLATE, GenerationOutput, LlamaEngine, backend,
+    check_before_llama_cpp,
 };
 pub use error::LlamaError;
 pub use logprob::{SequenceLogprob, log_softmax_at};
