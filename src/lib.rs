@@ -27,6 +27,7 @@ pub mod data;
 pub mod demo;
 pub mod engines;
 pub mod export_path;
+pub mod lease;
 pub mod models;
 pub mod pairs;
 pub mod progress;

@@ -168,6 +168,12 @@ impl Service {
                 model.path
             );
         }
+        // Before any engine loads: a run another process drives is refused at once.
+        let mut lease = self.lease_run(run)?;
+        let mut progress = |p: Progress| {
+            lease.beat();
+            progress(p)
+        };
         let mut generator = self.load_engine(&model_path, engine, &config)?;
         let mut judge_options = evolve_llama::EngineOptions {
             n_gpu_layers: engine.gpu_layers,
@@ -189,7 +195,7 @@ impl Service {
                 trainer: &mut trainer,
             },
             &adapters,
-            progress,
+            &mut progress,
         )?;
         orchestrator.run()?;
         Ok(())
@@ -238,6 +244,9 @@ impl Service {
     /// stopped by its driver, which then calls this.)
     pub fn cancel_run(&self, id: RunId) -> Result<()> {
         let run = self.run(id)?;
+        if let Some(busy) = self.run_driven_elsewhere(id)? {
+            return Err(busy.into());
+        }
         if matches!(run.state, RunState::Done | RunState::Cancelled) {
             bail!("run {} is already {}", id.0, run.state);
         }
@@ -249,6 +258,12 @@ impl Service {
     /// failed before the orchestrator started (its model file is gone) is marked failed.
     pub fn settle_run(&self, id: RunId, outcome: &Result<()>, cancelled: bool) -> Result<RunState> {
         let store = self.store();
+        // Another process drives it: its state is that process's to write.
+        if let Err(e) = outcome
+            && e.downcast_ref::<crate::lease::RunBusy>().is_some()
+        {
+            return Ok(self.run(id)?.state);
+        }
         Ok(match outcome {
             _ if cancelled => {
                 store.set_run_state(id, RunState::Cancelled)?;

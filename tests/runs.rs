@@ -893,3 +893,56 @@ fn bad_run_settings_fail_at_once_naming_the_field() {
     let store = Store::open(&dir.path().join("evolve.db")).unwrap();
     assert!(store.list_runs().unwrap().is_empty(), "no run was created");
 }
+
+#[test]
+fn a_run_is_driven_by_one_process_and_a_dead_drivers_lease_is_taken_over() {
+    let model = task_model();
+    let dir = tempfile::tempdir().unwrap();
+    let data = arithmetic_file(dir.path(), 40, 8);
+    let mut first = evolve_cmd(dir.path(), &start_args(&model, &data, SMALL_RUN))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let db = dir.path().join("evolve.db");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let holder = loop {
+        if let Ok(conn) = rusqlite::Connection::open(&db)
+            && let Ok(pid) =
+                conn.query_row("SELECT pid FROM run_leases WHERE run_id = 1", [], |r| {
+                    r.get::<_, u32>(0)
+                })
+        {
+            break pid;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the first process never took the lease"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(holder, first.id());
+
+    // A second process is refused at once, naming the holder; the run is left alone.
+    let started = Instant::now();
+    let second = evolve(dir.path(), &["run", "resume", "1", "--threads", "2"]);
+    assert!(!second.status.success());
+    let err = text(&second.stderr);
+    assert!(
+        err.contains(&format!("being driven by process {holder}")),
+        "{err}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+
+    // Killed, its lease is stale: the next process takes the run over and finishes it.
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let resumed = evolve(dir.path(), &["run", "resume", "1", "--threads", "2"]);
+    assert!(resumed.status.success(), "{}", text(&resumed.stderr));
+    let store = Store::open(&db).unwrap();
+    assert_eq!(store.list_runs().unwrap()[0].state.as_str(), "done");
+    assert!(
+        store.run_lease(evolve::store::RunId(1)).unwrap().is_none(),
+        "released at the end"
+    );
+}

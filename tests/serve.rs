@@ -7,7 +7,7 @@ use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
 use std::time::Duration;
 use support::{Server, http};
 
-const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'";
+const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'";
 
 #[test]
 fn the_api_needs_the_token_and_the_page_has_the_csp() {
@@ -51,6 +51,24 @@ fn the_api_needs_the_token_and_the_page_has_the_csp() {
     let auth = [json[0], ("Authorization", bearer.as_str())];
     let ok = http(port, "POST", "/api/status", &auth, "{}");
     assert_eq!(ok.status, 200, "{}", ok.body);
+    // Only localhost names: a rebinding site's own name is refused, even with the token.
+    let localhost = format!("localhost:{port}");
+    for (host, status) in [
+        ("evil.example:80", 421),
+        ("127.0.0.1.nip.io", 421),
+        (localhost.as_str(), 200),
+    ] {
+        let r = http(
+            port,
+            "POST",
+            "/api/status",
+            &[json[0], ("Authorization", bearer.as_str()), ("Host", host)],
+            "{}",
+        );
+        assert_eq!(r.status, status, "Host {host}: {}", r.body);
+    }
+    let page = http(port, "GET", "/", &[("Host", "evil.example")], "");
+    assert_eq!(page.status, 421);
     let status: serde_json::Value = serde_json::from_str(&ok.body).unwrap();
     assert_eq!(status["models"], serde_json::json!([]));
     // An empty body counts as no arguments.

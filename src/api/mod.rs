@@ -74,6 +74,9 @@ impl From<anyhow::Error> for ApiError {
         if e.downcast_ref::<crate::service::NotFound>().is_some() {
             return ApiError::not_found(message);
         }
+        if e.downcast_ref::<crate::lease::RunBusy>().is_some() {
+            return ApiError::conflict(message);
+        }
         ApiError::bad(message)
     }
 }

@@ -333,6 +333,10 @@ pub fn cancel(inner: &Inner, args: RunArgs) -> ApiResult {
 }
 
 fn spawn(inner: &Arc<Inner>, run: i64) -> ApiResult<()> {
+    // Another window or a CLI drives it: say so now rather than from a failed worker.
+    if let Some(busy) = inner.service()?.run_driven_elsewhere(RunId(run))? {
+        return Err(ApiError::conflict(busy.to_string()));
+    }
     let mut workers = lock(&inner.runs.workers);
     if workers.contains_key(&run) {
         return Err(ApiError::conflict(format!("run {run} is already running")));

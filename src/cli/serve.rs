@@ -26,7 +26,7 @@ use tokio::sync::broadcast;
 static UI: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/ui/dist");
 
 /// The page's policy: the desktop app's, with `connect-src 'self'` for the API (docs/api.md).
-const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'";
+const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'";
 
 #[derive(Args)]
 pub struct ServeArgs {
@@ -112,11 +112,15 @@ pub fn serve(args: ServeArgs, data_dir: DataDir) -> Result<()> {
             api.data_dir().root().display()
         );
         println!("http://{addr}/#token={}", state.token);
+        let hosts: Arc<[String]> = allowed_hosts(addr).into();
         let app = Router::new()
             .route("/api/events", get(events_stream))
             .route("/api/{cmd}", any(command))
             .fallback(get(static_file))
-            .with_state(state);
+            .with_state(state)
+            .layer(axum::middleware::from_fn(move |req, next| {
+                check_host(hosts.clone(), req, next)
+            }));
         tokio::select! {
             served = axum::serve(listener, app) => served.context("the HTTP server stopped")?,
             _ = tokio::signal::ctrl_c() => {
@@ -127,6 +131,40 @@ pub fn serve(args: ServeArgs, data_dir: DataDir) -> Result<()> {
         }
         Ok(())
     })
+}
+
+/// The `Host` values a browser on this machine sends for `addr`. Anything else is refused: a
+/// page on another site whose name a DNS trick points at 127.0.0.1 (DNS rebinding) would send
+/// its own name.
+fn allowed_hosts(addr: SocketAddr) -> Vec<String> {
+    let port = addr.port();
+    let mut hosts = vec![
+        format!("localhost:{port}"),
+        format!("127.0.0.1:{port}"),
+        format!("[::1]:{port}"),
+    ];
+    hosts.push(addr.to_string());
+    hosts
+}
+
+async fn check_host(
+    hosts: Arc<[String]>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("");
+    if hosts.iter().any(|h| h.eq_ignore_ascii_case(host)) {
+        next.run(req).await
+    } else {
+        error(
+            StatusCode::MISDIRECTED_REQUEST,
+            "evolve serve answers to localhost only: open the URL it printed",
+        )
+    }
 }
 
 fn error(status: StatusCode, message: &str) -> Response {

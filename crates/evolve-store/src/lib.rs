@@ -22,6 +22,7 @@ pub use repo::chats::{Chat, ChatRole, Message, NewMessage};
 pub use repo::datasets::{Dataset, NewPrompt, Prompt};
 pub use repo::evaluations::{Evaluation, NewEvaluation};
 pub use repo::generations::{Generation, NewGeneration, Score};
+pub use repo::leases::{LEASE_STALE_MS, RunLease};
 pub use repo::models::{Model, NewModel};
 pub use repo::pairs::{NewPair, Pair, PairFilter};
 pub use repo::runs::{NewRun, Round, Run};

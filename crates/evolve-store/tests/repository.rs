@@ -771,6 +771,7 @@ fn counts_cover_every_table() {
         ("evaluations", 0),
         ("chats", 1),
         ("messages", 0),
+        ("run_leases", 0),
     ]
     .into_iter()
     .collect();
@@ -846,4 +847,45 @@ fn a_training_is_done_with_its_adapter_or_not_at_all() {
         store.get_adapter(id).unwrap().unwrap().training_run_id,
         Some(training)
     );
+}
+
+#[test]
+fn a_run_lease_is_held_by_one_live_process_at_a_time() {
+    let (_dir, store) = open();
+    let s = seed(&store);
+    let alive = |pid: u32| pid == 100;
+    assert_eq!(
+        store.acquire_run_lease(s.run, 100, "box", alive).unwrap(),
+        Ok(())
+    );
+    // Taking it again is fine for the holder, refused for another process on the same host.
+    assert_eq!(
+        store.acquire_run_lease(s.run, 100, "box", alive).unwrap(),
+        Ok(())
+    );
+    let held = store
+        .acquire_run_lease(s.run, 200, "box", alive)
+        .unwrap()
+        .unwrap_err();
+    assert_eq!((held.pid, held.host.as_str()), (100, "box"));
+    // A dead holder's lease is taken over; another host's fresh heartbeat is respected.
+    assert_eq!(
+        store
+            .acquire_run_lease(s.run, 200, "box", |_| false)
+            .unwrap(),
+        Ok(())
+    );
+    assert!(
+        store
+            .acquire_run_lease(s.run, 300, "other", |_| false)
+            .unwrap()
+            .is_err()
+    );
+    store.release_run_lease(s.run, 999).unwrap();
+    assert!(
+        store.run_lease(s.run).unwrap().is_some(),
+        "only the holder releases"
+    );
+    store.release_run_lease(s.run, 200).unwrap();
+    assert!(store.run_lease(s.run).unwrap().is_none());
 }

@@ -5,6 +5,7 @@ pub mod chats;
 pub mod datasets;
 pub mod evaluations;
 pub mod generations;
+pub mod leases;
 pub mod models;
 pub mod pairs;
 pub mod runs;
