@@ -505,3 +505,35 @@ fn settings_persist_and_keep_the_data_dir() {
     assert_ne!(defaults["sampler"]["temperature"], 0.25);
     assert!(defaults["train"]["lora_rank"].as_u64().unwrap() > 0);
 }
+
+#[test]
+fn registering_a_big_model_does_not_hold_up_other_commands() {
+    let f = fixture();
+    // A valid model followed by 64 MiB of padding (sparse): hashing it takes a while.
+    let path = f.root.join("big.gguf");
+    write_tiny_llama(&path, &TinyLlamaConfig::default(), WeightType::Q8_0).unwrap();
+    let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    file.set_len(file.metadata().unwrap().len() + (64 << 20))
+        .unwrap();
+    drop(file);
+    let api = f.api.clone();
+    let adding = std::thread::spawn(move || {
+        let started = std::time::Instant::now();
+        let added = api.call("models_add", json!({"path": path}));
+        (added, started.elapsed())
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    let started = std::time::Instant::now();
+    f.api.call("status", Value::Null).unwrap();
+    let status_took = started.elapsed();
+    let (added, add_took) = adding.join().unwrap();
+    added.unwrap();
+    assert!(
+        add_took > Duration::from_millis(400),
+        "the add must overlap the status call to show anything ({add_took:?})"
+    );
+    assert!(
+        status_took < add_took / 2,
+        "status waited for the add: {status_took:?} of {add_took:?}"
+    );
+}

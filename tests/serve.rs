@@ -160,3 +160,39 @@ fn the_listener_is_not_reachable_from_the_network() {
         None => eprintln!("no non-loopback address on this machine: only loopback checked"),
     }
 }
+
+#[test]
+fn the_token_is_checked_before_any_body_is_read_and_bodies_are_capped() {
+    use std::io::{BufRead, BufReader, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let port = server.port;
+    // A wrong token announcing a 100 MB body it never sends: refused at once, not waited for.
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(
+        s,
+        "POST /api/status HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Bearer {}\r\n\
+         Content-Length: 100000000\r\n\r\n",
+        "0".repeat(64)
+    )
+    .unwrap();
+    let mut line = String::new();
+    BufReader::new(s).read_line(&mut line).unwrap();
+    assert!(line.contains(" 401 "), "{line:?}");
+
+    // With the token, a body announced over 1 MiB is refused before it is read.
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(
+        s,
+        "POST /api/models_add HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Bearer {}\r\n\
+         Content-Length: {}\r\n\r\n",
+        server.token,
+        2 << 20
+    )
+    .unwrap();
+    let mut line = String::new();
+    BufReader::new(s).read_line(&mut line).unwrap();
+    assert!(line.contains(" 413 "), "{line:?}");
+}

@@ -32,7 +32,10 @@ pub fn add(inner: &Inner, args: AddArgs) -> ApiResult {
     if path.is_empty() {
         return Err(ApiError::bad("give the path of a .gguf file"));
     }
-    let (model, _) = inner.service()?.add_model(Path::new(path), None)?;
+    // Hashing a multi-GB file takes a while: on its own connection, so chat and runs (which
+    // share the app's) never wait on it.
+    let service = crate::Service::open(inner.data_dir.clone())?;
+    let (model, _) = service.add_model(Path::new(path), None)?;
     Ok(serde_json::to_value(model).expect("model serialises"))
 }
 
@@ -83,7 +86,9 @@ pub fn datasets_import(inner: &Inner, args: ImportArgs) -> ApiResult {
         format,
         ..ImportOptions::default()
     };
-    let outcome = inner.service()?.import_dataset(Path::new(path), &options)?;
+    // Reading a large file takes a while: on its own connection, as `models_add`.
+    let outcome =
+        crate::Service::open(inner.data_dir.clone())?.import_dataset(Path::new(path), &options)?;
     let bad_lines = outcome
         .report
         .errors

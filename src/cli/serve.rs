@@ -167,6 +167,9 @@ async fn check_host(
     }
 }
 
+/// The largest command body: arguments are small JSON (paths, names, settings, an edited answer).
+const MAX_BODY_BYTES: usize = 1 << 20;
+
 fn error(status: StatusCode, message: &str) -> Response {
     (status, axum::Json(json!({"error": message}))).into_response()
 }
@@ -180,7 +183,7 @@ async fn command(
     Path(cmd): Path<String>,
     method: axum::http::Method,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
     let bearer = headers
         .get(header::AUTHORIZATION)
@@ -193,6 +196,25 @@ async fn command(
     if method != axum::http::Method::POST {
         return error(StatusCode::METHOD_NOT_ALLOWED, "use POST");
     }
+    // Read only now: a caller without the token never gets to send (or announce) a body; one
+    // announced over the limit is refused before a byte of it is read.
+    let too_large = || {
+        error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!("{cmd}: the request body is over {MAX_BODY_BYTES} bytes"),
+        )
+    };
+    let announced = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if announced.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+        return too_large();
+    }
+    let body: Bytes = match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
+        Ok(b) => b,
+        Err(_) => return too_large(),
+    };
     let args = if body.iter().all(u8::is_ascii_whitespace) {
         Value::Object(Default::default())
     } else {
