@@ -46,27 +46,10 @@ impl EngineLease<'_> {
         {
             // Drop the old model first: two real models at once may not fit in memory.
             *slot = None;
-            let trained = crate::models::inspect(model)?
-                .summary()
-                .context_length
-                .unwrap_or(4096) as u32;
-            let mut options = EngineOptions {
-                n_gpu_layers: settings.gpu_layers,
-                n_ctx: if settings.n_ctx > 0 {
-                    settings.n_ctx
-                } else {
-                    trained.min(4096)
-                },
-                n_parallel: 2,
-                ..EngineOptions::default()
-            };
-            if let Some(t) = settings.threads {
-                options.n_threads = t;
-            }
             *slot = Some(Cached {
                 path: model.to_path_buf(),
                 settings: settings.clone(),
-                engine: LlamaEngine::load(model, options)?,
+                engine: LlamaEngine::load(model, engine_options(model, settings, 2)?)?,
                 adapters: HashMap::new(),
             });
         }
@@ -85,6 +68,30 @@ impl EngineLease<'_> {
         cached.engine.set_adapter(id, 1.0)?;
         Ok(&mut cached.engine)
     }
+}
+
+/// llama.cpp's options for `model` on this machine: `settings`' threads and GPU layers, its
+/// context (else the model's training context, at most 4096) and `n_parallel` sequences.
+pub fn engine_options(
+    model: &Path,
+    settings: &EngineSettings,
+    n_parallel: usize,
+) -> Result<EngineOptions> {
+    let mut options = EngineOptions {
+        n_gpu_layers: settings.gpu_layers,
+        n_parallel,
+        ..EngineOptions::default()
+    };
+    if let Some(t) = settings.threads {
+        options.n_threads = t;
+    }
+    options.n_ctx = if settings.n_ctx > 0 {
+        settings.n_ctx
+    } else {
+        let trained = crate::models::inspect(model)?.summary().context_length;
+        (trained.unwrap_or(4096) as u32).min(4096)
+    };
+    Ok(options)
 }
 
 /// How `evolve chat` loads a model: llama.cpp's own chat template by name if asked, and an

@@ -94,17 +94,9 @@ impl Service {
             return Ok(None);
         };
         let here = host_name();
-        let ours = held.pid == std::process::id() && held.host == here;
-        let live = if held.host == here {
-            pid_alive(held.pid)
-        } else {
-            evolve_store::LEASE_STALE_MS
-                > std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_millis() as i64)
-                    - held.heartbeat_at
-        };
-        Ok((!ours && live).then(|| busy(run, held)))
+        let elsewhere =
+            !held.is_held_by(std::process::id(), &here) && held.is_live(&here, pid_alive);
+        Ok(elsewhere.then(|| busy(run, held)))
     }
 }
 

@@ -230,10 +230,13 @@ impl RunTracker {
     }
 }
 
+/// A training's round index, its offset on the run's step axis, and its metrics.
+type PlacedTraining = (i64, i64, Vec<TrainingMetric>);
+
 impl Service {
     /// Every training of the run, round by round, with its round index and its offset on the
-    /// run's global step axis (`evolve_loop::axis::step_offsets`).
-    fn trainings(&self, run: RunId) -> anyhow::Result<Vec<(i64, i64, Vec<TrainingMetric>)>> {
+    /// run's global step axis (`evolve_loop::axis::step_offsets`), and the axis's last step.
+    fn trainings(&self, run: RunId) -> anyhow::Result<(Vec<PlacedTraining>, i64)> {
         let store = self.store();
         let mut trainings = Vec::new();
         for r in store.rounds_of_run(run)? {
@@ -241,31 +244,30 @@ impl Service {
                 trainings.push((r.round_index, store.metrics_of(t.id)?));
             }
         }
-        let (offsets, _) = step_offsets(trainings.iter().map(|(_, m)| m.as_slice()));
-        Ok(trainings
+        let (offsets, last) = step_offsets(trainings.iter().map(|(_, m)| m.as_slice()));
+        let placed = trainings
             .into_iter()
             .zip(offsets)
             .map(|((round, metrics), offset)| (round, offset, metrics))
-            .collect())
+            .collect();
+        Ok((placed, last))
     }
 
     /// Where round `round`'s training steps start on the run's global step axis.
     pub fn metric_offset(&self, run: RunId, round: usize) -> anyhow::Result<i64> {
-        let trainings = self.trainings(run)?;
-        Ok(match trainings.iter().find(|(r, ..)| *r >= round as i64) {
-            Some((_, offset, _)) => *offset,
-            // No training of this round yet: it starts after the last step so far.
-            None => trainings.last().map_or(0, |(_, offset, m)| {
-                offset + m.iter().map(|x| x.step).max().unwrap_or(0)
-            }),
-        })
+        let (trainings, last) = self.trainings(run)?;
+        // No training of this round yet: it starts after the last step so far.
+        Ok(trainings
+            .iter()
+            .find(|(r, ..)| *r >= round as i64)
+            .map_or(last, |(_, offset, _)| *offset))
     }
 
     /// The run's training metrics from global step `since` on, in order.
     pub fn run_metrics(&self, run: RunId, since: i64) -> anyhow::Result<Vec<MetricPoint>> {
         self.run(run)?;
         let mut out = Vec::new();
-        for (round, offset, metrics) in self.trainings(run)? {
+        for (round, offset, metrics) in self.trainings(run)?.0 {
             for m in metrics {
                 let global_step = offset + m.step;
                 if global_step >= since {

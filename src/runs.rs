@@ -40,11 +40,16 @@ impl Service {
         ) {
             crate::demo::DemoSettings::default().run_config(0)
         } else {
-            RunConfig {
-                eval_prompts: 100,
-                ..RunConfig::default()
-            }
+            user_model_run_config()
         }
+    }
+}
+
+/// The run settings of a model other than the built-in one (see [`Service::run_config_for`]).
+pub fn user_model_run_config() -> RunConfig {
+    RunConfig {
+        eval_prompts: 100,
+        ..RunConfig::default()
     }
 }
 
@@ -207,23 +212,9 @@ impl Service {
         s: &EngineSettings,
         config: &RunConfig,
     ) -> Result<evolve_llama::LlamaEngine> {
-        let mut options = evolve_llama::EngineOptions {
-            n_gpu_layers: s.gpu_layers,
-            n_parallel: (config.chunk_prompts * config.samples).clamp(1, 64),
-            ..Default::default()
-        };
-        if let Some(t) = s.threads {
-            options.n_threads = t;
-        }
-        let trained_ctx = crate::models::inspect(model)?
-            .summary()
-            .context_length
-            .unwrap_or(4096) as u32;
-        options.n_ctx = if s.n_ctx > 0 {
-            s.n_ctx
-        } else {
-            trained_ctx.min(4096)
-        };
+        // Every chain of a chunk decodes in parallel.
+        let parallel = (config.chunk_prompts * config.samples).clamp(1, 64);
+        let options = crate::engines::engine_options(model, s, parallel)?;
         Ok(evolve_llama::LlamaEngine::load(model, options)?)
     }
 

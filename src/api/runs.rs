@@ -237,10 +237,7 @@ pub fn defaults(inner: &Inner, args: DefaultsArgs) -> ApiResult {
     let service = inner.service()?;
     let config = match args.model_id {
         Some(id) => service.run_config_for(&service.model(ModelId(id))?),
-        None => RunConfig {
-            eval_prompts: 100,
-            ..RunConfig::default()
-        },
+        None => crate::runs::user_model_run_config(),
     };
     Ok(serde_json::to_value(UiRunConfig::of(&config)).expect("config serialises"))
 }

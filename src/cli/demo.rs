@@ -112,8 +112,9 @@ pub fn demo(args: DemoArgs, service: &Service) -> Result<()> {
         results.push(service.demo_result(run, variant, seed, &clock.wall_s())?);
     }
     let wall = started.elapsed().as_secs_f64();
+    let comparisons = comparisons(service, &results)?;
     if results.len() > 1 {
-        print_comparison(service, &results, settings.refine_steps)?;
+        print_comparison(&results, &comparisons, settings.refine_steps);
     }
     println!(
         "\ndemo finished in {:.0} min {:.0} s",
@@ -121,7 +122,6 @@ pub fn demo(args: DemoArgs, service: &Service) -> Result<()> {
         wall % 60.0
     );
     if let Some(out) = &args.json {
-        let comparisons = comparisons(service, &results)?;
         let file = std::path::Path::new(&model.path).file_name();
         let json = serde_json::json!({
             "settings": settings,
@@ -180,8 +180,17 @@ impl RoundClock {
     }
 }
 
+/// A variant's final round against EVOLVE's with the same seed.
+#[derive(serde::Serialize)]
+struct Comparison {
+    seed: u64,
+    evolve_vs: Variant,
+    /// EVOLVE's direct answers against the variant's, problem by problem.
+    direct: Option<PairedComparison>,
+}
+
 /// Each variant's final round against EVOLVE's with the same seed, problem by problem.
-fn comparisons(service: &Service, results: &[VariantResult]) -> Result<Vec<serde_json::Value>> {
+fn comparisons(service: &Service, results: &[VariantResult]) -> Result<Vec<Comparison>> {
     let mut out = Vec::new();
     for r in results.iter().filter(|r| r.variant != Variant::Evolve) {
         let Some(evolve) = results
@@ -190,21 +199,16 @@ fn comparisons(service: &Service, results: &[VariantResult]) -> Result<Vec<serde
         else {
             continue;
         };
-        let c = service.compare_runs(RunId(r.run_id), RunId(evolve.run_id))?;
-        out.push(serde_json::json!({
-            "seed": r.seed,
-            "evolve_vs": r.variant,
-            "direct": c,
-        }));
+        out.push(Comparison {
+            seed: r.seed,
+            evolve_vs: r.variant,
+            direct: service.compare_runs(RunId(r.run_id), RunId(evolve.run_id))?,
+        });
     }
     Ok(out)
 }
 
-fn print_comparison(
-    service: &Service,
-    results: &[VariantResult],
-    refine_steps: usize,
-) -> Result<()> {
+fn print_comparison(results: &[VariantResult], comparisons: &[Comparison], refine_steps: usize) {
     println!(
         "\n== side by side (held-out accuracy ×100, greedy; sampled = one answer at the collection temperature)"
     );
@@ -250,26 +254,19 @@ fn print_comparison(
     println!(
         "\n== the last round against EVOLVE's, same seed (EVOLVE − other, [95% CI], EVOLVE wins/losses, McNemar p)"
     );
-    for r in results.iter().filter(|r| r.variant != Variant::Evolve) {
-        let Some(evolve) = results
-            .iter()
-            .find(|e| e.variant == Variant::Evolve && e.seed == r.seed)
-        else {
-            continue;
-        };
-        if let Some(c) = service.compare_runs(RunId(r.run_id), RunId(evolve.run_id))? {
+    for c in comparisons {
+        if let Some(d) = &c.direct {
             println!(
                 "evolve vs {:<14} seed {}: {}  {}/{}  {}",
-                r.variant.name(),
-                r.seed,
-                ci(&c),
-                c.wins,
-                c.losses,
-                p_value(c.p_value)
+                c.evolve_vs.name(),
+                c.seed,
+                ci(d),
+                d.wins,
+                d.losses,
+                p_value(d.p_value)
             );
         }
     }
-    Ok(())
 }
 
 /// `p = 0.012`, or `p < 0.001`.

@@ -212,27 +212,17 @@ impl<'a> Orchestrator<'a> {
         } else {
             self.adapter_of_round(r - 1)?
         };
-        self.store
-            .set_round_adapter(round.id, sampling_adapter.as_ref().map(|(id, _)| *id))?;
+        let sampling_id = sampling_adapter.as_ref().map(|(id, _)| *id);
+        self.store.set_round_adapter(round.id, sampling_id)?;
         let sampling_path = sampling_adapter.as_ref().map(|(_, p)| p.clone());
         let prompts = self.round_prompts(r)?;
 
         self.enter(round, r, RoundState::Collecting)?;
         self.use_adapter(sampling_path.as_deref())?;
-        self.collect(
-            r,
-            round,
-            &prompts,
-            sampling_adapter.as_ref().map(|(id, _)| *id),
-        )?;
+        self.collect(r, round, &prompts, sampling_id)?;
 
         self.enter(round, r, RoundState::Refining)?;
-        self.refine(
-            r,
-            round,
-            &prompts,
-            sampling_adapter.as_ref().map(|(id, _)| *id),
-        )?;
+        self.refine(r, round, &prompts, sampling_id)?;
 
         self.enter(round, r, RoundState::Scoring)?;
         self.score_round(r, round, &prompts)?;

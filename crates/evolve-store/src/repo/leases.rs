@@ -16,6 +16,23 @@ pub struct RunLease {
 /// A lease silent this long is stale: its holder died without releasing it (or hangs).
 pub const LEASE_STALE_MS: i64 = 60_000;
 
+impl RunLease {
+    /// Whether the holder still drives the run, seen from `host`: a local holder while its pid
+    /// is alive (`alive(pid)`), a remote one while its heartbeat is fresh.
+    pub fn is_live(&self, host: &str, alive: impl Fn(u32) -> bool) -> bool {
+        if self.host == host {
+            alive(self.pid)
+        } else {
+            now_ms() - self.heartbeat_at < LEASE_STALE_MS
+        }
+    }
+
+    /// Whether process `pid` on `host` holds it.
+    pub fn is_held_by(&self, pid: u32, host: &str) -> bool {
+        self.pid == pid && self.host == host
+    }
+}
+
 impl Store {
     /// Takes run `run`'s lease for process `pid` on `host`, in one transaction. Refused with the
     /// holder when another live process holds it: same host and its pid still alive
@@ -28,22 +45,16 @@ impl Store {
         alive: impl Fn(u32) -> bool,
     ) -> Result<Result<(), RunLease>, StoreError> {
         let tx = self.write_tx()?;
-        let now = now_ms();
-        if let Some(held) = self.run_lease(run)? {
-            let ours = held.pid == pid && held.host == host;
-            let live = if held.host == host {
-                alive(held.pid)
-            } else {
-                now - held.heartbeat_at < LEASE_STALE_MS
-            };
-            if !ours && live {
-                return Ok(Err(held));
-            }
+        if let Some(held) = self.run_lease(run)?
+            && !held.is_held_by(pid, host)
+            && held.is_live(host, &alive)
+        {
+            return Ok(Err(held));
         }
         self.conn.execute(
             "INSERT INTO run_leases (run_id, pid, host, heartbeat_at) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT (run_id) DO UPDATE SET pid = ?2, host = ?3, heartbeat_at = ?4",
-            params![run, pid, host, now],
+            params![run, pid, host, now_ms()],
         )?;
         tx.commit()?;
         Ok(Ok(()))
