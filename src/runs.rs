@@ -156,6 +156,22 @@ impl Service {
         engine: &EngineSettings,
         progress: &mut dyn FnMut(Progress) -> bool,
     ) -> Result<()> {
+        // A panic outside a round (loading an engine, say) also ends as this run's error, so
+        // the caller settles the run as failed instead of losing its worker.
+        evolve_core::panic::catch_panic(|| self.drive_run_unguarded(run, engine, progress))
+            .unwrap_or_else(|message| {
+                Err(anyhow::anyhow!(
+                    "internal error (please report it): {message}"
+                ))
+            })
+    }
+
+    fn drive_run_unguarded(
+        &self,
+        run: RunId,
+        engine: &EngineSettings,
+        progress: &mut dyn FnMut(Progress) -> bool,
+    ) -> Result<()> {
         let row = self
             .store()
             .get_run(run)?

@@ -90,16 +90,24 @@ fn the_api_needs_the_token_and_the_page_has_the_csp() {
     assert!(bad.body.contains("\"error\""), "{}", bad.body);
     assert_eq!(http(port, "GET", "/api/status", &auth, "").status, 405);
 
+    // The event stream takes a single-use ticket from an authenticated POST, never the token
+    // in its URL.
     assert_eq!(http(port, "GET", "/api/events", &[], "").status, 401);
-    let wrong_events = format!("/api/events?token={wrong_token}");
-    assert_eq!(http(port, "GET", &wrong_events, &[], "").status, 401);
-    let events = http(
-        port,
-        "GET",
-        &format!("/api/events?token={}", server.token),
-        &[],
-        "",
+    let token_in_url = format!("/api/events?token={}", server.token);
+    assert_eq!(http(port, "GET", &token_in_url, &[], "").status, 401);
+    assert_eq!(
+        http(port, "POST", "/api/events/ticket", &[], "").status,
+        401
     );
+    let issued = http(port, "POST", "/api/events/ticket", &auth, "");
+    assert_eq!(issued.status, 200, "{}", issued.body);
+    let ticket: serde_json::Value = serde_json::from_str(&issued.body).unwrap();
+    let ticket = ticket["ticket"].as_str().unwrap().to_string();
+    assert_ne!(ticket, server.token);
+    let wrong_events = format!("/api/events?ticket={wrong_token}");
+    assert_eq!(http(port, "GET", &wrong_events, &[], "").status, 401);
+    let with_ticket = format!("/api/events?ticket={ticket}");
+    let events = http(port, "GET", &with_ticket, &[], "");
     assert_eq!(events.status, 200);
     assert!(
         events
@@ -107,6 +115,8 @@ fn the_api_needs_the_token_and_the_page_has_the_csp() {
             .unwrap()
             .starts_with("text/event-stream")
     );
+    let again = http(port, "GET", &with_ticket, &[], "");
+    assert_eq!(again.status, 401, "a ticket works once");
 
     let page = http(port, "GET", "/", &[], "");
     assert_eq!(page.status, 200);
@@ -195,4 +205,103 @@ fn the_token_is_checked_before_any_body_is_read_and_bodies_are_capped() {
     let mut line = String::new();
     BufReader::new(s).read_line(&mut line).unwrap();
     assert!(line.contains(" 413 "), "{line:?}");
+}
+
+/// Another local user holding 1,000 idle connections and a slowloris client (a header line every
+/// 300 ms, never finished) cannot lock the page out; once the header deadline passes, all of
+/// their sockets are closed and the server's descriptors are back where they started.
+#[test]
+fn idle_and_slow_clients_cannot_lock_the_page_out() {
+    use std::io::{ErrorKind, Read, Write};
+    use std::time::Instant;
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let port = server.port;
+    let baseline = server.open_fds();
+    assert!(baseline > 0, "cannot read the server's /proc/<pid>/fd");
+
+    let slowloris = {
+        std::thread::spawn(move || {
+            let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+            s.write_all(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+                .unwrap();
+            let t = Instant::now();
+            while t.elapsed() < Duration::from_secs(20) {
+                std::thread::sleep(Duration::from_millis(300));
+                if s.write_all(b"X-Slow: 1\r\n").is_err() {
+                    return Some(t.elapsed());
+                }
+            }
+            None
+        })
+    };
+    let idle: Vec<TcpStream> = (0..1000)
+        .map(|i| {
+            TcpStream::connect(("127.0.0.1", port))
+                .unwrap_or_else(|e| panic!("idle connection {i}: {e}"))
+        })
+        .collect();
+    let connected = Instant::now();
+    std::thread::sleep(Duration::from_millis(200));
+
+    let bearer = format!("Bearer {}", server.token);
+    for _ in 0..3 {
+        let t = Instant::now();
+        let page = http(port, "GET", "/", &[], "");
+        let status = http(
+            port,
+            "POST",
+            "/api/status",
+            &[("Authorization", &bearer)],
+            "",
+        );
+        let took = t.elapsed();
+        assert_eq!((page.status, status.status), (200, 200), "{}", status.body);
+        assert!(
+            took < Duration::from_secs(1),
+            "the page took {took:?} under load"
+        );
+    }
+
+    // Within the header deadline (10 s, plus slack for this busy 2-core machine) of the last
+    // connect, every idle socket has been closed by the server.
+    let mut open: Vec<TcpStream> = idle;
+    for s in &open {
+        s.set_nonblocking(true).unwrap();
+    }
+    while !open.is_empty() && connected.elapsed() < Duration::from_secs(13) {
+        std::thread::sleep(Duration::from_millis(250));
+        open.retain_mut(|s| match s.read(&mut [0u8; 16]) {
+            Ok(0) => false,
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => false,
+            _ => true,
+        });
+    }
+    assert_eq!(
+        open.len(),
+        0,
+        "idle connections still open 13 s after connecting"
+    );
+    let cut = slowloris.join().unwrap();
+    let cut = cut.expect("the slowloris connection was never closed");
+    assert!(
+        cut < Duration::from_secs(12),
+        "slowloris held on for {cut:?}"
+    );
+    let fds = server.open_fds();
+    assert!(
+        fds <= baseline + 4,
+        "{fds} descriptors open, {baseline} before"
+    );
+    assert_eq!(
+        http(
+            port,
+            "POST",
+            "/api/status",
+            &[("Authorization", &bearer)],
+            ""
+        )
+        .status,
+        200
+    );
 }

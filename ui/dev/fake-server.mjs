@@ -382,10 +382,20 @@ function json(res, status, body) {
   res.end(JSON.stringify(body));
 }
 
+const tickets = new Set();
+let ticketCount = 0;
+
 const server = createServer(async (req, res) => {
   const url = new URL(req.url, "http://localhost");
+  if (url.pathname === "/api/events/ticket") {
+    if (req.headers.authorization !== `Bearer ${TOKEN}`) return json(res, 401, { error: "access token missing or wrong" });
+    const ticket = `t${++ticketCount}`;
+    tickets.add(ticket);
+    return json(res, 200, { ticket });
+  }
   if (url.pathname === "/api/events") {
-    if (url.searchParams.get("token") !== TOKEN) return json(res, 401, { error: "access token missing or wrong" });
+    // Single-use tickets, like evolve serve: the token never goes in a URL.
+    if (!tickets.delete(url.searchParams.get("ticket"))) return json(res, 401, { error: "event stream ticket missing, used or expired" });
     res.writeHead(200, { "Content-Type": "text/event-stream", "Cache-Control": "no-cache", Connection: "keep-alive" });
     res.write(": connected\n\n");
     clients.add(res);

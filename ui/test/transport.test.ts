@@ -47,6 +47,7 @@ function env(opts: { hash?: string; stored?: string; reply?: (s: Sent) => Respon
     fetch: (async (url: string, init: RequestInit) => {
       const s = { url, init };
       sent.push(s);
+      if (url.endsWith("/api/events/ticket") && !opts.reply) return fakeResponse(200, `{"ticket":"tk${sent.length}"}`);
       return (opts.reply ?? (() => fakeResponse(200, "{}")))(s);
     }) as typeof fetch,
     EventSource: FakeEventSource as unknown as HttpEnv["EventSource"],
@@ -146,9 +147,12 @@ describe("HTTP commands", () => {
 
 /* ---------- events over SSE */
 
+/** Lets pending promise callbacks (the ticket request) run. */
+const flush = () => new Promise((r) => setTimeout(r, 0));
+
 describe("HTTP events", () => {
-  it("opens one EventSource with the token and dispatches by event name", async () => {
-    const { e } = env({ hash: "#token=a b" });
+  it("opens one EventSource with a ticket bought with the token and dispatches by event name", async () => {
+    const { e, sent } = env({ hash: "#token=a b" });
     const t = createHttpTransport(e);
     const chat: unknown[] = [];
     const chat2: unknown[] = [];
@@ -158,7 +162,12 @@ describe("HTTP events", () => {
     await t.listen("run_state", (p) => runs.push(p));
     expect(FakeEventSource.all).toHaveLength(1);
     const es = FakeEventSource.all[0];
-    expect(es.url).toBe("/api/events?token=a%20b");
+    expect(sent).toHaveLength(1);
+    expect(sent[0].url).toBe("/api/events/ticket");
+    expect(sent[0].init.method).toBe("POST");
+    expect((sent[0].init.headers as Record<string, string>).Authorization).toBe("Bearer a b");
+    expect(es.url).toBe("/api/events?ticket=tk1");
+    expect(es.url).not.toContain("token");
     es.deliver("chat", '{"request_id":"r1","kind":"token","text":"Hi"}');
     es.deliver("run_state", '{"run_id":3,"state":"paused"}');
     es.deliver("other", '{"x":1}');
@@ -185,7 +194,7 @@ describe("HTTP events", () => {
     expect(es.closed).toBe(true);
   });
 
-  it("reconnects with growing backoff after errors and keeps every listener", async () => {
+  it("reconnects with growing backoff and a fresh ticket after errors and keeps every listener", async () => {
     const { e, timers } = env({ hash: "#token=t" });
     const t = createHttpTransport(e);
     const got: unknown[] = [];
@@ -195,11 +204,14 @@ describe("HTTP events", () => {
     expect(first.closed).toBe(true);
     expect(timers.map((x) => x.ms)).toEqual([500]);
     timers[0].fn();
+    await flush();
     expect(FakeEventSource.all).toHaveLength(2);
     const second = FakeEventSource.all[1];
+    expect(second.url).toBe("/api/events?ticket=tk2");
     second.onerror!();
     expect(timers.map((x) => x.ms)).toEqual([500, 1000]);
     timers[1].fn();
+    await flush();
     const third = FakeEventSource.all[2];
     third.onopen!();
     third.deliver("run_metrics", '{"global_step":4}');
@@ -207,6 +219,18 @@ describe("HTTP events", () => {
     third.onerror!();
     expect(timers[2].ms).toBe(500); // an open resets the backoff
     expect(backoffDelay(10)).toBe(15000);
+  });
+
+  it("retries with backoff when the ticket is refused, never opening a stream without one", async () => {
+    const { e, timers } = env({ hash: "#token=wrong", reply: () => fakeResponse(401, '{"error":"x"}') });
+    const t = createHttpTransport(e);
+    await t.listen("chat", () => {});
+    expect(FakeEventSource.all).toHaveLength(0);
+    expect(timers.map((x) => x.ms)).toEqual([500]);
+    t.close();
+    timers[0].fn();
+    await flush();
+    expect(FakeEventSource.all).toHaveLength(0);
   });
 
   it("ignores data that is not JSON instead of throwing", async () => {

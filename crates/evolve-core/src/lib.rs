@@ -7,6 +7,7 @@ pub mod eval;
 pub mod generate;
 pub mod kinds;
 pub mod pairwise;
+pub mod panic;
 pub mod paths;
 pub mod refine;
 pub mod rng;

@@ -517,3 +517,97 @@ fn the_sft_warm_up_trains_round_0_on_the_chosen_answers_and_later_rounds_on_pref
         );
     }
 }
+
+/// The verifier, until its `fuse`-th answer, where it panics like a bug in engine code would.
+struct PanickingScorer {
+    verifier: NumericFinalAnswer,
+    fuse: usize,
+}
+
+impl Scorer for PanickingScorer {
+    fn name(&self) -> &str {
+        // The verifier's name, so the scores kept before the panic count on resume.
+        self.verifier.name()
+    }
+    fn score(&mut self, input: &ScoreInput<'_>) -> Result<ScoreValue, ScoreError> {
+        self.fuse -= 1;
+        if self.fuse == 0 {
+            let v: Vec<u8> = vec![];
+            let _ = v[input.answer.len()]; // index out of bounds: a real panic, not a returned error
+        }
+        self.verifier.score(input)
+    }
+}
+
+#[test]
+fn a_panic_mid_round_fails_the_round_with_its_message_and_the_run_resumes_from_there() {
+    let reference_dir = tempfile::tempdir().unwrap();
+    let (reference_store, reference_run) = setup(reference_dir.path());
+    run_to_end(
+        &reference_store,
+        reference_run,
+        reference_dir.path(),
+        |_| false,
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let (store, run) = setup(dir.path());
+    let mut generator = FakeGenerator {
+        adapter: None,
+        calls: 0,
+        adapter_helps: true,
+    };
+    let mut scorer = PanickingScorer {
+        verifier: NumericFinalAnswer,
+        fuse: 7,
+    };
+    let mut trainer = FakeTrainer {
+        stop_at_step: None,
+        objectives: vec![],
+    };
+    let mut progress = |_: Progress| true;
+    let engines = Engines {
+        generator: &mut generator,
+        scorer: &mut scorer,
+        trainer: &mut trainer,
+    };
+    let err = Orchestrator::new(
+        &store,
+        run,
+        engines,
+        &dir.path().join("adapters"),
+        &mut progress,
+    )
+    .unwrap()
+    .run()
+    .unwrap_err();
+    assert!(matches!(err, RunError::Panicked(_)), "{err}");
+    assert!(err.to_string().contains("index out of bounds"), "{err}");
+    assert_eq!(store.get_run(run).unwrap().unwrap().state, RunState::Failed);
+    let round = &store.rounds_of_run(run).unwrap()[0];
+    assert_eq!(round.state, RoundState::Failed);
+    assert!(
+        round
+            .error
+            .as_deref()
+            .unwrap_or("")
+            .contains("index out of bounds"),
+        "{:?}",
+        round.error
+    );
+    // Six answers were scored before the panic and are kept.
+    let scored: usize = store
+        .generations_of_round(round.id)
+        .unwrap()
+        .iter()
+        .map(|g| store.scores_of(g.id).unwrap().len())
+        .sum();
+    assert_eq!(scored, 6);
+
+    run_to_end(&store, run, dir.path(), |_| false);
+    assert_eq!(store.get_run(run).unwrap().unwrap().state, RunState::Done);
+    assert_eq!(
+        snapshot(&store, run),
+        snapshot(&reference_store, reference_run)
+    );
+}

@@ -88,9 +88,46 @@ export function createHttpTransport(env: HttpEnv): HttpTransport {
     source.addEventListener(name, (ev) => dispatch(name, ev as MessageEvent));
   }
 
-  function connect() {
+  let connecting: Promise<void> | null = null;
+  /** Bumped by close(), so a stream asked for before it is not opened after it. */
+  let generation = 0;
+
+  function retry() {
+    if (listeners.size > 0 && source === null && timer === null) {
+      timer = setT(() => void connect(), backoffDelay(attempt++));
+    }
+  }
+
+  /** One stream at a time: callers during a connect share it. */
+  function connect(): Promise<void> {
     timer = null;
-    const es = new env.EventSource(`${base}/api/events?token=${encodeURIComponent(token ?? "")}`);
+    connecting ??= open().finally(() => {
+      connecting = null;
+    });
+    return connecting;
+  }
+
+  /**
+   * Trades the token for a single-use ticket (an authenticated POST), then opens the stream with
+   * the ticket: EventSource cannot send headers, and the token must never be put in a URL.
+   */
+  async function open() {
+    const gen = generation;
+    let ticket: string;
+    try {
+      const res = await env.fetch(`${base}/api/events/ticket`, {
+        method: "POST",
+        headers: { Authorization: `Bearer ${token ?? ""}` },
+      });
+      if (!res.ok) throw new Error(`HTTP ${res.status}`);
+      ticket = (JSON.parse(await res.text()) as { ticket: string }).ticket;
+      if (typeof ticket !== "string") throw new Error("no ticket in the reply");
+    } catch {
+      if (gen === generation) retry();
+      return;
+    }
+    if (gen !== generation || listeners.size === 0) return;
+    const es = new env.EventSource(`${base}/api/events?ticket=${encodeURIComponent(ticket)}`);
     source = es;
     wired = new Set();
     for (const name of listeners.keys()) wire(name);
@@ -98,17 +135,17 @@ export function createHttpTransport(env: HttpEnv): HttpTransport {
       attempt = 0;
     };
     es.onerror = () => {
-      // Our own backoff instead of the browser's fixed retry: close, wait, open a new stream.
+      // Our own backoff instead of the browser's fixed retry: close, wait, open a new stream
+      // (with a new ticket: the old one is spent).
       if (source !== es) return;
       es.close();
       source = null;
-      if (listeners.size > 0 && timer === null) {
-        timer = setT(connect, backoffDelay(attempt++));
-      }
+      retry();
     };
   }
 
   function close() {
+    generation++;
     if (timer !== null) clearT(timer);
     timer = null;
     source?.close();
@@ -153,7 +190,7 @@ export function createHttpTransport(env: HttpEnv): HttpTransport {
       let set = listeners.get(event);
       if (!set) listeners.set(event, (set = new Set()));
       set.add(fn);
-      if (!source && timer === null) connect();
+      if (!source && timer === null) await connect();
       else wire(event);
       return () => {
         const s = listeners.get(event);

@@ -6,6 +6,10 @@ use evolve_core::{RefinementTemplate, SamplerConfig, ScorerSpec};
 use evolve_store::{Run, RunId, Store};
 use serde::{Deserialize, Serialize};
 
+/// Answers (samples and refinement steps) one round may produce: 2 M rows are about 2 GB of
+/// SQLite and hours of sampling even for a tiny model.
+pub const MAX_ANSWERS_PER_ROUND: usize = 2_000_000;
+
 /// A run's settings, stored as the run's `config_json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -228,6 +232,7 @@ impl RunConfig {
     /// Refuses every setting that cannot work, naming the field, before any work starts:
     /// sizes out of range, a learning rate or β that is not positive, sampler values no sampler
     /// takes, a judge or reward model file that does not exist.
+    /// Checked before a run is created, so nothing later overflows or asks for absurd memory.
     pub fn validate(&self) -> Result<(), RunError> {
         let bad = |field: &str, rule: &str, got: String| {
             Err(RunError::Config(format!(
@@ -251,6 +256,15 @@ impl RunConfig {
             if !(lo..=hi).contains(&v) {
                 return bad(field, &format!("between {lo} and {hi}"), v.to_string());
             }
+        }
+        // Each bound alone is generous; their product is what a round stores and holds in memory.
+        let answers = self.prompts_per_round * self.samples * (self.refine_steps + 1);
+        if answers > MAX_ANSWERS_PER_ROUND {
+            return bad(
+                "prompts_per_round × samples × (refine_steps + 1)",
+                &format!("at most {MAX_ANSWERS_PER_ROUND} answers a round"),
+                answers.to_string(),
+            );
         }
         if self.samples < 2 && self.refine_steps == 0 {
             return Err(RunError::Config(
@@ -289,5 +303,43 @@ impl RunConfig {
             .check_files()
             .map_err(|e| RunError::Config(format!("scorer: {e}")))?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_out_of_bounds_or_multiplying_past_the_cap_are_refused_by_name() {
+        let ok = RunConfig::default();
+        ok.validate().unwrap();
+        let refused = |c: RunConfig| c.validate().unwrap_err().to_string();
+        let e = refused(RunConfig {
+            samples: usize::MAX,
+            ..ok.clone()
+        });
+        assert!(e.contains("samples must be between 1 and 64"), "{e}");
+        let e = refused(RunConfig {
+            rounds: 0,
+            ..ok.clone()
+        });
+        assert!(e.contains("rounds must be between 1 and 1000"), "{e}");
+        // Each within its own bound, together far past the cap (and no overflow).
+        let e = refused(RunConfig {
+            prompts_per_round: 1_000_000,
+            samples: 64,
+            refine_steps: 8,
+            ..ok.clone()
+        });
+        assert!(e.contains("at most 2000000 answers a round"), "{e}");
+        RunConfig {
+            prompts_per_round: 200_000,
+            samples: 2,
+            refine_steps: 4,
+            ..ok
+        }
+        .validate()
+        .unwrap();
     }
 }

@@ -88,6 +88,10 @@ pub enum RunError {
     Config(String),
     #[error("paused: the run stopped at the user's request and resumes where it left off")]
     Paused,
+    /// A bug (ours or a library's) panicked mid-round; the round is marked failed with this and a
+    /// resume retries from the step it was in.
+    #[error("internal error (please report it): {0}; resuming retries this step")]
+    Panicked(String),
     #[error("cannot compute the checksum of {path}: {source}")]
     Io {
         path: PathBuf,
@@ -172,7 +176,9 @@ impl<'a> Orchestrator<'a> {
             if round.state == RoundState::Done {
                 continue;
             }
-            if let Err(e) = self.run_round(r, &round) {
+            let outcome = evolve_core::panic::catch_panic(|| self.run_round(r, &round))
+                .unwrap_or_else(|message| Err(RunError::Panicked(message)));
+            if let Err(e) = outcome {
                 // A pause leaves the round in the step it reached; a failure is recorded on it.
                 let run_state = if let RunError::Paused = e {
                     RunState::Paused

@@ -1,6 +1,9 @@
 //! `evolve serve`: the web UI and its API over HTTP + Server-Sent Events (docs/api.md), for a
 //! browser on this machine or, through `ssh -L`, on another one. Every command goes to
-//! [`evolve::api::Api`]; this file only moves bytes and checks the access token.
+//! [`evolve::api::Api`]; this module only moves bytes and checks the access token.
+
+mod listener;
+mod ticket;
 
 use anyhow::{Context, Result, bail};
 use axum::Router;
@@ -20,6 +23,7 @@ use std::convert::Infallible;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
+use ticket::Tickets;
 use tokio::sync::broadcast;
 
 /// The built web UI (`scripts/build-ui.sh` writes it), embedded so the binary serves it anywhere.
@@ -43,6 +47,7 @@ pub struct ServeArgs {
 struct AppState {
     api: Api,
     token: Arc<str>,
+    tickets: Arc<Tickets>,
     events: broadcast::Sender<(String, String)>,
 }
 
@@ -96,6 +101,7 @@ pub fn serve(args: ServeArgs, data_dir: DataDir) -> Result<()> {
     let state = AppState {
         api: api.clone(),
         token: token.into(),
+        tickets: Arc::default(),
         events,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -115,6 +121,7 @@ pub fn serve(args: ServeArgs, data_dir: DataDir) -> Result<()> {
         let hosts: Arc<[String]> = allowed_hosts(addr).into();
         let app = Router::new()
             .route("/api/events", get(events_stream))
+            .route("/api/events/ticket", axum::routing::post(events_ticket))
             .route("/api/{cmd}", any(command))
             .fallback(get(static_file))
             .with_state(state)
@@ -122,7 +129,7 @@ pub fn serve(args: ServeArgs, data_dir: DataDir) -> Result<()> {
                 check_host(hosts.clone(), req, next)
             }));
         tokio::select! {
-            served = axum::serve(listener, app) => served.context("the HTTP server stopped")?,
+            served = listener::serve(listener, app) => served.context("the HTTP server stopped")?,
             _ = tokio::signal::ctrl_c() => {
                 eprintln!("stopping: pausing active runs (resume them later)");
                 let api = api.clone();
@@ -178,6 +185,18 @@ fn unauthorized() -> Response {
     error(StatusCode::UNAUTHORIZED, "access token missing or wrong")
 }
 
+/// A body must arrive within this once its headers have (a slow sender holds no worker longer).
+const BODY_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn has_token(headers: &HeaderMap, token: &str) -> bool {
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    same_token(bearer, token)
+}
+
 async fn command(
     State(state): State<AppState>,
     Path(cmd): Path<String>,
@@ -185,12 +204,7 @@ async fn command(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let bearer = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    if !same_token(bearer, &state.token) {
+    if !has_token(&headers, &state.token) {
         return unauthorized();
     }
     if method != axum::http::Method::POST {
@@ -211,9 +225,20 @@ async fn command(
     if announced.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
         return too_large();
     }
-    let body: Bytes = match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
-        Ok(b) => b,
-        Err(_) => return too_large(),
+    let body: Bytes = match tokio::time::timeout(
+        BODY_TIMEOUT,
+        axum::body::to_bytes(body, MAX_BODY_BYTES),
+    )
+    .await
+    {
+        Ok(Ok(b)) => b,
+        Ok(Err(_)) => return too_large(),
+        Err(_) => {
+            return error(
+                StatusCode::REQUEST_TIMEOUT,
+                &format!("{cmd}: the request body did not arrive within {BODY_TIMEOUT:?}"),
+            );
+        }
     };
     let args = if body.iter().all(u8::is_ascii_whitespace) {
         Value::Object(Default::default())
@@ -243,13 +268,27 @@ async fn command(
     }
 }
 
+/// `POST /api/events/ticket` (with the token) → `{"ticket": …}` for one `GET /api/events?ticket=…`.
+async fn events_ticket(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if !has_token(&headers, &state.token) {
+        return unauthorized();
+    }
+    match state.tickets.issue() {
+        Ok(ticket) => axum::Json(json!({ "ticket": ticket })).into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+    }
+}
+
 async fn events_stream(
     State(state): State<AppState>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
-    let given = query.get("token").map_or("", String::as_str);
-    if !same_token(given, &state.token) {
-        return unauthorized();
+    let given = query.get("ticket").map_or("", String::as_str);
+    if !state.tickets.redeem(given) {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "event stream ticket missing, used or expired: get one from POST /api/events/ticket",
+        );
     }
     let rx = state.events.subscribe();
     let stream = futures_util::stream::unfold((rx, true), |(mut rx, first)| async move {
