@@ -17,12 +17,18 @@ pub enum RemoteError {
     Malformed { url: String, reason: String },
     #[error("{url}: no answer within {secs} s")]
     Timeout { url: String, secs: u64 },
+    #[error("{url}: not finished within {secs} s (the whole request's deadline)")]
+    Deadline { url: String, secs: u64 },
+    #[error("{url}: the response is over {limit} bytes; stopped reading")]
+    TooLarge { url: String, limit: u64 },
     #[error("{url}: {reason}")]
     Transport { url: String, reason: String },
-    #[error(
-        "invalid server address {0:?}: expected http://host:port (https needs a TLS-terminating proxy)"
-    )]
+    #[error("invalid server address {0:?}: expected https://host[:port] or http://host:port")]
     BadAddress(String),
+    #[error(
+        "refusing to send an API key in clear to {0}: use https:// (plain http:// is for a server on this machine)"
+    )]
+    KeyInClear(String),
 }
 
 impl From<RemoteError> for GenerateError {

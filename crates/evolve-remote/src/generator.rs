@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 /// Where the server is and how long to wait for it.
 #[derive(Debug, Clone)]
 pub struct RemoteOptions {
-    /// `http://host:port`, without `/v1`.
+    /// `https://host[:port]`, or `http://host:port` for a server on this machine (or any server
+    /// when no API key is set), without `/v1`.
     pub base_url: String,
     /// Sent as `Authorization: Bearer …` (llama-server `--api-key`, vLLM `--api-key`).
     pub api_key: Option<String>,
@@ -28,6 +29,12 @@ pub struct RemoteOptions {
     /// Samples streamed at once. llama-server batches concurrent requests over its slots
     /// (`--parallel N`), so this should match the server's slot count.
     pub parallel: usize,
+    /// Longest a whole request may take, streaming included: a server that trickles bytes
+    /// forever is cut here.
+    pub deadline: Duration,
+    /// Largest response body read (one streamed sample, one template): a server that streams
+    /// without end is cut here instead of filling memory.
+    pub max_response_bytes: u64,
 }
 
 impl RemoteOptions {
@@ -39,8 +46,36 @@ impl RemoteOptions {
             connect_timeout: Duration::from_secs(5),
             read_timeout: Duration::from_secs(120),
             parallel: 4,
+            deadline: Duration::from_secs(600),
+            max_response_bytes: 16 << 20,
         }
     }
+}
+
+/// Refuses an address an API key would travel to in clear: `http://` is for loopback only once
+/// a key is set (`https://` everywhere else).
+fn check_address(base: &str, has_key: bool) -> Result<(), RemoteError> {
+    let bad = || RemoteError::BadAddress(base.to_string());
+    if base.strip_prefix("https://").is_some_and(|r| !r.is_empty()) {
+        return Ok(());
+    }
+    let rest = base.strip_prefix("http://").ok_or_else(bad)?;
+    let authority = rest.split('/').next().unwrap_or("");
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+    };
+    if host.is_empty() {
+        return Err(bad());
+    }
+    let loopback = host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if has_key && !loopback {
+        return Err(RemoteError::KeyInClear(base.to_string()));
+    }
+    Ok(())
 }
 
 pub struct RemoteGenerator {
@@ -59,14 +94,15 @@ struct Streamed {
 
 impl RemoteGenerator {
     pub fn new(options: RemoteOptions) -> Result<Self, RemoteError> {
-        if !options.base_url.starts_with("http://") {
-            return Err(RemoteError::BadAddress(options.base_url));
-        }
+        check_address(&options.base_url, options.api_key.is_some())?;
         let agent = ureq::Agent::config_builder()
             // Error statuses are read here, to show the server's own message.
             .http_status_as_error(false)
+            // A redirect could carry the key elsewhere; OpenAI-style servers never send one.
+            .max_redirects(0)
             .timeout_connect(Some(options.connect_timeout))
             .timeout_per_read(Some(options.read_timeout))
+            .timeout_global(Some(options.deadline))
             .build()
             .into();
         Ok(Self { agent, options })
@@ -100,8 +136,41 @@ impl RemoteGenerator {
         Ok(resp)
     }
 
+    /// A response body, read at most up to [`RemoteOptions::max_response_bytes`].
+    fn capped(&self, resp: ureq::http::Response<ureq::Body>) -> ureq::BodyReader<'static> {
+        resp.into_body()
+            .into_with_config()
+            .limit(self.options.max_response_bytes)
+            .reader()
+    }
+
+    /// An error while reading a body: ureq's own (limit, deadline) when it wraps one.
+    fn read_error(&self, url: &str, e: std::io::Error) -> RemoteError {
+        if e.get_ref().is_some_and(|inner| inner.is::<ureq::Error>()) {
+            return self.transport(url, ureq::Error::from(e));
+        }
+        match e.kind() {
+            std::io::ErrorKind::TimedOut => RemoteError::Timeout {
+                url: url.to_string(),
+                secs: self.options.read_timeout.as_secs(),
+            },
+            _ => RemoteError::Transport {
+                url: url.to_string(),
+                reason: format!("stream broke: {e}"),
+            },
+        }
+    }
+
     fn transport(&self, url: &str, e: ureq::Error) -> RemoteError {
         match e {
+            ureq::Error::BodyExceedsLimit(limit) => RemoteError::TooLarge {
+                url: url.to_string(),
+                limit,
+            },
+            ureq::Error::Timeout(ureq::Timeout::Global) => RemoteError::Deadline {
+                url: url.to_string(),
+                secs: self.options.deadline.as_secs(),
+            },
             ureq::Error::Io(io) if is_unreachable(&io) => RemoteError::Unreachable {
                 base: self.options.base_url.clone(),
                 reason: io.to_string(),
@@ -141,7 +210,7 @@ impl RemoteGenerator {
     ) -> Result<Streamed, RemoteError> {
         let url = format!("{}/v1/completions", self.options.base_url);
         let resp = self.post("/v1/completions", &self.completion_body(prompt, sampler))?;
-        let mut reader = BufReader::new(resp.into_body().into_reader());
+        let mut reader = BufReader::new(self.capped(resp));
         let mut out = Streamed {
             text: String::new(),
             tokens: Vec::new(),
@@ -151,16 +220,7 @@ impl RemoteGenerator {
         };
         let mut silent_tail = None;
         loop {
-            let event = next_event(&mut reader).map_err(|e| match e.kind() {
-                std::io::ErrorKind::TimedOut => RemoteError::Timeout {
-                    url: url.clone(),
-                    secs: self.options.read_timeout.as_secs(),
-                },
-                _ => RemoteError::Transport {
-                    url: url.clone(),
-                    reason: format!("stream broke: {e}"),
-                },
-            })?;
+            let event = next_event(&mut reader).map_err(|e| self.read_error(&url, e))?;
             let data = match event {
                 None | Some(Event::Done) => return Ok(out),
                 Some(Event::Data(d)) => d,
@@ -259,12 +319,13 @@ impl Generator for RemoteGenerator {
                 },
                 other => other,
             })?;
-        let v: Value = resp
-            .into_body()
-            .read_json()
-            .map_err(|e| RemoteError::Malformed {
-                url: url.clone(),
-                reason: e.to_string(),
+        let v: Value =
+            serde_json::from_reader(self.capped(resp)).map_err(|e| match e.io_error_kind() {
+                Some(_) => self.read_error(&url, e.into()),
+                None => RemoteError::Malformed {
+                    url: url.clone(),
+                    reason: e.to_string(),
+                },
             })?;
         v.get("prompt")
             .and_then(Value::as_str)

@@ -275,3 +275,122 @@ fn remote_streams_up_to_parallel_samples_at_once_and_keeps_their_order() {
     );
     assert!(out.iter().flatten().all(|c| c.stopped));
 }
+
+#[test]
+fn remote_keys_never_travel_in_clear_and_https_speaks_tls() {
+    let with_key = |base: &str| {
+        let mut o = RemoteOptions::new(base);
+        o.api_key = Some("sekret".into());
+        RemoteGenerator::new(o)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    };
+    for clear in [
+        "http://192.168.1.10:8080",
+        "http://example.com",
+        "http://127.0.0.1.nip.io:80",
+        "http://[2001:db8::1]:80",
+    ] {
+        let err = with_key(clear).unwrap_err();
+        assert!(
+            err.contains("in clear") && err.contains("https://"),
+            "{clear}: {err}"
+        );
+        // Without a key there is nothing to leak: allowed.
+        assert!(
+            RemoteGenerator::new(RemoteOptions::new(clear)).is_ok(),
+            "{clear}"
+        );
+    }
+    for fine in [
+        "http://127.0.0.1:8080",
+        "http://localhost:8080",
+        "http://[::1]:8080",
+        "https://api.example.com",
+        "https://192.168.1.10:8443",
+    ] {
+        with_key(fine).unwrap_or_else(|e| panic!("{fine}: {e}"));
+    }
+    for bad in ["ftp://x", "https://", "http://", "http://:80"] {
+        assert!(
+            with_key(bad)
+                .unwrap_err()
+                .contains("invalid server address"),
+            "{bad}"
+        );
+    }
+
+    // An https:// address opens with a TLS handshake (record type 22, version 3.x), and the key
+    // is never among the bytes sent to a server that does not complete it.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = std::thread::spawn(move || {
+        use std::io::Read;
+        let (mut s, _) = listener.accept().unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let mut got = vec![0u8; 4096];
+        let n = s.read(&mut got).unwrap_or(0);
+        got.truncate(n);
+        got // dropped: the handshake fails
+    });
+    let mut o = RemoteOptions::new(format!("https://127.0.0.1:{port}"));
+    o.api_key = Some("sekret".into());
+    let mut g = RemoteGenerator::new(o).unwrap();
+    let err = g
+        .generate_batch(
+            &[GenerationRequest::new("p", SamplerConfig::default(), 1)],
+            &mut |_| true,
+        )
+        .unwrap_err()
+        .to_string();
+    let hello = seen.join().unwrap();
+    assert!(
+        hello.len() > 5 && hello[0] == 22 && hello[1] == 3,
+        "{hello:?}"
+    );
+    assert!(
+        !hello.windows(6).any(|w| w == b"sekret"),
+        "the key went out in clear"
+    );
+    assert!(err.contains(&format!("127.0.0.1:{port}")), "{err}");
+}
+
+#[test]
+fn remote_responses_are_capped_in_size_and_in_time() {
+    // 200 events of ~120 bytes, 5 ms apart: 24 kB over about a second.
+    fn endless(_: &str, _: &Value) -> (u16, &'static str, Vec<String>) {
+        let piece = "x".repeat(60);
+        (
+            200,
+            "text/event-stream",
+            (0..200).map(|_| completion_event(&piece, None)).collect(),
+        )
+    }
+    let req = [GenerationRequest::new("p", SamplerConfig::default(), 1)];
+
+    let (base, _rx) = serve(1, endless);
+    let mut o = RemoteOptions::new(&base);
+    o.max_response_bytes = 4096;
+    let err = RemoteGenerator::new(o)
+        .unwrap()
+        .generate_batch(&req, &mut |_| true)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("over 4096 bytes"), "{err}");
+
+    let (base, _rx) = serve(1, endless);
+    let mut o = RemoteOptions::new(&base);
+    o.deadline = Duration::from_millis(300);
+    let t = std::time::Instant::now();
+    let err = RemoteGenerator::new(o)
+        .unwrap()
+        .generate_batch(&req, &mut |_| true)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("deadline"), "{err}");
+    assert!(
+        t.elapsed() < Duration::from_millis(900),
+        "{:?}",
+        t.elapsed()
+    );
+}
