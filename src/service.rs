@@ -44,7 +44,7 @@ impl Service {
         let file = models::inspect(&path)?;
         let summary = file.summary();
         models::check_trainable(&summary)?;
-        file.check_shapes()
+        file.check_consistency()
             .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         let sha256 = models::sha256_file(&path)?;
         let id = self.store.add_model(&NewModel {

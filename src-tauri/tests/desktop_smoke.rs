@@ -217,6 +217,26 @@ fn the_desktop_window_opens_and_answers_a_chat_message() {
     wd.wait_for("[data-testid=refine-step-2][data-done=true]", 120);
     let title = wd.send("GET", &wd.session_path("/title"), None);
     assert_eq!(title, "EVOLVE Studio");
+    // Only the app's command and events are granted (capabilities/default.json): Tauri's own
+    // APIs that `core:default` would allow are refused in the running window.
+    let refused = wd.send(
+        "POST",
+        &wd.session_path("/execute/async"),
+        Some(json!({"args": [], "script": r#"
+            const done = arguments[arguments.length - 1];
+            const t = window.__TAURI__;
+            Promise.allSettled([
+              t.core.invoke("plugin:app|version"),
+              t.core.invoke("plugin:window|title", { label: "main" }),
+              t.core.invoke("api", { cmd: "status", args: {} }),
+            ]).then((r) => done(r.map((x) => x.status === "fulfilled" ? "ok" : String(x.reason))));
+        "#})),
+    );
+    let verdicts = refused.as_array().unwrap_or_else(|| panic!("{refused}"));
+    for v in &verdicts[..2] {
+        assert!(v.as_str().unwrap().contains("not allowed"), "{refused}");
+    }
+    assert_eq!(verdicts[2], "ok", "{refused}");
     std::thread::sleep(Duration::from_millis(500));
     // WebKitWebDriver's own screenshot hangs under Xvfb without compositing, so the X server's
     // screen is captured instead (ImageMagick's `import`): the real window, as a user sees it.

@@ -4,7 +4,7 @@
 //! with the vocabulary. Checked for the architectures EVOLVE runs (Llama family and Qwen2);
 //! other architectures are left to llama.cpp.
 
-use crate::GgufFile;
+use crate::{GgufFile, Value};
 
 /// Architectures whose shapes are checked.
 const CHECKED: &[&str] = &["llama", "qwen2"];
@@ -13,9 +13,11 @@ const CHECKED: &[&str] = &["llama", "qwen2"];
 const MAX_DIM: u64 = 1 << 24;
 
 impl GgufFile {
-    /// Refuses a Llama-family file whose hyper-parameters and tensor shapes disagree, naming
-    /// the first disagreement in one line. Files of other architectures pass unchecked.
-    pub fn check_shapes(&self) -> Result<(), String> {
+    /// Refuses a file llama.cpp would abort on, naming the first problem in one line: a
+    /// vocabulary with a repeated token (any architecture), or a Llama-family file whose
+    /// hyper-parameters and tensor shapes disagree. Other architectures' shapes pass unchecked.
+    pub fn check_consistency(&self) -> Result<(), String> {
+        self.check_vocabulary()?;
         let Some(arch) = self.architecture().filter(|a| CHECKED.contains(a)) else {
             return Ok(());
         };
@@ -103,6 +105,30 @@ impl GgufFile {
                 extra.name,
                 key("block_count")
             ));
+        }
+        Ok(())
+    }
+
+    /// llama.cpp maps token strings to ids and asserts that no two ids share a string. It reads
+    /// each token as a C string (cut at the first NUL) and names an empty one `[EMPTY_<id>]`.
+    fn check_vocabulary(&self) -> Result<(), String> {
+        let Some(tokens) = self.get("tokenizer.ggml.tokens").and_then(|v| v.as_array()) else {
+            return Ok(());
+        };
+        let mut seen = std::collections::HashMap::with_capacity(tokens.len());
+        for (id, token) in tokens.iter().enumerate() {
+            let text = match token {
+                Value::String(s) => match s.split('\0').next().unwrap_or("") {
+                    "" => format!("[EMPTY_{id}]"),
+                    c_string => c_string.to_string(),
+                },
+                _ => return Err("tokenizer.ggml.tokens is not an array of strings".into()),
+            };
+            if let Some(first) = seen.insert(text, id) {
+                return Err(format!(
+                    "tokenizer.ggml.tokens repeats token {first} at {id}: every token must be unique"
+                ));
+            }
         }
         Ok(())
     }

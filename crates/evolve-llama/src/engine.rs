@@ -387,12 +387,12 @@ impl LlamaEngine {
 
 /// Reads and checks a model file before llama.cpp loads it: llama.cpp aborts the whole process
 /// (not just the load) on headers and shapes it does not expect, so whatever our reader and
-/// [`evolve_gguf::GgufFile::check_shapes`] refuse never reaches it.
+/// [`evolve_gguf::GgufFile::check_consistency`] refuse never reaches it.
 pub fn check_before_llama_cpp(path: &Path) -> Result<(), LlamaError> {
     let fail = |reason: String| LlamaError::Load {
         path: path.to_path_buf(),
         reason,
     };
     let file = evolve_gguf::read_path(path).map_err(|e| fail(e.to_string()))?;
-    file.check_shapes().map_err(fail)
+    file.check_consistency().map_err(fail)
 }

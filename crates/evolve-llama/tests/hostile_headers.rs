@@ -74,3 +74,27 @@ fn inconsistent_hyper_parameters_are_refused_before_llama_cpp_loads_the_file() {
     let ok = patched(dir.path(), "llama.block_count", 2);
     LlamaEngine::load(&ok, options).unwrap();
 }
+
+#[test]
+fn a_vocabulary_with_a_repeated_token_is_refused_before_llama_cpp() {
+    // llama.cpp asserts that token strings are unique (found by the GGUF fuzzer,
+    // tests/hostile_gguf.rs): here byte token <0x01> is renamed <0x02>.
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("tiny.gguf");
+    write_tiny_llama(&base, &TinyLlamaConfig::default(), WeightType::Q8_0).unwrap();
+    let mut bytes = std::fs::read(&base).unwrap();
+    let mut needle = 6u64.to_le_bytes().to_vec();
+    needle.extend(b"<0x01>");
+    let at = bytes
+        .windows(needle.len())
+        .position(|w| w == needle.as_slice())
+        .unwrap();
+    bytes[at + needle.len() - 2] = b'2';
+    let path = dir.path().join("repeated.gguf");
+    std::fs::write(&path, bytes).unwrap();
+    let err = match LlamaEngine::load(&path, EngineOptions::default()) {
+        Ok(_) => panic!("a repeated token was loaded"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("repeats token 6 at 7"), "{err}");
+}
