@@ -278,3 +278,46 @@ fn a_polling_reader_sees_whole_batches_of_metrics_in_order_while_a_writer_append
         "the reader should have polled while the writer worked: {seen:?}"
     );
 }
+
+/// A big import (a million-line dataset, scaled down) is committed in slices: a run's small
+/// writes on another connection wait milliseconds for the lock, never the whole import, so the
+/// busy timeout always covers the longest write.
+#[test]
+fn a_big_import_keeps_other_writers_waiting_milliseconds_not_the_whole_import() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("evolve.db");
+    let store = Store::open(&db).unwrap();
+    let big = store.create_dataset("big", None, "plain").unwrap();
+    let small = store.create_dataset("small", None, "plain").unwrap();
+    drop(store);
+    let prompt = |idx: i64| NewPrompt {
+        idx,
+        split: "train".into(),
+        prompt: format!("prompt {idx} {}", "x".repeat(200)),
+        reference: None,
+        metadata: serde_json::json!({}),
+    };
+    let rows: Vec<NewPrompt> = (0..200_000).map(prompt).collect();
+    let importer = {
+        let db = db.clone();
+        std::thread::spawn(move || {
+            let s = Store::open(&db).unwrap();
+            let t = Instant::now();
+            assert_eq!(s.add_prompts(big, &rows).unwrap(), 200_000);
+            t.elapsed()
+        })
+    };
+    let s = Store::open(&db).unwrap();
+    let (mut longest, mut writes) = (Duration::ZERO, 0);
+    while !importer.is_finished() {
+        let t = Instant::now();
+        s.add_prompts(small, &[prompt(writes)]).unwrap();
+        longest = longest.max(t.elapsed());
+        writes += 1;
+    }
+    let took = importer.join().unwrap();
+    eprintln!("import {took:?}; {writes} small writes meanwhile, the slowest {longest:?}");
+    assert!(took > Duration::from_millis(800), "too quick to tell: {took:?}");
+    assert!(writes > 5, "only {writes} small writes in {took:?}");
+    assert!(longest < took / 3, "a small write waited {longest:?} during a {took:?} import");
+}

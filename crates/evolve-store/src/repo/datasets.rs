@@ -61,6 +61,9 @@ fn prompt_from_row(row: &Row) -> rusqlite::Result<Prompt> {
     })
 }
 
+/// Prompts written per transaction by [`Store::add_prompts`].
+const PROMPTS_PER_COMMIT: usize = 1_000;
+
 impl Store {
     /// Creates a dataset; names are unique, so importing under a taken name fails.
     pub fn create_dataset(
@@ -148,29 +151,36 @@ impl Store {
         dataset: DatasetId,
         prompts: &[NewPrompt],
     ) -> Result<usize, StoreError> {
-        let tx = self.write_tx()?;
         let mut inserted = 0;
-        {
-            let mut stmt = tx.prepare(
-                "INSERT INTO prompts (dataset_id, idx, split, prompt, reference, metadata_json)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-                 ON CONFLICT (dataset_id, idx) DO NOTHING",
-            )?;
-            for p in prompts {
-                let metadata = to_json(&p.metadata)?;
-                inserted += stmt
-                    .execute(params![
-                        dataset,
-                        p.idx,
-                        p.split,
-                        p.prompt,
-                        p.reference,
-                        metadata
-                    ])
-                    .context(|| format!("adding prompt {} to dataset {dataset}", p.idx))?;
+        // Committed in slices, so a million-line import never holds the write lock longer than
+        // one slice (other connections wait milliseconds, not the whole import). Lines already
+        // stored are skipped, so importing again after a crash completes the dataset.
+        for slice in prompts.chunks(PROMPTS_PER_COMMIT) {
+            let tx = self.write_tx()?;
+            {
+                let mut stmt = tx.prepare_cached(
+                    "INSERT INTO prompts (dataset_id, idx, split, prompt, reference, metadata_json)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                     ON CONFLICT (dataset_id, idx) DO NOTHING",
+                )?;
+                for p in slice {
+                    let metadata = to_json(&p.metadata)?;
+                    inserted += stmt
+                        .execute(params![
+                            dataset,
+                            p.idx,
+                            p.split,
+                            p.prompt,
+                            p.reference,
+                            metadata
+                        ])
+                        .context(|| format!("adding prompt {} to dataset {dataset}", p.idx))?;
+                }
             }
+            tx.commit()?;
+            // A moment without the lock, for writers waiting on other connections.
+            std::thread::sleep(std::time::Duration::from_millis(1));
         }
-        tx.commit()?;
         Ok(inserted)
     }
 
