@@ -245,6 +245,7 @@ fn idle_and_slow_clients_cannot_lock_the_page_out() {
     std::thread::sleep(Duration::from_millis(200));
 
     let bearer = format!("Bearer {}", server.token);
+    let mut slowest = Duration::ZERO;
     for _ in 0..3 {
         let t = Instant::now();
         let page = http(port, "GET", "/", &[], "");
@@ -261,7 +262,9 @@ fn idle_and_slow_clients_cannot_lock_the_page_out() {
             took < Duration::from_secs(1),
             "the page took {took:?} under load"
         );
+        slowest = slowest.max(took);
     }
+    eprintln!("under load: page + status in at most {slowest:?}");
 
     // Within the header deadline (10 s, plus slack for this busy 2-core machine) of the last
     // connect, every idle socket has been closed by the server.

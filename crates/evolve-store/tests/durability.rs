@@ -317,7 +317,13 @@ fn a_big_import_keeps_other_writers_waiting_milliseconds_not_the_whole_import() 
     }
     let took = importer.join().unwrap();
     eprintln!("import {took:?}; {writes} small writes meanwhile, the slowest {longest:?}");
-    assert!(took > Duration::from_millis(800), "too quick to tell: {took:?}");
+    assert!(
+        took > Duration::from_millis(800),
+        "too quick to tell: {took:?}"
+    );
     assert!(writes > 5, "only {writes} small writes in {took:?}");
-    assert!(longest < took / 3, "a small write waited {longest:?} during a {took:?} import");
+    assert!(
+        longest < took / 3,
+        "a small write waited {longest:?} during a {took:?} import"
+    );
 }
