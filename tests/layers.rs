@@ -103,8 +103,7 @@ fn shells_do_not_reach_the_store_or_an_engine() {
         "evolve::train",
     ];
     for dir in ["src/api", "src/cli"] {
-        for entry in std::fs::read_dir(root.join(dir)).unwrap() {
-            let path = entry.unwrap().path();
+        for path in rust_files(&root.join(dir)) {
             let rel = path
                 .strip_prefix(root)
                 .unwrap()
@@ -119,4 +118,18 @@ fn shells_do_not_reach_the_store_or_an_engine() {
             }
         }
     }
+}
+
+/// Every `.rs` file under `dir`, in subfolders too.
+fn rust_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(rust_files(&path));
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+    out
 }

@@ -181,7 +181,9 @@ fn readers_see_the_last_commit_while_a_writer_holds_a_transaction() {
     // journal that takes an exclusive lock and readers would get SQLITE_BUSY; with WAL they must not.
     writer.conn().pragma_update(None, "cache_size", 10).unwrap();
     writer.conn().execute_batch("BEGIN IMMEDIATE").unwrap();
-    writer.add_prompts(s.dataset, &[]).unwrap_err(); // nested transaction is refused, not silently merged
+    writer
+        .add_prompts(s.dataset, &[new_prompt(9, "train")])
+        .unwrap_err(); // nested transaction is refused, not silently merged
     for idx in 10..510 {
         writer
             .conn()
