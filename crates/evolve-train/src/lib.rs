@@ -43,7 +43,7 @@ pub use model::LlamaModel;
 pub use optim::OptimConfig;
 pub use preference::{ADAPTER_GGUF, CHECKPOINT_DIR, LoraDpoTrainer};
 pub use sft::{SftExample, SftMetrics, SftOutcome, train_sft};
-pub use tokenizer::{BPE_PRE_REGEX, tokenizer_from_gguf};
+pub use tokenizer::{pre::PRE_TOKENIZERS, tokenizer_from_gguf};
 /// The tokenizer crate, so callers name the same `Tokenizer` type this crate returns.
 pub use tokenizers;
 pub use trainer::{

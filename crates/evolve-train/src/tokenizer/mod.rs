@@ -6,11 +6,13 @@
 //! - `llama` (SentencePiece): BPE over the pieces with merges ranked by the merged piece's score
 //!   (llama.cpp's SPM merges the highest-scoring bigram first), byte fallback `<0xXX>`, spaces
 //!   as `▁`, optional `▁` prefix.
-//! - `gpt2` (byte-level BPE): `tokenizer.ggml.merges` in order, with the pre-tokenizer regex of
-//!   `tokenizer.ggml.pre` (only the kinds listed in [`BPE_PRE_REGEX`]).
+//! - `gpt2` (byte-level BPE): `tokenizer.ggml.merges` in order, with the pre-tokenizer of
+//!   `tokenizer.ggml.pre` as llama.cpp defines it ([`pre::PRE_TOKENIZERS`]).
 //!
 //! Control, user-defined and unknown tokens are added tokens, matched in the text as llama.cpp
 //! does with `parse_special`.
+
+pub mod pre;
 
 use crate::{Result, TrainError};
 use evolve_gguf::{GgufFile, Value};
@@ -22,22 +24,6 @@ use tokenizers::Tokenizer;
 const TYPE_UNKNOWN: i64 = 2;
 const TYPE_CONTROL: i64 = 3;
 const TYPE_USER_DEFINED: i64 = 4;
-
-/// Pre-tokenizer regex by `tokenizer.ggml.pre`, from llama.cpp's `llm_tokenizer_bpe`.
-pub const BPE_PRE_REGEX: &[(&str, &str)] = &[
-    (
-        "gpt-2",
-        r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)",
-    ),
-    (
-        "qwen2",
-        r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+",
-    ),
-    (
-        "llama-bpe",
-        r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+",
-    ),
-];
 
 fn meta_err(key: &str, why: &str) -> TrainError {
     TrainError::Metadata(format!("{key} ({why})"))
@@ -195,17 +181,12 @@ fn spm_parts(
 
 /// Byte-level BPE with the file's merges (`"a b"` strings, in rank order).
 fn bpe_parts(tokens: &[String], merges: &[String], pre: &str) -> Result<Parts> {
-    let regex = BPE_PRE_REGEX
-        .iter()
-        .find(|(name, _)| *name == pre)
-        .map(|(_, r)| *r)
-        .ok_or_else(|| {
-            let known: Vec<&str> = BPE_PRE_REGEX.iter().map(|(n, _)| *n).collect();
-            TrainError::Config(format!(
-                "BPE pre-tokenizer '{pre}' is not supported (supported: {})",
-                known.join(", ")
-            ))
-        })?;
+    let pre = pre::pre_tokenizer(pre).ok_or_else(|| {
+        TrainError::Config(format!(
+            "BPE pre-tokenizer '{pre}' is not supported (supported: {})",
+            pre::supported_names().join(", ")
+        ))
+    })?;
     let merges: Vec<[&str; 2]> = merges
         .iter()
         .map(|m| {
@@ -222,12 +203,17 @@ fn bpe_parts(tokens: &[String], merges: &[String], pre: &str) -> Result<Parts> {
     let model = json!({
         "type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
         "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false,
-        "ignore_merges": false, "vocab": vocab_json, "merges": merges,
+        "ignore_merges": pre.ignore_merges, "vocab": vocab_json, "merges": merges,
     });
-    let pre_tokenizer = json!({"type": "Sequence", "pretokenizers": [
-        {"type": "Split", "pattern": {"Regex": regex}, "behavior": "Isolated", "invert": false},
-        {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": false, "use_regex": false},
-    ]});
+    // Each regex splits the pieces of the one before, keeping what it does not match, as
+    // llama.cpp's `unicode_regex_split` does; then bytes become GPT-2's characters.
+    let mut steps: Vec<Json> = pre
+        .regexes
+        .iter()
+        .map(|r| json!({"type": "Split", "pattern": {"Regex": r}, "behavior": "Isolated", "invert": false}))
+        .collect();
+    steps.push(json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": false, "use_regex": false}));
+    let pre_tokenizer = json!({"type": "Sequence", "pretokenizers": steps});
     let decoder = json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": false,
                          "use_regex": false});
     Ok((model, Json::Null, pre_tokenizer, decoder, false))

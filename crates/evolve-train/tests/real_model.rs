@@ -1,0 +1,190 @@
+//! SmolLM2-135M-Instruct, a real pretrained model (Q4_1/Q8_0 tensors, a 49k byte-level BPE
+//! vocabulary with the `smollm` pre-tokenizer), fetched by `scripts/fetch-smollm2.sh`: the
+//! training side must read its text and weights exactly as llama.cpp does.
+//!
+//! The model comes from `$EVOLVE_SMOLLM2`, else the script's cache. Without it these tests say
+//! SKIPPED on stderr, unless `EVOLVE_REQUIRE_REAL_MODELS=1` (set by scripts/test.sh), where a
+//! missing model fails them.
+
+mod common;
+
+use candle_core::{DType, Device, Tensor};
+use common::{llama_cpp, rel_error};
+use evolve_gguf::tiny::WeightType;
+use evolve_llama::{EngineOptions, LlamaEngine};
+use evolve_train::export::{TokenizerMetadata, export_gguf_model};
+use evolve_train::{LlamaModel, tokenizer_from_gguf};
+use std::path::PathBuf;
+
+const MODEL: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
+
+fn smollm2(test: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("EVOLVE_SMOLLM2")
+        .map(PathBuf::from)
+        .or_else(|| {
+            let cache = std::env::var_os("EVOLVE_CACHE")
+                .map(PathBuf::from)
+                .or_else(|| {
+                    std::env::var_os("XDG_CACHE_HOME")
+                        .map(PathBuf::from)
+                        .or_else(|| {
+                            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache"))
+                        })
+                        .map(|c| c.join("evolve-studio"))
+                })?;
+            Some(cache.join("smollm2").join(MODEL))
+        })
+        .filter(|p| p.is_file());
+    if path.is_none() {
+        assert!(
+            std::env::var("EVOLVE_REQUIRE_REAL_MODELS").as_deref() != Ok("1"),
+            "{test}: {MODEL} is required (EVOLVE_REQUIRE_REAL_MODELS=1): run scripts/fetch-smollm2.sh"
+        );
+        eprintln!("SKIPPED {test}: no {MODEL} (run scripts/fetch-smollm2.sh)");
+    }
+    path
+}
+
+/// English, code, Vietnamese, Arabic with diacritics, CJK, emoji, whitespace runs, numbers and
+/// the chat markers: where byte-level BPE pre-tokenizers differ.
+const CORPUS: &[&str] = &[
+    "The larger number is 847.",
+    "What is 12345 + 67890? The answer is 80235, isn't it? I'll check: they're right.",
+    "fn main() {\n    let x = vec![1, 2, 3];\n    println!(\"{:?}\", x.iter().sum::<i32>());\n}\n",
+    "def f(a, b):\n\treturn a ** 2 + b  # comment\n\n\n",
+    "Tiếng Việt có dấu: người, được, những, chuyện.",
+    "العربية مع التشكيل: السَّلَامُ عَلَيْكُمْ وَرَحْمَةُ اللهِ",
+    "日本語の文章と中文句子，还有한국어 문장。",
+    "emoji 🙂👍🏽 and 👨‍👩‍👧 family, flags 🇻🇳",
+    "spaces    and\t\ttabs \n\n  \n   trailing   ",
+    "3.14159 1,000,000 2024-12-01 0x1F #### 42",
+    "<|im_start|>system\nYou are a helpful AI assistant named SmolLM<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n",
+];
+
+fn engine(path: &std::path::Path) -> LlamaEngine {
+    LlamaEngine::load(
+        path,
+        EngineOptions {
+            n_threads: 2,
+            n_ctx: 512,
+            ..EngineOptions::default()
+        },
+    )
+    .unwrap()
+}
+
+#[test]
+fn smollm2_text_tokenises_exactly_as_llama_cpp_does() {
+    let Some(path) = smollm2("smollm2_text_tokenises_exactly_as_llama_cpp_does") else {
+        return;
+    };
+    let file = evolve_gguf::read_path(&path).unwrap();
+    assert_eq!(file.get_str("tokenizer.ggml.pre"), Some("smollm"));
+    let tokenizer = tokenizer_from_gguf(&file).unwrap();
+    let engine = engine(&path);
+    let mut tokens = 0;
+    for text in CORPUS {
+        let want: Vec<u32> = engine.tokenize(text).iter().map(|&t| t as u32).collect();
+        let got = tokenizer.encode(*text, true).unwrap().get_ids().to_vec();
+        assert_eq!(got, want, "{text:?}");
+        tokens += got.len();
+    }
+    eprintln!("{} texts, {tokens} tokens: identical ids", CORPUS.len());
+}
+
+fn last_logits(model: &LlamaModel, ids: &[i32]) -> Vec<f32> {
+    let input = Tensor::new(
+        ids.iter().map(|&i| i as u32).collect::<Vec<_>>().as_slice(),
+        &Device::Cpu,
+    )
+    .unwrap()
+    .unsqueeze(0)
+    .unwrap();
+    let logits = model.forward(&input).unwrap();
+    logits
+        .get(0)
+        .unwrap()
+        .get(ids.len() - 1)
+        .unwrap()
+        .to_vec1()
+        .unwrap()
+}
+
+fn argmax(v: &[f32]) -> usize {
+    v.iter()
+        .enumerate()
+        .max_by(|a, b| a.1.total_cmp(b.1))
+        .unwrap()
+        .0
+}
+
+const PROMPTS: [&str; 2] = [
+    "<|im_start|>user\nWhich number is larger, 847 or 784?<|im_end|>\n<|im_start|>assistant\n",
+    "The capital of France is",
+];
+
+/// The forward pass is llama.cpp's: on the same weights in f32 (the Q4_1 file dequantized
+/// and written back as F32), the logits agree to float rounding.
+#[test]
+fn smollm2_forward_in_candle_is_llama_cpps_on_the_same_f32_weights() {
+    let Some(path) = smollm2("smollm2_forward_in_candle_is_llama_cpps_on_the_same_f32_weights")
+    else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let model = LlamaModel::load(&path, &Device::Cpu, DType::F32).unwrap();
+    let f32_path = dir.path().join("smollm2-f32.gguf");
+    export_gguf_model(
+        &model,
+        &f32_path,
+        WeightType::F32,
+        TokenizerMetadata::CopyFrom(&path),
+    )
+    .unwrap();
+    let direct = llama_cpp::load(&f32_path);
+    let engine = engine(&path);
+    for prompt in PROMPTS {
+        let ids = engine.tokenize(prompt);
+        let err = rel_error(
+            &last_logits(&model, &ids),
+            &llama_cpp::last_logits(&direct, None, &ids),
+        );
+        eprintln!("f32 weights, {} tokens: rel. error {err:.2e}", ids.len());
+        assert!(err < 1e-4, "{prompt:?}: rel. error {err:e}");
+    }
+}
+
+/// On the Q4_1 file itself, candle (weights dequantized, f32 products) and llama.cpp (weights
+/// times activations quantized to 8 bits, its CPU kernels) differ by that rounding alone.
+#[test]
+fn smollm2_logits_in_candle_match_llama_cpp_on_the_q4_1_file() {
+    let Some(path) = smollm2("smollm2_logits_in_candle_match_llama_cpp_on_the_q4_1_file") else {
+        return;
+    };
+    let direct = llama_cpp::load(&path);
+    let engine = engine(&path);
+    for quantized in [false, true] {
+        let model = if quantized {
+            LlamaModel::load_quantized(&path, &Device::Cpu, DType::F32)
+        } else {
+            LlamaModel::load(&path, &Device::Cpu, DType::F32)
+        }
+        .unwrap();
+        for prompt in PROMPTS {
+            let ids = engine.tokenize(prompt);
+            let got = last_logits(&model, &ids);
+            let want = llama_cpp::last_logits(&direct, None, &ids);
+            let err = rel_error(&got, &want);
+            eprintln!(
+                "quantized base {quantized}, {} tokens: rel. error {err:.2e}",
+                ids.len()
+            );
+            assert!(err < 6e-2, "{prompt:?}: rel. error {err:e}");
+            assert_eq!(
+                argmax(&got),
+                argmax(&want),
+                "{prompt:?}: another next token"
+            );
+        }
+    }
+}
