@@ -1,7 +1,7 @@
 //! Registering GGUF models: validation, checksum and the supported-architecture gate.
 
 use anyhow::{Context, Result, bail};
-use evolve_gguf::{GgufFile, ModelSummary};
+use evolve_gguf::GgufFile;
 use sha2::{Digest, Sha256};
 use std::io::Read;
 use std::path::Path;
@@ -16,7 +16,11 @@ pub fn inspect(path: &Path) -> Result<GgufFile> {
     Ok(evolve_gguf::read_path(path)?)
 }
 
-pub fn check_trainable(summary: &ModelSummary) -> Result<()> {
+/// Whether EVOLVE can train `file`, from its header alone: the architecture, then what the
+/// training engine needs (hyper-parameters, tensor types, the tokenizer). Checked at `models
+/// add` and again when a run is created, before any sampling.
+pub fn check_trainable(file: &GgufFile) -> Result<()> {
+    let summary = file.summary();
     if !TRAINABLE_ARCHITECTURES.contains(&summary.architecture.as_str()) {
         bail!(
             "unsupported architecture '{}' in {}: EVOLVE Studio trains {} models (Llama 2/3, Mistral, SmolLM, Qwen2/2.5)",
@@ -25,7 +29,8 @@ pub fn check_trainable(summary: &ModelSummary) -> Result<()> {
             TRAINABLE_ARCHITECTURES.join(", ")
         );
     }
-    Ok(())
+    evolve_train::check_trainable(file)
+        .map_err(|e| anyhow::anyhow!("{} cannot be trained: {e}", summary.path))
 }
 
 /// SHA-256 of a file, streamed (model files are gigabytes).

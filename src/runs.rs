@@ -16,7 +16,7 @@ use evolve_train::loss::DpoKind;
 use evolve_train::optim::LrSchedule;
 use evolve_train::{LoraConfig, LoraDpoTrainer, Reference, TrainConfig};
 use serde::Serialize;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// How the engines run on this machine (not part of the run: a resume may use other threads).
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -128,12 +128,15 @@ impl Service {
         dataset: DatasetId,
         config: &RunConfig,
     ) -> Result<RunId> {
-        if self.store().get_model(model)?.is_none() {
+        let Some(row) = self.store().get_model(model)? else {
             bail!(
                 "no registered model with id {} (see `evolve models list`)",
                 model.0
             );
-        }
+        };
+        // A model registered by an older version may fail today's pre-flight: say so now,
+        // not after a round of sampling.
+        crate::models::check_trainable(&crate::models::inspect(Path::new(&row.path))?)?;
         let Some(ds) = self.store().get_dataset(dataset)? else {
             bail!("no dataset with id {} (see `evolve data list`)", dataset.0);
         };

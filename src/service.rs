@@ -43,7 +43,7 @@ impl Service {
             .with_context(|| format!("model file not found: {}", path.display()))?;
         let file = models::inspect(&path)?;
         let summary = file.summary();
-        models::check_trainable(&summary)?;
+        models::check_trainable(&file)?;
         file.check_consistency()
             .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         let sha256 = models::sha256_file(&path)?;

@@ -537,3 +537,123 @@ fn registering_a_big_model_does_not_hold_up_other_commands() {
         "status waited for the add: {status_took:?} of {add_took:?}"
     );
 }
+
+/// The tiny model rewritten: `meta` replaces metadata values, and tensor `iq4` (if any) is
+/// stored as IQ4_NL (a type llama.cpp reads but candle cannot train), keeping its shape.
+fn tiny_variant(
+    f: &Fixture,
+    name: &str,
+    meta: &[(&str, evolve::gguf::Value)],
+    iq4: Option<&str>,
+) -> std::path::PathBuf {
+    use evolve::gguf::{GgmlType, GgufWriter, TensorData, read_path};
+    use std::io::{Read, Seek, SeekFrom};
+    let base = f.root.join("tiny-base.gguf");
+    write_tiny_llama(&base, &TinyLlamaConfig::default(), WeightType::Q8_0).unwrap();
+    let file = read_path(&base).unwrap();
+    let mut w = GgufWriter::new();
+    for (k, v) in &file.metadata {
+        let v = meta
+            .iter()
+            .find(|(m, _)| m == k)
+            .map_or(v.clone(), |(_, nv)| nv.clone());
+        w.add_metadata(k.clone(), v);
+    }
+    for (k, v) in meta {
+        if file.get(k).is_none() {
+            w.add_metadata(*k, v.clone());
+        }
+    }
+    let mut raw = std::fs::File::open(&base).unwrap();
+    for t in &file.tensors {
+        let data = if Some(t.name.as_str()) == iq4 {
+            // IQ4_NL: 18 bytes per 32 values, like Q4_0.
+            let blocks = (t.n_elements() / 32) as usize;
+            TensorData::Raw {
+                ggml_type: GgmlType::IQ4_NL,
+                bytes: vec![0; blocks * 18],
+            }
+        } else {
+            let mut bytes = vec![0; t.n_bytes() as usize];
+            raw.seek(SeekFrom::Start(file.data_offset + t.offset))
+                .unwrap();
+            raw.read_exact(&mut bytes).unwrap();
+            TensorData::Raw {
+                ggml_type: t.ggml_type,
+                bytes,
+            }
+        };
+        w.add_tensor(t.name.clone(), t.dims.clone(), data).unwrap();
+    }
+    let path = f.root.join(name);
+    w.write_to_path(&path).unwrap();
+    path
+}
+
+#[test]
+fn files_that_cannot_be_trained_are_refused_at_models_add_and_run_start_with_the_reason() {
+    use evolve::gguf::Value as G;
+    let f = fixture();
+    let cases = [
+        (
+            tiny_variant(&f, "iq4.gguf", &[], Some("blk.0.ffn_down.weight")),
+            "tensor type IQ4_NL cannot be trained",
+        ),
+        (
+            tiny_variant(
+                &f,
+                "mamba.gguf",
+                &[("general.architecture", G::String("mamba".into()))],
+                None,
+            ),
+            "unsupported architecture 'mamba'",
+        ),
+        (
+            tiny_variant(
+                &f,
+                "pre.gguf",
+                &[
+                    ("tokenizer.ggml.model", G::String("gpt2".into())),
+                    ("tokenizer.ggml.pre", G::String("no-such-pre".into())),
+                    ("tokenizer.ggml.merges", G::Array(vec![])),
+                ],
+                None,
+            ),
+            "BPE pre-tokenizer 'no-such-pre' is not supported",
+        ),
+    ];
+    for (path, says) in &cases {
+        let t = std::time::Instant::now();
+        let err = f
+            .api
+            .call("models_add", json!({ "path": path }))
+            .unwrap_err();
+        assert!(err.message.contains(says), "{}: {err}", path.display());
+        assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+    }
+
+    // A registered model whose file no longer passes (replaced on disk, or registered by an
+    // older version): refused when the run is created, before any sampling.
+    let id = tiny_model(&f);
+    std::fs::copy(&cases[0].0, f.root.join("tiny.gguf")).unwrap();
+    let data = f.root.join("d.jsonl");
+    std::fs::write(&data, "{\"prompt\": \"1+1=\", \"reference\": \"2\"}\n").unwrap();
+    let ds = f
+        .api
+        .call(
+            "datasets_import",
+            json!({"path": data, "format": null, "name": null}),
+        )
+        .unwrap();
+    let t = std::time::Instant::now();
+    let err = f
+        .api
+        .call(
+            "run_start",
+            json!({"name": "r", "model_id": id, "dataset_id": ds["dataset_id"]}),
+        )
+        .unwrap_err();
+    assert!(err.message.contains("IQ4_NL"), "{err}");
+    assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+    assert_eq!(f.api.call("runs_list", json!({})).unwrap(), json!([]));
+}

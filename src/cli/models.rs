@@ -95,12 +95,13 @@ pub fn info_of_path(args: &InfoArgs) -> Result<()> {
 }
 
 fn print_info(path: &Path, json: bool) -> Result<()> {
-    let summary = evolve::models::inspect(path)?.summary();
+    let file = evolve::models::inspect(path)?;
+    let summary = file.summary();
     if json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
     } else {
         print!("{}", summary.to_text());
-        if let Err(e) = evolve::models::check_trainable(&summary) {
+        if let Err(e) = evolve::models::check_trainable(&file) {
             println!("note: {e}");
         }
     }
