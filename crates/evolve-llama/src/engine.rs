@@ -7,9 +7,11 @@
 
 use crate::LlamaError;
 use crate::adapter::{AdapterId, BaseTensors, LoadedAdapter};
+use crate::chat_template::{ChatTemplate, RenderOptions};
 use crate::sampler::build_sampler;
 use crate::stream::TextStream;
 use evolve_core::{ChatMessage, SamplerConfig};
+use evolve_gguf::{GgufFile, Value};
 use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::context::params::LlamaContextParams;
 use llama_cpp_2::llama_backend::LlamaBackend;
@@ -100,6 +102,8 @@ pub struct LlamaEngine {
     pub(crate) base_tensors: Option<BaseTensors>,
     /// The vocabulary's end-of-generation tokens (EOS, EOT, …), for `ignore_eos`.
     pub(crate) eog_tokens: Vec<LlamaToken>,
+    /// The file's own chat template (`None`: it has none; `Err`: it does not compile).
+    jinja: Option<Result<ChatTemplate, String>>,
     stats: Mutex<EngineStats>,
 }
 
@@ -108,7 +112,8 @@ impl LlamaEngine {
         if !path.is_file() {
             return Err(LlamaError::NotFound(path.to_path_buf()));
         }
-        check_before_llama_cpp(path)?;
+        let header = check_before_llama_cpp(path)?;
+        let jinja = model_chat_template(&header);
         let params = LlamaModelParams::default().with_n_gpu_layers(options.n_gpu_layers);
         let model = LlamaModel::load_from_file(backend()?, path, &params).map_err(|e| {
             LlamaError::Load {
@@ -131,6 +136,7 @@ impl LlamaEngine {
             adapters: Vec::new(),
             active_adapter: None,
             base_tensors: None,
+            jinja,
             stats: Mutex::new(EngineStats::default()),
         })
     }
@@ -219,33 +225,56 @@ impl LlamaEngine {
         self.format_chat(&[ChatMessage::user(user)])
     }
 
-    /// Formats a conversation with the model's chat template (llama.cpp's built-in template
-    /// matcher, not Jinja), ending with the assistant's generation prompt.
+    /// Formats a conversation with the model's chat template, ending with the assistant's
+    /// generation prompt.
     ///
-    /// Template policy: `EngineOptions::chat_template` if set; else the model's own template;
-    /// else, for a model that ships none, ChatML ([`FALLBACK_CHAT_TEMPLATE`]), the most common
-    /// format. A template llama.cpp does not recognise is an error naming the override, never a
-    /// silently wrong prompt.
+    /// Template policy: `EngineOptions::chat_template` (a llama.cpp built-in name) if set; else
+    /// the model's own Jinja template rendered as transformers renders it
+    /// ([`crate::chat_template`]); else, for a model that ships none, ChatML
+    /// ([`FALLBACK_CHAT_TEMPLATE`]), the most common format. A template that cannot be applied
+    /// is an error naming the override, never a silently different prompt.
     pub fn format_chat(&self, messages: &[ChatMessage]) -> Result<String, LlamaError> {
+        let template_error = |reason: String| LlamaError::ChatTemplate {
+            path: self.path.clone(),
+            reason,
+        };
+        if self.options.chat_template.is_none()
+            && let Some(template) = &self.jinja
+        {
+            let template = template
+                .as_ref()
+                .map_err(|e| template_error(format!("the model's own template: {e}")))?;
+            let text = template
+                .render(messages, RenderOptions::default())
+                .map_err(|e| template_error(format!("the model's own template: {e}")))?;
+            // The template prints BOS itself, and tokenising adds one when the vocabulary asks:
+            // keep one, as transformers' tokenizer does.
+            let bos = template.bos_token();
+            return Ok(match text.strip_prefix(bos) {
+                Some(rest) if !bos.is_empty() && self.model.vocab().should_add_bos() => {
+                    rest.to_string()
+                }
+                _ => text,
+            });
+        }
+        self.format_chat_builtin(messages)
+    }
+
+    /// llama.cpp's built-in templates: the override, or ChatML for a model without a template.
+    fn format_chat_builtin(&self, messages: &[ChatMessage]) -> Result<String, LlamaError> {
         use llama_cpp_2::model::{LlamaChatMessage, LlamaChatTemplate};
         let template_error = |reason: String| LlamaError::ChatTemplate {
             path: self.path.clone(),
             reason,
         };
-        let (tmpl, source) = match &self.options.chat_template {
-            Some(name) => (
-                LlamaChatTemplate::new(name).map_err(|e| template_error(e.to_string()))?,
-                format!("'{name}'"),
+        let (name, source) = match &self.options.chat_template {
+            Some(name) => (name.as_str(), format!("'{name}'")),
+            None => (
+                FALLBACK_CHAT_TEMPLATE,
+                format!("the fallback '{FALLBACK_CHAT_TEMPLATE}' (the model has none)"),
             ),
-            None => match self.model.chat_template(None) {
-                Ok(t) => (t, "the model's own".to_string()),
-                Err(_) => (
-                    LlamaChatTemplate::new(FALLBACK_CHAT_TEMPLATE)
-                        .map_err(|e| template_error(e.to_string()))?,
-                    format!("the fallback '{FALLBACK_CHAT_TEMPLATE}' (the model has none)"),
-                ),
-            },
         };
+        let tmpl = LlamaChatTemplate::new(name).map_err(|e| template_error(e.to_string()))?;
         let msgs = messages
             .iter()
             .map(|m| LlamaChatMessage::new(m.role.as_str().into(), m.content.clone()))
@@ -388,11 +417,29 @@ impl LlamaEngine {
 /// Reads and checks a model file before llama.cpp loads it: llama.cpp aborts the whole process
 /// (not just the load) on headers and shapes it does not expect, so whatever our reader and
 /// [`evolve_gguf::GgufFile::check_consistency`] refuse never reaches it.
-pub fn check_before_llama_cpp(path: &Path) -> Result<(), LlamaError> {
+/// Returns the header it read.
+pub fn check_before_llama_cpp(path: &Path) -> Result<GgufFile, LlamaError> {
     let fail = |reason: String| LlamaError::Load {
         path: path.to_path_buf(),
         reason,
     };
     let file = evolve_gguf::read_path(path).map_err(|e| fail(e.to_string()))?;
-    file.check_consistency().map_err(fail)
+    file.check_consistency().map_err(fail)?;
+    Ok(file)
+}
+
+/// The file's `tokenizer.chat_template`, compiled, with the texts of its BOS and EOS tokens.
+fn model_chat_template(file: &GgufFile) -> Option<Result<ChatTemplate, String>> {
+    let source = file.get_str("tokenizer.chat_template")?;
+    let tokens = file.get("tokenizer.ggml.tokens").and_then(Value::as_array);
+    let token = |key: &str| -> String {
+        file.get_u64(key)
+            .and_then(|id| tokens?.get(id as usize)?.as_str().map(str::to_string))
+            .unwrap_or_default()
+    };
+    Some(ChatTemplate::new(
+        source,
+        &token("tokenizer.ggml.bos_token_id"),
+        &token("tokenizer.ggml.eos_token_id"),
+    ))
 }

