@@ -252,6 +252,7 @@ fn seed_pair(f: &Fixture, model: i64) -> (i64, i64) {
                 sample_index: sample,
                 text: text.into(),
                 token_count: 1,
+                token_ids: None,
                 finished: true,
                 seed: 0,
                 sampler: SamplerConfig::default(),

@@ -33,6 +33,10 @@ pub struct TrainExample {
     /// end-of-turn token after it; one cut at `max_tokens` ends where it was cut.
     pub chosen_finished: bool,
     pub rejected_finished: bool,
+    /// The token ids each answer was sampled as, when known: trained on exactly, if they spell
+    /// the answer's text, instead of re-tokenising it (which can split it differently).
+    pub chosen_ids: Option<Vec<u32>>,
+    pub rejected_ids: Option<Vec<u32>>,
 }
 
 impl TrainExample {
@@ -50,6 +54,8 @@ impl TrainExample {
             rejected: rejected.into(),
             chosen_finished: true,
             rejected_finished: true,
+            chosen_ids: None,
+            rejected_ids: None,
         }
     }
 }

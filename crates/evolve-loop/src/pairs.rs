@@ -194,6 +194,14 @@ pub struct PairTexts {
     /// Whether each answer ended by itself rather than at the token limit (an edit has).
     pub chosen_finished: bool,
     pub rejected_finished: bool,
+    /// The sampled token ids of each answer, when stored (never for an edited answer).
+    pub chosen_ids: Option<Vec<u32>>,
+    pub rejected_ids: Option<Vec<u32>>,
+}
+
+/// Stored ids as the trainer takes them (a negative id would be corrupt: dropped).
+pub(crate) fn token_ids(ids: Option<Vec<i32>>) -> Option<Vec<u32>> {
+    ids?.into_iter().map(|t| u32::try_from(t).ok()).collect()
 }
 
 /// Reads a pair's question and answers and renders its prompt with `template`.
@@ -222,9 +230,13 @@ pub fn pair_texts(
         PairKind::Refine => template.render_messages(&question, &rejected.text),
         PairKind::Keep => template.render_messages(&question, &generated_chosen.text),
     };
-    let (chosen, chosen_finished) = match (&pair.review, &pair.edited_chosen_text) {
-        (ReviewState::Edited, Some(edited)) => (edited.clone(), true),
-        _ => (generated_chosen.text, generated_chosen.finished),
+    let (chosen, chosen_finished, chosen_ids) = match (&pair.review, &pair.edited_chosen_text) {
+        (ReviewState::Edited, Some(edited)) => (edited.clone(), true, None),
+        _ => (
+            generated_chosen.text,
+            generated_chosen.finished,
+            token_ids(generated_chosen.token_ids),
+        ),
     };
     Ok(PairTexts {
         messages,
@@ -232,5 +244,7 @@ pub fn pair_texts(
         rejected: rejected.text,
         chosen_finished,
         rejected_finished: rejected.finished,
+        chosen_ids,
+        rejected_ids: token_ids(rejected.token_ids),
     })
 }

@@ -97,6 +97,8 @@ struct FakeTrainer {
     stop_at_step: Option<usize>,
     /// The objective of every training started, in order.
     objectives: Vec<Objective>,
+    /// Examples whose answers came with the token ids they were sampled as.
+    with_sampled_ids: usize,
 }
 
 impl PreferenceTrainer for FakeTrainer {
@@ -109,6 +111,14 @@ impl PreferenceTrainer for FakeTrainer {
         on_step: &mut dyn FnMut(&StepReport) -> bool,
     ) -> Result<TrainedAdapter, TrainError> {
         self.objectives.push(objective);
+        // The generator reports tokens [1, 2, 3] for every answer.
+        let sampled = Some(vec![1u32, 2, 3]);
+        self.with_sampled_ids += examples
+            .iter()
+            .filter(|e| {
+                e.chosen_ids == sampled && (e.rejected_ids == sampled || e.rejected.is_empty())
+            })
+            .count();
         let steps = 4;
         for step in 1..=steps {
             if self.stop_at_step == Some(step) {
@@ -222,6 +232,7 @@ fn run_to_end_scored_by(
         let mut trainer = FakeTrainer {
             stop_at_step: None,
             objectives: vec![],
+            with_sampled_ids: 0,
         };
         let mut progress = |p: Progress| !stop(&p);
         let engines = Engines {
@@ -490,6 +501,7 @@ fn the_sft_warm_up_trains_round_0_on_the_chosen_answers_and_later_rounds_on_pref
         let mut trainer = FakeTrainer {
             stop_at_step: None,
             objectives: vec![],
+            with_sampled_ids: 0,
         };
         let mut progress = |_: Progress| true;
         let engines = Engines {
@@ -507,6 +519,10 @@ fn the_sft_warm_up_trains_round_0_on_the_chosen_answers_and_later_rounds_on_pref
             vec![Objective::Preference, Objective::Preference]
         };
         assert_eq!(trainer.objectives, want);
+        assert!(
+            trainer.with_sampled_ids > 0,
+            "no example carried its sampled token ids"
+        );
         let rounds = store.rounds_of_run(run).unwrap();
         let stored = store.training_runs_of_round(rounds[0].id).unwrap()[0]
             .config
@@ -564,6 +580,7 @@ fn a_panic_mid_round_fails_the_round_with_its_message_and_the_run_resumes_from_t
     let mut trainer = FakeTrainer {
         stop_at_step: None,
         objectives: vec![],
+        with_sampled_ids: 0,
     };
     let mut progress = |_: Progress| true;
     let engines = Engines {

@@ -200,10 +200,12 @@ fn insert_generation_is_idempotent_and_refinement_chains_come_back_root_first() 
         again, root,
         "re-running a step returns the stored generation"
     );
+    let stored = store.get_generation(root).unwrap().unwrap();
+    assert_eq!(stored.text, "first", "first write wins");
     assert_eq!(
-        store.get_generation(root).unwrap().unwrap().text,
-        "first",
-        "first write wins"
+        stored.token_ids,
+        Some(vec![7, -1, i32::MAX]),
+        "sampled token ids round-trip"
     );
 
     let step1 = store

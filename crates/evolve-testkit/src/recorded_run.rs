@@ -101,6 +101,7 @@ pub fn record_demo_run(store: &Store) -> Result<RunId> {
                         sample_index: s,
                         text: format!("answer {s}.{step}"),
                         token_count: tokens,
+                        token_ids: None,
                         finished: true,
                         seed: s,
                         sampler: SamplerConfig::default(),

@@ -72,7 +72,28 @@ impl ChatEncoder {
     /// An assistant reply, closed with the end-of-turn token only if it `finished` (an answer
     /// cut at the token limit must not teach the model to stop there).
     pub fn answer_as(&self, text: &str, finished: bool) -> Result<Vec<u32>> {
-        let mut ids = self.ids(text)?;
+        self.sampled_answer(text, None, finished)
+    }
+
+    /// Like [`Self::answer_as`], but on the ids the answer was `sampled` as when they spell
+    /// exactly `text`: the model is trained on the tokens it produced, not on a re-tokenisation
+    /// that may split the same text differently. Ids that do not spell the text (an answer cut
+    /// at a stop string, an id outside the vocabulary) fall back to tokenising the text.
+    pub fn sampled_answer(
+        &self,
+        text: &str,
+        sampled: Option<&[u32]>,
+        finished: bool,
+    ) -> Result<Vec<u32>> {
+        let spells = |ids: &[u32]| {
+            let vocab = self.tokenizer.get_vocab_size(true) as u32;
+            ids.iter().all(|&t| t < vocab)
+                && self.tokenizer.decode(ids, false).is_ok_and(|d| d == text)
+        };
+        let mut ids = match sampled {
+            Some(ids) if spells(ids) => ids.to_vec(),
+            _ => self.ids(text)?,
+        };
         if finished {
             ids.push(self.end_of_turn);
         }

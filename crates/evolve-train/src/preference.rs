@@ -91,8 +91,8 @@ impl LoraDpoTrainer {
             let mut pair = PreferencePair::new(
                 e.kind,
                 enc.prompt(&e.prompt)?,
-                enc.answer_as(&e.chosen, e.chosen_finished)?,
-                enc.answer_as(&e.rejected, e.rejected_finished)?,
+                enc.sampled_answer(&e.chosen, e.chosen_ids.as_deref(), e.chosen_finished)?,
+                enc.sampled_answer(&e.rejected, e.rejected_ids.as_deref(), e.rejected_finished)?,
             );
             if first_step_only {
                 pair = first_differing_step(pair, |t| enc.ends_line(t));

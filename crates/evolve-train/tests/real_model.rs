@@ -188,3 +188,49 @@ fn smollm2_logits_in_candle_match_llama_cpp_on_the_q4_1_file() {
         }
     }
 }
+
+/// Training takes an answer as the tokens it was sampled as when they spell its text — even a
+/// split re-tokenisation would never produce — and re-tokenises only when they do not.
+#[test]
+fn smollm2_answers_are_trained_on_the_tokens_they_were_sampled_as() {
+    let Some(path) = smollm2("smollm2_answers_are_trained_on_the_tokens_they_were_sampled_as")
+    else {
+        return;
+    };
+    let file = evolve_gguf::read_path(&path).unwrap();
+    let enc = evolve_train::ChatEncoder::from_gguf(&file).unwrap();
+    let engine = engine(&path);
+    let text = "The larger number is 847.";
+    let canonical: Vec<u32> = engine.tokenize(text).iter().map(|&t| t as u32).collect();
+    // The same text sampled one character at a time: a valid spelling, not the canonical one.
+    let spelled: Vec<u32> = text
+        .chars()
+        .flat_map(|c| engine.tokenize(&c.to_string()))
+        .map(|t| t as u32)
+        .collect();
+    assert_ne!(spelled, canonical);
+    let eot = enc.end_of_turn;
+    let with_eot = |ids: &[u32]| [ids, &[eot]].concat();
+    assert_eq!(
+        enc.sampled_answer(text, Some(&spelled), true).unwrap(),
+        with_eot(&spelled)
+    );
+    assert_eq!(
+        enc.sampled_answer(text, Some(&spelled), false).unwrap(),
+        spelled
+    );
+    // Ids that spell something else (a stop string cut the text) fall back to the text.
+    let cut = &spelled[..spelled.len() - 3];
+    assert_eq!(
+        enc.sampled_answer(text, Some(cut), true).unwrap(),
+        with_eot(&canonical)
+    );
+    assert_eq!(
+        enc.sampled_answer(text, None, true).unwrap(),
+        with_eot(&canonical)
+    );
+    assert_eq!(
+        enc.sampled_answer(text, Some(&[u32::MAX]), true).unwrap(),
+        with_eot(&canonical)
+    );
+}

@@ -181,6 +181,8 @@ impl Orchestrator<'_> {
                 rejected: t.rejected,
                 chosen_finished: t.chosen_finished,
                 rejected_finished: t.rejected_finished,
+                chosen_ids: t.chosen_ids,
+                rejected_ids: t.rejected_ids,
             });
         }
         Ok(examples)
@@ -215,12 +217,15 @@ impl Orchestrator<'_> {
                 .any(|s| s.scorer == scorer && s.value >= threshold);
             if accepted {
                 let messages = self.config.template.render_question(&prompt.prompt);
-                examples.push(TrainExample::new(
-                    evolve_core::PairKind::Direct,
-                    self.engines.generator.format_chat(&messages)?,
-                    g.text,
-                    String::new(),
-                ));
+                examples.push(TrainExample {
+                    chosen_ids: crate::pairs::token_ids(g.token_ids),
+                    ..TrainExample::new(
+                        evolve_core::PairKind::Direct,
+                        self.engines.generator.format_chat(&messages)?,
+                        g.text,
+                        String::new(),
+                    )
+                });
             }
         }
         Ok(examples)

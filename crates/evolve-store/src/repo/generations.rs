@@ -19,6 +19,8 @@ pub struct NewGeneration {
     pub sample_index: i64,
     pub text: String,
     pub token_count: i64,
+    /// The sampled token ids, when the engine reported them.
+    pub token_ids: Option<Vec<i32>>,
     /// False when `max_tokens` cut the answer: it is not trained as a finished one.
     pub finished: bool,
     pub seed: i64,
@@ -47,6 +49,7 @@ impl NewGeneration {
             sample_index: 0,
             text: completion.text.clone(),
             token_count: completion.tokens.len() as i64,
+            token_ids: (!completion.tokens.is_empty()).then(|| completion.tokens.clone()),
             finished: completion.stopped,
             seed: i64::from(completion.seed),
             sampler,
@@ -68,6 +71,8 @@ pub struct Generation {
     pub sample_index: i64,
     pub text: String,
     pub token_count: i64,
+    /// The sampled token ids (`None` for rows from before they were stored).
+    pub token_ids: Option<Vec<i32>>,
     pub finished: bool,
     pub seed: i64,
     pub sampler: SamplerConfig,
@@ -99,6 +104,9 @@ fn generation_from_row(row: &Row) -> rusqlite::Result<Generation> {
         sample_index: row.get("sample_index")?,
         text: row.get("text")?,
         token_count: row.get("token_count")?,
+        token_ids: row
+            .get::<_, Option<Vec<u8>>>("token_ids")?
+            .map(|b| ids_from_blob(&b)),
         finished: row.get("finished")?,
         seed: row.get("seed")?,
         sampler: json(row, "sampler_json")?,
@@ -107,6 +115,18 @@ fn generation_from_row(row: &Row) -> rusqlite::Result<Generation> {
         duration_ms: row.get("duration_ms")?,
         created_at: row.get("created_at")?,
     })
+}
+
+/// Token ids as stored: consecutive little-endian i32s.
+fn ids_to_blob(ids: &[i32]) -> Vec<u8> {
+    ids.iter().flat_map(|t| t.to_le_bytes()).collect()
+}
+
+fn ids_from_blob(bytes: &[u8]) -> Vec<i32> {
+    bytes
+        .chunks_exact(4)
+        .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
 }
 
 fn score_from_row(row: &Row) -> rusqlite::Result<Score> {
@@ -131,8 +151,8 @@ impl Store {
             .query_row(
                 "INSERT INTO generations (round_id, prompt_id, kind, parent_id, step_index, sample_index, text,
                                           token_count, seed, sampler_json, prompt_text, adapter_id, duration_ms,
-                                          created_at, finished)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)
+                                          created_at, finished, token_ids)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)
                  ON CONFLICT (round_id, prompt_id, sample_index, step_index) DO NOTHING
                  RETURNING id",
                 params![
@@ -150,7 +170,8 @@ impl Store {
                     g.adapter_id,
                     g.duration_ms,
                     now_ms(),
-                    g.finished
+                    g.finished,
+                    g.token_ids.as_deref().map(ids_to_blob)
                 ],
                 |row| row.get(0),
             )

@@ -59,6 +59,7 @@ pub fn new_generation(
         sample_index,
         text: text.to_string(),
         token_count: text.split_whitespace().count() as i64,
+        token_ids: Some(vec![7, -1, i32::MAX]),
         finished: true,
         seed: 42 + sample_index,
         sampler: SamplerConfig::default(),
