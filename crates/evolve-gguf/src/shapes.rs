@@ -7,7 +7,7 @@
 use crate::{GgufFile, Value};
 
 /// Architectures whose shapes are checked.
-const CHECKED: &[&str] = &["llama", "qwen2"];
+const CHECKED: &[&str] = &["llama", "qwen2", "qwen3"];
 
 /// A sanity bound on every hyper-parameter (far beyond any real model).
 const MAX_DIM: u64 = 1 << 24;

@@ -8,6 +8,9 @@ use evolve_gguf::{GgufFile, Value};
 pub enum Architecture {
     Llama,
     Qwen2,
+    /// Qwen2's layout without q/k/v biases, with RMS norms on each query and key head, and a
+    /// head size of its own (`attention.key_length`, not the width over the heads).
+    Qwen3,
 }
 
 impl Architecture {
@@ -15,6 +18,7 @@ impl Architecture {
         match self {
             Architecture::Llama => "llama",
             Architecture::Qwen2 => "qwen2",
+            Architecture::Qwen3 => "qwen3",
         }
     }
 
@@ -22,7 +26,7 @@ impl Architecture {
     pub fn rope_layout(self) -> RopeLayout {
         match self {
             Architecture::Llama => RopeLayout::AdjacentPairs,
-            Architecture::Qwen2 => RopeLayout::Halves,
+            Architecture::Qwen2 | Architecture::Qwen3 => RopeLayout::Halves,
         }
     }
 }
@@ -69,6 +73,7 @@ impl LlamaConfig {
         let architecture = match arch_name {
             "llama" => Architecture::Llama,
             "qwen2" => Architecture::Qwen2,
+            "qwen3" => Architecture::Qwen3,
             other => return Err(TrainError::UnsupportedArchitecture(other.into())),
         };
         let key = |suffix: &str| format!("{arch_name}.{suffix}");
@@ -87,20 +92,30 @@ impl LlamaConfig {
             .arch_u64("attention.head_count_kv")
             .map_or(n_head, |v| v as usize);
         let n_ff = required("feed_forward_length")?;
-        if !n_embd.is_multiple_of(n_head) || n_head_kv == 0 || !n_head.is_multiple_of(n_head_kv) {
+        let own_head_size = file.arch_u64("attention.key_length").is_some();
+        if (!own_head_size && !n_embd.is_multiple_of(n_head))
+            || n_head_kv == 0
+            || !n_head.is_multiple_of(n_head_kv)
+        {
             return Err(TrainError::Metadata(format!(
                 "{} / {} (n_embd {n_embd}, n_head {n_head}, n_head_kv {n_head_kv})",
                 key("attention.head_count"),
                 key("attention.head_count_kv")
             )));
         }
+        // The head size is the width over the heads unless the file says otherwise (Qwen3).
         let head_dim = file
             .arch_u64("attention.key_length")
             .map_or(n_embd / n_head, |v| v as usize);
-        if head_dim * n_head != n_embd {
+        if head_dim == 0
+            || file
+                .arch_u64("attention.value_length")
+                .is_some_and(|v| v as usize != head_dim)
+        {
             return Err(TrainError::Metadata(format!(
-                "{} (head size {head_dim} × {n_head} heads ≠ {n_embd})",
-                key("attention.key_length")
+                "{} / {} (query, key and value heads must have one size)",
+                key("attention.key_length"),
+                key("attention.value_length")
             )));
         }
         let rope_dims = file
@@ -153,5 +168,10 @@ impl LlamaConfig {
 
     pub fn kv_dim(&self) -> usize {
         self.n_head_kv * self.head_dim
+    }
+
+    /// Width of the attention's queries (and of its output projection's input).
+    pub fn q_dim(&self) -> usize {
+        self.n_head * self.head_dim
     }
 }

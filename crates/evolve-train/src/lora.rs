@@ -80,7 +80,8 @@ impl LoraTarget {
     /// `(n_in, n_out)` of the base weight.
     pub fn shape(self, cfg: &LlamaConfig) -> (usize, usize) {
         match self {
-            LoraTarget::Q | LoraTarget::O => (cfg.n_embd, cfg.n_embd),
+            LoraTarget::Q => (cfg.n_embd, cfg.q_dim()),
+            LoraTarget::O => (cfg.q_dim(), cfg.n_embd),
             LoraTarget::K | LoraTarget::V => (cfg.n_embd, cfg.kv_dim()),
             LoraTarget::Gate | LoraTarget::Up => (cfg.n_embd, cfg.n_ff),
             LoraTarget::Down => (cfg.n_ff, cfg.n_embd),

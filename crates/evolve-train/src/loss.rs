@@ -420,6 +420,64 @@ mod tests {
         ]
     }
 
+    /// Qwen3's per-head RMS norms sit between the q/k projections and RoPE, with a head size of
+    /// its own: the adapter's q and k gradients must come through them intact.
+    #[test]
+    fn qwen3_head_norms_pass_the_adapter_gradients_intact() {
+        use crate::{Architecture, LlamaConfig};
+        let config = LlamaConfig {
+            architecture: Architecture::Qwen3,
+            n_embd: 32,
+            n_layer: 2,
+            n_head: 4,
+            n_head_kv: 2,
+            head_dim: 16,
+            n_ff: 48,
+            n_vocab: 70,
+            context_length: 64,
+            rope_dims: 16,
+            rope_freq_base: 10_000.0,
+            rope_freq_scale: 1.0,
+            rms_eps: 1e-6,
+            tied_embeddings: true,
+        };
+        assert_ne!(config.q_dim(), config.n_embd);
+        let model = LlamaModel::new_random(&config, 3, DType::F64, &Device::Cpu).unwrap();
+        let lora_cfg = LoraConfig {
+            rank: 2,
+            alpha: 4.0,
+            dropout: 0.0,
+            use_rslora: false,
+            targets: vec![LoraTarget::Q, LoraTarget::K, LoraTarget::O],
+            seed: 5,
+        };
+        let lora = Lora::new(model.config(), lora_cfg, DType::F64, &Device::Cpu).unwrap();
+        for (i, (_, _, p)) in lora.pairs().enumerate() {
+            p.b.set(&randn(300 + i as u64, p.b.dims(), 0.5)).unwrap();
+        }
+        let data = pairs();
+        let refs_pairs: Vec<&PreferencePair> = data.iter().collect();
+        let kind = DpoKind::Sigmoid;
+        let refs = reference_logps(&model, None, &refs_pairs, kind, 0).unwrap();
+        let cfg = EvolveLossConfig {
+            beta: 0.5,
+            lambda_refine: 0.7,
+            nll_weight: 0.5,
+            dpo_weight: 1.0,
+            kind,
+        };
+        let f = || {
+            evolve_loss(&model, &lora, &refs_pairs, &refs, &cfg, 0)
+                .map(|o| o.loss)
+                .map_err(|e| candle_core::Error::Msg(e.to_string()))
+        };
+        for (layer, target) in [(0, LoraTarget::Q), (1, LoraTarget::K), (0, LoraTarget::O)] {
+            let p = lora.pair(layer, target).unwrap();
+            assert_grad_matches(&format!("qwen3 blk.{layer}.{target:?}.lora_a"), &p.a, f, 12);
+            assert_grad_matches(&format!("qwen3 blk.{layer}.{target:?}.lora_b"), &p.b, f, 12);
+        }
+    }
+
     #[test]
     fn evolve_loss_gradients_match_finite_differences() {
         let (_dir, model) = tiny_model_f64();

@@ -1,4 +1,4 @@
-//! A differentiable Llama/Qwen2 forward pass over the dequantized weights of a GGUF file,
+//! A differentiable Llama/Qwen2/Qwen3 forward pass over the dequantized weights of a GGUF file,
 //! numerically matching llama.cpp's graph for the same file.
 
 use crate::config::LlamaConfig;
@@ -76,6 +76,9 @@ struct Block {
     bq: Option<Tensor>,
     bk: Option<Tensor>,
     bv: Option<Tensor>,
+    /// Qwen3's RMS norms over each query and key head (`[head_dim]`), applied before RoPE.
+    q_norm: Option<Tensor>,
+    k_norm: Option<Tensor>,
     ffn_norm: Tensor,
     gate: Matrix,
     up: Matrix,
@@ -96,18 +99,33 @@ impl Block {
     fn attention(&self, layer: usize, h: &Tensor, pass: &Pass<'_>) -> Result<Tensor> {
         let cfg = pass.cfg;
         let (b, t, _) = h.dims3()?;
-        let project =
-            |target, w: &Matrix, bias: &Option<Tensor>, n_heads: usize| -> Result<Tensor> {
-                let y = pass.linear(layer, target, h, w)?;
-                let y = match bias {
-                    Some(bias) => y.broadcast_add(bias)?,
-                    None => y,
-                };
-                Ok(y.reshape((b, t, n_heads, cfg.head_dim))?.transpose(1, 2)?)
+        let project = |target,
+                       w: &Matrix,
+                       bias: &Option<Tensor>,
+                       norm: &Option<Tensor>,
+                       n_heads: usize|
+         -> Result<Tensor> {
+            let y = pass.linear(layer, target, h, w)?;
+            let y = match bias {
+                Some(bias) => y.broadcast_add(bias)?,
+                None => y,
             };
-        let q = project(LoraTarget::Q, &self.wq, &self.bq, cfg.n_head)?;
-        let k = project(LoraTarget::K, &self.wk, &self.bk, cfg.n_head_kv)?;
-        let v = project(LoraTarget::V, &self.wv, &self.bv, cfg.n_head_kv)?;
+            let y = y.reshape((b, t, n_heads, cfg.head_dim))?;
+            let y = match norm {
+                Some(norm) => ops::rms_norm(&y, norm, cfg.rms_eps)?,
+                None => y,
+            };
+            Ok(y.transpose(1, 2)?)
+        };
+        let q = project(LoraTarget::Q, &self.wq, &self.bq, &self.q_norm, cfg.n_head)?;
+        let k = project(
+            LoraTarget::K,
+            &self.wk,
+            &self.bk,
+            &self.k_norm,
+            cfg.n_head_kv,
+        )?;
+        let v = project(LoraTarget::V, &self.wv, &self.bv, &None, cfg.n_head_kv)?;
         let layout = cfg.architecture.rope_layout();
         let q = ops::rope(&q.contiguous()?, pass.cos, pass.sin, layout)?;
         let k = ops::rope(&k.contiguous()?, pass.cos, pass.sin, layout)?;
@@ -218,6 +236,7 @@ impl LlamaModel {
         };
         let has = |name: &str| content.tensor_infos.contains_key(name);
         let (e, kv, ff, vocab) = (config.n_embd, config.kv_dim(), config.n_ff, config.n_vocab);
+        let (q, hd) = (config.q_dim(), config.head_dim);
 
         let token_embd = get("token_embd.weight", &[vocab, e])?;
         let output_norm = get("output_norm.weight", &[e])?;
@@ -251,9 +270,13 @@ impl LlamaModel {
                 }
             };
             let (bq, bk, bv) = (
-                bias("attn_q.bias", e)?,
+                bias("attn_q.bias", q)?,
                 bias("attn_k.bias", kv)?,
                 bias("attn_v.bias", kv)?,
+            );
+            let (q_norm, k_norm) = (
+                bias("attn_q_norm.weight", hd)?,
+                bias("attn_k_norm.weight", hd)?,
             );
             let attn_norm = dense("attn_norm.weight", e)?;
             let ffn_norm = dense("ffn_norm.weight", e)?;
@@ -262,13 +285,15 @@ impl LlamaModel {
             };
             blocks.push(Block {
                 attn_norm,
-                wq: matrix("attn_q.weight", e, e)?,
+                wq: matrix("attn_q.weight", q, e)?,
                 wk: matrix("attn_k.weight", kv, e)?,
                 wv: matrix("attn_v.weight", kv, e)?,
-                wo: matrix("attn_output.weight", e, e)?,
+                wo: matrix("attn_output.weight", e, q)?,
                 bq,
                 bk,
                 bv,
+                q_norm,
+                k_norm,
                 ffn_norm,
                 gate: matrix("ffn_gate.weight", ff, e)?,
                 up: matrix("ffn_up.weight", ff, e)?,
@@ -312,9 +337,18 @@ impl LlamaModel {
         };
         let ones = |n: usize| Tensor::ones(n, dtype, device);
         let zeros = |n: usize| Tensor::zeros(n, dtype, device);
-        let qwen = config.architecture == crate::Architecture::Qwen2;
+        let q = config.q_dim();
+        let qwen2 = config.architecture == crate::Architecture::Qwen2;
+        let qwen3 = config.architecture == crate::Architecture::Qwen3;
         let bias =
-            |n: usize| -> Result<Option<Tensor>> { Ok(if qwen { Some(zeros(n)?) } else { None }) };
+            |n: usize| -> Result<Option<Tensor>> { Ok(if qwen2 { Some(zeros(n)?) } else { None }) };
+        let head_norm = || -> Result<Option<Tensor>> {
+            Ok(if qwen3 {
+                Some(ones(config.head_dim)?)
+            } else {
+                None
+            })
+        };
         let token_embd = random("token_embd.weight", vocab, e)?;
         let output = Matrix::Dense(if config.tied_embeddings {
             token_embd.clone()
@@ -326,13 +360,15 @@ impl LlamaModel {
             let n = |part: &str| format!("blk.{i}.{part}.weight");
             blocks.push(Block {
                 attn_norm: ones(e)?,
-                wq: Matrix::Dense(random(&n("attn_q"), e, e)?),
+                wq: Matrix::Dense(random(&n("attn_q"), q, e)?),
                 wk: Matrix::Dense(random(&n("attn_k"), kv, e)?),
                 wv: Matrix::Dense(random(&n("attn_v"), kv, e)?),
-                wo: Matrix::Dense(random(&n("attn_output"), e, e)?),
-                bq: bias(e)?,
+                wo: Matrix::Dense(random(&n("attn_output"), e, q)?),
+                bq: bias(q)?,
                 bk: bias(kv)?,
                 bv: bias(kv)?,
+                q_norm: head_norm()?,
+                k_norm: head_norm()?,
                 ffn_norm: ones(e)?,
                 gate: Matrix::Dense(random(&n("ffn_gate"), ff, e)?),
                 up: Matrix::Dense(random(&n("ffn_up"), ff, e)?),
@@ -414,13 +450,15 @@ impl LlamaModel {
             out.push((n("attn_k.weight"), dense(&b.wk)?));
             out.push((n("attn_v.weight"), dense(&b.wv)?));
             out.push((n("attn_output.weight"), dense(&b.wo)?));
-            for (part, bias) in [
+            for (part, extra) in [
                 ("attn_q.bias", &b.bq),
                 ("attn_k.bias", &b.bk),
                 ("attn_v.bias", &b.bv),
+                ("attn_q_norm.weight", &b.q_norm),
+                ("attn_k_norm.weight", &b.k_norm),
             ] {
-                if let Some(bias) = bias {
-                    out.push((n(part), bias.clone()));
+                if let Some(t) = extra {
+                    out.push((n(part), t.clone()));
                 }
             }
             out.push((n("ffn_norm.weight"), b.ffn_norm.clone()));
@@ -447,17 +485,21 @@ impl LlamaModel {
                 bq,
                 bk,
                 bv,
+                q_norm,
+                k_norm,
                 ..
             } = b;
             out.push((n("attn_norm.weight"), attn_norm));
             out.push((n("ffn_norm.weight"), ffn_norm));
-            for (part, bias) in [
+            for (part, extra) in [
                 ("attn_q.bias", bq),
                 ("attn_k.bias", bk),
                 ("attn_v.bias", bv),
+                ("attn_q_norm.weight", q_norm),
+                ("attn_k_norm.weight", k_norm),
             ] {
-                if let Some(bias) = bias.as_mut() {
-                    out.push((n(part), bias));
+                if let Some(t) = extra.as_mut() {
+                    out.push((n(part), t));
                 }
             }
             let Block {
@@ -527,6 +569,8 @@ impl LlamaModel {
                 bq: opt(&b.bq)?,
                 bk: opt(&b.bk)?,
                 bv: opt(&b.bv)?,
+                q_norm: opt(&b.q_norm)?,
+                k_norm: opt(&b.k_norm)?,
                 ffn_norm: detach(&b.ffn_norm)?,
                 gate: merge(i, LoraTarget::Gate, &b.gate)?,
                 up: merge(i, LoraTarget::Up, &b.up)?,

@@ -4,7 +4,7 @@
 mod common;
 
 use candle_core::{DType, Device, Tensor};
-use common::{llama_cpp, random_pairs, rel_error, tiny_llama, tiny_qwen2};
+use common::{llama_cpp, random_pairs, rel_error, tiny_llama, tiny_qwen2, tiny_qwen3};
 use evolve_gguf::tiny::WeightType;
 use evolve_gguf::{GgmlType, Value, read_path};
 use evolve_train::OptimConfig;
@@ -123,6 +123,19 @@ fn qwen2_adapter_works_in_llama_cpp_too() {
     let dir = tempfile::tempdir().unwrap();
     assert_llama_cpp_applies_the_adapter(
         &tiny_qwen2(dir.path()),
+        LoraConfig {
+            rank: 4,
+            alpha: 8.0,
+            ..LoraConfig::default()
+        },
+    );
+}
+
+#[test]
+fn qwen3_adapter_works_in_llama_cpp_too() {
+    let dir = tempfile::tempdir().unwrap();
+    assert_llama_cpp_applies_the_adapter(
+        &tiny_qwen3(dir.path()),
         LoraConfig {
             rank: 4,
             alpha: 8.0,

@@ -4,7 +4,7 @@
 mod common;
 
 use candle_core::{DType, Device, Tensor};
-use common::{llama_cpp, rel_error, tiny_llama, tiny_qwen2};
+use common::{llama_cpp, rel_error, tiny_llama, tiny_qwen2, tiny_qwen3};
 use evolve_gguf::tiny::WeightType;
 use evolve_llama::{EngineOptions, LlamaEngine};
 use evolve_train::{LlamaConfig, LlamaModel, TrainError};
@@ -90,6 +90,16 @@ fn candle_logits_equal_llama_cpp_on_a_qwen2_with_biases_and_neox_rope() {
     let path = tiny_qwen2(dir.path());
     let model = LlamaModel::load(&path, &Device::Cpu, DType::F32).unwrap();
     assert_eq!(model.config().architecture.as_str(), "qwen2");
+    assert_matches_llama_cpp(&path, 1e-4, 1e-3);
+}
+
+#[test]
+fn candle_logits_equal_llama_cpp_on_a_qwen3_with_head_norms_and_its_own_head_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = tiny_qwen3(dir.path());
+    let model = LlamaModel::load(&path, &Device::Cpu, DType::F32).unwrap();
+    assert_eq!(model.config().architecture.as_str(), "qwen3");
+    assert_eq!((model.config().q_dim(), model.config().n_embd), (128, 64));
     assert_matches_llama_cpp(&path, 1e-4, 1e-3);
 }
 

@@ -120,6 +120,10 @@ fn add_model_metadata(w: &mut GgufWriter, cfg: &LlamaConfig, weight_type: Weight
             Value::F32(cfg.rms_eps as f32),
         )
         .add_metadata(key("vocab_size"), u32v(cfg.n_vocab));
+    if cfg.q_dim() != cfg.n_embd || cfg.architecture == crate::Architecture::Qwen3 {
+        w.add_metadata(key("attention.key_length"), u32v(cfg.head_dim))
+            .add_metadata(key("attention.value_length"), u32v(cfg.head_dim));
+    }
     if cfg.rope_freq_scale != 1.0 {
         w.add_metadata(key("rope.scaling.type"), Value::String("linear".into()))
             .add_metadata(

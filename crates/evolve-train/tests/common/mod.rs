@@ -174,3 +174,55 @@ pub mod llama_cpp {
         ctx.get_logits_ith(batch.n_tokens() - 1).to_vec()
     }
 }
+
+/// A tiny random Qwen3: no biases, RMS norms on every query and key head (random weights, so a
+/// misplaced norm shows), and a head size (32) that is not the width over the heads (64 / 4).
+pub fn tiny_qwen3(dir: &Path) -> PathBuf {
+    use evolve_train::export::{TokenizerMetadata, export_gguf_model};
+    use evolve_train::{Architecture, LlamaConfig};
+    let vocab_from = tiny_llama(dir, WeightType::F32);
+    let base = LlamaConfig::from_gguf(&read_path(&vocab_from).unwrap()).unwrap();
+    let config = LlamaConfig {
+        architecture: Architecture::Qwen3,
+        head_dim: 32,
+        rope_dims: 32,
+        rope_freq_base: 1_000_000.0,
+        tied_embeddings: true,
+        ..base
+    };
+    let model = evolve_train::LlamaModel::new_random_f32_cpu(&config, 11).unwrap();
+    let plain = dir.join("tiny-qwen3-plain.gguf");
+    export_gguf_model(
+        &model,
+        &plain,
+        WeightType::F32,
+        TokenizerMetadata::CopyFrom(&vocab_from),
+    )
+    .unwrap();
+    let file = read_path(&plain).unwrap();
+    let mut w = GgufWriter::new();
+    for (key, value) in &file.metadata {
+        w.add_metadata(key.clone(), value.clone());
+    }
+    let mut rng = SplitMix64::new(7);
+    for info in &file.tensors {
+        let data = if info.name.ends_with("_norm.weight") && info.name.contains(".attn_") {
+            let n = info.dims[0] as usize;
+            TensorData::F32(
+                (0..n)
+                    .map(|_| (1.0 + rng.next_normal() * 0.3) as f32)
+                    .collect(),
+            )
+        } else {
+            TensorData::Raw {
+                ggml_type: info.ggml_type,
+                bytes: file.read_tensor_bytes(&info.name).unwrap(),
+            }
+        };
+        w.add_tensor(info.name.clone(), info.dims.clone(), data)
+            .unwrap();
+    }
+    let path = dir.join("tiny-qwen3.gguf");
+    w.write_to_path(&path).unwrap();
+    path
+}
