@@ -1,0 +1,144 @@
+//! One EVOLVE round, end to end through the CLI (llama.cpp sampling, candle LoRA-DPO training,
+//! the adapter back in llama.cpp for evaluation), on models that are not our Llama task model:
+//! a tiny random Qwen3 (q/k head norms, its own head size) and the real SmolLM2-135M-Instruct
+//! (Q4_1, `smollm` pre-tokenizer, its own chat template; `scripts/fetch-smollm2.sh`).
+//!
+//! The scorer is a pattern (a word or letter some answers contain and others do not) so that
+//! both models, whatever they say, give the round pairs to train on. Without SmolLM2 its test says SKIPPED, unless
+//! `EVOLVE_REQUIRE_REAL_MODELS=1` (scripts/test.sh).
+
+use evolve::store::Store;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Addition problems in the GSM8K layout, 8 to train on and 4 held out.
+fn dataset(dir: &Path) -> PathBuf {
+    let lines: Vec<String> = (0..12)
+        .map(|i| {
+            let (a, b) = (17 + 7 * i, 25 + 3 * i);
+            serde_json::json!({
+                "question": format!("What is {a} + {b}?"),
+                "answer": format!("{a} + {b} = {}\n#### {}", a + b, a + b),
+            })
+            .to_string()
+        })
+        .collect();
+    let path = dir.join("sums.jsonl");
+    std::fs::write(&path, lines.join("\n")).unwrap();
+    path
+}
+
+/// A user model's run settings, made small: 1 round, 4 prompts × 2 samples, 1 refinement,
+/// answers of at most 48 tokens.
+fn small_config(dir: &Path) -> PathBuf {
+    let mut c = evolve::runs::user_model_run_config();
+    c.rounds = 1;
+    c.prompts_per_round = 4;
+    c.samples = 2;
+    c.refine_steps = 1;
+    c.eval_prompts = 4;
+    c.sampler.max_tokens = 48;
+    c.eval_sampler.max_tokens = 48;
+    c.train.epochs = 1;
+    let path = dir.join("small.json");
+    std::fs::write(&path, serde_json::to_string(&c).unwrap()).unwrap();
+    path
+}
+
+/// Runs one round on `model`, scored by `pattern`, and checks that every step happened and an
+/// adapter was trained.
+fn one_round(model: &Path, pattern: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dataset(dir.path());
+    let config = small_config(dir.path());
+    let out = Command::new(env!("CARGO_BIN_EXE_evolve"))
+        .args(["run", "start", "--threads", "2", "--scorer"])
+        .arg(format!("pattern:{pattern}"))
+        .arg("--model")
+        .arg(model)
+        .arg("--data")
+        .arg(&data)
+        .arg("--config")
+        .arg(&config)
+        .env("EVOLVE_DATA_DIR", dir.path())
+        .env("RAYON_NUM_THREADS", "2")
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let store = Store::open(&dir.path().join("evolve.db")).unwrap();
+    let run = &store.list_runs().unwrap()[0];
+    assert_eq!(run.state.as_str(), "done", "{stdout}");
+    let round = &store.rounds_of_run(run.id).unwrap()[0];
+    let generations = store.generations_of_round(round.id).unwrap();
+    assert_eq!(generations.len(), 4 * 2 * 2);
+    assert!(
+        generations.iter().all(|g| g.token_ids.is_some()),
+        "every sample keeps its token ids"
+    );
+    let trainings = store.training_runs_of_round(round.id).unwrap();
+    assert_eq!(trainings.len(), 1, "{stdout}");
+    assert_eq!(trainings[0].state.as_str(), "done", "{stdout}");
+    assert_eq!(store.list_adapters().unwrap().len(), 1, "{stdout}");
+    assert!(stdout.contains("held-out scoreboard"), "{stdout}");
+}
+
+#[test]
+fn one_round_runs_on_a_tiny_qwen3() {
+    use evolve::train::export::{TokenizerMetadata, export_gguf_model};
+    use evolve::train::{Architecture, LlamaConfig, LlamaModel};
+    let dir = tempfile::tempdir().unwrap();
+    let vocab = dir.path().join("tiny.gguf");
+    evolve::gguf::tiny::write_tiny_llama(
+        &vocab,
+        &evolve::gguf::tiny::TinyLlamaConfig::default(),
+        evolve::gguf::tiny::WeightType::F32,
+    )
+    .unwrap();
+    let base = LlamaConfig::from_gguf(&evolve::gguf::read_path(&vocab).unwrap()).unwrap();
+    let config = LlamaConfig {
+        architecture: Architecture::Qwen3,
+        head_dim: 32,
+        rope_dims: 32,
+        tied_embeddings: true,
+        ..base
+    };
+    let model = LlamaModel::new_random_f32_cpu(&config, 5).unwrap();
+    let path = dir.path().join("tiny-qwen3.gguf");
+    export_gguf_model(
+        &model,
+        &path,
+        evolve::gguf::tiny::WeightType::F32,
+        TokenizerMetadata::CopyFrom(&vocab),
+    )
+    .unwrap();
+    // Random weights: each answer holds an "e" now and then.
+    one_round(&path, "e");
+}
+
+#[test]
+fn one_round_runs_on_smollm2() {
+    let path = std::env::var_os("EVOLVE_SMOLLM2")
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME").map(|h| {
+                PathBuf::from(h)
+                    .join(".cache/evolve-studio/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
+            })
+        })
+        .filter(|p| p.is_file());
+    let Some(path) = path else {
+        assert!(
+            std::env::var("EVOLVE_REQUIRE_REAL_MODELS").as_deref() != Ok("1"),
+            "SmolLM2 is required: run scripts/fetch-smollm2.sh"
+        );
+        eprintln!("SKIPPED one_round_runs_on_smollm2: run scripts/fetch-smollm2.sh");
+        return;
+    };
+    // It answers "In number theory, the …", "This is a standard equation for …": some with
+    // "the", some without.
+    one_round(&path, "the");
+}
