@@ -4,91 +4,15 @@
 mod common;
 
 use candle_core::{DType, Device, Tensor};
-use common::{llama_cpp, random_pairs, rel_error, tiny_llama, tiny_qwen2, tiny_qwen3};
+use common::{
+    assert_llama_cpp_applies_the_adapter, tiny_llama, tiny_qwen2, tiny_qwen3, trained_adapter,
+};
 use evolve_gguf::tiny::WeightType;
 use evolve_gguf::{GgmlType, Value, read_path};
-use evolve_train::OptimConfig;
 use evolve_train::export::{
     PEFT_CONFIG_FILE, PEFT_WEIGHTS_FILE, export_gguf_lora, export_peft, unpermute_gguf_to_hf,
 };
-use evolve_train::{LlamaModel, Lora, LoraConfig, LoraTarget, TrainConfig, Trainer};
-use std::path::Path;
-
-/// A few real training steps, so the adapter is the product of the loop and clearly non-zero.
-fn trained_adapter(model: &LlamaModel, lora_cfg: LoraConfig) -> Lora {
-    let lora = Lora::new(model.config(), lora_cfg, DType::F32, &Device::Cpu).unwrap();
-    let cfg = TrainConfig {
-        beta: 0.5,
-        optim: OptimConfig {
-            lr: 2e-2,
-            warmup_steps: 0,
-            batch_size: 4,
-            grad_accum: 1,
-            epochs: 2,
-            ..OptimConfig::default()
-        },
-        ..TrainConfig::default()
-    };
-    let mut trainer = Trainer::new(model, lora, cfg).unwrap();
-    let outcome = trainer.train(&random_pairs(8, 11), |_| true).unwrap();
-    assert_eq!(outcome.steps, 4);
-    trainer.into_lora()
-}
-
-fn candle_last(model: &LlamaModel, lora: Option<&Lora>, ids: &[i32]) -> Vec<f32> {
-    let ids32: Vec<u32> = ids.iter().map(|&i| i as u32).collect();
-    let x = Tensor::new(ids32.as_slice(), &Device::Cpu)
-        .unwrap()
-        .unsqueeze(0)
-        .unwrap();
-    let logits = model.forward_with(&x, lora).unwrap();
-    logits
-        .get(0)
-        .unwrap()
-        .get(ids.len() - 1)
-        .unwrap()
-        .to_vec1()
-        .unwrap()
-}
-
-fn assert_llama_cpp_applies_the_adapter(base_path: &Path, lora_cfg: LoraConfig) {
-    let model = LlamaModel::load(base_path, &Device::Cpu, DType::F32).unwrap();
-    let lora = trained_adapter(&model, lora_cfg);
-    let adapter_path = base_path.with_extension("lora.gguf");
-    export_gguf_lora(&lora, model.config(), &adapter_path).unwrap();
-
-    let mut llama = llama_cpp::load(base_path);
-    let mut adapter = llama.lora_adapter_init(&adapter_path).unwrap();
-    for ids in [
-        vec![1, 40, 41, 42, 43],
-        (0..30).map(|i| 1 + (i * 53 % 350)).collect::<Vec<i32>>(),
-    ] {
-        let base = candle_last(&model, None, &ids);
-        let adapted = candle_last(&model, Some(&lora), &ids);
-        let effect = rel_error(&adapted, &base);
-        let with = llama_cpp::last_logits(&llama, Some((&mut adapter, 1.0)), &ids);
-        let err = rel_error(&with, &adapted);
-        let off = rel_error(
-            &llama_cpp::last_logits(&llama, Some((&mut adapter, 0.0)), &ids),
-            &base,
-        );
-        let removed = rel_error(&llama_cpp::last_logits(&llama, None, &ids), &base);
-        eprintln!(
-            "{}: adapter moves logits by {effect:.2e}; llama.cpp vs candle {err:.2e}; scale 0 {off:.2e}; removed {removed:.2e}",
-            base_path.file_name().unwrap().to_string_lossy()
-        );
-        assert!(effect > 1e-2, "the trained adapter must matter: {effect}");
-        assert!(
-            err < 1e-3,
-            "llama.cpp with the adapter differs from candle: {err}"
-        );
-        assert!(
-            off < 1e-4 && removed < 1e-4,
-            "scale 0 / no adapter must be the base: {off} {removed}"
-        );
-    }
-    let _ = &mut llama;
-}
+use evolve_train::{LlamaModel, LoraConfig, LoraTarget};
 
 #[test]
 fn llama_cpp_with_the_exported_gguf_lora_reproduces_candle_logits() {

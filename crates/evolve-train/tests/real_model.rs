@@ -234,3 +234,38 @@ fn smollm2_answers_are_trained_on_the_tokens_they_were_sampled_as() {
         with_eot(&canonical)
     );
 }
+
+/// A LoRA trained a few steps on SmolLM2 and exported as GGUF is applied by llama.cpp exactly as
+/// candle applies it (compared on the f32 copy of the weights, where the two forward passes
+/// agree to float rounding; the same adapter file loads on the Q4_1 file, same names and shapes).
+#[test]
+fn smollm2_lora_trained_in_candle_gives_the_same_logits_in_llama_cpp() {
+    let Some(path) = smollm2("smollm2_lora_trained_in_candle_gives_the_same_logits_in_llama_cpp")
+    else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let model = LlamaModel::load(&path, &Device::Cpu, DType::F32).unwrap();
+    let f32_path = dir.path().join("smollm2-f32.gguf");
+    export_gguf_model(
+        &model,
+        &f32_path,
+        WeightType::F32,
+        TokenizerMetadata::CopyFrom(&path),
+    )
+    .unwrap();
+    drop(model);
+    common::assert_llama_cpp_applies_the_adapter_on(
+        &path,
+        Some(&f32_path),
+        evolve_train::LoraConfig {
+            rank: 4,
+            alpha: 8.0,
+            ..evolve_train::LoraConfig::default()
+        },
+    );
+    // The adapter file loads on the quantized file too.
+    let mut q4 = llama_cpp::load(&path);
+    q4.lora_adapter_init(f32_path.with_extension("lora.gguf"))
+        .unwrap();
+}
