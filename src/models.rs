@@ -50,3 +50,49 @@ pub fn sha256_file(path: &Path) -> Result<String> {
     }
     Ok(hex::encode(hasher.finalize()))
 }
+
+/// Bytes of memory this machine has free for a new training: `EVOLVE_MEMORY_LIMIT` (bytes) when
+/// set, else Linux's `MemAvailable`; `None` where neither is known (then nothing is refused).
+pub fn available_memory() -> Option<u64> {
+    if let Some(limit) = std::env::var("EVOLVE_MEMORY_LIMIT")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+    {
+        return Some(limit);
+    }
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemAvailable:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map(|kb| kb * 1024)
+}
+
+fn gib(bytes: u64) -> f64 {
+    bytes as f64 / (1u64 << 30) as f64
+}
+
+/// The expected peak memory of training `file` with `train`'s settings, refused before any
+/// sampling when it exceeds the free memory (a run that would be killed hours later by the
+/// out-of-memory killer, after a round of sampling, is worse than a clear "no" now).
+pub fn check_training_memory(
+    file: &GgufFile,
+    train: &evolve_loop::run::TrainSettings,
+) -> Result<evolve_train::MemoryEstimate> {
+    let estimate =
+        evolve_train::training_memory(file, train.lora_rank, train.max_tokens, train.batch_size)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+    if let Some(free) = available_memory()
+        && estimate.total() > free
+    {
+        bail!(
+            "training this model needs about {:.1} GiB (base {:.1}, adapter and optimiser {:.2},              activations {:.1}) and {:.1} GiB are free: lower train.max_tokens or              train.batch_size, choose a smaller quantization of the model, or free memory",
+            gib(estimate.total()),
+            gib(estimate.base_bytes),
+            gib(estimate.adapter_bytes),
+            gib(estimate.working_bytes),
+            gib(free)
+        );
+    }
+    Ok(estimate)
+}

@@ -136,7 +136,8 @@ impl Service {
         };
         // A model registered by an older version may fail today's pre-flight: say so now,
         // not after a round of sampling.
-        crate::models::check_trainable(&crate::models::inspect(Path::new(&row.path))?)?;
+        let header = crate::models::inspect(Path::new(&row.path))?;
+        crate::models::check_trainable(&header)?;
         let Some(ds) = self.store().get_dataset(dataset)? else {
             bail!("no dataset with id {} (see `evolve data list`)", dataset.0);
         };
@@ -148,6 +149,7 @@ impl Service {
             );
         }
         config.validate()?;
+        crate::models::check_training_memory(&header, &config.train)?;
         Ok(create_run(self.store(), name, model, dataset, config)?)
     }
 

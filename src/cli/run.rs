@@ -180,6 +180,8 @@ impl StartArgs {
     }
 }
 
+const GIB: f64 = (1u64 << 30) as f64;
+
 pub fn run(cmd: RunCommand, service: &Service) -> Result<()> {
     match cmd {
         RunCommand::Start(args) => {
@@ -192,6 +194,12 @@ pub fn run(cmd: RunCommand, service: &Service) -> Result<()> {
                 "run {} created; resume it any time with `evolve run resume {}`",
                 run.0, run.0
             );
+            let header = evolve::models::inspect(&model_path)?;
+            let need = evolve::models::check_training_memory(&header, &config.train)?.total();
+            let free = evolve::models::available_memory().map_or(String::new(), |f| {
+                format!(" of {:.1} GiB free", f as f64 / GIB)
+            });
+            println!("training memory: about {:.1} GiB{free}", need as f64 / GIB);
             drive(service, run, &args.engine)
         }
         RunCommand::Resume { run, engine } => drive(service, RunId(run), &engine),

@@ -43,7 +43,7 @@ pub use loss::Reference;
 pub use model::LlamaModel;
 pub use optim::OptimConfig;
 pub use preference::{ADAPTER_GGUF, CHECKPOINT_DIR, LoraDpoTrainer};
-pub use preflight::check_trainable;
+pub use preflight::{MemoryEstimate, check_trainable, training_memory};
 pub use sft::{SftExample, SftMetrics, SftOutcome, train_sft};
 pub use tokenizer::{pre::PRE_TOKENIZERS, tokenizer_from_gguf};
 /// The tokenizer crate, so callers name the same `Tokenizer` type this crate returns.

@@ -653,7 +653,7 @@ impl LlamaModel {
         }
         for b in &self.blocks {
             total += dense(&b.attn_norm) + dense(&b.ffn_norm);
-            total += [&b.bq, &b.bk, &b.bv]
+            total += [&b.bq, &b.bk, &b.bv, &b.q_norm, &b.k_norm]
                 .iter()
                 .filter_map(|t| t.as_ref())
                 .map(dense)

@@ -37,7 +37,9 @@ pub struct LoraDpoTrainer {
     /// Steps between checkpoints in `<out_dir>/checkpoint` (0 = none). A training killed and
     /// started again with the same pairs and settings continues from the last one.
     pub checkpoint_every: usize,
-    /// Loaded on first use and kept across rounds: loading dequantizes the whole model.
+    /// Loaded on first use and kept across rounds. The base stays as stored: quantized
+    /// matrices are dequantized one at a time as they are used (see [`LlamaModel::load_quantized`]),
+    /// so an 8B Q4_K_M model trains in a fraction of its f32 size.
     loaded: Option<(LlamaModel, ChatEncoder)>,
 }
 
@@ -66,7 +68,7 @@ impl LoraDpoTrainer {
 
     fn load(&mut self) -> Result<&(LlamaModel, ChatEncoder)> {
         if self.loaded.is_none() {
-            let model = LlamaModel::load(&self.model_path, &self.device, self.dtype)?;
+            let model = LlamaModel::load_quantized(&self.model_path, &self.device, self.dtype)?;
             let encoder = ChatEncoder::from_gguf(&evolve_gguf::read_path(&self.model_path)?)?;
             self.loaded = Some((model, encoder));
         }

@@ -2,6 +2,7 @@
 //! samples anything: otherwise an unsupported tokenizer or tensor type surfaces only at the
 //! first training step, after a whole round of sampling.
 
+use crate::lora::LoraTarget;
 use crate::{LlamaConfig, Result, TrainError, tokenizer_from_gguf};
 use evolve_gguf::{GgmlType, GgufFile};
 use std::collections::BTreeSet;
@@ -45,4 +46,83 @@ pub fn check_trainable(file: &GgufFile) -> Result<()> {
     }
     tokenizer_from_gguf(file)?;
     Ok(())
+}
+
+/// What one LoRA-DPO training step is expected to hold in memory, from the header alone.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MemoryEstimate {
+    /// The base as the trainer keeps it: quantized matrices as stored, the rest in f32.
+    pub base_bytes: u64,
+    /// Adapter weights, gradients and AdamW's two moments, in f32.
+    pub adapter_bytes: u64,
+    /// Activations kept for the backward pass, the largest matrix dequantized for use, and
+    /// the answer positions' logits.
+    pub working_bytes: u64,
+}
+
+impl MemoryEstimate {
+    pub fn total(&self) -> u64 {
+        self.base_bytes + self.adapter_bytes + self.working_bytes
+    }
+}
+
+/// Block matrices (and the untied LM head) stay in their stored type when it is quantized.
+fn kept_quantized(name: &str, t: GgmlType) -> bool {
+    let matrix = name == "output.weight"
+        || (name.starts_with("blk.") && name.ends_with(".weight") && !name.contains("norm"));
+    matrix && !matches!(t, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16)
+}
+
+/// The expected peak of training `file` with a rank-`rank` adapter on every target, batches of
+/// `batch` pairs of up to `max_tokens` tokens each (prompt and answer). Calibrated against
+/// the measured peak of an 8B Q4_K model (docs/memory.md); meant to refuse hopeless runs
+/// before they start, not to the last megabyte.
+pub fn training_memory(
+    file: &GgufFile,
+    rank: usize,
+    max_tokens: usize,
+    batch: usize,
+) -> Result<MemoryEstimate> {
+    let cfg = LlamaConfig::from_gguf(file)?;
+    let base_bytes: u64 = file
+        .tensors
+        .iter()
+        .map(|t| {
+            if kept_quantized(&t.name, t.ggml_type) {
+                t.n_bytes()
+            } else {
+                t.n_elements() * 4
+            }
+        })
+        .sum();
+    let per_layer: usize = LoraTarget::ALL
+        .iter()
+        .map(|target| {
+            let (i, o) = target.shape(&cfg);
+            rank * (i + o)
+        })
+        .sum();
+    let adapter_bytes = (per_layer * cfg.n_layer * 4 * 4) as u64;
+    // Per token and layer, the activations autograd keeps: the residual and its norms, q, k,
+    // v, the attention output, and the MLP's gate, up, activation and product.
+    let (e, ff, q, kv) = (cfg.n_embd, cfg.n_ff, cfg.q_dim(), cfg.kv_dim());
+    let per_token_layer = 4 * e + q + 2 * kv + q + 4 * ff;
+    // Chosen and rejected sequences, policy (kept) and reference (freed layer by layer).
+    let tokens = 2 * batch * max_tokens;
+    let attention = cfg.n_head * max_tokens * max_tokens * 2 * 2 * batch;
+    let activations = cfg.n_layer * (tokens * per_token_layer + attention) * 4;
+    let largest_matrix = file
+        .tensors
+        .iter()
+        .filter(|t| t.dims.len() == 2)
+        .map(|t| t.n_elements() * 4)
+        .max()
+        .unwrap_or(0);
+    let logits = tokens * cfg.n_vocab * 4 * 3;
+    let working_bytes = activations as u64 + 2 * largest_matrix + logits as u64;
+    Ok(MemoryEstimate {
+        base_bytes,
+        adapter_bytes,
+        working_bytes,
+    })
 }
