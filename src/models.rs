@@ -72,16 +72,32 @@ fn gib(bytes: u64) -> f64 {
     bytes as f64 / (1u64 << 30) as f64
 }
 
-/// The expected peak memory of training `file` with `train`'s settings, refused before any
-/// sampling when it exceeds the free memory (a run that would be killed hours later by the
-/// out-of-memory killer, after a round of sampling, is worse than a clear "no" now).
+/// The expected peak memory of training `file` with `config`. A training sequence is a prompt
+/// and an answer: at most `train.max_tokens`, and no longer than a refinement turn can be (the
+/// question with room for it, the previous answer and the new one, each at most the sampler's
+/// `max_tokens`).
+pub fn training_memory(
+    file: &GgufFile,
+    config: &evolve_loop::run::RunConfig,
+) -> Result<evolve_train::MemoryEstimate> {
+    let sampled = config.sampler.max_tokens as usize;
+    let sequence = config.train.max_tokens.min(2 * sampled + 256);
+    evolve_train::training_memory(
+        file,
+        config.train.lora_rank,
+        sequence,
+        config.train.batch_size,
+    )
+    .map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// [`training_memory`], refused before any sampling when it exceeds the free memory (a run the
+/// out-of-memory killer ends after a round of sampling is worse than a clear "no" now).
 pub fn check_training_memory(
     file: &GgufFile,
-    train: &evolve_loop::run::TrainSettings,
+    config: &evolve_loop::run::RunConfig,
 ) -> Result<evolve_train::MemoryEstimate> {
-    let estimate =
-        evolve_train::training_memory(file, train.lora_rank, train.max_tokens, train.batch_size)
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let estimate = training_memory(file, config)?;
     if let Some(free) = available_memory()
         && estimate.total() > free
     {

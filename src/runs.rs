@@ -53,6 +53,15 @@ pub fn user_model_run_config() -> RunConfig {
     }
 }
 
+/// [`Service::training_preflight`]'s answer.
+#[derive(Debug, Clone)]
+pub struct TrainingPreflight {
+    /// Why a run would be refused, or `None` when it can start.
+    pub problem: Option<String>,
+    pub memory: Option<evolve_train::MemoryEstimate>,
+    pub free_bytes: Option<u64>,
+}
+
 /// The trainer configured from a run's settings.
 pub fn trainer_for(model: &std::path::Path, t: &TrainSettings) -> LoraDpoTrainer {
     let lora = LoraConfig {
@@ -121,6 +130,32 @@ pub struct RunStatus {
 
 impl Service {
     /// Creates a run of `model` on `dataset` (nothing runs yet: see [`Service::drive_run`]).
+    /// What `create_run` would check about training `model` with `config`, without creating
+    /// anything: the first problem that would refuse it, the expected training memory and the
+    /// memory free. For the run wizard, before the user presses Start.
+    pub fn training_preflight(
+        &self,
+        model: ModelId,
+        config: &RunConfig,
+    ) -> Result<TrainingPreflight> {
+        let row = self
+            .store()
+            .get_model(model)?
+            .with_context(|| format!("no registered model with id {}", model.0))?;
+        let header = crate::models::inspect(Path::new(&row.path))?;
+        let memory = crate::models::training_memory(&header, config).ok();
+        let problem = crate::models::check_trainable(&header)
+            .and_then(|()| config.validate().map_err(anyhow::Error::from))
+            .and_then(|()| crate::models::check_training_memory(&header, config).map(drop))
+            .err()
+            .map(|e| format!("{e:#}"));
+        Ok(TrainingPreflight {
+            problem,
+            memory,
+            free_bytes: crate::models::available_memory(),
+        })
+    }
+
     pub fn create_run(
         &self,
         name: &str,
@@ -149,7 +184,7 @@ impl Service {
             );
         }
         config.validate()?;
-        crate::models::check_training_memory(&header, &config.train)?;
+        crate::models::check_training_memory(&header, config)?;
         Ok(create_run(self.store(), name, model, dataset, config)?)
     }
 

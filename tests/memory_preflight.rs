@@ -56,8 +56,26 @@ fn a_run_whose_training_would_not_fit_in_memory_is_refused_before_it_starts() {
             json!({"name": "r", "model_id": id, "dataset_id": ds["dataset_id"]}),
         )
     };
+    let preflight = || {
+        f.api
+            .call("run_preflight", json!({"model_id": id}))
+            .unwrap()
+    };
+    let ok = preflight();
+    assert_eq!(ok["problem"], Value::Null, "{ok}");
+    let total = ok["total_gib"].as_f64().unwrap();
+    assert!(
+        total > 0.0 && total < 1.0,
+        "the tiny model needs well under 1 GiB: {ok}"
+    );
     // SAFETY: this test binary's threads never read the environment concurrently with it.
     unsafe { std::env::set_var("EVOLVE_MEMORY_LIMIT", "1000000") };
+    let refused = preflight();
+    assert!(
+        refused["problem"].as_str().unwrap().contains("needs about"),
+        "{refused}"
+    );
+    assert!((refused["free_gib"].as_f64().unwrap() - 1e6 / 1073741824.0).abs() < 1e-9);
     let err = start().unwrap_err();
     unsafe { std::env::remove_var("EVOLVE_MEMORY_LIMIT") };
     assert!(

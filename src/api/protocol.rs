@@ -117,3 +117,20 @@ pub struct RunStateEvent {
     pub run_id: i64,
     pub state: &'static str,
 }
+
+/// What the run wizard shows before Start: whether the run can start and the training memory.
+#[derive(Debug, Clone, Serialize, TS)]
+#[ts(export)]
+pub struct RunPreflight {
+    /// Why `run_start` would refuse this run (architecture, tensor types, tokenizer, a setting,
+    /// memory), or `null` when it can start.
+    pub problem: Option<String>,
+    /// Expected peak memory of a training step, GiB: the base as kept, the adapter with its
+    /// optimiser state, activations and logits; `null` when the model cannot be read as trainable.
+    pub base_gib: Option<f64>,
+    pub adapter_gib: Option<f64>,
+    pub working_gib: Option<f64>,
+    pub total_gib: Option<f64>,
+    /// Memory free on this machine, GiB (`null` where unknown).
+    pub free_gib: Option<f64>,
+}

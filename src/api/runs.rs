@@ -3,7 +3,7 @@
 //! `run_state` events and pauses the run when asked.
 
 use super::chat::scorer_name;
-use super::protocol::{RoundBrief, RunStateEvent, RunStatus, RunSummary};
+use super::protocol::{RoundBrief, RunPreflight, RunStateEvent, RunStatus, RunSummary};
 use super::settings::Sampler;
 use super::util::{lock, rfc3339};
 use super::{ApiError, ApiResult, Inner, to_json};
@@ -240,6 +240,31 @@ pub fn defaults(inner: &Inner, args: DefaultsArgs) -> ApiResult {
         None => crate::runs::user_model_run_config(),
     };
     Ok(serde_json::to_value(UiRunConfig::of(&config)).expect("config serialises"))
+}
+
+#[derive(Deserialize)]
+pub struct PreflightArgs {
+    model_id: i64,
+    /// The wizard's choices, as for `run_start`.
+    #[serde(default)]
+    config: UiRunPatch,
+}
+
+/// `run_start`'s checks without starting anything, and the training memory.
+pub fn preflight(inner: &Inner, args: PreflightArgs) -> ApiResult {
+    let service = inner.service()?;
+    let model = service.model(ModelId(args.model_id))?;
+    let config = args.config.apply(service.run_config_for(&model))?;
+    let p = service.training_preflight(model.id, &config)?;
+    let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+    Ok(to_json(RunPreflight {
+        problem: p.problem,
+        base_gib: p.memory.map(|m| gib(m.base_bytes)),
+        adapter_gib: p.memory.map(|m| gib(m.adapter_bytes)),
+        working_gib: p.memory.map(|m| gib(m.working_bytes)),
+        total_gib: p.memory.map(|m| gib(m.total())),
+        free_gib: p.free_bytes.map(gib),
+    }))
 }
 
 #[derive(Deserialize)]

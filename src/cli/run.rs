@@ -195,7 +195,7 @@ pub fn run(cmd: RunCommand, service: &Service) -> Result<()> {
                 run.0, run.0
             );
             let header = evolve::models::inspect(&model_path)?;
-            let need = evolve::models::check_training_memory(&header, &config.train)?.total();
+            let need = evolve::models::training_memory(&header, &config)?.total();
             let free = evolve::models::available_memory().map_or(String::new(), |f| {
                 format!(" of {:.1} GiB free", f as f64 / GIB)
             });

@@ -285,6 +285,7 @@ const commands = {
     sampler: { ...state.settings.sampler },
     train: { lr: 5e-5, beta: 0.1, lambda_refine: 1.0, lora_rank: 16, lora_alpha: 32, epochs: 1, batch_size: 4, reference: "base", sft_warmup: false },
   }),
+  run_preflight: () => ({ problem: null, base_gib: 0.09, adapter_gib: 0.02, working_gib: 0.3, total_gib: 0.41, free_gib: 21.3 }),
   run_start: ({ name, model_id, dataset_id }) => {
     const id = state.runs.length + 1;
     state.runs.unshift({ id, name, state: "pending", model_id, dataset_id, created_at: new Date().toISOString() });

@@ -85,6 +85,10 @@ try {
   await shot("03b-wizard-training");
   await byId("wizard-next").click();
   await page.locator("dl.review", { hasText: "reference: previous round" }).waitFor({ timeout: 5000 });
+  // The pre-flight: run_start's checks and the training memory, before Start.
+  await byId("run-preflight").getByText("Ready to start.").waitFor({ timeout: 10000 });
+  const preflight = await byId("run-preflight").innerText();
+  if (!/training needs about [\d.]+ GiB/.test(preflight)) throw new Error(`pre-flight shows no memory: ${preflight}`);
   await shot("04-wizard-review");
   await byId("run-start").click();
   await byId("run-page").waitFor();

@@ -15,6 +15,7 @@ import type { DatasetImport } from "./bindings/DatasetImport";
 import type { Model } from "./bindings/Model";
 import type { RunStateEvent } from "./bindings/RunStateEvent";
 import type { RunStatus } from "./bindings/RunStatus";
+import type { RunPreflight } from "./bindings/RunPreflight";
 import type { RunSummary } from "./bindings/RunSummary";
 import type { Status } from "./bindings/Status";
 import type { AdapterInfo } from "./bindings/AdapterInfo";
@@ -40,6 +41,7 @@ export type {
   DatasetImport,
   Model,
   RunStateEvent,
+  RunPreflight,
   RunStatus,
   RunSummary,
   Status,
@@ -110,6 +112,7 @@ export interface Commands {
   chat_history: [{ chat_id: number }, ChatMessage[]];
   runs_list: [Record<string, never>, RunSummary[]];
   run_defaults: [{ model_id?: number }, RunConfig];
+  run_preflight: [{ model_id: number; config: RunConfig }, RunPreflight];
   run_start: [{ name: string; model_id: number; dataset_id: number; config: RunConfig }, { run_id: number }];
   run_pause: [{ run_id: number }, unknown];
   run_resume: [{ run_id: number }, unknown];

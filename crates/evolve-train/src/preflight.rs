@@ -74,7 +74,9 @@ fn kept_quantized(name: &str, t: GgmlType) -> bool {
 }
 
 /// The expected peak of training `file` with a rank-`rank` adapter on every target, batches of
-/// `batch` pairs of up to `max_tokens` tokens each (prompt and answer). Calibrated against
+/// `batch` pairs of up to `max_tokens` tokens each (prompt and answer). Activations are kept
+/// for the backward pass of every layer (no gradient checkpointing yet), so they grow with
+/// `batch × max_tokens`. Calibrated against
 /// the measured peak of an 8B Q4_K model (docs/memory.md); meant to refuse hopeless runs
 /// before they start, not to the last megabyte.
 pub fn training_memory(

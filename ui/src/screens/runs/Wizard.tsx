@@ -1,6 +1,6 @@
 // The new-run wizard: model and data, method, training, review.
 import { useEffect, useState } from "preact/hooks";
-import { call, SCORERS, type Model, type RunConfig, type Scorer } from "../../api";
+import { call, SCORERS, type Model, type RunConfig, type RunPreflight, type Scorer } from "../../api";
 import { ErrorBanner, Field, NumberInput, PathInput } from "../../components/common";
 import { Icon } from "../../components/icons";
 import { go } from "../../route";
@@ -35,6 +35,21 @@ export function Wizard({ models }: { models: Model[] }) {
       f(n);
       return n;
     });
+
+  // Before Start, the same checks `run_start` makes (the model can be trained, the settings
+  // are valid, training fits in memory) and the memory it will take.
+  const [preflight, setPreflight] = useState<RunPreflight | null>(null);
+  useEffect(() => {
+    setPreflight(null);
+    if (step !== STEPS.length - 1 || !config || !modelId) return;
+    let live = true;
+    call("run_preflight", { model_id: modelId, config })
+      .then((p) => live && setPreflight(p))
+      .catch((e) => live && setPreflight({ problem: errorText(e), base_gib: null, adapter_gib: null, working_gib: null, total_gib: null, free_gib: null }));
+    return () => {
+      live = false;
+    };
+  }, [step, modelId, config]);
 
   const canNext = step === 0 ? !!modelId && datasetId !== null && name.trim() !== "" : !!config;
 
@@ -207,6 +222,18 @@ export function Wizard({ models }: { models: Model[] }) {
               {config.train.reference === "previous" ? "previous round" : "untrained model"}
               {config.train.sft_warmup && "; SFT warm-up in round 0"}
             </dd>
+            <dt>Pre-flight</dt>
+            <dd data-testid="run-preflight">
+              {!preflight && <span class="muted">checking…</span>}
+              {preflight && preflight.total_gib !== null && (
+                <span title={`base ${gib(preflight.base_gib)}, adapter and optimiser ${gib(preflight.adapter_gib)}, activations ${gib(preflight.working_gib)}`}>
+                  training needs about {gib(preflight.total_gib)}
+                  {preflight.free_gib !== null && ` of ${gib(preflight.free_gib)} free`}
+                  {". "}
+                </span>
+              )}
+              {preflight && (preflight.problem ? <span class="bad-text">{preflight.problem}</span> : <span class="ok-text">Ready to start.</span>)}
+            </dd>
           </dl>
         )}
         {!config && step > 0 && <p class="muted">loading defaults…</p>}
@@ -220,7 +247,7 @@ export function Wizard({ models }: { models: Model[] }) {
             Next
           </button>
         ) : (
-          <button class="primary" disabled={busy || !canNext} onClick={start} data-testid="run-start">
+          <button class="primary" disabled={busy || !canNext || !!preflight?.problem} onClick={start} data-testid="run-start">
             <Icon name="play" size={16} /> Start run
           </button>
         )}
@@ -274,4 +301,10 @@ function DatasetImport({ onImported }: { onImported: (id: number) => void }) {
       <ErrorBanner error={error} />
     </details>
   );
+}
+
+/** GiB with one decimal (two below 1 GiB). */
+function gib(v: number | null): string {
+  if (v === null) return "?";
+  return `${v < 1 ? v.toFixed(2) : v.toFixed(1)} GiB`;
 }
