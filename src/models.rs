@@ -102,7 +102,9 @@ pub fn check_training_memory(
         && estimate.total() > free
     {
         bail!(
-            "training this model needs about {:.1} GiB (base {:.1}, adapter and optimiser {:.2},              activations {:.1}) and {:.1} GiB are free: lower train.max_tokens or              train.batch_size, choose a smaller quantization of the model, or free memory",
+            "training this model needs about {:.1} GiB (base {:.1}, adapter and optimiser {:.2}, \
+             activations {:.1}) and {:.1} GiB are free: lower train.max_tokens or \
+             train.batch_size, choose a smaller quantization of the model, or free memory",
             gib(estimate.total()),
             gib(estimate.base_bytes),
             gib(estimate.adapter_bytes),

@@ -129,7 +129,6 @@ pub struct RunStatus {
 }
 
 impl Service {
-    /// Creates a run of `model` on `dataset` (nothing runs yet: see [`Service::drive_run`]).
     /// What `create_run` would check about training `model` with `config`, without creating
     /// anything: the first problem that would refuse it, the expected training memory and the
     /// memory free. For the run wizard, before the user presses Start.
@@ -156,6 +155,8 @@ impl Service {
         })
     }
 
+    /// Creates a run of `model` on `dataset` (nothing runs yet: see [`Service::drive_run`]),
+    /// after the pre-flight: the model can be trained, the settings are valid, training fits.
     pub fn create_run(
         &self,
         name: &str,
