@@ -34,6 +34,37 @@ impl Matrix {
         }
     }
 
+    /// Rows `ids` as a dense `[n, cols]` tensor. A quantized table dequantizes only those rows
+    /// (quantization blocks never straddle rows), so an embedding of 128k × 4096 costs its
+    /// quantized size in memory rather than 2 GiB of f32.
+    fn rows(&self, ids: &Tensor, dtype: DType, device: &Device) -> Result<Tensor> {
+        match self {
+            Matrix::Dense(t) => Ok(t.index_select(ids, 0)?),
+            Matrix::Quantized(q) => {
+                let (_, cols) = q.shape().dims2()?;
+                let kind = q.dtype();
+                let row_bytes = cols / kind.block_size() * kind.type_size();
+                let raw = q.data()?;
+                let ids = ids.to_vec1::<u32>()?;
+                let mut picked = Vec::with_capacity(ids.len() * row_bytes);
+                for &id in &ids {
+                    let at = id as usize * row_bytes;
+                    let row = raw.get(at..at + row_bytes).ok_or_else(|| {
+                        TrainError::Data(format!("token id {id} is outside the vocabulary"))
+                    })?;
+                    picked.extend_from_slice(row);
+                }
+                let rows = candle_core::quantized::ggml_file::qtensor_from_ggml(
+                    kind,
+                    &picked,
+                    vec![ids.len(), cols],
+                    device,
+                )?;
+                Ok(rows.dequantize(device)?.to_dtype(dtype)?)
+            }
+        }
+    }
+
     /// `x·Wᵀ`, with a weight gradient only when the model is `trainable` (a frozen base uses
     /// [`ops::frozen_linear`], so no weight gradient is ever computed or stored).
     fn linear(&self, x: &Tensor, trainable: bool) -> Result<Tensor> {
@@ -161,7 +192,8 @@ impl Block {
 /// the plain matmul is used, for full-parameter training.
 pub struct LlamaModel {
     config: LlamaConfig,
-    token_embd: Tensor,
+    /// `[n_vocab, n_embd]`, read by rows; kept quantized with an untied head (see [`Self::embed`]).
+    token_embd: Matrix,
     output_norm: Tensor,
     /// `[n_vocab, n_embd]`; the embedding itself when the file ties them.
     output: Matrix,
@@ -228,6 +260,14 @@ impl LlamaModel {
                 .map_err(|e| tensor_err(format!("cannot dequantize: {e}")))?;
             Ok(Matrix::Dense(t.to_dtype(dtype)?))
         };
+        // With a head of its own the embedding is only gathered by rows: it may stay quantized.
+        // A tied one is also the head's dense matrix.
+        let tied = !content.tensor_infos.contains_key("output.weight");
+        let token_embd = read(
+            "token_embd.weight",
+            &[config.n_vocab, config.n_embd],
+            keep_quantized && !tied,
+        )?;
         let mut get = |name: &str, shape: &[usize]| -> Result<Tensor> {
             match read(name, shape, false)? {
                 Matrix::Dense(t) => Ok(t),
@@ -238,7 +278,6 @@ impl LlamaModel {
         let (e, kv, ff, vocab) = (config.n_embd, config.kv_dim(), config.n_ff, config.n_vocab);
         let (q, hd) = (config.q_dim(), config.head_dim);
 
-        let token_embd = get("token_embd.weight", &[vocab, e])?;
         let output_norm = get("output_norm.weight", &[e])?;
         let rope_freq_factors = if has("rope_freqs.weight") {
             let t = get("rope_freqs.weight", &[config.rope_dims / 2])?;
@@ -248,10 +287,10 @@ impl LlamaModel {
         };
         // The LM head is often the largest matrix, so it may stay quantized too; a tied head
         // is the (dense, row-gathered) embedding.
-        let output = if has("output.weight") {
-            read("output.weight", &[vocab, e], keep_quantized)?
+        let output = if tied {
+            token_embd.clone()
         } else {
-            Matrix::Dense(token_embd.clone())
+            read("output.weight", &[vocab, e], keep_quantized)?
         };
         let mut blocks = Vec::with_capacity(config.n_layer);
         for i in 0..config.n_layer {
@@ -377,7 +416,7 @@ impl LlamaModel {
         }
         let model = LlamaModel {
             config: config.clone(),
-            token_embd,
+            token_embd: Matrix::Dense(token_embd),
             output_norm: ones(e)?,
             output,
             rope_freq_factors: None,
@@ -403,6 +442,7 @@ impl LlamaModel {
             }
         }
         self.output = Matrix::Dense(self.output.dense(dtype, &device)?);
+        self.token_embd = Matrix::Dense(self.token_embd.dense(dtype, &device)?);
         let tied = self.config.tied_embeddings;
         let mut vars = Vec::new();
         for (name, t) in self.weights_mut() {
@@ -414,7 +454,7 @@ impl LlamaModel {
             vars.push((name, var));
         }
         if tied {
-            self.output = Matrix::Dense(self.token_embd.clone());
+            self.output = self.token_embd.clone();
         }
         self.vars = vars;
         Ok(self)
@@ -434,7 +474,7 @@ impl LlamaModel {
     pub fn named_weights(&self) -> Result<Vec<(String, Tensor)>> {
         let dense = |m: &Matrix| m.dense(self.dtype, &self.device);
         let mut out = vec![
-            ("token_embd.weight".to_string(), self.token_embd.clone()),
+            ("token_embd.weight".to_string(), dense(&self.token_embd)?),
             ("output_norm.weight".to_string(), self.output_norm.clone()),
         ];
         if !self.config.tied_embeddings {
@@ -470,10 +510,10 @@ impl LlamaModel {
     }
 
     fn weights_mut(&mut self) -> Vec<(String, &mut Tensor)> {
-        let mut out = vec![
-            ("token_embd.weight".to_string(), &mut self.token_embd),
-            ("output_norm.weight".to_string(), &mut self.output_norm),
-        ];
+        let mut out = vec![("output_norm.weight".to_string(), &mut self.output_norm)];
+        if let Matrix::Dense(t) = &mut self.token_embd {
+            out.insert(0, ("token_embd.weight".to_string(), t));
+        }
         if let Matrix::Dense(t) = &mut self.output {
             out.push(("output.weight".to_string(), t));
         }
@@ -577,7 +617,7 @@ impl LlamaModel {
                 down: merge(i, LoraTarget::Down, &b.down)?,
             });
         }
-        let token_embd = detach(&self.token_embd)?;
+        let token_embd = detach(&self.token_embd.dense(self.dtype, &self.device)?)?;
         let output = Matrix::Dense(if self.config.tied_embeddings {
             token_embd.clone()
         } else {
@@ -585,7 +625,7 @@ impl LlamaModel {
         });
         Ok(LlamaModel {
             config: self.config.clone(),
-            token_embd,
+            token_embd: Matrix::Dense(token_embd),
             output_norm: detach(&self.output_norm)?,
             output,
             rope_freq_factors: self.rope_freq_factors.clone(),
@@ -647,7 +687,7 @@ impl LlamaModel {
     /// a tied LM head counted once).
     pub fn weight_bytes(&self) -> usize {
         let dense = |t: &Tensor| t.elem_count() * t.dtype().size_in_bytes();
-        let mut total = dense(&self.token_embd) + dense(&self.output_norm);
+        let mut total = self.token_embd.bytes() + dense(&self.output_norm);
         if !self.config.tied_embeddings {
             total += self.output.bytes();
         }
@@ -699,7 +739,7 @@ impl LlamaModel {
         let mask = ops::causal_mask(t, self.dtype, &self.device)?;
         let mut x = self
             .token_embd
-            .index_select(&tokens.flatten_all()?, 0)?
+            .rows(&tokens.flatten_all()?, self.dtype, &self.device)?
             .reshape((b, t, cfg.n_embd))?;
         let pass = Pass {
             cfg,

@@ -66,9 +66,11 @@ impl MemoryEstimate {
     }
 }
 
-/// Block matrices (and the untied LM head) stay in their stored type when it is quantized.
-fn kept_quantized(name: &str, t: GgmlType) -> bool {
+/// Block matrices, an untied LM head and then the embedding stay in their stored type when it
+/// is quantized (see `LlamaModel::load_quantized`).
+fn kept_quantized(name: &str, t: GgmlType, tied: bool) -> bool {
     let matrix = name == "output.weight"
+        || (name == "token_embd.weight" && !tied)
         || (name.starts_with("blk.") && name.ends_with(".weight") && !name.contains("norm"));
     matrix && !matches!(t, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16)
 }
@@ -90,7 +92,7 @@ pub fn training_memory(
         .tensors
         .iter()
         .map(|t| {
-            if kept_quantized(&t.name, t.ggml_type) {
+            if kept_quantized(&t.name, t.ggml_type, cfg.tied_embeddings) {
                 t.n_bytes()
             } else {
                 t.n_elements() * 4
@@ -106,9 +108,11 @@ pub fn training_memory(
         .sum();
     let adapter_bytes = (per_layer * cfg.n_layer * 4 * 4) as u64;
     // Per token and layer, the activations autograd keeps: the residual and its norms, q, k,
-    // v, the attention output, and the MLP's gate, up, activation and product.
+    // v, the attention output, and the MLP's gate, up, activation and product — twice over,
+    // since every elementwise step of the explicit ops and every adapter branch keeps its own
+    // (calibrated on the measured peaks of 1B and 8B models, docs/real-models.md).
     let (e, ff, q, kv) = (cfg.n_embd, cfg.n_ff, cfg.q_dim(), cfg.kv_dim());
-    let per_token_layer = 4 * e + q + 2 * kv + q + 4 * ff;
+    let per_token_layer = 2 * (4 * e + q + 2 * kv + q + 4 * ff);
     // Chosen and rejected sequences, policy (kept) and reference (freed layer by layer).
     let tokens = 2 * batch * max_tokens;
     let attention = cfg.n_head * max_tokens * max_tokens * 2 * 2 * batch;
