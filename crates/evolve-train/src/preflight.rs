@@ -108,11 +108,12 @@ pub fn training_memory(
         .sum();
     let adapter_bytes = (per_layer * cfg.n_layer * 4 * 4) as u64;
     // Per token and layer, the activations autograd keeps: the residual and its norms, q, k,
-    // v, the attention output, and the MLP's gate, up, activation and product — twice over,
-    // since every elementwise step of the explicit ops and every adapter branch keeps its own
-    // (calibrated on the measured peaks of 1B and 8B models, docs/real-models.md).
+    // v, the attention output, and the MLP's gate, up, activation and product — four times
+    // over: every elementwise step of the explicit ops and every adapter branch keeps its own
+    // tensor, and the backward pass holds their gradients until it ends (calibrated on the
+    // measured peak of an 8B model, docs/real-models.md).
     let (e, ff, q, kv) = (cfg.n_embd, cfg.n_ff, cfg.q_dim(), cfg.kv_dim());
-    let per_token_layer = 2 * (4 * e + q + 2 * kv + q + 4 * ff);
+    let per_token_layer = 4 * (4 * e + q + 2 * kv + q + 4 * ff);
     // Chosen and rejected sequences, policy (kept) and reference (freed layer by layer).
     let tokens = 2 * batch * max_tokens;
     let attention = cfg.n_head * max_tokens * max_tokens * 2 * 2 * batch;
@@ -125,7 +126,7 @@ pub fn training_memory(
         .max()
         .unwrap_or(0);
     let logits = tokens * cfg.n_vocab * 4 * 3;
-    let working_bytes = activations as u64 + 2 * largest_matrix + logits as u64;
+    let working_bytes = activations as u64 + largest_matrix + logits as u64;
     Ok(MemoryEstimate {
         base_bytes,
         adapter_bytes,
