@@ -192,7 +192,7 @@ impl Block {
 /// the plain matmul is used, for full-parameter training.
 pub struct LlamaModel {
     config: LlamaConfig,
-    /// `[n_vocab, n_embd]`, read by rows; kept quantized with an untied head (see [`Self::embed`]).
+    /// `[n_vocab, n_embd]`, read by rows (`Matrix::rows`); kept quantized when the head is untied.
     token_embd: Matrix,
     output_norm: Tensor,
     /// `[n_vocab, n_embd]`; the embedding itself when the file ties them.
@@ -215,10 +215,10 @@ impl LlamaModel {
         Self::load_with(path, device, dtype, false)
     }
 
-    /// Like [`Self::load`], but the block matrices and the (untied) LM head stored quantized in
-    /// the file (Q4_0…Q8_0, K-quants) stay quantized in memory and are dequantized per use, for
-    /// LoRA training with a base several times smaller. The embedding (gathered by rows),
-    /// norms and biases are dequantized.
+    /// Like [`Self::load`], but the block matrices, an untied LM head and then the embedding,
+    /// stored quantized in the file (Q4_0…Q8_0, K-quants), stay quantized in memory: matrices are
+    /// dequantized per use, the embedding only for the rows a batch reads. LoRA training then
+    /// holds a base several times smaller. Norms, biases and a tied embedding are dequantized.
     pub fn load_quantized(path: &Path, device: &Device, dtype: DType) -> Result<Self> {
         Self::load_with(path, device, dtype, true)
     }
