@@ -61,8 +61,8 @@ export type SamplerConfig = Sampler;
 export type WinRate = WinRateCell;
 
 export type Variant = "base" | "adapter";
-export type Scorer = "numeric" | "exact" | "pattern" | "json";
-export const SCORERS: Scorer[] = ["numeric", "exact", "pattern", "json"];
+export type Scorer = "numeric" | "numeric_any" | "exact" | "pattern" | "json";
+export const SCORERS: Scorer[] = ["numeric", "numeric_any", "exact", "pattern", "json"];
 
 export interface ChatSendArgs {
   chat_id: number | null;

@@ -30,7 +30,8 @@ pub use paths::DataDir;
 pub use refine::{ChainStart, RefinementStep, RefinementTemplate, refine_chain, refine_chains};
 pub use sampling::SamplerConfig;
 pub use score::{
-    ScoreError, ScoreInput, ScoreValue, Scorer, final_answer_after_marker, normalise_number,
+    Extraction, ScoreError, ScoreInput, ScoreValue, Scorer, extract_final_number,
+    final_answer_after_marker, normalise_number,
 };
 pub use scorer_spec::{ParseScorerError, SCORER_FORMS, ScorerSpec, Verifier};
 pub use stats::PairedComparison;

@@ -12,6 +12,9 @@ use std::str::FromStr;
 pub enum Verifier {
     /// The number after `####` equals the reference's.
     Numeric,
+    /// The answer's final number, read as evaluation harnesses read it (`####`, `\boxed{}`,
+    /// "the answer is", else the last number), equals the reference's.
+    NumericAny,
     /// The answer equals the reference (trimmed), with or without case.
     Exact { ignore_case: bool },
     /// The answer parses as JSON.
@@ -36,7 +39,7 @@ pub enum ScorerSpec {
 }
 
 /// Every form [`ScorerSpec`] parses, for error messages.
-pub const SCORER_FORMS: &str = "numeric, exact, exact_nocase, json, pattern:<text>, \
+pub const SCORER_FORMS: &str = "numeric, numeric_any, exact, exact_nocase, json, pattern:<text>, \
      judge:<model.gguf>, remote-judge:<http://host:port>[#model] or reward:<model.gguf>";
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -78,6 +81,7 @@ impl fmt::Display for ScorerSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ScorerSpec::Verifier(Verifier::Numeric) => f.write_str("numeric"),
+            ScorerSpec::Verifier(Verifier::NumericAny) => f.write_str("numeric_any"),
             ScorerSpec::Verifier(Verifier::Exact { ignore_case: false }) => f.write_str("exact"),
             ScorerSpec::Verifier(Verifier::Exact { ignore_case: true }) => {
                 f.write_str("exact_nocase")
@@ -129,6 +133,7 @@ impl FromStr for ScorerSpec {
         }
         Ok(ScorerSpec::Verifier(match spec {
             "numeric" | "numeric_final_answer" | "gsm8k" => Verifier::Numeric,
+            "numeric_any" => Verifier::NumericAny,
             "exact" | "exact_match" => Verifier::Exact { ignore_case: false },
             "exact_nocase" => Verifier::Exact { ignore_case: true },
             "json" | "json_valid" => Verifier::Json,
@@ -163,6 +168,7 @@ mod tests {
     fn specs_round_trip_through_their_string_form() {
         for text in [
             "numeric",
+            "numeric_any",
             "exact",
             "exact_nocase",
             "json",

@@ -2,8 +2,8 @@
 //! the judges and reward models, built by [`crate::scorer_from_spec`] from a [`Verifier`].
 
 use evolve_core::{
-    ScoreError, ScoreInput, ScoreValue, Scorer, ScorerSpec, Verifier, final_answer_after_marker,
-    normalise_number,
+    ScoreError, ScoreInput, ScoreValue, Scorer, ScorerSpec, Verifier, extract_final_number,
+    final_answer_after_marker, normalise_number,
 };
 use serde_json::json;
 
@@ -30,6 +30,37 @@ impl Scorer for NumericFinalAnswer {
         Ok(ScoreValue {
             value: if correct { 1.0 } else { 0.0 },
             details: json!({"expected": expected, "extracted": got}),
+        })
+    }
+}
+
+/// 1.0 when the answer's final number — read as evaluation harnesses read it, see
+/// [`extract_final_number`] — equals the reference's: for models that answer in their own words
+/// ("The larger number is 847.") rather than in the `#### N` format.
+#[derive(Debug, Default, Clone)]
+pub struct NumericAnyAnswer;
+
+impl Scorer for NumericAnyAnswer {
+    fn name(&self) -> &str {
+        "numeric_any"
+    }
+
+    fn score(&mut self, input: &ScoreInput<'_>) -> Result<ScoreValue, ScoreError> {
+        let reference = input.reference.ok_or_else(|| ScoreError::Unscorable {
+            scorer: self.name().into(),
+            reason: "the prompt has no reference answer".into(),
+        })?;
+        let expected =
+            final_answer_after_marker(reference).unwrap_or_else(|| normalise_number(reference));
+        let got = extract_final_number(input.answer);
+        let correct = got.as_ref().is_some_and(|(n, _)| *n == expected);
+        Ok(ScoreValue {
+            value: if correct { 1.0 } else { 0.0 },
+            details: json!({
+                "expected": expected,
+                "extracted": got.as_ref().map(|(n, _)| n),
+                "via": got.map(|(_, how)| how.as_str()),
+            }),
         })
     }
 }
@@ -127,6 +158,7 @@ impl Scorer for JsonValid {
 pub fn verifier(v: &Verifier) -> Box<dyn Scorer + Send> {
     match v {
         Verifier::Numeric => Box::new(NumericFinalAnswer),
+        Verifier::NumericAny => Box::new(NumericAnyAnswer),
         Verifier::Exact { ignore_case } => Box::new(ExactMatch {
             ignore_case: *ignore_case,
         }),

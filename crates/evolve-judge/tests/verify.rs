@@ -57,3 +57,43 @@ fn other_verifiers_and_names() {
     let err = verifier_by_name("vibes").err().unwrap();
     assert!(err.contains("unknown scorer 'vibes'"), "{err}");
 }
+
+#[test]
+fn numeric_any_reads_answers_written_in_the_models_own_words() {
+    let mut any = verifier_by_name("numeric_any").unwrap();
+    let mut strict = NumericFinalAnswer;
+    // What SmolLM2-135M-Instruct writes, and the other forms evaluation harnesses accept.
+    for (answer, reference, right) in [
+        ("The larger number is 847.", "847", true),
+        ("17 + 25 = 42", "#### 42", true),
+        ("So we get \\boxed{1,250}.", "1250", true),
+        (
+            "The answer is 7, because 3 + 4 = 7 and 12 - 5 = 7.",
+            "7",
+            true,
+        ),
+        ("The larger number is 784.", "847", false),
+        ("I am not sure.", "847", false),
+    ] {
+        assert_eq!(
+            score(any.as_mut(), answer, Some(reference)),
+            f64::from(u8::from(right)),
+            "{answer}"
+        );
+        assert_eq!(
+            score(&mut strict, answer, Some(reference)),
+            0.0,
+            "strict needs ####: {answer}"
+        );
+    }
+    let details = any
+        .score(&ScoreInput {
+            prompt: "q",
+            reference: Some("847"),
+            answer: "The larger number is 847.",
+        })
+        .unwrap()
+        .details;
+    assert_eq!(details["via"], "last_number");
+    assert_eq!(details["extracted"], "847");
+}

@@ -128,7 +128,7 @@ export function Wizard({ models }: { models: Model[] }) {
         )}
         {step === 1 && config && (
           <>
-            <Field group label="Scorer" hint="How answers are scored: a number in the answer, an exact match, a pattern, or valid JSON.">
+            <Field group label="Scorer" hint="How answers are scored: the number after ####, the answer's final number however it is written (numeric_any), an exact match, a pattern, or valid JSON.">
               <div class="segmented" role="group">
                 {SCORERS.map((s) => (
                   <button key={s} class={cls(config.scorer === s && "on")} onClick={() => setC((c) => (c.scorer = s as Scorer))} data-testid={`scorer-${s}`}>
