@@ -91,13 +91,9 @@ pub fn training_memory(
     .map_err(|e| anyhow::anyhow!("{e}"))
 }
 
-/// [`training_memory`], refused before any sampling when it exceeds the free memory (a run the
-/// out-of-memory killer ends after a round of sampling is worse than a clear "no" now).
-pub fn check_training_memory(
-    file: &GgufFile,
-    config: &evolve_loop::run::RunConfig,
-) -> Result<evolve_train::MemoryEstimate> {
-    let estimate = training_memory(file, config)?;
+/// `estimate` refused when it exceeds the free memory: a run the out-of-memory killer ends after
+/// a round of sampling is worse than a clear "no" before it starts.
+pub fn check_fits(estimate: &evolve_train::MemoryEstimate) -> Result<()> {
     if let Some(free) = available_memory()
         && estimate.total() > free
     {
@@ -112,5 +108,5 @@ pub fn check_training_memory(
             gib(free)
         );
     }
-    Ok(estimate)
+    Ok(())
 }

@@ -142,12 +142,15 @@ impl Service {
             .get_model(model)?
             .with_context(|| format!("no registered model with id {}", model.0))?;
         let header = crate::models::inspect(Path::new(&row.path))?;
-        let memory = crate::models::training_memory(&header, config).ok();
+        let memory = crate::models::training_memory(&header, config);
         let problem = crate::models::check_trainable(&header)
             .and_then(|()| config.validate().map_err(anyhow::Error::from))
-            .and_then(|()| crate::models::check_training_memory(&header, config).map(drop))
+            .and_then(|()| {
+                crate::models::check_fits(memory.as_ref().map_err(|e| anyhow::anyhow!("{e:#}"))?)
+            })
             .err()
             .map(|e| format!("{e:#}"));
+        let memory = memory.ok();
         Ok(TrainingPreflight {
             problem,
             memory,
@@ -185,7 +188,7 @@ impl Service {
             );
         }
         config.validate()?;
-        crate::models::check_training_memory(&header, config)?;
+        crate::models::check_fits(&crate::models::training_memory(&header, config)?)?;
         Ok(create_run(self.store(), name, model, dataset, config)?)
     }
 

@@ -121,21 +121,7 @@ fn one_round_runs_on_a_tiny_qwen3() {
 
 #[test]
 fn one_round_runs_on_smollm2() {
-    let path = std::env::var_os("EVOLVE_SMOLLM2")
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("HOME").map(|h| {
-                PathBuf::from(h)
-                    .join(".cache/evolve-studio/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
-            })
-        })
-        .filter(|p| p.is_file());
-    let Some(path) = path else {
-        assert!(
-            std::env::var("EVOLVE_REQUIRE_REAL_MODELS").as_deref() != Ok("1"),
-            "SmolLM2 is required: run scripts/fetch-smollm2.sh"
-        );
-        eprintln!("SKIPPED one_round_runs_on_smollm2: run scripts/fetch-smollm2.sh");
+    let Some(path) = evolve_testkit::real_models::smollm2("one_round_runs_on_smollm2") else {
         return;
     };
     // It answers "In number theory, the …", "This is a standard equation for …": some with

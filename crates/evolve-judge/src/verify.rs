@@ -7,6 +7,19 @@ use evolve_core::{
 };
 use serde_json::json;
 
+/// The prompt's gold answer; a verifier cannot judge a prompt without one.
+fn reference<'a>(scorer: &str, input: &ScoreInput<'a>) -> Result<&'a str, ScoreError> {
+    input.reference.ok_or_else(|| ScoreError::Unscorable {
+        scorer: scorer.into(),
+        reason: "the prompt has no reference answer".into(),
+    })
+}
+
+/// The number a reference asks for: it may be a bare number or a full GSM8K solution.
+fn expected_number(reference: &str) -> String {
+    final_answer_after_marker(reference).unwrap_or_else(|| normalise_number(reference))
+}
+
 /// 1.0 when the answer's `#### N` equals the reference's final number, else 0.0. An answer
 /// without the marker scores 0 (format matters: the loop rewards answers a grader can read).
 #[derive(Debug, Default, Clone)]
@@ -18,13 +31,8 @@ impl Scorer for NumericFinalAnswer {
     }
 
     fn score(&mut self, input: &ScoreInput<'_>) -> Result<ScoreValue, ScoreError> {
-        let reference = input.reference.ok_or_else(|| ScoreError::Unscorable {
-            scorer: self.name().into(),
-            reason: "the prompt has no reference answer".into(),
-        })?;
-        // A reference may be a bare number or a full GSM8K solution.
-        let expected =
-            final_answer_after_marker(reference).unwrap_or_else(|| normalise_number(reference));
+        let reference = reference(self.name(), input)?;
+        let expected = expected_number(reference);
         let got = final_answer_after_marker(input.answer);
         let correct = got.as_deref() == Some(expected.as_str());
         Ok(ScoreValue {
@@ -46,12 +54,8 @@ impl Scorer for NumericAnyAnswer {
     }
 
     fn score(&mut self, input: &ScoreInput<'_>) -> Result<ScoreValue, ScoreError> {
-        let reference = input.reference.ok_or_else(|| ScoreError::Unscorable {
-            scorer: self.name().into(),
-            reason: "the prompt has no reference answer".into(),
-        })?;
-        let expected =
-            final_answer_after_marker(reference).unwrap_or_else(|| normalise_number(reference));
+        let reference = reference(self.name(), input)?;
+        let expected = expected_number(reference);
         let got = extract_final_number(input.answer);
         let correct = got.as_ref().is_some_and(|(n, _)| *n == expected);
         Ok(ScoreValue {
@@ -77,10 +81,7 @@ impl Scorer for ExactMatch {
     }
 
     fn score(&mut self, input: &ScoreInput<'_>) -> Result<ScoreValue, ScoreError> {
-        let reference = input.reference.ok_or_else(|| ScoreError::Unscorable {
-            scorer: self.name().into(),
-            reason: "the prompt has no reference answer".into(),
-        })?;
+        let reference = reference(self.name(), input)?;
         let (a, b) = (input.answer.trim(), reference.trim());
         let equal = if self.ignore_case {
             a.eq_ignore_ascii_case(b)

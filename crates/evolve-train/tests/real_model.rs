@@ -2,48 +2,19 @@
 //! vocabulary with the `smollm` pre-tokenizer), fetched by `scripts/fetch-smollm2.sh`: the
 //! training side must read its text and weights exactly as llama.cpp does.
 //!
-//! The model comes from `$EVOLVE_SMOLLM2`, else the script's cache. Without it these tests say
-//! SKIPPED on stderr, unless `EVOLVE_REQUIRE_REAL_MODELS=1` (set by scripts/test.sh), where a
-//! missing model fails them.
+//! The model comes from `evolve_testkit::real_models::smollm2` (`$EVOLVE_SMOLLM2`, else the
+//! script's cache; SKIPPED without it unless `EVOLVE_REQUIRE_REAL_MODELS=1`).
 
 mod common;
 
-use candle_core::{DType, Device, Tensor};
-use common::{llama_cpp, rel_error};
+use candle_core::{DType, Device};
+use common::{candle_last, llama_cpp, rel_error};
 use evolve_gguf::tiny::WeightType;
 use evolve_llama::{EngineOptions, LlamaEngine};
+use evolve_testkit::real_models::smollm2;
 use evolve_train::export::{TokenizerMetadata, export_gguf_model};
 use evolve_train::{LlamaModel, tokenizer_from_gguf};
-use std::path::PathBuf;
-
-const MODEL: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
-
-fn smollm2(test: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("EVOLVE_SMOLLM2")
-        .map(PathBuf::from)
-        .or_else(|| {
-            let cache = std::env::var_os("EVOLVE_CACHE")
-                .map(PathBuf::from)
-                .or_else(|| {
-                    std::env::var_os("XDG_CACHE_HOME")
-                        .map(PathBuf::from)
-                        .or_else(|| {
-                            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache"))
-                        })
-                        .map(|c| c.join("evolve-studio"))
-                })?;
-            Some(cache.join("smollm2").join(MODEL))
-        })
-        .filter(|p| p.is_file());
-    if path.is_none() {
-        assert!(
-            std::env::var("EVOLVE_REQUIRE_REAL_MODELS").as_deref() != Ok("1"),
-            "{test}: {MODEL} is required (EVOLVE_REQUIRE_REAL_MODELS=1): run scripts/fetch-smollm2.sh"
-        );
-        eprintln!("SKIPPED {test}: no {MODEL} (run scripts/fetch-smollm2.sh)");
-    }
-    path
-}
+use std::path::{Path, PathBuf};
 
 /// English, code, Vietnamese, Arabic with diacritics, CJK, emoji, whitespace runs, numbers and
 /// the chat markers: where byte-level BPE pre-tokenizers differ.
@@ -92,30 +63,27 @@ fn smollm2_text_tokenises_exactly_as_llama_cpp_does() {
     eprintln!("{} texts, {tokens} tokens: identical ids", CORPUS.len());
 }
 
-fn last_logits(model: &LlamaModel, ids: &[i32]) -> Vec<f32> {
-    let input = Tensor::new(
-        ids.iter().map(|&i| i as u32).collect::<Vec<_>>().as_slice(),
-        &Device::Cpu,
-    )
-    .unwrap()
-    .unsqueeze(0)
-    .unwrap();
-    let logits = model.forward(&input).unwrap();
-    logits
-        .get(0)
-        .unwrap()
-        .get(ids.len() - 1)
-        .unwrap()
-        .to_vec1()
-        .unwrap()
-}
-
 fn argmax(v: &[f32]) -> usize {
     v.iter()
         .enumerate()
         .max_by(|a, b| a.1.total_cmp(b.1))
         .unwrap()
         .0
+}
+
+/// The model loaded with its weights dequantized, and those weights written back as an F32
+/// GGUF in `dir` (where candle's and llama.cpp's forward passes can be compared exactly).
+fn f32_copy(path: &Path, dir: &Path) -> (LlamaModel, PathBuf) {
+    let model = LlamaModel::load(path, &Device::Cpu, DType::F32).unwrap();
+    let f32_path = dir.join("smollm2-f32.gguf");
+    export_gguf_model(
+        &model,
+        &f32_path,
+        WeightType::F32,
+        TokenizerMetadata::CopyFrom(path),
+    )
+    .unwrap();
+    (model, f32_path)
 }
 
 const PROMPTS: [&str; 2] = [
@@ -132,21 +100,13 @@ fn smollm2_forward_in_candle_is_llama_cpps_on_the_same_f32_weights() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let model = LlamaModel::load(&path, &Device::Cpu, DType::F32).unwrap();
-    let f32_path = dir.path().join("smollm2-f32.gguf");
-    export_gguf_model(
-        &model,
-        &f32_path,
-        WeightType::F32,
-        TokenizerMetadata::CopyFrom(&path),
-    )
-    .unwrap();
+    let (model, f32_path) = f32_copy(&path, dir.path());
     let direct = llama_cpp::load(&f32_path);
     let engine = engine(&path);
     for prompt in PROMPTS {
         let ids = engine.tokenize(prompt);
         let err = rel_error(
-            &last_logits(&model, &ids),
+            &candle_last(&model, None, &ids),
             &llama_cpp::last_logits(&direct, None, &ids),
         );
         eprintln!("f32 weights, {} tokens: rel. error {err:.2e}", ids.len());
@@ -172,7 +132,7 @@ fn smollm2_logits_in_candle_match_llama_cpp_on_the_q4_1_file() {
         .unwrap();
         for prompt in PROMPTS {
             let ids = engine.tokenize(prompt);
-            let got = last_logits(&model, &ids);
+            let got = candle_last(&model, None, &ids);
             let want = llama_cpp::last_logits(&direct, None, &ids);
             let err = rel_error(&got, &want);
             eprintln!(
@@ -245,15 +205,7 @@ fn smollm2_lora_trained_in_candle_gives_the_same_logits_in_llama_cpp() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let model = LlamaModel::load(&path, &Device::Cpu, DType::F32).unwrap();
-    let f32_path = dir.path().join("smollm2-f32.gguf");
-    export_gguf_model(
-        &model,
-        &f32_path,
-        WeightType::F32,
-        TokenizerMetadata::CopyFrom(&path),
-    )
-    .unwrap();
+    let (model, f32_path) = f32_copy(&path, dir.path());
     drop(model);
     common::assert_llama_cpp_applies_the_adapter_on(
         &path,

