@@ -13,6 +13,7 @@ use evolve_loop::pairs::{PairKinds, PairStrategy};
 use evolve_loop::run::{
     PreferenceLoss, ReferenceModel, RunConfig, RunObjective, TrainSettings, eval_answers,
 };
+use evolve_loop::tasks::BuiltinTask;
 use evolve_store::{DatasetId, Model, NewPrompt, RunId};
 use serde::Serialize;
 use std::path::PathBuf;
@@ -52,6 +53,8 @@ pub struct DemoSettings {
     pub eval_prompts: usize,
     pub samples: usize,
     pub refine_steps: usize,
+    /// A built-in task for a real model; `None` is the tiny task model's arithmetic.
+    pub task: Option<BuiltinTask>,
 }
 
 impl Default for DemoSettings {
@@ -62,6 +65,26 @@ impl Default for DemoSettings {
             eval_prompts: 0,
             samples: 4,
             refine_steps: 2,
+            task: None,
+        }
+    }
+}
+
+/// The task `evolve demo --model smollm2` runs: the one with the most headroom for
+/// SmolLM2-135M-Instruct in `evolve tasks measure` (docs/real-model.md).
+pub const REAL_MODEL_TASK: BuiltinTask = BuiltinTask::Add;
+
+impl DemoSettings {
+    /// The demo on a real instruct model: a built-in task, 500 held-out problems, fewer and
+    /// shorter rounds than the tiny model's (a 135M model trains ~100× slower per pair).
+    pub fn for_task(task: BuiltinTask) -> Self {
+        DemoSettings {
+            rounds: 3,
+            prompts_per_round: 48,
+            eval_prompts: 500,
+            samples: 4,
+            refine_steps: 1,
+            task: Some(task),
         }
     }
 }
@@ -106,6 +129,9 @@ impl DemoSettings {
     /// chosen answer (plain DPO displaces the chosen answers' likelihood on reasoning tasks).
     /// `seed` varies the sampling and the training order, nothing else.
     pub fn run_config(&self, seed: u64) -> RunConfig {
+        if self.task.is_some() {
+            return self.real_model_config(seed);
+        }
         RunConfig {
             rounds: self.rounds,
             prompts_per_round: self.prompts_per_round,
@@ -152,6 +178,42 @@ impl DemoSettings {
                 seed,
                 checkpoint_every: 10,
             },
+        }
+    }
+}
+
+impl DemoSettings {
+    /// A built-in task on a real instruct model: our default refinement prompt, the
+    /// `numeric_any` verifier, answers of up to 64 tokens, one pair per prompt and kind, and a
+    /// LoRA of rank 16 on every linear layer, trained one epoch at TRL's usual LoRA-DPO β.
+    fn real_model_config(&self, seed: u64) -> RunConfig {
+        let tiny = DemoSettings {
+            task: None,
+            ..self.clone()
+        }
+        .run_config(seed);
+        RunConfig {
+            sampler: SamplerConfig {
+                max_tokens: 64,
+                ..tiny.sampler
+            },
+            eval_sampler: SamplerConfig::greedy(64),
+            eval_sampled: false,
+            template: RefinementTemplate::default(),
+            pair_strategy: PairStrategy::CorrectVsIncorrect {
+                threshold: 0.5,
+                max_pairs: 1,
+            },
+            scorer: self.task.map_or(tiny.scorer.clone(), BuiltinTask::scorer),
+            train: TrainSettings {
+                lora_rank: 16,
+                lora_alpha: 32.0,
+                lr: 1e-4,
+                beta: 0.1,
+                epochs: 1,
+                ..tiny.train
+            },
+            ..tiny
         }
     }
 }

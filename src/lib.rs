@@ -22,6 +22,7 @@ pub use evolve_train as train;
 pub mod adapters;
 pub mod api;
 pub mod bench;
+pub mod catalog;
 pub mod chat;
 pub mod data;
 pub mod demo;
@@ -34,5 +35,6 @@ pub mod progress;
 pub mod runs;
 pub mod service;
 pub mod task_model;
+pub mod tasks;
 
 pub use service::Service;

@@ -63,6 +63,11 @@ pub enum RunEvent<'a> {
         metric: &'a EvalMetric,
         value: f64,
     },
+    /// The round did less than asked, and why (it is also the round's stored note).
+    Note {
+        round: usize,
+        text: &'a str,
+    },
 }
 
 /// The phase names the bars and the UI show.
@@ -182,6 +187,10 @@ impl RunTracker {
                 round: *round,
                 metric,
                 value: *value,
+            }),
+            Progress::Note { round, text } => emit(RunEvent::Note {
+                round: *round,
+                text,
             }),
         }
     }

@@ -109,6 +109,8 @@ pub struct RoundSummary {
     pub index: i64,
     pub state: RoundState,
     pub error: Option<String>,
+    /// Why the round did less than asked (e.g. made no pairs).
+    pub note: Option<String>,
     pub generations: usize,
     pub direct_pairs: usize,
     pub refine_pairs: usize,
@@ -240,15 +242,7 @@ impl Service {
             progress(p)
         };
         let mut generator = self.load_engine(&model_path, engine, &config)?;
-        let mut judge_options = evolve_llama::EngineOptions {
-            n_gpu_layers: engine.gpu_layers,
-            ..Default::default()
-        };
-        if let Some(t) = engine.threads {
-            judge_options.n_threads = t;
-        }
-        let mut scorer = evolve_judge::scorer_from_spec(&config.scorer, &judge_options)
-            .map_err(anyhow::Error::msg)?;
+        let mut scorer = crate::tasks::judge_for(&config.scorer, engine)?;
         let mut trainer = trainer_for(&model_path, &config.train);
         let adapters = self.data_dir().adapters();
         let mut orchestrator = Orchestrator::new(
@@ -359,6 +353,7 @@ impl Service {
                 index: r.round_index,
                 state: r.state,
                 error: r.error.clone(),
+                note: r.note.clone(),
                 generations: store.generations_of_round(r.id)?.len(),
                 direct_pairs: count(PairKind::Direct),
                 refine_pairs: count(PairKind::Refine),

@@ -85,8 +85,23 @@ impl Service {
         Ok(self.store.schema_version()?)
     }
 
-    /// Resolves a model argument: a registered id (`3`), or a path to a GGUF file.
+    /// Resolves a model argument: a registered id (`3`), a fetchable model's name (`smollm2`,
+    /// once fetched), or a path to a GGUF file.
     pub fn resolve_model(&self, spec: &str) -> Result<PathBuf> {
+        if let Some(known) = crate::catalog::known_model(spec)
+            && !Path::new(spec).exists()
+        {
+            let path = known.path();
+            if !path.is_file() {
+                bail!(
+                    "{} is not fetched yet: `evolve models fetch {}` downloads it ({} MB)",
+                    known.display_name,
+                    known.name,
+                    known.size_bytes / 1_000_000
+                );
+            }
+            return Ok(path);
+        }
         if let Ok(id) = spec.parse::<i64>() {
             if let Some(m) = self.store.get_model(ModelId(id))? {
                 return Ok(PathBuf::from(m.path));

@@ -84,6 +84,105 @@ fn one_round(model: &Path, pattern: &str) {
     assert_eq!(trainings[0].state.as_str(), "done", "{stdout}");
     assert_eq!(store.list_adapters().unwrap().len(), 1, "{stdout}");
     assert!(stdout.contains("held-out scoreboard"), "{stdout}");
+    // The trained adapter, loaded by llama.cpp on the base, changes its logits.
+    let adapter = store.list_adapters().unwrap()[0].id;
+    let out = Command::new(env!("CARGO_BIN_EXE_evolve"))
+        .args(["adapters", "check", "--threads", "2"])
+        .arg(adapter.0.to_string())
+        .env("EVOLVE_DATA_DIR", dir.path())
+        .output()
+        .unwrap();
+    let checked = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{checked}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let change: f64 = checked
+        .lines()
+        .find_map(|l| l.strip_prefix("largest logit change: "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{checked}"));
+    assert!(change > 1e-4, "the adapter changes the logits by {change}");
+}
+
+/// "Which number is larger" problems with GSM8K-style gold answers.
+fn larger_dataset(dir: &Path) -> PathBuf {
+    let lines: Vec<String> = [(847, 592), (318, 904), (777, 771), (105, 510)]
+        .iter()
+        .map(|(a, b)| {
+            let big = (*a).max(*b);
+            serde_json::json!({
+                "question": format!("Which number is larger, {a} or {b}?"),
+                "answer": format!("#### {big}"),
+            })
+            .to_string()
+        })
+        .collect();
+    let path = dir.join("larger.jsonl");
+    std::fs::write(&path, lines.join("\n")).unwrap();
+    path
+}
+
+/// `run start --dry-run` with the `numeric` verifier on SmolLM2, which answers in words ("The
+/// larger number is 847."): every answer reads as nothing, and the dry run says that a round
+/// would train nothing and why, before anything is stored. With `numeric_any` the verifier reads
+/// the model's numbers.
+#[test]
+fn a_dry_run_shows_that_the_numeric_verifier_cannot_read_smollm2() {
+    let Some(model) = evolve_testkit::real_models::smollm2(
+        "a_dry_run_shows_that_the_numeric_verifier_cannot_read_smollm2",
+    ) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let data = larger_dataset(dir.path());
+    let dry_run = |scorer: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_evolve"))
+            .args([
+                "run",
+                "start",
+                "--dry-run",
+                "--threads",
+                "2",
+                "--samples",
+                "4",
+            ])
+            .args(["--scorer", scorer, "--model"])
+            .arg(&model)
+            .arg("--data")
+            .arg(&data)
+            .env("EVOLVE_DATA_DIR", dir.path())
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(
+            out.status.success(),
+            "{stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+    };
+    let numeric = dry_run("numeric");
+    assert!(
+        numeric.contains("scored by numeric_final_answer"),
+        "{numeric}"
+    );
+    assert!(numeric.contains("read nothing, expected 847"), "{numeric}");
+    assert!(
+        numeric.contains("warning: a round would make no pairs and train nothing: all 16 answers scored 0 (none right)"),
+        "{numeric}"
+    );
+    assert!(
+        numeric.contains("no answer to read in 16 of them"),
+        "{numeric}"
+    );
+    let any = dry_run("numeric_any");
+    assert!(any.contains("scored by numeric_any"), "{any}");
+    assert!(!any.contains("read nothing"), "{any}");
+    // Nothing was created: a dry run stores no run.
+    let store = Store::open(&dir.path().join("evolve.db")).unwrap();
+    assert!(store.list_runs().unwrap().is_empty());
 }
 
 #[test]

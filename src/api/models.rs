@@ -46,6 +46,19 @@ pub fn use_builtin(inner: &Inner) -> ApiResult {
     Ok(serde_json::to_value(model).expect("model serialises"))
 }
 
+#[derive(serde::Deserialize)]
+pub struct FetchArgs {
+    name: String,
+}
+
+/// Downloads a known real model (checksum verified) and registers it.
+pub fn fetch(inner: &Inner, args: FetchArgs) -> ApiResult {
+    let known = crate::catalog::known_model(&args.name)
+        .ok_or_else(|| ApiError::bad(format!("no fetchable model named '{}'", args.name)))?;
+    let (model, _) = inner.service()?.fetch_known_model(&known, &mut |_, _| {})?;
+    Ok(serde_json::to_value(model).expect("model serialises"))
+}
+
 pub fn datasets_list(inner: &Inner) -> ApiResult {
     let service = inner.service()?;
     let rows: Vec<DatasetRow> = service

@@ -98,6 +98,10 @@ pub struct RoundBrief {
     pub index: i64,
     pub state: String,
     pub error: Option<String>,
+    /// Why the round did less than asked (e.g. made no pairs, so trained nothing).
+    pub note: Option<String>,
+    pub direct_pairs: usize,
+    pub refine_pairs: usize,
 }
 
 /// `run_status`: the run, its rounds, its live progress and the scoreboard.

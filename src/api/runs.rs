@@ -268,6 +268,29 @@ pub fn preflight(inner: &Inner, args: PreflightArgs) -> ApiResult {
 }
 
 #[derive(Deserialize)]
+pub struct DryRunArgs {
+    model_id: i64,
+    dataset_id: i64,
+    #[serde(default)]
+    config: UiRunPatch,
+}
+
+/// A few train prompts sampled as round 0 would, each answer with the scorer's verdict, and
+/// whether pairs would form; nothing is stored (see [`Service::dry_run`]).
+pub fn dry_run(inner: &Inner, args: DryRunArgs) -> ApiResult {
+    let service = inner.service()?;
+    let model = service.model(ModelId(args.model_id))?;
+    let config = args.config.apply(service.run_config_for(&model))?;
+    let engine = inner.settings().engine();
+    Ok(to_json(service.dry_run(
+        model.id,
+        DatasetId(args.dataset_id),
+        &config,
+        &engine,
+    )?))
+}
+
+#[derive(Deserialize)]
 pub struct StartArgs {
     name: String,
     model_id: i64,
@@ -441,6 +464,9 @@ pub fn status(inner: &Inner, args: RunArgs) -> ApiResult {
             index: r.index,
             state: r.state.as_str().to_string(),
             error: r.error.clone(),
+            note: r.note.clone(),
+            direct_pairs: r.direct_pairs,
+            refine_pairs: r.refine_pairs,
         })
         .collect();
     let progress = lock(&inner.runs.progress).get(&args.run_id).cloned();

@@ -6,22 +6,25 @@ use anyhow::{Context, Result};
 use clap::Args;
 use evolve::Service;
 use evolve::core::{PairedComparison, RoundState};
-use evolve::demo::{DemoSettings, Variant, VariantResult};
+use evolve::demo::{DemoSettings, REAL_MODEL_TASK, Variant, VariantResult};
 use evolve::method::run::{Progress, RunConfig};
-use evolve::store::RunId;
+use evolve::method::tasks::BuiltinTask;
+use evolve::store::{DatasetId, RunId};
 use std::path::PathBuf;
 use std::time::Instant;
 
 #[derive(Args)]
 pub struct DemoArgs {
-    #[arg(long, default_value_t = DemoSettings::default().rounds)]
-    rounds: usize,
-    /// Train prompts per round
-    #[arg(long, default_value_t = DemoSettings::default().prompts_per_round)]
-    prompts_per_round: usize,
-    /// Held-out problems evaluated after each round (0 = all of them, about 810)
-    #[arg(long, default_value_t = DemoSettings::default().eval_prompts)]
-    eval_prompts: usize,
+    /// Rounds [default: 3]
+    #[arg(long)]
+    rounds: Option<usize>,
+    /// Train prompts per round [default: 96; on a real model 48]
+    #[arg(long)]
+    prompts_per_round: Option<usize>,
+    /// Held-out problems evaluated after each round (0 = all of them, about 810, on the
+    /// arithmetic task) [default: all; on a real model 500]
+    #[arg(long)]
+    eval_prompts: Option<usize>,
     /// Run EVOLVE, iterative DPO (direct pairs only) and rejection-sampling fine-tuning side by
     /// side, from the same base, prompts and seeds
     #[arg(long)]
@@ -35,10 +38,15 @@ pub struct DemoArgs {
     /// Write the results (per method, seed and round) as JSON to this file
     #[arg(long)]
     json: Option<PathBuf>,
-    /// Run on this task model instead of the built-in one (e.g. the version-1 negative
-    /// control: `evolve fixture task --version 1 --out v1.gguf`)
+    /// Run on this model instead of the built-in task model: a task model (e.g. the version-1
+    /// negative control: `evolve fixture task --version 1 --out v1.gguf`), or a real instruct
+    /// model with --task; `smollm2` (after `evolve models fetch smollm2`) runs the study's task
     #[arg(long)]
-    model: Option<PathBuf>,
+    model: Option<String>,
+    /// A built-in task (`evolve tasks list`) instead of the tiny model's arithmetic, for a
+    /// real instruct model
+    #[arg(long)]
+    task: Option<BuiltinTask>,
     /// A JSON file with run settings (any part of a run configuration, e.g.
     /// `{"samples": 8, "train": {"lr": 3e-4}}`) laid over the demo's own
     #[arg(long)]
@@ -55,11 +63,19 @@ fn parse_variant(s: &str) -> Result<Variant, String> {
 }
 
 pub fn demo(args: DemoArgs, service: &Service) -> Result<()> {
+    // A known real model without a task runs the study's task.
+    let task = args.task.or_else(|| {
+        args.model
+            .as_deref()
+            .and_then(evolve::catalog::known_model)
+            .map(|_| REAL_MODEL_TASK)
+    });
+    let base = task.map_or_else(DemoSettings::default, DemoSettings::for_task);
     let settings = DemoSettings {
-        rounds: args.rounds,
-        prompts_per_round: args.prompts_per_round,
-        eval_prompts: args.eval_prompts,
-        ..DemoSettings::default()
+        rounds: args.rounds.unwrap_or(base.rounds),
+        prompts_per_round: args.prompts_per_round.unwrap_or(base.prompts_per_round),
+        eval_prompts: args.eval_prompts.unwrap_or(base.eval_prompts),
+        ..base
     };
     let variants: Vec<Variant> = if args.compare {
         Variant::ALL.to_vec()
@@ -80,9 +96,10 @@ pub fn demo(args: DemoArgs, service: &Service) -> Result<()> {
         }
     }
     let (model, path) = match &args.model {
-        Some(file) => {
-            let (model, _) = service.add_model(file, None)?;
-            (model, file.clone())
+        Some(spec) => {
+            let file = service.resolve_model(spec)?;
+            let (model, _) = service.add_model(&file, None)?;
+            (model, file)
         }
         None => service.task_model()?,
     };
@@ -91,15 +108,22 @@ pub fn demo(args: DemoArgs, service: &Service) -> Result<()> {
         path.display(),
         model.display_name.as_deref().unwrap_or("")
     );
-    let dataset = service.arithmetic_dataset(
-        settings.rounds * settings.prompts_per_round,
-        settings.eval_prompts,
-    )?;
+    let train = settings.rounds * settings.prompts_per_round;
+    let dataset = match settings.task {
+        Some(task) => {
+            println!("task: {task} ({})", task.description());
+            service.task_dataset(task, train, settings.eval_prompts)?
+        }
+        None => service.arithmetic_dataset(train, settings.eval_prompts)?,
+    };
     let started = Instant::now();
     let mut results: Vec<VariantResult> = Vec::new();
     for (variant, seed, config) in planned {
-        let name = format!("demo {} seed {seed} model {}", variant.name(), model.id.0);
-        let run = match find_run(service, &name, &config)? {
+        let mut name = format!("demo {} seed {seed} model {}", variant.name(), model.id.0);
+        if let Some(task) = settings.task {
+            name += &format!(" task {task}");
+        }
+        let run = match find_run(service, &name, dataset, &config)? {
             Some(run) => run,
             None => service.create_run(&name, model.id, dataset, &config)?,
         };
@@ -138,14 +162,19 @@ pub fn demo(args: DemoArgs, service: &Service) -> Result<()> {
     Ok(())
 }
 
-/// A run of this name and configuration made earlier: it resumes (or is reused when done)
-/// instead of starting over.
-fn find_run(service: &Service, name: &str, config: &RunConfig) -> Result<Option<RunId>> {
+/// A run of this name, dataset and configuration made earlier: it resumes (or is reused when
+/// done) instead of starting over.
+fn find_run(
+    service: &Service,
+    name: &str,
+    dataset: DatasetId,
+    config: &RunConfig,
+) -> Result<Option<RunId>> {
     let wanted = serde_json::to_value(config)?;
     Ok(service
         .list_runs()?
         .into_iter()
-        .find(|r| r.name == name && r.config == wanted)
+        .find(|r| r.name == name && r.dataset_id == dataset && r.config == wanted)
         .map(|r| r.id))
 }
 

@@ -12,6 +12,7 @@ mod pairs;
 mod progress;
 mod run;
 mod serve;
+mod tasks;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -64,8 +65,8 @@ enum Command {
     /// Review preference pairs before training: list, approve, veto, edit, reset
     #[command(subcommand)]
     Pairs(pairs::PairsCommand),
-    /// The whole method on the built-in arithmetic task: train the tiny task model if needed,
-    /// then 3 rounds with a held-out scoreboard
+    /// The whole method, 3 rounds with a held-out scoreboard: on the built-in task model's
+    /// arithmetic, or (--model smollm2, --task) on a real instruct model
     Demo(demo::DemoArgs),
     /// A window with the live training curves and the scoreboard of a run [default: the latest];
     /// read-only, so it can follow a run another process is driving
@@ -75,6 +76,9 @@ enum Command {
     /// Measure inference speed against llama.cpp's own tools
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Built-in verifiable tasks for real models, and a model's headroom on each
+    #[command(subcommand)]
+    Tasks(tasks::TasksCommand),
 }
 
 pub fn main() -> ExitCode {
@@ -109,6 +113,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Run(cmd) => run::run(cmd, &Service::open(data_dir()?)?),
         Command::Adapters(cmd) => adapters::run(cmd, &Service::open(data_dir()?)?),
         Command::Pairs(cmd) => pairs::run(cmd, &Service::open(data_dir()?)?),
+        Command::Tasks(cmd) => tasks::run(cmd, &Service::open(data_dir()?)?),
         Command::Demo(args) => demo::demo(args, &Service::open(data_dir()?)?),
         Command::Serve(args) => serve::serve(args, data_dir()?),
     }

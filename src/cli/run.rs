@@ -121,6 +121,10 @@ pub struct StartArgs {
     lora_rank: Option<usize>,
     #[arg(long)]
     epochs: Option<usize>,
+    /// Create nothing: sample a few train prompts as round 0 would and show each answer with
+    /// the scorer's verdict, and whether pairs would form
+    #[arg(long)]
+    dry_run: bool,
     #[command(flatten)]
     engine: EngineArgs,
 }
@@ -189,6 +193,9 @@ pub fn run(cmd: RunCommand, service: &Service) -> Result<()> {
             let (model, _) = service.add_model(&model_path, None)?;
             let config = args.config(service.run_config_for(&model))?;
             let dataset = dataset_arg(service, &args.data)?;
+            if args.dry_run {
+                return dry_run(service, model.id, dataset, &config, &args.engine);
+            }
             let run = service.create_run(&args.name, model.id, dataset, &config)?;
             println!(
                 "run {} created; resume it any time with `evolve run resume {}`",
@@ -231,6 +238,87 @@ pub fn run(cmd: RunCommand, service: &Service) -> Result<()> {
             println!("wrote {n} pairs to {}", out.display());
             Ok(())
         }
+    }
+}
+
+/// `run start --dry-run`: every sampled answer with the scorer's verdict, then the verdict on
+/// the run: would pairs form, and if not, why.
+fn dry_run(
+    service: &Service,
+    model: evolve::store::ModelId,
+    dataset: DatasetId,
+    config: &RunConfig,
+    engine: &EngineArgs,
+) -> Result<()> {
+    let preflight = service.training_preflight(model, config)?;
+    let d = service.dry_run(model, dataset, config, &engine.settings())?;
+    println!(
+        "dry run: {} train prompts × {} samples at temperature {}, scored by {} (nothing is stored)",
+        d.rows.len(),
+        config.samples,
+        config.sampler.temperature,
+        d.scorer
+    );
+    for (i, row) in d.rows.iter().enumerate() {
+        println!(
+            "\nprompt {}: {}{}",
+            i + 1,
+            row.question,
+            row.reference
+                .as_deref()
+                .map_or(String::new(), |r| format!("   [gold: {r}]"))
+        );
+        for (k, chain) in row.samples.iter().enumerate() {
+            let Some(a) = chain.first() else { continue };
+            let text: String = a.text.split_whitespace().collect::<Vec<_>>().join(" ");
+            let text = match text.char_indices().nth(100) {
+                Some((at, _)) => format!("{}…", &text[..at]),
+                None => text,
+            };
+            let cut = if a.stopped {
+                ""
+            } else {
+                " (cut at max tokens)"
+            };
+            println!(
+                "  {}. score {} {}{cut}  \"{text}\"",
+                k + 1,
+                a.score,
+                verdict_details(&a.details)
+            );
+        }
+        println!("  → {} pair(s)", row.pairs);
+    }
+    let s = &d.summary;
+    println!(
+        "\n{} of {} prompts would make pairs; {:.0}% of the sampled answers scored as right",
+        s.with_pairs,
+        s.prompts,
+        100.0 * s.sampled.unwrap_or(0.0)
+    );
+    if let Some(why) = &s.no_pairs {
+        println!("warning: a round would make no pairs and train nothing: {why}");
+    }
+    if let Some(problem) = &preflight.problem {
+        println!("warning: the run would be refused: {problem}");
+    }
+    Ok(())
+}
+
+/// A verifier's evidence in a few words: `read 847 (last_number), expected 874`.
+fn verdict_details(details: &serde_json::Value) -> String {
+    match (details.get("extracted"), details.get("expected")) {
+        (Some(got), Some(want)) => {
+            let got = got
+                .as_str()
+                .map_or("nothing".to_string(), |g| format!("{g}"));
+            let via = details
+                .get("via")
+                .and_then(|v| v.as_str())
+                .map_or(String::new(), |v| format!(" ({v})"));
+            format!("read {got}{via}, expected {}", want.as_str().unwrap_or("?"))
+        }
+        _ => String::new(),
     }
 }
 
@@ -324,6 +412,9 @@ pub fn print_status(s: &RunStatus) {
         );
         if let Some(e) = &r.error {
             println!("      error: {e}");
+        }
+        if let Some(note) = &r.note {
+            println!("      warning: {note}");
         }
     }
     if s.scoreboard.is_empty() {

@@ -286,6 +286,23 @@ const commands = {
     train: { lr: 5e-5, beta: 0.1, lambda_refine: 1.0, lora_rank: 16, lora_alpha: 32, epochs: 1, batch_size: 4, reference: "base", sft_warmup: false },
   }),
   run_preflight: () => ({ problem: null, base_gib: 0.09, adapter_gib: 0.02, working_gib: 0.3, total_gib: 0.41, free_gib: 21.3 }),
+  models_fetch: ({ name }) => {
+    if (name !== "smollm2") throw new ApiError(400, `no fetchable model named '${name}'`);
+    const m = { ...qwen, id: state.models.length + 20, path: "/cache/SmolLM2-135M-Instruct.Q4_1.gguf", name: "SmolLM2-135M-Instruct (Q4_1)" };
+    state.models.push(m);
+    return m;
+  },
+  run_dry_run: () => ({
+    scorer: "numeric_final_answer",
+    rows: [{
+      question: "Which number is larger, 847 or 592?", reference: "847", pairs: 0, greedy: [],
+      samples: [[{ text: "The larger number is 847.", score: 0, details: { expected: "847", extracted: null }, stopped: true }]],
+    }],
+    summary: {
+      prompts: 1, pass1: 0, refine: [], wrong_to_right: 0, right_to_wrong: 0, sampled: 0, pass_k: 0, with_pairs: 0, cut: 0,
+      no_pairs: "all 1 answers scored 0 (none right): nothing to prefer; the scorer found no answer to read in 1 of them",
+    },
+  }),
   run_start: ({ name, model_id, dataset_id }) => {
     const id = state.runs.length + 1;
     state.runs.unshift({ id, name, state: "pending", model_id, dataset_id, created_at: new Date().toISOString() });
@@ -301,7 +318,7 @@ const commands = {
     if (run_id === 1)
       return {
         run,
-        rounds: [0, 1, 2].map((i) => ({ index: i, state: "done", error: null })),
+        rounds: [0, 1, 2].map((i) => ({ index: i, state: "done", error: null, note: null, direct_pairs: 12, refine_pairs: 12 })),
         progress: null,
         scoreboard: [
           { label: "base", direct: 0.412, refined: [0.455, 0.47] },
@@ -313,7 +330,7 @@ const commands = {
     const L = state.live;
     return {
       run,
-      rounds: Array.from({ length: L.round + 1 }, (_, i) => ({ index: i, state: i < L.round ? "done" : run.state, error: null })),
+      rounds: Array.from({ length: L.round + 1 }, (_, i) => ({ index: i, state: i < L.round ? "done" : run.state, error: null, note: null, direct_pairs: 0, refine_pairs: 0 })),
       progress: run.id === 2 ? { round: L.round, state: L.state, done: L.done, total: L.total, tokens_per_second: 212.4, eta_seconds: 95 } : null,
       scoreboard: run.id === 2 ? [{ label: "base", direct: 0.12, refined: [0.15, 0.16] }, ...Array.from({ length: L.round }, (_, i) => ({ label: `round ${i}`, direct: 0.14 + i * 0.04, refined: [0.19 + i * 0.05, 0.21 + i * 0.05] }))] : [],
     };

@@ -89,6 +89,15 @@ try {
   await byId("run-preflight").getByText("Ready to start.").waitFor({ timeout: 10000 });
   const preflight = await byId("run-preflight").innerText();
   if (!/training needs about [\d.]+ GiB/.test(preflight)) throw new Error(`pre-flight shows no memory: ${preflight}`);
+  // The scorer check: a few train prompts sampled as round 0 would, each with the verifier's verdict.
+  await byId("dry-run-button").click();
+  await byId("dry-run-verdict").waitFor({ timeout: 60000 });
+  const verdict = await byId("dry-run-verdict").innerText();
+  if (!/\d+ of 4 prompts would make pairs/.test(verdict)) throw new Error(`dry run verdict: ${verdict}`);
+  const answers = await page.locator('[data-testid="dry-run-answer"]').count();
+  if (answers !== 4 * 3) throw new Error(`the dry run shows ${answers} answers, expected 4 prompts × 3 samples`);
+  if (!/read \d+ \(marker\)|read nothing|expected \d+/.test(await byId("dry-run").innerText()))
+    throw new Error("the dry run shows no verifier evidence");
   await shot("04-wizard-review");
   await byId("run-start").click();
   await byId("run-page").waitFor();

@@ -12,6 +12,7 @@ import type { ChatStarted } from "./bindings/ChatStarted";
 import type { ChatSummary } from "./bindings/ChatSummary";
 import type { Dataset } from "./bindings/Dataset";
 import type { DatasetImport } from "./bindings/DatasetImport";
+import type { DryRun } from "./bindings/DryRun";
 import type { Model } from "./bindings/Model";
 import type { RunStateEvent } from "./bindings/RunStateEvent";
 import type { RunStatus } from "./bindings/RunStatus";
@@ -39,6 +40,7 @@ export type {
   ChatSummary,
   Dataset,
   DatasetImport,
+  DryRun,
   Model,
   RunStateEvent,
   RunPreflight,
@@ -104,6 +106,7 @@ export interface Commands {
   models_list: [Record<string, never>, Model[]];
   models_add: [{ path: string }, Model];
   models_use_builtin: [Record<string, never>, Model];
+  models_fetch: [{ name: string }, Model];
   datasets_list: [Record<string, never>, Dataset[]];
   datasets_import: [{ path: string; format: string | null; name: string | null }, DatasetImport];
   chat_send: [ChatSendArgs, ChatStarted];
@@ -113,6 +116,7 @@ export interface Commands {
   runs_list: [Record<string, never>, RunSummary[]];
   run_defaults: [{ model_id?: number }, RunConfig];
   run_preflight: [{ model_id: number; config: RunConfig }, RunPreflight];
+  run_dry_run: [{ model_id: number; dataset_id: number; config: RunConfig }, DryRun];
   run_start: [{ name: string; model_id: number; dataset_id: number; config: RunConfig }, { run_id: number }];
   run_pause: [{ run_id: number }, unknown];
   run_resume: [{ run_id: number }, unknown];

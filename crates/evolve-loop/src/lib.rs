@@ -5,6 +5,8 @@
 //!   validation, deterministic train/eval splits, and TRL pair export.
 //! - [`verify`]: rule/verifier scorers (numeric final answer, exact match, regex, JSON validity).
 //! - [`pairs`]: the pair-selection strategies that turn scored answers into preference pairs.
+//! - [`tasks`]: built-in verifiable tasks for real instruct models; [`probe`]: a model's pass@1,
+//!   pass@k and untrained refinement on one, before any run.
 //! - [`arithmetic`]: the synthetic addition task of the tiny task model and the demo.
 //! - [`run`]: the orchestrator driving rounds through the persisted state machine (engines injected).
 //! - [`scoreboard`]: held-out scores per round with paired comparisons between them.
@@ -13,5 +15,7 @@ pub mod arithmetic;
 pub mod axis;
 pub mod dataset;
 pub mod pairs;
+pub mod probe;
 pub mod run;
 pub mod scoreboard;
+pub mod tasks;

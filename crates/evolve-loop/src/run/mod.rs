@@ -58,6 +58,11 @@ pub enum Progress {
         metric: EvalMetric,
         value: f64,
     },
+    /// Round `round` did less than asked, and why (e.g. it made no pairs).
+    Note {
+        round: usize,
+        text: String,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -234,7 +239,7 @@ impl<'a> Orchestrator<'a> {
         self.score_round(r, round, &prompts)?;
 
         self.enter(round, r, RoundState::Pairing)?;
-        self.pair(round, &prompts)?;
+        self.pair(r, round, &prompts)?;
 
         if r == 0 {
             // The untrained model refining itself: the baseline every later round is compared to.
@@ -525,9 +530,11 @@ impl<'a> Orchestrator<'a> {
         Ok(())
     }
 
-    fn pair(&mut self, round: &Round, prompts: &[Prompt]) -> Result<(), RunError> {
+    fn pair(&mut self, r: usize, round: &Round, prompts: &[Prompt]) -> Result<(), RunError> {
         let scorer_name = self.engines.scorer.name().to_string();
         let mut by_prompt: BTreeMap<PromptId, Vec<Candidate>> = BTreeMap::new();
+        // Answers the scorer read nothing in (a verifier's `extracted: null`), with one example.
+        let mut unread: (usize, String) = (0, String::new());
         for g in self.store.generations_of_round(round.id)? {
             let Some(p) = g.prompt_id else { continue };
             let Some(score) = self
@@ -538,6 +545,12 @@ impl<'a> Orchestrator<'a> {
             else {
                 continue;
             };
+            if score.details.get("extracted").is_some_and(|e| e.is_null()) {
+                if unread.0 == 0 {
+                    unread.1 = g.text.clone();
+                }
+                unread.0 += 1;
+            }
             by_prompt.entry(p).or_default().push(Candidate {
                 id: g.id.0,
                 chain: g.sample_index as usize,
@@ -546,6 +559,7 @@ impl<'a> Orchestrator<'a> {
                 score: score.value,
             });
         }
+        let mut made = 0;
         for p in prompts {
             let Some(candidates) = by_prompt.get(&p.id) else {
                 continue;
@@ -563,7 +577,26 @@ impl<'a> Orchestrator<'a> {
                     rejected_id: GenerationId(pair.rejected),
                     margin: pair.margin,
                 })?;
+                made += 1;
             }
+        }
+        // A resumed round may have made its pairs before: only a round without any says why.
+        let stored = self.store.list_pairs(&evolve_store::PairFilter {
+            round_id: Some(round.id),
+            ..Default::default()
+        })?;
+        let note = (made == 0 && stored.is_empty()).then(|| {
+            let candidates: Vec<Vec<Candidate>> = by_prompt.into_values().collect();
+            let why = crate::pairs::why_no_pairs(
+                &self.config.pair_strategy,
+                &candidates,
+                Some((unread.0, unread.1.as_str())),
+            );
+            format!("no preference pairs, so nothing to train: {why}")
+        });
+        self.store.set_round_note(round.id, note.as_deref())?;
+        if let Some(text) = note {
+            self.report(Progress::Note { round: r, text })?;
         }
         Ok(())
     }

@@ -39,6 +39,8 @@ pub struct Round {
     pub started_at: Option<i64>,
     pub finished_at: Option<i64>,
     pub error: Option<String>,
+    /// Why a round that finished did less than asked (e.g. made no pairs).
+    pub note: Option<String>,
 }
 
 fn run_from_row(row: &Row) -> rusqlite::Result<Run> {
@@ -64,6 +66,7 @@ fn round_from_row(row: &Row) -> rusqlite::Result<Round> {
         started_at: row.get("started_at")?,
         finished_at: row.get("finished_at")?,
         error: row.get("error")?,
+        note: row.get("note")?,
     })
 }
 
@@ -153,6 +156,21 @@ impl Store {
                     finished_at = ?5
              WHERE id = ?1",
             params![id, state.as_str(), error, now, finished],
+        )?;
+        if changed == 0 {
+            return Err(StoreError::NotFound {
+                what: "round",
+                id: id.0,
+            });
+        }
+        Ok(())
+    }
+
+    /// Sets (or with `None` clears) the round's note.
+    pub fn set_round_note(&self, id: RoundId, note: Option<&str>) -> Result<(), StoreError> {
+        let changed = self.conn.execute(
+            "UPDATE rounds SET note = ?2 WHERE id = ?1",
+            params![id, note],
         )?;
         if changed == 0 {
             return Err(StoreError::NotFound {

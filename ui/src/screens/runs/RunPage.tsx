@@ -163,6 +163,13 @@ export function RunPage({ runId, models }: { runId: number; models: Model[] }) {
           ))}
         </div>
       )}
+      {s?.rounds
+        .filter((r) => r.note)
+        .map((r) => (
+          <p key={r.index} class="round-note" role="status" data-testid="round-note">
+            <strong>Round {r.index}:</strong> {r.note}
+          </p>
+        ))}
       <div class="charts">
         <Chart title="Loss" x={charts.x} series={[{ label: "loss", color: COLORS.a, values: charts.get(METRICS.loss) }]} rounds={charts.rounds} testid="chart-loss" />
         <Chart title="Reward margin" x={charts.x} series={[{ label: "margin", color: COLORS.b, values: charts.get(METRICS.margins) }]} rounds={charts.rounds} testid="chart-margins" />

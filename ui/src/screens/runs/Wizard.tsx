@@ -1,6 +1,6 @@
 // The new-run wizard: model and data, method, training, review.
 import { useEffect, useState } from "preact/hooks";
-import { call, SCORERS, type Model, type RunConfig, type RunPreflight, type Scorer } from "../../api";
+import { call, SCORERS, type DryRun, type Model, type RunConfig, type RunPreflight, type Scorer } from "../../api";
 import { ErrorBanner, Field, NumberInput, PathInput } from "../../components/common";
 import { Icon } from "../../components/icons";
 import { go } from "../../route";
@@ -234,6 +234,10 @@ export function Wizard({ models }: { models: Model[] }) {
               )}
               {preflight && (preflight.problem ? <span class="bad-text">{preflight.problem}</span> : <span class="ok-text">Ready to start.</span>)}
             </dd>
+            <dt>Scorer check</dt>
+            <dd>
+              <DryRunCheck modelId={modelId} datasetId={datasetId} config={config} />
+            </dd>
           </dl>
         )}
         {!config && step > 0 && <p class="muted">loading defaults…</p>}
@@ -254,6 +258,69 @@ export function Wizard({ models }: { models: Model[] }) {
       </div>
     </div>
   );
+}
+
+// A few train prompts sampled as round 0 would, each answer with the scorer's verdict: shows,
+// before hours of work, whether the scorer can read this model's answers and pairs will form.
+function DryRunCheck({ modelId, datasetId, config }: { modelId: number; datasetId: number | null; config: RunConfig }) {
+  const [result, setResult] = useState<DryRun | null>(null);
+  const [busy, setBusy] = useState(false);
+  const [error, setError] = useState<string | null>(null);
+  useEffect(() => setResult(null), [modelId, datasetId, config]);
+  async function check() {
+    if (datasetId === null) return;
+    setBusy(true);
+    setError(null);
+    try {
+      setResult(await call("run_dry_run", { model_id: modelId, dataset_id: datasetId, config }));
+    } catch (e) {
+      setError(errorText(e));
+    } finally {
+      setBusy(false);
+    }
+  }
+  const s = result?.summary;
+  return (
+    <div class="dry-run" data-testid="dry-run">
+      <button class="secondary" disabled={busy || datasetId === null} onClick={check} data-testid="dry-run-button">
+        {busy ? "sampling…" : "Try the scorer on a few answers"}
+      </button>
+      {error && <p class="bad-text">{error}</p>}
+      {result && s && (
+        <>
+          <p data-testid="dry-run-verdict" class={s.no_pairs ? "bad-text" : "ok-text"}>
+            {s.with_pairs} of {s.prompts} prompts would make pairs; {Math.round(100 * (s.sampled ?? 0))}% of the sampled answers scored as right by {result.scorer}.
+            {s.no_pairs && ` A round would train nothing: ${s.no_pairs}`}
+          </p>
+          <ul class="dry-run-answers">
+            {result.rows.map((row, i) => (
+              <li key={i}>
+                <strong>{row.question}</strong>
+                {row.reference !== null && <span class="muted"> (gold: {row.reference})</span>}
+                <ul>
+                  {row.samples.map((chain, k) =>
+                    chain[0] ? (
+                      <li key={k} data-testid="dry-run-answer">
+                        <span class={chain[0].score >= 0.5 ? "ok-text" : "bad-text"}>{chain[0].score}</span> {verdictText(chain[0].details)}{" "}
+                        <span class="muted">“{chain[0].text.length > 120 ? `${chain[0].text.slice(0, 120)}…` : chain[0].text}”</span>
+                      </li>
+                    ) : null,
+                  )}
+                </ul>
+              </li>
+            ))}
+          </ul>
+        </>
+      )}
+    </div>
+  );
+}
+
+/** A verifier's evidence in a few words: "read 847 (last_number), expected 874". */
+function verdictText(details: unknown): string {
+  const d = details as { extracted?: string | null; expected?: string; via?: string | null } | null;
+  if (!d || d.expected === undefined || d.extracted === undefined) return "";
+  return `read ${d.extracted ?? "nothing"}${d.via ? ` (${d.via})` : ""}, expected ${d.expected}`;
 }
 
 function DatasetImport({ onImported }: { onImported: (id: number) => void }) {
