@@ -6,6 +6,11 @@ use evolve_loop::dataset::{DatasetFormat, ImportReport, import_file, split_eval}
 use evolve_store::{Dataset, DatasetId, NewPrompt};
 use std::path::Path;
 
+/// Train problems of a built-in task's dataset named as `task:NAME`: enough for 20 rounds of 48.
+pub const TASK_TRAIN: usize = 1000;
+/// Held-out problems of a built-in task's dataset named as `task:NAME`.
+pub const TASK_EVAL: usize = 500;
+
 /// How a file becomes a dataset.
 #[derive(Debug, Clone)]
 pub struct ImportOptions {
@@ -81,7 +86,9 @@ impl Service {
         })
     }
 
-    /// A dataset named by id or name, or a JSONL/CSV file imported now (with its report).
+    /// Resolves `--data`: a dataset id or name, `task:NAME` (a built-in task's dataset of
+    /// [`TASK_TRAIN`] train and [`TASK_EVAL`] held-out problems, fewer for small tasks), or a
+    /// file to import.
     pub fn resolve_dataset(&self, spec: &str) -> Result<(DatasetId, Option<ImportReport>)> {
         let store = self.store();
         if let Ok(id) = spec.parse::<i64>()
@@ -93,8 +100,19 @@ impl Service {
             return Ok((d.id, None));
         }
         let path = Path::new(spec);
+        if let Some(name) = spec.strip_prefix("task:")
+            && !path.exists()
+        {
+            let task: evolve_loop::tasks::BuiltinTask = name.parse()?;
+            // Small tasks (units, count-letter) get what they have, a quarter held out.
+            let eval = TASK_EVAL.min(task.size() / 4);
+            let train = TASK_TRAIN.min(task.size() * 3 / 4 - eval);
+            return Ok((self.task_dataset(task, train, eval)?, None));
+        }
         if !path.is_file() {
-            anyhow::bail!("'{spec}' is neither a dataset id, a dataset name nor a file");
+            anyhow::bail!(
+                "'{spec}' is neither a dataset id, a dataset name, a built-in task (task:NAME, see `evolve tasks list`) nor a file"
+            );
         }
         let outcome = self.import_dataset(path, &ImportOptions::default())?;
         Ok((outcome.dataset, Some(outcome.report)))

@@ -72,7 +72,7 @@ impl Default for DemoSettings {
 
 /// The task `evolve demo --model smollm2` runs: the one with the most headroom for
 /// SmolLM2-135M-Instruct in `evolve tasks measure` (docs/real-model.md).
-pub const REAL_MODEL_TASK: BuiltinTask = BuiltinTask::Add;
+pub const REAL_MODEL_TASK: BuiltinTask = BuiltinTask::Smallest;
 
 impl DemoSettings {
     /// The demo on a real instruct model: a built-in task, 500 held-out problems, fewer and
@@ -211,6 +211,11 @@ impl DemoSettings {
                 lr: 1e-4,
                 beta: 0.1,
                 epochs: 1,
+                // A refinement turn holds the question, an answer and the instruction: well
+                // under 256 tokens here, and the vocabulary projection of 49k entries makes
+                // every token of a batch cost memory.
+                max_tokens: 256,
+                batch_size: 4,
                 ..tiny.train
             },
             ..tiny

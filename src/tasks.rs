@@ -115,7 +115,7 @@ impl Service {
             samples: config.samples,
             sampler: config.sampler.clone(),
             sample_refine_steps: 0,
-            greedy: config.eval_sampler.clone(),
+            greedy: None,
             refine_steps: 0,
             template: config.template.clone(),
             pair_strategy: config.pair_strategy.clone(),

@@ -536,3 +536,69 @@ fn data_import_keeps_good_lines_reports_bad_ones_and_reimports_only_new_lines() 
         stderr(&out)
     );
 }
+
+#[test]
+fn built_in_tasks_are_listed_and_become_datasets_with_their_verifier() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = evolve(dir.path(), &["tasks", "list"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    for task in ["add", "larger", "smallest", "count-letter", "units"] {
+        assert!(text.lines().any(|l| l.starts_with(task)), "{task}: {text}");
+    }
+    // A dry run on a built-in task: its problems, scored by numeric_any; nothing stored but
+    // the dataset (a small task gets a quarter of its problems held out).
+    let model = support::task_model();
+    let out = evolve(
+        dir.path(),
+        &[
+            "run",
+            "start",
+            "--dry-run",
+            "--threads",
+            "2",
+            "--samples",
+            "2",
+            "--model",
+            model.to_str().unwrap(),
+            "--data",
+            "task:units",
+        ],
+    );
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}{}", stderr(&out));
+    assert!(
+        text.contains("dry run: 4 train prompts × 2 samples"),
+        "{text}"
+    );
+    assert!(text.contains("scored by numeric_any"), "{text}");
+    assert!(text.contains("How many "), "{text}");
+    assert!(text.contains(" of 4 prompts would make pairs"), "{text}");
+    let out = evolve(dir.path(), &["data", "list"]);
+    assert!(stdout(&out).contains("units-95-47"), "{}", stdout(&out));
+    let out = evolve(dir.path(), &["run", "list"]);
+    assert_eq!(stdout(&out).trim(), "", "a dry run creates no run");
+    let out = evolve(
+        dir.path(),
+        &[
+            "run",
+            "start",
+            "--dry-run",
+            "--model",
+            model.to_str().unwrap(),
+            "--data",
+            "task:sort",
+        ],
+    );
+    assert!(
+        stderr(&out).contains("unknown task 'sort'"),
+        "{}",
+        stderr(&out)
+    );
+    let out = evolve(dir.path(), &["models", "fetch", "llama-70b"]);
+    assert!(
+        stderr(&out).contains("no fetchable model named 'llama-70b' (known: smollm2)"),
+        "{}",
+        stderr(&out)
+    );
+}

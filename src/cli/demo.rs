@@ -96,11 +96,15 @@ pub fn demo(args: DemoArgs, service: &Service) -> Result<()> {
         }
     }
     let (model, path) = match &args.model {
-        Some(spec) => {
-            let file = service.resolve_model(spec)?;
-            let (model, _) = service.add_model(&file, None)?;
-            (model, file)
-        }
+        // A known model is fetched first if need be (checksum verified).
+        Some(spec) => match evolve::catalog::known_model(spec) {
+            Some(known) => service.fetch_known_model(&known, &mut |_, _| {})?,
+            None => {
+                let file = service.resolve_model(spec)?;
+                let (model, _) = service.add_model(&file, None)?;
+                (model, file)
+            }
+        },
         None => service.task_model()?,
     };
     println!(

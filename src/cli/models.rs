@@ -58,13 +58,17 @@ pub fn run(cmd: ModelsCommand, service: &Service) -> Result<()> {
         ModelsCommand::Fetch { name } => {
             let known = evolve::catalog::known_model(&name)
                 .with_context(|| format!("no fetchable model named '{name}' (known: smollm2)"))?;
-            // In MB: the bar's counts are whole numbers.
-            let bar = super::progress::steps_bar(known.size_bytes / 1_000_000, "fetching MB");
+            // In MB (the bar's counts are whole numbers); no bar when the cached copy is used.
+            let mut bar = None;
             let (model, path) = service.fetch_known_model(&known, &mut |done, total| {
-                bar.set_length(total / 1_000_000);
+                let bar = bar.get_or_insert_with(|| {
+                    super::progress::steps_bar(total / 1_000_000, "fetching MB")
+                });
                 bar.set_position(done / 1_000_000);
             })?;
-            bar.finish_and_clear();
+            if let Some(bar) = bar {
+                bar.finish_and_clear();
+            }
             println!(
                 "registered model {} '{}' ({}, {}): {}",
                 model.id,

@@ -66,7 +66,8 @@ pub struct StartArgs {
     /// A GGUF path or a registered model id
     #[arg(long)]
     model: String,
-    /// A dataset id or name, or a JSONL/CSV file to import
+    /// A dataset id or name, a JSONL/CSV file to import, or task:NAME (a built-in task,
+    /// `evolve tasks list`)
     #[arg(long)]
     data: String,
     #[arg(long, default_value = "run")]
@@ -191,7 +192,14 @@ pub fn run(cmd: RunCommand, service: &Service) -> Result<()> {
         RunCommand::Start(args) => {
             let model_path = service.resolve_model(&args.model)?;
             let (model, _) = service.add_model(&model_path, None)?;
-            let config = args.config(service.run_config_for(&model))?;
+            let mut config = args.config(service.run_config_for(&model))?;
+            // A built-in task brings its verifier unless another scorer is asked for.
+            if let Some(task) = args.data.strip_prefix("task:")
+                && args.scorer.is_none()
+            {
+                let task: evolve::method::tasks::BuiltinTask = task.parse()?;
+                config.scorer = task.scorer();
+            }
             let dataset = dataset_arg(service, &args.data)?;
             if args.dry_run {
                 return dry_run(service, model.id, dataset, &config, &args.engine);

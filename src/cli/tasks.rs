@@ -82,7 +82,7 @@ fn measure(args: MeasureArgs, service: &Service) -> Result<()> {
             ..SamplerConfig::default()
         },
         sample_refine_steps: 0,
-        greedy: SamplerConfig::greedy(args.max_tokens),
+        greedy: Some(SamplerConfig::greedy(args.max_tokens)),
         refine_steps: 1,
         template: service.refinement_template_for(&model)?,
         pair_strategy: PairStrategy::default(),
@@ -133,14 +133,14 @@ fn measure(args: MeasureArgs, service: &Service) -> Result<()> {
         println!(
             "| {task} | {} | {:.1}% | {:.1}% | {:.1}% | {:.1}% | {} | {} | {} | {:+.1} | {:.0} |",
             s.prompts,
-            100.0 * s.pass1,
+            100.0 * s.pass1.unwrap_or(0.0),
             100.0 * pk,
             100.0 * s.sampled.unwrap_or(0.0),
             100.0 * s.refine.first().copied().unwrap_or(0.0),
             s.wrong_to_right,
             s.right_to_wrong,
             s.with_pairs,
-            100.0 * (pk - s.pass1),
+            100.0 * gap(s),
             wall
         );
     }
@@ -174,13 +174,13 @@ fn measure(args: MeasureArgs, service: &Service) -> Result<()> {
 }
 
 fn gap(s: &ProbeSummary) -> f64 {
-    s.pass_k.unwrap_or(0.0) - s.pass1
+    s.pass_k.unwrap_or(0.0) - s.pass1.unwrap_or(0.0)
 }
 
 fn line(s: &ProbeSummary, wall: f64) -> String {
     format!(
         "pass@1 {:.1}%, pass@k {:.1}%, refine@1 {:.1}%, {} of {} prompts would make pairs, {:.0} s",
-        100.0 * s.pass1,
+        100.0 * s.pass1.unwrap_or(0.0),
         100.0 * s.pass_k.unwrap_or(0.0),
         100.0 * s.refine.first().copied().unwrap_or(0.0),
         s.with_pairs,

@@ -299,7 +299,7 @@ const commands = {
       samples: [[{ text: "The larger number is 847.", score: 0, details: { expected: "847", extracted: null }, stopped: true }]],
     }],
     summary: {
-      prompts: 1, pass1: 0, refine: [], wrong_to_right: 0, right_to_wrong: 0, sampled: 0, pass_k: 0, with_pairs: 0, cut: 0,
+      prompts: 1, pass1: null, refine: [], wrong_to_right: 0, right_to_wrong: 0, sampled: 0, pass_k: 0, with_pairs: 0, cut: 0,
       no_pairs: "all 1 answers scored 0 (none right): nothing to prefer; the scorer found no answer to read in 1 of them",
     },
   }),

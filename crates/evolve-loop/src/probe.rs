@@ -18,8 +18,8 @@ pub struct ProbeSettings {
     pub sampler: SamplerConfig,
     /// Refinement steps after each sampled answer (as a round collects them).
     pub sample_refine_steps: usize,
-    /// The greedy answer's decoding.
-    pub greedy: SamplerConfig,
+    /// The greedy answer's decoding (`None`: no greedy answers, no pass@1 or refine@k).
+    pub greedy: Option<SamplerConfig>,
     /// Greedy refinement steps after the greedy answer (refine@k).
     pub refine_steps: usize,
     pub template: RefinementTemplate,
@@ -59,7 +59,7 @@ pub struct ProbeRow {
 pub struct ProbeSummary {
     pub prompts: usize,
     /// Greedy direct answers right.
-    pub pass1: f64,
+    pub pass1: Option<f64>,
     /// Greedy refinement step k right (index k-1).
     pub refine: Vec<f64>,
     /// Problems right after refinement step 1 that were wrong before, and the reverse.
@@ -99,14 +99,17 @@ pub fn probe(
             first_answer: None,
         })
         .collect();
-    let greedy = evolve_core::refine_chains(
-        generator,
-        &greedy_starts,
-        settings.refine_steps,
-        &settings.template,
-        &settings.greedy,
-        &mut |_, _| true,
-    )?;
+    let greedy = match &settings.greedy {
+        Some(sampler) => evolve_core::refine_chains(
+            generator,
+            &greedy_starts,
+            settings.refine_steps,
+            &settings.template,
+            sampler,
+            &mut |_, _| true,
+        )?,
+        None => vec![Vec::new(); prompts.len()],
+    };
     let sampled_starts: Vec<ChainStart> = greedy_starts
         .iter()
         .flat_map(|s| std::iter::repeat_n(*s, settings.samples))
@@ -222,7 +225,10 @@ fn summarise(rows: &[ProbeRow], settings: &ProbeSettings) -> ProbeSummary {
     let has_samples = settings.samples > 0;
     ProbeSummary {
         prompts: rows.len(),
-        pass1: rate(&|r| r.greedy.first().is_some_and(right)),
+        pass1: settings
+            .greedy
+            .is_some()
+            .then(|| rate(&|r| r.greedy.first().is_some_and(right))),
         refine,
         wrong_to_right: flips(true),
         right_to_wrong: flips(false),
@@ -294,7 +300,7 @@ mod tests {
                 ..SamplerConfig::default()
             },
             sample_refine_steps: 0,
-            greedy: SamplerConfig::greedy(8),
+            greedy: Some(SamplerConfig::greedy(8)),
             refine_steps: 1,
             template: RefinementTemplate::default(),
             pair_strategy: PairStrategy::default(),
@@ -303,7 +309,7 @@ mod tests {
         assert_eq!(rows.len(), 2);
         // Greedy chain c, step k has seed c*2+k: both direct answers are "1" (the first is
         // right), both refinements "2": one right → wrong.
-        assert_eq!(s.pass1, 0.5);
+        assert_eq!(s.pass1, Some(0.5));
         assert_eq!(s.refine, vec![0.0]);
         assert_eq!((s.wrong_to_right, s.right_to_wrong), (0, 1));
         // Sampled chains have one step each, seeds 0,1 | 2,3: "1", "2" for each prompt; only

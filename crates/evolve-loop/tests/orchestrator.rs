@@ -688,3 +688,57 @@ fn a_round_without_pairs_says_why_in_its_note_and_its_progress() {
     let note = rounds[1].note.as_deref().unwrap_or("");
     assert!(note.contains("(all right: the task is too easy)"), "{note}");
 }
+
+#[test]
+fn a_second_run_from_the_same_base_reuses_its_base_evaluation() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, first) = setup(dir.path());
+    run_to_end(&store, first, dir.path(), |_| false);
+    let row = store.get_run(first).unwrap().unwrap();
+    let config: RunConfig = serde_json::from_value(row.config.clone()).unwrap();
+    let base_of = |run| {
+        let mut v: Vec<(String, f64, serde_json::Value)> = store
+            .evaluations_of_run(run)
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.metric.starts_with("base/"))
+            .map(|e| (e.metric, e.value, e.details["copied_from_run"].clone()))
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    };
+    // Same evaluation settings, other training: the base is not evaluated again.
+    let mut other_training = config.clone();
+    other_training.pair_kinds.refine = false;
+    let second = create_run(
+        &store,
+        "second",
+        row.model_id,
+        row.dataset_id,
+        &other_training,
+    )
+    .unwrap();
+    run_to_end(&store, second, dir.path(), |_| false);
+    let (a, b) = (base_of(first), base_of(second));
+    assert_eq!(
+        a.len(),
+        config.refine_steps + 2,
+        "direct, refined@1..K, sampled: {a:?}"
+    );
+    assert_eq!(a.len(), b.len());
+    for (x, y) in a.iter().zip(&b) {
+        assert_eq!((&x.0, x.1), (&y.0, y.1));
+        assert_eq!(
+            x.2,
+            serde_json::Value::Null,
+            "the first run evaluated itself"
+        );
+        assert_eq!(y.2, serde_json::json!(first.0), "copied from the first run");
+    }
+    // Other held-out settings: evaluated anew.
+    let mut fewer = config.clone();
+    fewer.eval_prompts = 2;
+    let third = create_run(&store, "third", row.model_id, row.dataset_id, &fewer).unwrap();
+    run_to_end(&store, third, dir.path(), |_| false);
+    assert!(base_of(third).iter().all(|e| e.2.is_null()));
+}

@@ -7,7 +7,7 @@ export type ProbeSummary = { prompts: number,
 /**
  * Greedy direct answers right.
  */
-pass1: number, 
+pass1: number | null, 
 /**
  * Greedy refinement step k right (index k-1).
  */

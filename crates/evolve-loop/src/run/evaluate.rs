@@ -53,6 +53,9 @@ impl Orchestrator<'_> {
         if !missing(EvalMetric::step(subject, steps)) && !want_sampled {
             return Ok(());
         }
+        if subject == EvalSubject::Base && self.reuse_base_evaluation(r, round)? {
+            return Ok(());
+        }
         self.use_adapter(adapter.map(|(_, p)| p.as_path()))?;
         let adapter_id = adapter.map(|(id, _)| *id);
         if missing(EvalMetric::step(subject, steps)) {
@@ -106,6 +109,80 @@ impl Orchestrator<'_> {
             self.store_evaluation(r, round, adapter_id, sampled, answers)?;
         }
         Ok(())
+    }
+
+    /// The untrained model's evaluation copied from another run that evaluated it on the same
+    /// held-out prompts in the same way (same model, dataset, number of prompts, decoding,
+    /// refinement prompt and steps, scorer): comparisons of methods from one base (EVOLVE
+    /// against its baselines) evaluate the base once. Returns whether it copied.
+    fn reuse_base_evaluation(&mut self, r: usize, round: &Round) -> Result<bool, RunError> {
+        let c = &self.config;
+        let key = |c: &super::RunConfig| {
+            serde_json::json!([
+                c.eval_prompts,
+                c.eval_sampler,
+                c.template,
+                c.refine_steps,
+                c.scorer,
+                c.eval_sampled.then_some(&c.sampler),
+            ])
+        };
+        let wanted = key(c);
+        let mut needed: Vec<EvalMetric> = (0..=c.refine_steps)
+            .map(|k| EvalMetric::step(EvalSubject::Base, k))
+            .collect();
+        if c.eval_sampled {
+            needed.push(EvalMetric::new(EvalSubject::Base, EvalMeasure::Sampled));
+        }
+        for other in self.store.list_runs()? {
+            if other.id == self.run.id
+                || other.model_id != self.run.model_id
+                || other.dataset_id != self.run.dataset_id
+            {
+                continue;
+            }
+            let Ok(other_config) = serde_json::from_value::<super::RunConfig>(other.config.clone())
+            else {
+                continue;
+            };
+            if key(&other_config) != wanted {
+                continue;
+            }
+            let evals = self.store.evaluations_of_run(other.id)?;
+            let found: Vec<&Evaluation> = needed
+                .iter()
+                .filter_map(|m| {
+                    let name = m.to_string();
+                    evals
+                        .iter()
+                        .find(|e| e.adapter_id.is_none() && e.metric == name)
+                })
+                .collect();
+            if found.len() != needed.len() {
+                continue;
+            }
+            for (e, metric) in found.into_iter().zip(needed.iter().copied()) {
+                let mut details = e.details.clone();
+                details["copied_from_run"] = serde_json::json!(other.id.0);
+                self.store.add_evaluation(&NewEvaluation {
+                    round_id: Some(round.id),
+                    adapter_id: None,
+                    model_id: self.run.model_id,
+                    split: e.split.clone(),
+                    metric: e.metric.clone(),
+                    value: e.value,
+                    n: e.n,
+                    details,
+                })?;
+                self.report(Progress::Evaluated {
+                    round: r,
+                    metric,
+                    value: e.value,
+                })?;
+            }
+            return Ok(true);
+        }
+        Ok(false)
     }
 
     fn score_answers(
