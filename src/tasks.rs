@@ -134,3 +134,94 @@ impl Service {
         })
     }
 }
+
+/// How `evolve tasks measure` probes each task.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MeasureSettings {
+    /// Train problems per task.
+    pub problems: usize,
+    /// Samples per problem (the k of pass@k).
+    pub samples: usize,
+    pub temperature: f32,
+    pub max_tokens: u32,
+}
+
+impl Default for MeasureSettings {
+    fn default() -> Self {
+        MeasureSettings {
+            problems: 60,
+            samples: 8,
+            temperature: 0.7,
+            max_tokens: 64,
+        }
+    }
+}
+
+/// One task's measurement.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TaskMeasure {
+    pub task: BuiltinTask,
+    pub summary: ProbeSummary,
+    pub rows: Vec<ProbeRow>,
+    pub wall_s: f64,
+}
+
+impl TaskMeasure {
+    /// pass@k − pass@1: what a sample-and-verify loop can reach beyond greedy decoding.
+    pub fn headroom(&self) -> f64 {
+        self.summary.pass_k.unwrap_or(0.0) - self.summary.pass1.unwrap_or(0.0)
+    }
+}
+
+impl Service {
+    /// `model` on each task's first `settings.problems` train problems: greedy pass@1, pass@k
+    /// at the temperature, and one greedy refinement with the model's refinement prompt.
+    /// `done` sees each task as it finishes.
+    pub fn measure_tasks(
+        &self,
+        model: &Path,
+        tasks: &[BuiltinTask],
+        settings: &MeasureSettings,
+        engine: &EngineSettings,
+        done: &mut dyn FnMut(&TaskMeasure),
+    ) -> Result<Vec<TaskMeasure>> {
+        let sampler = evolve_core::SamplerConfig {
+            temperature: settings.temperature,
+            max_tokens: settings.max_tokens,
+            seed: 11,
+            ..Default::default()
+        };
+        sampler.validate("sampler").map_err(anyhow::Error::msg)?;
+        let probe_settings = ProbeSettings {
+            samples: settings.samples,
+            sampler,
+            sample_refine_steps: 0,
+            greedy: Some(evolve_core::SamplerConfig::greedy(settings.max_tokens)),
+            refine_steps: 1,
+            template: self.refinement_template_for(model)?,
+            pair_strategy: evolve_loop::pairs::PairStrategy::default(),
+        };
+        let mut out = Vec::new();
+        for &task in tasks {
+            let started = std::time::Instant::now();
+            let dataset = self.task_dataset(task, settings.problems, 0)?;
+            let prompts: Vec<(String, Option<String>)> = self
+                .store()
+                .list_prompts(dataset, Some("train"))?
+                .into_iter()
+                .map(|p| (p.prompt, p.reference))
+                .collect();
+            let (rows, summary) =
+                self.probe_model(model, &prompts, &probe_settings, &task.scorer(), engine)?;
+            let measure = TaskMeasure {
+                task,
+                summary,
+                rows,
+                wall_s: started.elapsed().as_secs_f64(),
+            };
+            done(&measure);
+            out.push(measure);
+        }
+        Ok(out)
+    }
+}

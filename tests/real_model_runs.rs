@@ -169,17 +169,26 @@ fn a_dry_run_shows_that_the_numeric_verifier_cannot_read_smollm2() {
         stdout
     };
     let numeric = dry_run("numeric");
-    assert!(numeric.contains("scored by numeric_final_answer"), "{numeric}");
+    assert!(
+        numeric.contains("scored by numeric_final_answer"),
+        "{numeric}"
+    );
     assert!(numeric.contains("read nothing, expected 847"), "{numeric}");
     // The dataset's split holds one of the four problems out: 3 prompts × 4 samples.
-    assert!(numeric.contains("dry run: 3 train prompts × 4 samples"), "{numeric}");
+    assert!(
+        numeric.contains("dry run: 3 train prompts × 4 samples"),
+        "{numeric}"
+    );
     assert!(
         numeric.contains(
             "warning: a round would make no pairs and train nothing: all 12 answers scored 0 (none right)"
         ),
         "{numeric}"
     );
-    assert!(numeric.contains("no answer to read in 12 of them"), "{numeric}");
+    assert!(
+        numeric.contains("no answer to read in 12 of them"),
+        "{numeric}"
+    );
     let any = dry_run("numeric_any");
     assert!(any.contains("scored by numeric_any"), "{any}");
     assert!(!any.contains("read nothing"), "{any}");

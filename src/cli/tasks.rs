@@ -4,12 +4,9 @@ use super::run::EngineArgs;
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use evolve::Service;
-use evolve::core::SamplerConfig;
-use evolve::method::pairs::PairStrategy;
-use evolve::method::probe::{ProbeSettings, ProbeSummary};
 use evolve::method::tasks::BuiltinTask;
+use evolve::tasks::{MeasureSettings, TaskMeasure};
 use std::path::PathBuf;
-use std::time::Instant;
 
 #[derive(Subcommand)]
 pub enum TasksCommand {
@@ -30,15 +27,15 @@ pub struct MeasureArgs {
     #[arg(long, value_delimiter = ',')]
     task: Vec<BuiltinTask>,
     /// Problems per task
-    #[arg(long, default_value_t = 60)]
+    #[arg(long, default_value_t = MeasureSettings::default().problems)]
     problems: usize,
     /// Samples per problem (the k of pass@k)
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = MeasureSettings::default().samples)]
     samples: usize,
-    #[arg(long, default_value_t = 0.7)]
+    #[arg(long, default_value_t = MeasureSettings::default().temperature)]
     temperature: f32,
     /// Maximum new tokens per answer
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = MeasureSettings::default().max_tokens)]
     max_tokens: u32,
     /// Write the table and every answer as JSON to this file
     #[arg(long)]
@@ -73,24 +70,12 @@ fn measure(args: MeasureArgs, service: &Service) -> Result<()> {
     } else {
         args.task.clone()
     };
-    let settings = ProbeSettings {
+    let settings = MeasureSettings {
+        problems: args.problems,
         samples: args.samples,
-        sampler: SamplerConfig {
-            temperature: args.temperature,
-            max_tokens: args.max_tokens,
-            seed: 11,
-            ..SamplerConfig::default()
-        },
-        sample_refine_steps: 0,
-        greedy: Some(SamplerConfig::greedy(args.max_tokens)),
-        refine_steps: 1,
-        template: service.refinement_template_for(&model)?,
-        pair_strategy: PairStrategy::default(),
+        temperature: args.temperature,
+        max_tokens: args.max_tokens,
     };
-    settings
-        .sampler
-        .validate("sampler")
-        .map_err(anyhow::Error::msg)?;
     println!(
         "model {}, {} problems per task, pass@{} at temperature {}, {} tokens at most",
         model.display(),
@@ -99,61 +84,46 @@ fn measure(args: MeasureArgs, service: &Service) -> Result<()> {
         args.temperature,
         args.max_tokens
     );
-    let mut table = Vec::new();
-    let mut answers = serde_json::Map::new();
-    for task in tasks {
-        let started = Instant::now();
-        let dataset = service.task_dataset(task, args.problems, 0)?;
-        let prompts: Vec<(String, Option<String>)> = service
-            .store()
-            .list_prompts(dataset, Some("train"))?
-            .into_iter()
-            .map(|p| (p.prompt, p.reference))
-            .collect();
-        let (rows, summary) = service.probe_model(
-            &model,
-            &prompts,
-            &settings,
-            &task.scorer(),
-            &args.engine.settings(),
-        )?;
-        let wall = started.elapsed().as_secs_f64();
-        eprintln!("{task}: {}", line(&summary, wall));
-        answers.insert(task.name().into(), serde_json::to_value(&rows)?);
-        table.push((task, summary, wall));
-    }
+    let table = service.measure_tasks(
+        &model,
+        &tasks,
+        &settings,
+        &args.engine.settings(),
+        &mut |m| eprintln!("{}: {}", m.task, line(m)),
+    )?;
     println!();
     println!(
         "| task | problems | pass@1 (greedy) | pass@{k} | sampled | refine@1 | wrong→right | right→wrong | prompts with pairs | gap pass@{k} − pass@1 | wall s |",
         k = args.samples
     );
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
-    for (task, s, wall) in &table {
-        let pk = s.pass_k.unwrap_or(0.0);
+    let pct = |v: Option<f64>| format!("{:.1}%", 100.0 * v.unwrap_or(0.0));
+    for m in &table {
+        let s = &m.summary;
         println!(
-            "| {task} | {} | {:.1}% | {:.1}% | {:.1}% | {:.1}% | {} | {} | {} | {:+.1} | {:.0} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {:+.1} | {:.0} |",
+            m.task,
             s.prompts,
-            100.0 * s.pass1.unwrap_or(0.0),
-            100.0 * pk,
-            100.0 * s.sampled.unwrap_or(0.0),
-            100.0 * s.refine.first().copied().unwrap_or(0.0),
+            pct(s.pass1),
+            pct(s.pass_k),
+            pct(s.sampled),
+            pct(s.refine.first().copied()),
             s.wrong_to_right,
             s.right_to_wrong,
             s.with_pairs,
-            100.0 * gap(s),
-            wall
+            100.0 * m.headroom(),
+            m.wall_s
         );
     }
-    if let Some(best) = table.iter().max_by(|a, b| {
-        gap(&a.1)
-            .partial_cmp(&gap(&b.1))
-            .unwrap_or(std::cmp::Ordering::Equal)
-    }) {
+    if let Some(best) = table
+        .iter()
+        .max_by(|a, b| a.headroom().total_cmp(&b.headroom()))
+    {
         println!(
             "\nlargest headroom: {} (pass@{} − pass@1 = {:+.1} points)",
-            best.0,
+            best.task,
             args.samples,
-            100.0 * gap(&best.1)
+            100.0 * best.headroom()
         );
     }
     if let Some(out) = &args.json {
@@ -162,10 +132,7 @@ fn measure(args: MeasureArgs, service: &Service) -> Result<()> {
             "samples": args.samples,
             "temperature": args.temperature,
             "max_tokens": args.max_tokens,
-            "table": table.iter().map(|(t, s, wall)| serde_json::json!({
-                "task": t, "summary": s, "wall_s": wall
-            })).collect::<Vec<_>>(),
-            "answers": answers,
+            "tasks": table,
         });
         std::fs::write(out, serde_json::to_string_pretty(&json)? + "\n")
             .with_context(|| format!("cannot write {}", out.display()))?;
@@ -173,11 +140,8 @@ fn measure(args: MeasureArgs, service: &Service) -> Result<()> {
     Ok(())
 }
 
-fn gap(s: &ProbeSummary) -> f64 {
-    s.pass_k.unwrap_or(0.0) - s.pass1.unwrap_or(0.0)
-}
-
-fn line(s: &ProbeSummary, wall: f64) -> String {
+fn line(m: &TaskMeasure) -> String {
+    let s = &m.summary;
     format!(
         "pass@1 {:.1}%, pass@k {:.1}%, refine@1 {:.1}%, {} of {} prompts would make pairs, {:.0} s",
         100.0 * s.pass1.unwrap_or(0.0),
@@ -185,6 +149,6 @@ fn line(s: &ProbeSummary, wall: f64) -> String {
         100.0 * s.refine.first().copied().unwrap_or(0.0),
         s.with_pairs,
         s.prompts,
-        wall
+        m.wall_s
     )
 }
