@@ -82,6 +82,15 @@ impl Generator for FakeGenerator {
                     duration_ms: 1,
                     seed,
                 });
+                // As llama.cpp's engine: each sample ends with its event.
+                if !events(GenerationEvent::Finished {
+                    request: r,
+                    sample: s,
+                    stopped: true,
+                }) {
+                    out.push(samples);
+                    return Ok(out);
+                }
             }
             out.push(samples);
         }
@@ -741,4 +750,47 @@ fn a_second_run_from_the_same_base_reuses_its_base_evaluation() {
     let third = create_run(&store, "third", row.model_id, row.dataset_id, &fewer).unwrap();
     run_to_end(&store, third, dir.path(), |_| false);
     assert!(base_of(third).iter().all(|e| e.2.is_null()));
+}
+
+#[test]
+fn the_held_out_evaluation_reports_progress_and_a_pause_in_it_resumes_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, run) = setup(dir.path());
+    let mut work = Vec::new();
+    run_to_end(&store, run, dir.path(), |p| {
+        if let Progress::Work {
+            round,
+            state: RoundState::Evaluating,
+            done,
+            total,
+        } = p
+        {
+            work.push((*round, *done, *total));
+        }
+        false
+    });
+    // 4 held-out problems × (the answer + 2 refinements), reported as they finish: the base
+    // and the trained adapter in round 0, the adapter in round 1.
+    assert_eq!(work.iter().filter(|w| w.1 == w.2).count(), 3, "{work:?}");
+    assert!(work.iter().all(|w| w.2 == 12), "{work:?}");
+    let uninterrupted = snapshot(&store, run);
+
+    // Paused at the first evaluation progress, then resumed: the same run.
+    let dir = tempfile::tempdir().unwrap();
+    let (store, run) = setup(dir.path());
+    let mut paused = false;
+    let pauses = run_to_end(&store, run, dir.path(), |p| {
+        let stop = !paused
+            && matches!(
+                p,
+                Progress::Work {
+                    state: RoundState::Evaluating,
+                    ..
+                }
+            );
+        paused |= stop;
+        stop
+    });
+    assert_eq!(pauses, 1);
+    assert_eq!(snapshot(&store, run), uninterrupted);
 }

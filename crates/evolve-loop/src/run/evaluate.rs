@@ -3,6 +3,7 @@
 //! by problem), and the judged win rate over the previous model.
 
 use super::{Orchestrator, Progress, RunError, name_prompt};
+use evolve_core::RoundState;
 use evolve_core::{
     ChainStart, EvalAnswer, EvalMeasure, EvalMetric, EvalSubject, GenerationRequest, SamplerConfig,
     ScoreInput, WinRate, Winner, refine_chains,
@@ -66,15 +67,26 @@ impl Orchestrator<'_> {
                     first_answer: None,
                 })
                 .collect();
+            // Tokens and finished answers as progress: 500 problems take many minutes.
+            let mut tokens = super::TokenProgress::new(&mut *self.progress).counting(
+                r,
+                RoundState::Evaluating,
+                starts.len() * (steps + 1),
+            );
             let chains = refine_chains(
                 self.engines.generator,
                 &starts,
                 steps,
                 &self.config.template,
                 &self.config.eval_sampler,
-                &mut |_, _| true,
+                &mut |_, event| tokens.on_event(&event),
             )
             .map_err(|e| name_prompt(e.into(), |r| &eval[r]))?;
+            tokens.flush();
+            // A pause mid-evaluation stores nothing: the resumed round evaluates again.
+            if tokens.paused {
+                return Err(RunError::Paused);
+            }
             for k in 0..=steps {
                 let texts: Vec<&str> = chains
                     .iter()

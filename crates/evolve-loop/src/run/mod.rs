@@ -609,6 +609,8 @@ struct TokenProgress<'p> {
     generated: usize,
     reported: usize,
     paused: bool,
+    /// With [`TokenProgress::counting`]: finished answers reported as work of this step.
+    work: Option<(usize, RoundState, usize, usize)>,
 }
 
 impl<'p> TokenProgress<'p> {
@@ -618,14 +620,39 @@ impl<'p> TokenProgress<'p> {
             generated: 0,
             reported: 0,
             paused: false,
+            work: None,
         }
     }
 
+    /// Also reports each 16th finished answer as `Progress::Work` of `state` in round `round`,
+    /// out of `total` (a step that has no other progress, like the held-out evaluation).
+    fn counting(mut self, round: usize, state: RoundState, total: usize) -> Self {
+        self.work = Some((round, state, 0, total));
+        self
+    }
+
     fn on_event(&mut self, event: &evolve_core::GenerationEvent) -> bool {
-        if let evolve_core::GenerationEvent::Token { .. } = event {
-            self.generated += 1;
-            if self.generated - self.reported >= 64 {
-                self.flush();
+        match event {
+            evolve_core::GenerationEvent::Token { .. } => {
+                self.generated += 1;
+                if self.generated - self.reported >= 64 {
+                    self.flush();
+                }
+            }
+            evolve_core::GenerationEvent::Finished { .. } => {
+                if let Some((round, state, done, total)) = &mut self.work {
+                    *done += 1;
+                    if (*done % 16 == 0 || done == total)
+                        && !(self.progress)(Progress::Work {
+                            round: *round,
+                            state: *state,
+                            done: *done,
+                            total: *total,
+                        })
+                    {
+                        self.paused = true;
+                    }
+                }
             }
         }
         !self.paused
