@@ -3,6 +3,7 @@
 //! the one `scripts/fetch-smollm2.sh` fills, so the script, the tests and the app share a copy.
 
 use crate::Service;
+use crate::models::sha256_file;
 use anyhow::{Context, Result, bail};
 use evolve_store::Model;
 use sha2::{Digest, Sha256};
@@ -191,13 +192,6 @@ fn download(
     std::fs::rename(&partial, target)
         .with_context(|| format!("cannot write {}", target.display()))?;
     Ok(())
-}
-
-fn sha256_file(path: &std::path::Path) -> Result<String> {
-    let mut file = std::fs::File::open(path)?;
-    let mut hasher = Sha256::new();
-    std::io::copy(&mut file, &mut hasher)?;
-    Ok(hex::encode(hasher.finalize()))
 }
 
 /// Deletes a partial file however the fetch ends.

@@ -49,14 +49,13 @@ impl Service {
         model: &Path,
         prompts: &[(String, Option<String>)],
         settings: &ProbeSettings,
-        scorer: &ScorerSpec,
+        scorer: &mut dyn evolve_core::Scorer,
         engine: &EngineSettings,
     ) -> Result<(Vec<ProbeRow>, ProbeSummary)> {
-        let mut scorer = judge_for(scorer, engine)?;
         let chains = prompts.len() * settings.samples.max(1);
         let options = crate::engines::engine_options(model, engine, chains.clamp(1, 64))?;
         let mut generator = evolve_llama::LlamaEngine::load(model, options)?;
-        Ok(probe(&mut generator, scorer.as_mut(), prompts, settings)?)
+        Ok(probe(&mut generator, scorer, prompts, settings)?)
     }
 }
 
@@ -100,10 +99,7 @@ impl Service {
         engine: &EngineSettings,
     ) -> Result<DryRun> {
         config.validate()?;
-        let row = self
-            .store()
-            .get_model(model)?
-            .ok_or_else(|| crate::service::NotFound(format!("no model with id {}", model.0)))?;
+        let row = self.model(model)?;
         let mut prompts = self.store().list_prompts(dataset, Some("train"))?;
         anyhow::ensure!(!prompts.is_empty(), "the dataset has no train prompts");
         prompts.truncate(DRY_RUN_PROMPTS);
@@ -121,14 +117,15 @@ impl Service {
             pair_strategy: config.pair_strategy.clone(),
         };
         let mut scorer = judge_for(&config.scorer, engine)?;
-        let name = scorer.name().to_string();
-        let chains = prompts.len() * settings.samples.max(1);
-        let path = Path::new(&row.path);
-        let options = crate::engines::engine_options(path, engine, chains.clamp(1, 64))?;
-        let mut generator = evolve_llama::LlamaEngine::load(path, options)?;
-        let (rows, summary) = probe(&mut generator, scorer.as_mut(), &prompts, &settings)?;
+        let (rows, summary) = self.probe_model(
+            Path::new(&row.path),
+            &prompts,
+            &settings,
+            scorer.as_mut(),
+            engine,
+        )?;
         Ok(DryRun {
-            scorer: name,
+            scorer: scorer.name().to_string(),
             rows,
             summary,
         })
@@ -211,8 +208,9 @@ impl Service {
                 .into_iter()
                 .map(|p| (p.prompt, p.reference))
                 .collect();
+            let mut scorer = judge_for(&task.scorer(), engine)?;
             let (rows, summary) =
-                self.probe_model(model, &prompts, &probe_settings, &task.scorer(), engine)?;
+                self.probe_model(model, &prompts, &probe_settings, scorer.as_mut(), engine)?;
             let measure = TaskMeasure {
                 task,
                 summary,

@@ -150,6 +150,12 @@ pub struct UiTrainPatch {
 }
 
 impl UiRunPatch {
+    /// Model `model_id` and its run settings (the model's defaults) with the choices applied.
+    fn for_model(&self, service: &Service, model_id: i64) -> ApiResult<(ModelId, RunConfig)> {
+        let model = service.model(ModelId(model_id))?;
+        Ok((model.id, self.apply(service.run_config_for(&model))?))
+    }
+
     /// `base` with the choices applied and validated (`RunConfig::validate` names the field).
     fn apply(&self, base: RunConfig) -> ApiResult<RunConfig> {
         let mut c = base;
@@ -253,9 +259,8 @@ pub struct PreflightArgs {
 /// `run_start`'s checks without starting anything, and the training memory.
 pub fn preflight(inner: &Inner, args: PreflightArgs) -> ApiResult {
     let service = inner.service()?;
-    let model = service.model(ModelId(args.model_id))?;
-    let config = args.config.apply(service.run_config_for(&model))?;
-    let p = service.training_preflight(model.id, &config)?;
+    let (model, config) = args.config.for_model(&service, args.model_id)?;
+    let p = service.training_preflight(model, &config)?;
     let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
     Ok(to_json(RunPreflight {
         problem: p.problem,
@@ -279,11 +284,10 @@ pub struct DryRunArgs {
 /// whether pairs would form; nothing is stored (see [`Service::dry_run`]).
 pub fn dry_run(inner: &Inner, args: DryRunArgs) -> ApiResult {
     let service = inner.service()?;
-    let model = service.model(ModelId(args.model_id))?;
-    let config = args.config.apply(service.run_config_for(&model))?;
+    let (model, config) = args.config.for_model(&service, args.model_id)?;
     let engine = inner.settings().engine();
     Ok(to_json(service.dry_run(
-        model.id,
+        model,
         DatasetId(args.dataset_id),
         &config,
         &engine,
@@ -307,9 +311,8 @@ pub fn start(inner: &Arc<Inner>, args: StartArgs) -> ApiResult {
     }
     let run = {
         let service = inner.service()?;
-        let model = service.model(ModelId(args.model_id))?;
-        let config = args.config.apply(service.run_config_for(&model))?;
-        service.create_run(name, model.id, DatasetId(args.dataset_id), &config)?
+        let (model, config) = args.config.for_model(&service, args.model_id)?;
+        service.create_run(name, model, DatasetId(args.dataset_id), &config)?
     };
     spawn(inner, run.0)?;
     Ok(json!({"run_id": run.0}))

@@ -182,27 +182,48 @@ fn correct_vs_incorrect(
         .collect()
 }
 
+/// Answers a scorer could read nothing in (a verifier's `extracted: null`): how many, and the
+/// first of them as an example.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Unread {
+    pub count: usize,
+    pub example: String,
+}
+
+impl Unread {
+    /// Counts `text` if its score's `details` say nothing was read in it.
+    pub fn see(&mut self, details: &serde_json::Value, text: &str) {
+        if details.get("extracted").is_some_and(|e| e.is_null()) {
+            if self.count == 0 {
+                self.example = text.to_string();
+            }
+            self.count += 1;
+        }
+    }
+}
+
 /// Why a round's answers gave no pair, in words for the user: every answer scored the same
 /// (and, for a verifier, how many answers it could not read: the usual cause is a scorer that
 /// expects another answer format), or no prompt had a right and a wrong answer, or the
-/// strategy's margin was not met. `unread` is one answer the scorer found nothing in, with their
-/// count.
+/// strategy's margin was not met.
 pub fn why_no_pairs(
     strategy: &PairStrategy,
     by_prompt: &[Vec<Candidate>],
-    unread: Option<(usize, &str)>,
+    unread: &Unread,
 ) -> String {
     let all: Vec<&Candidate> = by_prompt.iter().flatten().collect();
     let n = all.len();
     if n == 0 {
         return "no answer was scored".into();
     }
-    let unread = match unread {
-        Some((count, example)) if count > 0 => format!(
-            "; the scorer found no answer to read in {count} of them (e.g. \"{}\"): does it expect another format than the model writes? (numeric_any reads a final number in any wording)",
-            preview(example)
-        ),
-        _ => String::new(),
+    let unread = if unread.count > 0 {
+        format!(
+            "; the scorer found no answer to read in {} of them (e.g. \"{}\"): does it expect another format than the model writes? (numeric_any reads a final number in any wording)",
+            unread.count,
+            preview(&unread.example)
+        )
+    } else {
+        String::new()
     };
     let first = all[0].score;
     if all.iter().all(|c| c.score == first) {
@@ -324,7 +345,14 @@ mod why_tests {
     fn a_round_without_pairs_says_why() {
         let strategy = PairStrategy::default();
         let zeros = vec![vec![c(1, 0.0), c(2, 0.0)], vec![c(3, 0.0)]];
-        let why = why_no_pairs(&strategy, &zeros, Some((3, "The larger number is 847.")));
+        let why = why_no_pairs(
+            &strategy,
+            &zeros,
+            &Unread {
+                count: 3,
+                example: "The larger number is 847.".into(),
+            },
+        );
         assert!(
             why.starts_with("all 3 answers scored 0 (none right)"),
             "{why}"
@@ -334,16 +362,22 @@ mod why_tests {
             "{why}"
         );
         let ones = vec![vec![c(1, 1.0), c(2, 1.0)]];
-        assert!(why_no_pairs(&strategy, &ones, None).contains("all right"));
+        assert!(why_no_pairs(&strategy, &ones, &Unread::default()).contains("all right"));
         // Right and wrong answers, but never for the same prompt.
         let split = vec![vec![c(1, 1.0)], vec![c(2, 0.0)]];
-        let why = why_no_pairs(&strategy, &split, None);
+        let why = why_no_pairs(&strategy, &split, &Unread::default());
         assert!(
             why.starts_with("no prompt had both a right and a wrong answer (1 of 2 answers right"),
             "{why}"
         );
         let margin = PairStrategy::BestVsWorst { min_margin: 0.5 };
-        assert!(why_no_pairs(&margin, &[vec![c(1, 0.2), c(2, 0.3)]], None).contains("margin 0.5"));
-        assert_eq!(why_no_pairs(&strategy, &[], None), "no answer was scored");
+        assert!(
+            why_no_pairs(&margin, &[vec![c(1, 0.2), c(2, 0.3)]], &Unread::default())
+                .contains("margin 0.5")
+        );
+        assert_eq!(
+            why_no_pairs(&strategy, &[], &Unread::default()),
+            "no answer was scored"
+        );
     }
 }

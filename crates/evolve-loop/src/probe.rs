@@ -128,7 +128,7 @@ pub fn probe(
     };
     let mut rows = Vec::with_capacity(prompts.len());
     let mut all_candidates = Vec::with_capacity(prompts.len());
-    let mut unread: (usize, String) = (0, String::new());
+    let mut unread = crate::pairs::Unread::default();
     for (i, (question, reference)) in prompts.iter().enumerate() {
         let mut score_chain = |chain: &[evolve_core::RefinementStep]| {
             chain
@@ -173,12 +173,7 @@ pub fn probe(
         };
         let pairs = select_pairs(&settings.pair_strategy, direct_only, &candidates).len();
         for a in samples.iter().flatten() {
-            if a.details.get("extracted").is_some_and(|e| e.is_null()) {
-                if unread.0 == 0 {
-                    unread.1 = a.text.clone();
-                }
-                unread.0 += 1;
-            }
+            unread.see(&a.details, &a.text);
         }
         all_candidates.push(candidates);
         rows.push(ProbeRow {
@@ -194,7 +189,7 @@ pub fn probe(
         summary.no_pairs = Some(crate::pairs::why_no_pairs(
             &settings.pair_strategy,
             &all_candidates,
-            Some((unread.0, unread.1.as_str())),
+            &unread,
         ));
     }
     Ok((rows, summary))

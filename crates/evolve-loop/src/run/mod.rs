@@ -533,8 +533,7 @@ impl<'a> Orchestrator<'a> {
     fn pair(&mut self, r: usize, round: &Round, prompts: &[Prompt]) -> Result<(), RunError> {
         let scorer_name = self.engines.scorer.name().to_string();
         let mut by_prompt: BTreeMap<PromptId, Vec<Candidate>> = BTreeMap::new();
-        // Answers the scorer read nothing in (a verifier's `extracted: null`), with one example.
-        let mut unread: (usize, String) = (0, String::new());
+        let mut unread = crate::pairs::Unread::default();
         for g in self.store.generations_of_round(round.id)? {
             let Some(p) = g.prompt_id else { continue };
             let Some(score) = self
@@ -545,12 +544,7 @@ impl<'a> Orchestrator<'a> {
             else {
                 continue;
             };
-            if score.details.get("extracted").is_some_and(|e| e.is_null()) {
-                if unread.0 == 0 {
-                    unread.1 = g.text.clone();
-                }
-                unread.0 += 1;
-            }
+            unread.see(&score.details, &g.text);
             by_prompt.entry(p).or_default().push(Candidate {
                 id: g.id.0,
                 chain: g.sample_index as usize,
@@ -587,11 +581,7 @@ impl<'a> Orchestrator<'a> {
         })?;
         let note = (made == 0 && stored.is_empty()).then(|| {
             let candidates: Vec<Vec<Candidate>> = by_prompt.into_values().collect();
-            let why = crate::pairs::why_no_pairs(
-                &self.config.pair_strategy,
-                &candidates,
-                Some((unread.0, unread.1.as_str())),
-            );
+            let why = crate::pairs::why_no_pairs(&self.config.pair_strategy, &candidates, &unread);
             format!("no preference pairs, so nothing to train: {why}")
         });
         self.store.set_round_note(round.id, note.as_deref())?;

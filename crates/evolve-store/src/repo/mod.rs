@@ -10,3 +10,11 @@ pub mod models;
 pub mod pairs;
 pub mod runs;
 pub mod training;
+
+/// An update by id that changed no row names nothing: `NotFound` for the caller.
+fn one_row_changed(changed: usize, what: &'static str, id: i64) -> Result<(), crate::StoreError> {
+    if changed == 0 {
+        return Err(crate::StoreError::NotFound { what, id });
+    }
+    Ok(())
+}

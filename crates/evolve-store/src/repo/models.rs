@@ -124,13 +124,7 @@ impl Store {
             "UPDATE models SET display_name = ?2 WHERE id = ?1",
             params![id, display_name],
         )?;
-        if changed == 0 {
-            return Err(StoreError::NotFound {
-                what: "model",
-                id: id.0,
-            });
-        }
-        Ok(())
+        super::one_row_changed(changed, "model", id.0)
     }
 
     /// Forgets a model. Fails with a foreign-key error while runs, adapters or evaluations use it:
@@ -142,12 +136,6 @@ impl Store {
             .context(|| {
                 format!("removing model {id} (still used by a run, adapter or evaluation?)")
             })?;
-        if changed == 0 {
-            return Err(StoreError::NotFound {
-                what: "model",
-                id: id.0,
-            });
-        }
-        Ok(())
+        super::one_row_changed(changed, "model", id.0)
     }
 }

@@ -163,13 +163,7 @@ impl Store {
             "UPDATE pairs SET review = ?2, edited_chosen_text = ?3 WHERE id = ?1",
             params![id, review.as_str(), edited_chosen_text],
         )?;
-        if changed == 0 {
-            return Err(StoreError::NotFound {
-                what: "pair",
-                id: id.0,
-            });
-        }
-        Ok(())
+        super::one_row_changed(changed, "pair", id.0)
     }
 
     /// Attaches (or with `None` removes) a free-text note, e.g. why a pair was vetoed.
@@ -178,12 +172,6 @@ impl Store {
             "UPDATE pairs SET note = ?2 WHERE id = ?1",
             params![id, note],
         )?;
-        if changed == 0 {
-            return Err(StoreError::NotFound {
-                what: "pair",
-                id: id.0,
-            });
-        }
-        Ok(())
+        super::one_row_changed(changed, "pair", id.0)
     }
 }

@@ -99,13 +99,7 @@ impl Store {
             "UPDATE runs SET state = ?2, updated_at = ?3 WHERE id = ?1",
             params![id, state.as_str(), now_ms()],
         )?;
-        if changed == 0 {
-            return Err(StoreError::NotFound {
-                what: "run",
-                id: id.0,
-            });
-        }
-        Ok(())
+        super::one_row_changed(changed, "run", id.0)
     }
 
     /// Creates round `index` of a run, or returns the existing one: a resumed run calls this
@@ -157,13 +151,7 @@ impl Store {
              WHERE id = ?1",
             params![id, state.as_str(), error, now, finished],
         )?;
-        if changed == 0 {
-            return Err(StoreError::NotFound {
-                what: "round",
-                id: id.0,
-            });
-        }
-        Ok(())
+        super::one_row_changed(changed, "round", id.0)
     }
 
     /// Sets (or with `None` clears) the round's note.
@@ -172,13 +160,7 @@ impl Store {
             "UPDATE rounds SET note = ?2 WHERE id = ?1",
             params![id, note],
         )?;
-        if changed == 0 {
-            return Err(StoreError::NotFound {
-                what: "round",
-                id: id.0,
-            });
-        }
-        Ok(())
+        super::one_row_changed(changed, "round", id.0)
     }
 
     /// Records which adapter this round samples with.
@@ -191,12 +173,6 @@ impl Store {
             "UPDATE rounds SET adapter_id = ?2 WHERE id = ?1",
             params![id, adapter],
         )?;
-        if changed == 0 {
-            return Err(StoreError::NotFound {
-                what: "round",
-                id: id.0,
-            });
-        }
-        Ok(())
+        super::one_row_changed(changed, "round", id.0)
     }
 }

@@ -198,13 +198,7 @@ impl Store {
              WHERE id = ?1",
             params![id, state.as_str(), error, now, finished],
         )?;
-        if changed == 0 {
-            return Err(StoreError::NotFound {
-                what: "training run",
-                id: id.0,
-            });
-        }
-        Ok(())
+        super::one_row_changed(changed, "training run", id.0)
     }
 
     /// Remembers the latest checkpoint so a killed training run can resume from it.
@@ -217,13 +211,7 @@ impl Store {
             "UPDATE training_runs SET checkpoint_path = ?2 WHERE id = ?1",
             params![id, path],
         )?;
-        if changed == 0 {
-            return Err(StoreError::NotFound {
-                what: "training run",
-                id: id.0,
-            });
-        }
-        Ok(())
+        super::one_row_changed(changed, "training run", id.0)
     }
 
     /// Appends metrics in one transaction, so a reader sees all of a batch or none of it.
