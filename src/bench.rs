@@ -3,7 +3,7 @@
 //! `scripts/build-llama-tools.sh`) on the same GGUF, threads and shape.
 //!
 //! Shape: one prompt of `prompt_tokens`, `B` samples of `gen_tokens` each, the prompt evaluated
-//! once and shared (batched-bench's `-pps`, with a unified KV cache like ours: `-kvu`).
+//! once and shared (batched-bench's `-pps`), one KV stream per sequence like ours (no `-kvu`).
 //!
 //! Timing of ours: prompt phase = from the call to the first streamed token (context creation,
 //! prompt evaluation, first draw); generation phase = the rest. Generation speed counts the
@@ -169,8 +169,9 @@ pub fn default_tools_dir() -> PathBuf {
     target.join("llama-tools").join("bin")
 }
 
-/// Runs batched-bench with our layout: shared prompt (`-pps`), unified KV cache (`-kvu`), the
-/// same threads for prompt and generation, one batch of the whole prompt.
+/// Runs batched-bench with our layout: shared prompt (`-pps`, copied to every sequence), one KV
+/// stream per sequence (no `-kvu`), the same threads for prompt and generation, one batch of the
+/// whole prompt.
 pub fn run_reference(
     binary: &Path,
     model: &Path,
@@ -180,7 +181,8 @@ pub fn run_reference(
     threads: i32,
 ) -> Result<Vec<ReferenceRow>> {
     let max_batch = batch_sizes.iter().copied().max().unwrap_or(1);
-    let n_kv = prompt_tokens + max_batch * gen_tokens + 16;
+    // Every stream holds the prompt and one answer.
+    let n_kv = max_batch * (prompt_tokens + gen_tokens + 16);
     let list = |v: &[usize]| v.iter().map(usize::to_string).collect::<Vec<_>>().join(",");
     let out = Command::new(binary)
         .arg("-m")
@@ -200,7 +202,7 @@ pub fn run_reference(
         ])
         .args(["-npl", &list(batch_sizes)])
         .args(["-t", &threads.to_string(), "-tb", &threads.to_string()])
-        .args(["-pps", "-kvu"])
+        .arg("-pps")
         .output()
         .with_context(|| format!("cannot run {}", binary.display()))?;
     let stdout = String::from_utf8_lossy(&out.stdout);

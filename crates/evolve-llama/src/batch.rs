@@ -1,17 +1,24 @@
 //! Batched sampling with shared prompts and continuous batching.
 //!
 //! EVOLVE samples many answers per prompt, so the work is mostly "same prompt, n answers".
-//! Each distinct prompt is evaluated once; the other samples get its KV cells through
-//! `llama_memory_seq_cp`, which in a unified KV cache only tags the same cells with another
-//! sequence id (no copy, no recompute). The prompt's last logits row is kept so every sample
-//! draws its first token from it. Then all live sequences advance together, one token each per
+//! Each distinct prompt is evaluated once; another slot that needs it gets a copy of its KV cells
+//! (`llama_memory_seq_cp`), and the prompt's last logits row is kept so every sample draws its
+//! first token from it. Then all live sequences advance together, one token each per
 //! `llama_decode`. A finished sample frees its slot for the next waiting one: a sample of the
 //! same prompt just trims the answer off that sequence and keeps the prompt cells.
 //!
+//! **One KV stream per slot.** In llama.cpp's unified KV cache every query attends over the cells
+//! of all sequences (masked), so a decode of B tokens costs B × (all B sequences' cells): on the
+//! CPU, flash attention over a 64-slot unified cache took as long as the weights' matmuls
+//! (measured with `perf` on SmolLM2-135M). With a stream per sequence each token attends to its
+//! own cells only. The price: sharing a prompt between slots copies its stream instead of
+//! tagging the same cells, and a decode splits into one llama.cpp micro-batch per run of
+//! consecutive live slots.
+//!
 //! **Context policy.** A request is refused up front ([`LlamaError::ContextOverflow`]) if its
 //! prompt plus `max_tokens` exceeds the per-sequence context ([`LlamaEngine::n_ctx_per_sequence`]).
-//! The KV pool is sized for the worst moment: the `n_parallel` longest prompts resident at once
-//! plus `max_tokens` for every slot, so a decode can never run out of cells mid-answer.
+//! Every slot's stream is sized for the longest prompt plus the longest answer, so a decode can
+//! never run out of cells mid-answer.
 //!
 //! **Determinism.** Sample `i` uses its own sampler chain seeded `seed + i`, so results are
 //! reproducible for the same requests, options and build. On the CPU backend a sample was also
@@ -110,7 +117,7 @@ impl LiveSample {
 #[derive(Debug, PartialEq, Eq)]
 struct BatchSize {
     n_slots: usize,
-    /// KV cells for the worst moment: the `n_slots` longest prompts plus every slot's answer.
+    /// KV cells in all: each slot's stream holds the longest prompt and the longest answer.
     kv_cells: usize,
     /// Tokens one decode may carry: a whole prompt, or one token per slot.
     n_batch: usize,
@@ -120,13 +127,12 @@ impl BatchSize {
     fn plan(groups: &[PromptGroup], n_parallel: usize) -> Self {
         let n_samples: usize = groups.iter().map(|g| g.n_samples).sum();
         let n_slots = n_parallel.clamp(1, n_samples.max(1));
-        let mut prompt_lens: Vec<usize> = groups.iter().map(|g| g.tokens.len()).collect();
-        prompt_lens.sort_unstable_by(|a, b| b.cmp(a));
+        let longest_prompt = groups.iter().map(|g| g.tokens.len()).max().unwrap_or(1);
         let max_new = groups.iter().map(|g| g.max_new).max().unwrap_or(0);
         Self {
             n_slots,
-            kv_cells: prompt_lens.iter().take(n_slots).sum::<usize>() + n_slots * max_new,
-            n_batch: prompt_lens.first().copied().unwrap_or(1).max(n_slots),
+            kv_cells: n_slots * (longest_prompt + max_new),
+            n_batch: longest_prompt.max(n_slots),
         }
     }
 }
@@ -338,9 +344,13 @@ impl LlamaEngine {
                 }
         });
         if let (Some(h), Some(_)) = (holder, &group.first_logits) {
-            return ctx
-                .copy_kv_cache_seq(h as i32, s as i32, Some(0), Some(n_prompt))
-                .map_err(|e| LlamaError::Decode(e.to_string()));
+            // Between streams llama.cpp copies only whole sequences (a partial range aborts the
+            // process), so the holder's answer comes along and is trimmed off.
+            ctx.copy_kv_cache_seq(h as i32, s as i32, None, None)
+                .map_err(|e| LlamaError::Decode(e.to_string()))?;
+            ctx.clear_kv_cache_seq(Some(s as u32), Some(n_prompt), None)
+                .map_err(|e| LlamaError::Decode(e.to_string()))?;
+            return Ok(());
         }
         batch.clear();
         for (p, &t) in group.tokens.iter().enumerate() {
@@ -402,25 +412,24 @@ mod tests {
     }
 
     #[test]
-    fn context_holds_the_longest_resident_prompts_and_every_slots_answer() {
+    fn every_slot_holds_the_longest_prompt_and_the_longest_answer() {
         let groups = [group(30, 8, 100), group(40, 8, 50)];
-        // 16 samples on 4 slots: at worst both prompts are resident, and each slot grows 100.
+        // 16 samples on 4 slots: any slot may hold the 40-token prompt and grow 100.
         assert_eq!(
             BatchSize::plan(&groups, 4),
             BatchSize {
                 n_slots: 4,
-                kv_cells: 70 + 4 * 100,
+                kv_cells: 4 * (40 + 100),
                 n_batch: 40
             }
         );
-        // One slot: only the longest prompt can be resident at a time.
         assert_eq!(BatchSize::plan(&groups, 1).kv_cells, 40 + 100);
         // Fewer samples than slots: no idle slots are sized.
         assert_eq!(
             BatchSize::plan(&[group(5, 2, 10)], 8),
             BatchSize {
                 n_slots: 2,
-                kv_cells: 5 + 2 * 10,
+                kv_cells: 2 * (5 + 10),
                 n_batch: 5
             }
         );

@@ -290,8 +290,8 @@ impl LlamaEngine {
         self.new_context(n_ctx, (n_tokens_needed as u32).clamp(1, n_ctx.max(1)), 1)
     }
 
-    /// A context with the active adapter applied. The KV cache is unified (one pool of cells for
-    /// all sequences) so that sequences sharing a prompt share its cells instead of copying them.
+    /// A context with the active adapter applied; `n_ctx` cells split into one KV stream per
+    /// sequence (see the batch module for why not llama.cpp's unified cache).
     pub(crate) fn new_context(
         &self,
         n_ctx: u32,
@@ -303,7 +303,7 @@ impl LlamaEngine {
             .with_n_batch(n_batch)
             .with_n_ubatch(n_batch.min(512))
             .with_n_seq_max(n_seq)
-            .with_kv_unified(true)
+            .with_kv_unified(false)
             .with_n_threads(self.options.n_threads)
             .with_n_threads_batch(self.options.n_threads);
         let mut ctx = self
