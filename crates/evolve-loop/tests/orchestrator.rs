@@ -8,7 +8,9 @@ use evolve_core::{
     ScoreInput, ScoreValue, Scorer, StepReport, TrainError, TrainExample, TrainedAdapter, Winner,
 };
 use evolve_judge::verify::NumericFinalAnswer;
-use evolve_loop::run::{Engines, Orchestrator, Progress, RunConfig, RunError, create_run};
+use evolve_loop::run::{
+    Engines, Orchestrator, Progress, RunConfig, RunError, RunObjective, create_run,
+};
 use evolve_store::{NewModel, NewPrompt, Store};
 
 const WIN_RATE_METRIC: &str = "trained/win_rate_vs_previous";
@@ -750,6 +752,57 @@ fn a_second_run_from_the_same_base_reuses_its_base_evaluation() {
     let third = create_run(&store, "third", row.model_id, row.dataset_id, &fewer).unwrap();
     run_to_end(&store, third, dir.path(), |_| false);
     assert!(base_of(third).iter().all(|e| e.2.is_null()));
+}
+
+#[test]
+fn baselines_that_train_on_no_refinement_sample_none_but_their_evaluation_still_refines() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, evolve) = setup(dir.path());
+    let row = store.get_run(evolve).unwrap().unwrap();
+    let config: RunConfig = serde_json::from_value(row.config.clone()).unwrap();
+    let mut iterative_dpo = config.clone();
+    iterative_dpo.pair_kinds.refine = false;
+    let mut rft = config.clone();
+    rft.train.objective = RunObjective::Rft;
+    let steps_sampled = |run| {
+        let mut steps = std::collections::BTreeSet::new();
+        for round in store.rounds_of_run(run).unwrap() {
+            for g in store.generations_of_round(round.id).unwrap() {
+                steps.insert(g.step_index);
+            }
+        }
+        steps
+    };
+    let refine_metrics = |run| {
+        store
+            .evaluations_of_run(run)
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.metric.starts_with("trained/refined_score@"))
+            .count()
+    };
+    run_to_end(&store, evolve, dir.path(), |_| false);
+    assert_eq!(
+        steps_sampled(evolve),
+        (0..=config.refine_steps as i64).collect(),
+        "EVOLVE refines in collection"
+    );
+    assert!(refine_metrics(evolve) > 0);
+    for (name, c) in [("iterative dpo", iterative_dpo), ("rft", rft)] {
+        assert!(!c.trains_on_refinements());
+        let run = create_run(&store, name, row.model_id, row.dataset_id, &c).unwrap();
+        run_to_end(&store, run, dir.path(), |_| false);
+        assert_eq!(
+            steps_sampled(run),
+            [0].into(),
+            "{name} samples direct answers only"
+        );
+        assert_eq!(
+            refine_metrics(run),
+            refine_metrics(evolve),
+            "{name} is evaluated with refine@1..K like EVOLVE"
+        );
+    }
 }
 
 #[test]

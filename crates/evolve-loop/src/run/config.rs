@@ -19,7 +19,8 @@ pub struct RunConfig {
     pub prompts_per_round: usize,
     /// Answers sampled per prompt (N).
     pub samples: usize,
-    /// Self-refinement steps per answer (K).
+    /// Self-refinement steps per answer (K), in collection when training reads refinements
+    /// ([`RunConfig::trains_on_refinements`]) and in every evaluation (refine@1..K).
     pub refine_steps: usize,
     /// Sampling for collection; its seed is the run's seed.
     pub sampler: SamplerConfig,
@@ -142,6 +143,15 @@ impl Default for TrainSettings {
 }
 
 impl RunConfig {
+    /// Whether training reads the round's refinements: the preference objective with
+    /// refinement (or keep) pairs. Iterative DPO (direct pairs only) and RFT (direct answers)
+    /// do not, and their rounds sample no refinements, as in the paper's baselines: they would
+    /// spend most of a round's sampling on answers nothing trains on.
+    pub fn trains_on_refinements(&self) -> bool {
+        self.train.objective == RunObjective::Preference
+            && (self.pair_kinds.refine || self.pair_kinds.keep)
+    }
+
     /// The configuration stored with `run`.
     pub fn of(run: &Run) -> Result<RunConfig, RunError> {
         serde_json::from_value(run.config.clone()).map_err(|e| {

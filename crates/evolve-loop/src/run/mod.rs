@@ -394,7 +394,7 @@ impl<'a> Orchestrator<'a> {
         adapter: Option<AdapterId>,
     ) -> Result<(), RunError> {
         let k = self.config.refine_steps;
-        if k == 0 {
+        if k == 0 || !self.config.trains_on_refinements() {
             return Ok(());
         }
         let by_id: HashMap<PromptId, &Prompt> = prompts.iter().map(|p| (p.id, p)).collect();
