@@ -310,6 +310,9 @@ pub struct ResultRow {
     pub sampled: Option<f64>,
     pub vs_base: Option<PairedComparison>,
     pub vs_previous: Option<PairedComparison>,
+    /// refine@K against the base's and the previous row's refine@K.
+    pub refined_vs_base: Option<PairedComparison>,
+    pub refined_vs_previous: Option<PairedComparison>,
     /// Per refinement step: problems it turned wrong → right and right → wrong.
     pub wrong_to_right: Vec<usize>,
     pub right_to_wrong: Vec<usize>,
@@ -349,6 +352,8 @@ impl Service {
                 sampled: r.sampled,
                 vs_base: r.vs_base.clone(),
                 vs_previous: r.vs_previous.clone(),
+                refined_vs_base: r.refined_vs_base.clone(),
+                refined_vs_previous: r.refined_vs_previous.clone(),
                 wrong_to_right: r.refine_steps.iter().map(|c| c.wins).collect(),
                 right_to_wrong: r.refine_steps.iter().map(|c| c.losses).collect(),
                 wall_s: r.round.and_then(|i| round_wall_s.get(i).copied().flatten()),

@@ -480,6 +480,20 @@ pub fn print_scoreboard(rows: &[ScoreRow], refine_steps: usize) {
          problem at the collection temperature)"
     );
     if refine_steps > 0 {
+        println!(
+            "\n{:<9} {:<26} {:<26}",
+            "",
+            format!("refine@{refine_steps} vs base"),
+            format!("refine@{refine_steps} vs previous")
+        );
+        for row in rows.iter().filter(|r| r.round.is_some()) {
+            println!(
+                "{:<9} {:<26} {:<26}",
+                row.label,
+                paired(row.refined_vs_base.as_ref()),
+                paired(row.refined_vs_previous.as_ref())
+            );
+        }
         println!("\nrefinement, problem by problem (wrong→right / right→wrong per step)");
         for row in rows {
             let steps: Vec<String> = row

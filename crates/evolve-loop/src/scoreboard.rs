@@ -27,6 +27,10 @@ pub struct ScoreRow {
     pub vs_base: Option<PairedComparison>,
     /// Direct answers against the previous row's.
     pub vs_previous: Option<PairedComparison>,
+    /// The last refinement step's answers (refine@K) against the base's refine@K (rounds only).
+    pub refined_vs_base: Option<PairedComparison>,
+    /// refine@K against the previous row's refine@K.
+    pub refined_vs_previous: Option<PairedComparison>,
     /// Refinement step k against step k − 1 (`refine_steps[k − 1]`): wins are wrong → right,
     /// losses right → wrong.
     pub refine_steps: Vec<PairedComparison>,
@@ -53,6 +57,8 @@ pub fn scoreboard(
     let mut rows: Vec<ScoreRow> = Vec::new();
     let mut base_direct: Option<Vec<EvalAnswer>> = None;
     let mut previous_direct: Option<Vec<EvalAnswer>> = None;
+    let mut base_refined: Option<Vec<EvalAnswer>> = None;
+    let mut previous_refined: Option<Vec<EvalAnswer>> = None;
     let subjects = rounds
         .first()
         .map(|r| (r, EvalSubject::Base, None))
@@ -84,8 +90,12 @@ pub fn scoreboard(
             .windows(2)
             .map_while(|w| compare(w[0].as_ref()?, w[1].as_ref()?))
             .collect();
+        // refine@K, when every step up to K was evaluated.
+        let refined_answers = chain.last().filter(|_| chain.len() > 1).cloned().flatten();
         let vs =
             |other: &Option<Vec<EvalAnswer>>| compare(other.as_ref()?, direct_answers.as_ref()?);
+        let vs_refined =
+            |other: &Option<Vec<EvalAnswer>>| compare(other.as_ref()?, refined_answers.as_ref()?);
         let win_rate = get(EvalMeasure::WinRateVsPrevious).and_then(|e| {
             Some(WinRateCell {
                 rate: e.value,
@@ -101,13 +111,17 @@ pub fn scoreboard(
             sampled: get(EvalMeasure::Sampled).map(|e| e.value),
             vs_base: index.and_then(|_| vs(&base_direct)),
             vs_previous: index.and_then(|_| vs(&previous_direct)),
+            refined_vs_base: index.and_then(|_| vs_refined(&base_refined)),
+            refined_vs_previous: index.and_then(|_| vs_refined(&previous_refined)),
             refine_steps,
             win_rate,
         });
         if index.is_none() {
             base_direct = direct_answers.clone();
+            base_refined = refined_answers.clone();
         }
         previous_direct = direct_answers;
+        previous_refined = refined_answers;
     }
     Ok(rows)
 }
@@ -244,6 +258,11 @@ mod tests {
         assert_eq!(a.vs_previous, a.vs_base, "round 0's previous is the base");
         assert_eq!(a.sampled, Some(0.4));
         assert_eq!(a.refine_steps[0].wins + a.refine_steps[0].losses, 0);
+        // Round 0's refine@1 (= t0) against the base's refine@1: right on 0, 5, 6; wrong on 3.
+        let refined = a.refined_vs_base.as_ref().unwrap();
+        assert_eq!((refined.wins, refined.losses), (3, 1));
+        assert_eq!(a.refined_vs_previous, a.refined_vs_base);
+        assert!(b.refined_vs_base.is_none() && b.refined_vs_previous.is_none());
         let prev = c.vs_previous.as_ref().unwrap();
         assert_eq!((prev.wins, prev.losses), (3, 0), "problems 3, 7 and 8");
         assert_eq!(c.vs_base.as_ref().unwrap().wins, 5);
@@ -251,5 +270,6 @@ mod tests {
             c.refined.is_empty() && c.refine_steps.is_empty(),
             "not evaluated"
         );
+        assert!(c.refined_vs_base.is_none() && c.refined_vs_previous.is_none());
     }
 }

@@ -39,6 +39,14 @@ vs_base: PairedComparison | null,
  */
 vs_previous: PairedComparison | null, 
 /**
+ * The last refinement step's answers (refine@K) against the base's refine@K (rounds only).
+ */
+refined_vs_base: PairedComparison | null, 
+/**
+ * refine@K against the previous row's refine@K.
+ */
+refined_vs_previous: PairedComparison | null, 
+/**
  * Refinement step k against step k − 1 (`refine_steps[k − 1]`): wins are wrong → right,
  * losses right → wrong.
  */

@@ -27,7 +27,8 @@ export function Scoreboard({ rows }: { rows: ScoreRow[] }) {
       <p class="muted small">
         Held-out score of the greedy direct answer and after each refinement step; "vs base" and "vs prev": the direct
         answers compared problem by problem with the base's and the row above's (difference in points, paired 95%
-        interval; green when it excludes zero); "fixed/broke": problems the first refinement turned wrong → right and
+        interval; green when it excludes zero); "refine vs base": the last refinement step's answers against the
+        base's; "fixed/broke": problems the first refinement turned wrong → right and
         right → wrong.
       </p>
       {rows.length === 0 ? (
@@ -48,6 +49,7 @@ export function Scoreboard({ rows }: { rows: ScoreRow[] }) {
                   {sampled && <th class="num">sampled</th>}
                   <th class="num">vs base</th>
                   <th class="num">vs prev</th>
+                  {k > 0 && <th class="num">refine {k} vs base</th>}
                   {k > 0 && <th class="num">fixed/broke</th>}
                   <th class="num">win vs prev</th>
                 </tr>
@@ -69,6 +71,11 @@ export function Scoreboard({ rows }: { rows: ScoreRow[] }) {
                     <td class="num" data-testid="vs-previous">
                       <Paired c={r.vs_previous} what="direct vs the row above" />
                     </td>
+                    {k > 0 && (
+                      <td class="num" data-testid="refined-vs-base">
+                        <Paired c={r.refined_vs_base} what={`refine ${k} vs the base's refine ${k}`} />
+                      </td>
+                    )}
                     {k > 0 && (
                       <td class="num" data-testid="refine-fixes" title="first refinement: wrong → right / right → wrong">
                         {r.refine_steps.length ? `${r.refine_steps[0].wins}/${r.refine_steps[0].losses}` : "–"}
