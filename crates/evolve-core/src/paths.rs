@@ -13,8 +13,13 @@ pub struct DataDir {
 }
 
 impl DataDir {
+    /// A relative `root` is made absolute against the current directory: the database stores
+    /// adapter paths under it, which must still resolve from another working directory.
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        Self { root: root.into() }
+        let root = root.into();
+        Self {
+            root: std::path::absolute(&root).unwrap_or(root),
+        }
     }
 
     /// Resolves the directory from an explicit flag, the environment, then the platform default.
@@ -65,5 +70,15 @@ mod tests {
         let d = DataDir::resolve(Some(Path::new("/tmp/x"))).unwrap();
         assert_eq!(d.database(), Path::new("/tmp/x/evolve.db"));
         assert_eq!(d.adapters(), Path::new("/tmp/x/adapters"));
+    }
+
+    #[test]
+    fn a_relative_directory_is_kept_as_an_absolute_path() {
+        let d = DataDir::resolve(Some(Path::new("./data"))).unwrap();
+        assert!(d.root().is_absolute(), "{}", d.root().display());
+        assert_eq!(
+            d.adapters(),
+            std::env::current_dir().unwrap().join("data/adapters")
+        );
     }
 }
