@@ -6,8 +6,10 @@
 //! they run on an [`AdapterSource`] without holding it.
 
 use crate::Service;
+use crate::discover::{self, Places};
 use crate::engines::EngineCache;
 use crate::export_path::{check_free, check_written, commit_partial, fresh_partial, target_in};
+use crate::handoff;
 use crate::runs::EngineSettings;
 use crate::service::NotFound;
 use anyhow::{Context, Result, bail};
@@ -41,7 +43,19 @@ pub struct AdapterInfo {
 pub struct AdapterSource {
     pub adapter: Adapter,
     pub base_model: PathBuf,
+    /// What the base model is called (its label, else `general.name`, else the file's name).
+    pub base_name: String,
     pub run: Option<RunId>,
+}
+
+/// A finished export.
+#[derive(Debug, Clone, Serialize, ts_rs::TS)]
+#[ts(export)]
+pub struct Exported {
+    /// The file or folder written.
+    pub path: String,
+    /// What else happened or what to do next: `ollama create`'s outcome or the command to run.
+    pub note: Option<String>,
 }
 
 /// The outcome of the applied-check on a fixed prompt.
@@ -54,6 +68,9 @@ pub struct AdapterCheck {
     pub base_text: String,
     pub adapter_text: String,
 }
+
+/// The GGUF LoRA's name inside an Ollama export's folder.
+const OLLAMA_ADAPTER: &str = "adapter.gguf";
 
 /// The same prompt for every adapter, so results compare.
 const CHECK_PROMPT: &str = "What is 12 + 30?";
@@ -103,9 +120,20 @@ impl Service {
             format!("the base model of adapter {} is no longer registered", id.0)
         })?;
         let (run, _) = origin(store, &adapter)?;
+        let base_model = PathBuf::from(&base.path);
+        let base_name = base
+            .display_name
+            .or(base.name)
+            .or_else(|| {
+                base_model
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().into_owned())
+            })
+            .unwrap_or_default();
         Ok(AdapterSource {
             adapter,
-            base_model: PathBuf::from(base.path),
+            base_model,
+            base_name,
             run,
         })
     }
@@ -115,36 +143,63 @@ impl AdapterSource {
     /// Writes the adapter as `format` into the absolute folder `dir` (created if missing) and
     /// returns the file or folder written. The export is written beside its name and renamed
     /// into place when complete; an export already there is replaced only with `overwrite`.
-    /// `service` is only read for TRL pairs.
+    /// For LM Studio `dir` is its models folder, found on this machine when empty. `service`
+    /// is only read for TRL pairs.
     pub fn export(
         &self,
         service: &Service,
         format: ExportFormat,
         dir: &str,
         overwrite: bool,
-    ) -> Result<PathBuf> {
+    ) -> Result<Exported> {
         let id = self.adapter.id.0;
-        let name = match format {
-            ExportFormat::GgufLora => format!("adapter-{id}.gguf"),
-            ExportFormat::Peft => format!("adapter-{id}-peft"),
-            ExportFormat::MergedGguf => format!("adapter-{id}-merged.gguf"),
-            ExportFormat::TrlPairs => format!("adapter-{id}-pairs.jsonl"),
+        let (dir, name) = match format {
+            ExportFormat::GgufLora => (dir.to_string(), format!("adapter-{id}.gguf")),
+            ExportFormat::Peft => (dir.to_string(), format!("adapter-{id}-peft")),
+            ExportFormat::MergedGguf => (dir.to_string(), format!("adapter-{id}-merged.gguf")),
+            ExportFormat::TrlPairs => (dir.to_string(), format!("adapter-{id}-pairs.jsonl")),
+            ExportFormat::Ollama => (dir.to_string(), format!("adapter-{id}-ollama")),
+            ExportFormat::LmStudio => {
+                let root = match dir.trim() {
+                    "" => Places::of_this_machine(&[])
+                        .lm_studio_target()
+                        .context("cannot tell where LM Studio keeps its models: give the folder")?
+                        .to_path_buf(),
+                    d => PathBuf::from(d),
+                };
+                let (sub, file) = handoff::lm_studio_names(&self.base_name, id);
+                (root.join(sub).display().to_string(), file)
+            }
         };
-        let (folder, target) = target_in(dir, &name)?;
+        let (folder, target) = target_in(&dir, &name)?;
         check_free(&target, overwrite)?;
         // Loaded before anything is written: a missing checkpoint leaves no partial behind.
         let trained = match format {
-            ExportFormat::Peft | ExportFormat::MergedGguf => Some(self.trained()?),
+            ExportFormat::Peft | ExportFormat::MergedGguf | ExportFormat::LmStudio => {
+                Some(self.trained()?)
+            }
             _ => None,
         };
-        let partial = fresh_partial(&target, format == ExportFormat::Peft)?;
+        let ollama = match format {
+            ExportFormat::Ollama => Some(self.modelfile(&target)?),
+            _ => None,
+        };
+        let is_dir = matches!(format, ExportFormat::Peft | ExportFormat::Ollama);
+        let partial = fresh_partial(&target, is_dir)?;
         let source = Path::new(&self.adapter.path);
+        let copy = |to: &Path| {
+            std::fs::copy(source, to)
+                .map(drop)
+                .with_context(|| format!("cannot copy {} to {}", source.display(), to.display()))
+        };
         let written = (|| -> Result<()> {
             match (format, &trained) {
-                (ExportFormat::GgufLora, _) => {
-                    std::fs::copy(source, &partial).with_context(|| {
-                        format!("cannot copy {} to {}", source.display(), partial.display())
-                    })?;
+                (ExportFormat::GgufLora, _) => copy(&partial)?,
+                (ExportFormat::Ollama, _) => {
+                    let (_, text) = ollama.as_ref().expect("made above");
+                    copy(&partial.join(OLLAMA_ADAPTER))?;
+                    std::fs::write(partial.join("Modelfile"), text)
+                        .context("cannot write the Modelfile")?;
                 }
                 (ExportFormat::Peft, Some(t)) => {
                     let name = self
@@ -154,7 +209,7 @@ impl AdapterSource {
                     t.export_peft(&partial, name.as_deref())
                         .context("export failed")?;
                 }
-                (ExportFormat::MergedGguf, Some(t)) => {
+                (ExportFormat::MergedGguf | ExportFormat::LmStudio, Some(t)) => {
                     t.export_merged_gguf(&partial, &self.base_model)
                         .context("export failed")?;
                 }
@@ -169,7 +224,54 @@ impl AdapterSource {
             Ok(())
         })();
         commit_partial(&partial, &target, written)?;
-        check_written(&folder, &target)
+        let path = check_written(&folder, &target)?;
+        let note = match (format, ollama) {
+            (ExportFormat::Ollama, Some((name, _))) => {
+                Some(handoff::ollama_create(&name, &path.join("Modelfile")))
+            }
+            (ExportFormat::LmStudio, _) => Some(format!(
+                "LM Studio lists it as {}",
+                path.strip_prefix(folder.parent().and_then(Path::parent).unwrap_or(&folder))
+                    .unwrap_or(&path)
+                    .display()
+            )),
+            _ => None,
+        };
+        Ok(Exported {
+            path: path.display().to_string(),
+            note,
+        })
+    }
+
+    /// The Ollama model name and Modelfile for an export into the folder `target`: `FROM` the
+    /// base as Ollama knows it (its template and parameters repeated) when it is one of
+    /// Ollama's own models, else the base GGUF with its end-of-turn tokens as stop strings.
+    fn modelfile(&self, target: &Path) -> Result<(String, String)> {
+        let id = self.adapter.id.0;
+        let base_ollama =
+            discover::ollama_model_of(&self.base_model, &Places::of_this_machine(&[]));
+        let base_file = crate::models::inspect(&self.base_model)?;
+        let name = handoff::ollama_name(
+            base_ollama
+                .as_ref()
+                .map_or(&self.base_name, |m| &m.found.name),
+            id,
+        );
+        let origin = self
+            .run
+            .map_or(String::new(), |run| format!(", trained in run {}", run.0));
+        let spec = handoff::ModelfileSpec {
+            title: format!("EVOLVE adapter {id} on {}{origin}", self.base_name),
+            from: match &base_ollama {
+                Some(m) => m.found.name.clone(),
+                None => self.base_model.display().to_string(),
+            },
+            adapter: &target.join(OLLAMA_ADAPTER),
+            ollama_base: base_ollama.as_ref(),
+            stops: handoff::stop_tokens(&base_file),
+            name: &name,
+        };
+        Ok((name.clone(), handoff::modelfile(&spec)?))
     }
 
     /// The base model and the adapter's trained weights (the checkpoint saved next to its GGUF).

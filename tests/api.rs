@@ -658,3 +658,223 @@ fn files_that_cannot_be_trained_are_refused_at_models_add_and_run_start_with_the
     assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
     assert_eq!(f.api.call("runs_list", json!({})).unwrap(), json!([]));
 }
+
+#[test]
+fn models_in_added_folders_are_discovered_and_registered_under_their_name() {
+    let f = fixture();
+    let folder = f.root.join("my models");
+    let nested = folder.join("org/Tiny-GGUF");
+    std::fs::create_dir_all(&nested).unwrap();
+    write_tiny_llama(
+        &nested.join("tiny.gguf"),
+        &TinyLlamaConfig::default(),
+        WeightType::Q8_0,
+    )
+    .unwrap();
+    std::fs::write(nested.join("notes.gguf"), b"not a model").unwrap();
+    let mut s = f.api.call("settings_get", json!({})).unwrap();
+    s["model_folders"] = json!(["relative/path"]);
+    let err = f
+        .api
+        .call("settings_set", json!({"settings": s.clone()}))
+        .unwrap_err();
+    assert!(err.message.contains("absolute"), "{err}");
+    s["model_folders"] = json!([folder]);
+    f.api.call("settings_set", json!({"settings": s})).unwrap();
+
+    let discover = || f.api.call("models_discover", json!({})).unwrap();
+    let in_folder = |all: &Value, name: &str| -> Value {
+        all.as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["source"] == "folder" && m["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("{name} not in {all:#}"))
+    };
+    let found = discover();
+    let tiny = in_folder(&found, "org/Tiny-GGUF/tiny.gguf");
+    assert_eq!(
+        (
+            &tiny["trainable"],
+            &tiny["architecture"],
+            &tiny["registered_id"]
+        ),
+        (&json!(true), &json!("llama"), &Value::Null)
+    );
+    let bad = in_folder(&found, "org/Tiny-GGUF/notes.gguf");
+    assert_eq!(bad["trainable"], false);
+    assert!(bad["problem"].as_str().unwrap().contains("GGUF"), "{bad}");
+
+    let model = f
+        .api
+        .call(
+            "models_add",
+            json!({"path": tiny["path"], "name": "Tiny from my folder"}),
+        )
+        .unwrap();
+    assert_eq!(model["display_name"], "Tiny from my folder");
+    let tiny = in_folder(&discover(), "org/Tiny-GGUF/tiny.gguf");
+    assert_eq!(tiny["registered_id"], model["id"]);
+    assert!(
+        f.api
+            .call("models_add", json!({"path": bad["path"]}))
+            .is_err()
+    );
+}
+
+/// A fresh adapter (B = 0) on `base` with its checkpoint, as a training round leaves one.
+fn fresh_adapter(f: &Fixture, model: i64, base: &std::path::Path) -> i64 {
+    use evolve::train::{CHECKPOINT_WEIGHTS, LlamaModel, Lora, LoraConfig};
+    let dir = f.root.join("trained");
+    std::fs::create_dir_all(&dir).unwrap();
+    let cpu = candle_core::Device::Cpu;
+    let llama = LlamaModel::load(base, &cpu, candle_core::DType::F32).unwrap();
+    let config = LoraConfig {
+        rank: 4,
+        alpha: 8.0,
+        ..LoraConfig::default()
+    };
+    let lora = Lora::new(llama.config(), config, llama.master_dtype(), &cpu).unwrap();
+    lora.varmap().save(dir.join(CHECKPOINT_WEIGHTS)).unwrap();
+    let path = dir.join("adapter.gguf");
+    evolve::train::export::export_gguf_lora(&lora, llama.config(), &path).unwrap();
+    let service = Service::open(f.api.data_dir().clone()).unwrap();
+    let id = service
+        .store()
+        .add_adapter(&NewAdapter {
+            training_run_id: None,
+            base_model_id: evolve::store::ModelId(model),
+            base_sha256: "x".into(),
+            format: AdapterFormat::GgufLora,
+            path: path.display().to_string(),
+            sha256: "y".into(),
+            file_size: std::fs::metadata(&path).unwrap().len() as i64,
+            rank: 4,
+            alpha: 8.0,
+        })
+        .unwrap();
+    id.0
+}
+
+#[test]
+fn adapters_are_handed_to_ollama_and_lm_studio_where_discovery_finds_them() {
+    let f = fixture();
+    let model = tiny_model(&f);
+    let base = f.root.join("tiny.gguf");
+    let id = fresh_adapter(&f, model, &base);
+    let home = f.root.join("home");
+    let bin = f.root.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    // Stands in for Ollama: records what it was asked and the Modelfile it was given.
+    let script = "#!/bin/sh\nd=$(dirname \"$0\")\nprintf '%s\\n' \"$@\" > \"$d/args\"\ncp \"$4\" \"$d/modelfile\"\n";
+    std::fs::write(bin.join("ollama"), script).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(bin.join("ollama"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let cli = |path: &str, args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_evolve"))
+            .args(args)
+            .env("EVOLVE_DATA_DIR", f.api.data_dir().root())
+            .env("HOME", &home)
+            .env("PATH", path)
+            .env_remove("OLLAMA_MODELS")
+            .env_remove("XDG_CACHE_HOME")
+            .env_remove("HF_HOME")
+            .env_remove("HF_HUB_CACHE")
+            .env_remove("LLAMA_CACHE")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        text
+    };
+    let exports = f.root.join("exports");
+    let id_arg = id.to_string();
+    let with_ollama = format!("{}:/usr/bin:/bin", bin.display());
+    let out = cli(
+        &with_ollama,
+        &[
+            "adapters",
+            "export",
+            &id_arg,
+            "--format",
+            "ollama",
+            "--out",
+            exports.to_str().unwrap(),
+        ],
+    );
+    let folder = exports.join(format!("adapter-{id}-ollama"));
+    let args = std::fs::read_to_string(bin.join("args")).unwrap();
+    let args: Vec<&str> = args.lines().collect();
+    assert_eq!((args[0], args[2]), ("create", "-f"), "{args:?}");
+    assert_eq!(args[3], folder.join("Modelfile").to_str().unwrap());
+    assert!(
+        args[1].starts_with("evolve-") && args[1].ends_with(&format!(":adapter-{id}")),
+        "{args:?}"
+    );
+    assert!(
+        out.contains(&format!("created the Ollama model {}", args[1])),
+        "{out}"
+    );
+    let modelfile = std::fs::read_to_string(bin.join("modelfile")).unwrap();
+    let lines: Vec<&str> = modelfile.lines().filter(|l| !l.starts_with('#')).collect();
+    assert_eq!(lines[0], format!("FROM {}", base.display()), "{modelfile}");
+    assert_eq!(
+        lines[1],
+        format!("ADAPTER {}", folder.join("adapter.gguf").display())
+    );
+    assert_eq!(
+        std::fs::read(folder.join("adapter.gguf")).unwrap(),
+        std::fs::read(f.root.join("trained/adapter.gguf")).unwrap()
+    );
+    // Without Ollama the files are written all the same and the command is printed.
+    let out = cli(
+        "/usr/bin:/bin",
+        &[
+            "adapters",
+            "export",
+            &id_arg,
+            "--format",
+            "ollama",
+            "--out",
+            exports.to_str().unwrap(),
+            "--force",
+        ],
+    );
+    assert!(
+        out.contains("Ollama is not installed here") && out.contains("ollama create evolve-"),
+        "{out}"
+    );
+
+    let out = cli(
+        "/usr/bin:/bin",
+        &["adapters", "export", &id_arg, "--format", "lm_studio"],
+    );
+    let lm_studio = home.join(".lmstudio/models/evolve-studio");
+    assert!(
+        out.contains(&format!("wrote {}", lm_studio.display())),
+        "{out}"
+    );
+    let found: Value =
+        serde_json::from_str(&cli("/usr/bin:/bin", &["models", "discover", "--json"])).unwrap();
+    let merged = found
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["source"] == "lm_studio")
+        .unwrap_or_else(|| panic!("the LM Studio export is not found: {found:#}"));
+    let name = merged["name"].as_str().unwrap();
+    assert!(
+        name.starts_with("evolve-studio/")
+            && name.ends_with(&format!("-evolve-adapter-{id}-Q8_0.gguf")),
+        "{name}"
+    );
+    assert_eq!(
+        (&merged["trainable"], &merged["quantization"]),
+        (&json!(true), &json!("Q8_0")),
+        "{merged}"
+    );
+}

@@ -53,6 +53,32 @@ fn dataset(dir: &Path) -> PathBuf {
     path
 }
 
+/// A home with an LM Studio model, an Ollama model and a broken Ollama manifest, for the
+/// Models screen's discovery.
+fn fake_home(dir: &Path, model: &Path) -> PathBuf {
+    let home = dir.join("home");
+    let lms = home.join(".lmstudio/models/bartowski/Tiny-GGUF");
+    let ollama = home.join(".ollama/models");
+    let manifests = ollama.join("manifests/registry.ollama.ai/library");
+    for d in [
+        &lms,
+        &ollama.join("blobs"),
+        &manifests.join("tiny"),
+        &manifests.join("broken"),
+    ] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    std::fs::copy(model, lms.join("tiny-Q8_0.gguf")).unwrap();
+    let digest = "a".repeat(64);
+    std::fs::copy(model, ollama.join(format!("blobs/sha256-{digest}"))).unwrap();
+    let manifest = format!(
+        r#"{{"schemaVersion":2,"layers":[{{"mediaType":"application/vnd.ollama.image.model","digest":"sha256:{digest}","size":1}}]}}"#
+    );
+    std::fs::write(manifests.join("tiny/latest"), manifest).unwrap();
+    std::fs::write(manifests.join("broken/latest"), "{").unwrap();
+    home
+}
+
 #[test]
 fn the_web_ui_chats_runs_reviews_and_exports_in_chromium() {
     let chromium = require_tools();
@@ -63,7 +89,8 @@ fn the_web_ui_chats_runs_reviews_and_exports_in_chromium() {
     let data_file = dataset(tmp.path());
     let shots = screenshot_dir();
     let _ = std::fs::remove_dir_all(&shots);
-    let server = Server::start(&data, &[]);
+    let home = fake_home(tmp.path(), &model);
+    let server = Server::start(&data, &[("HOME", home.to_str().unwrap())]);
     let status = Command::new("node")
         .arg(repo().join("ui/e2e/run.mjs"))
         .arg(&server.url)
@@ -71,6 +98,7 @@ fn the_web_ui_chats_runs_reviews_and_exports_in_chromium() {
         .env("E2E_MODEL", &model)
         .env("E2E_DATASET", &data_file)
         .env("E2E_EXPORT_DIR", &exports)
+        .env("E2E_DISCOVER", "1")
         .env("CHROMIUM", &chromium)
         .status()
         .expect("run node ui/e2e/run.mjs");
@@ -98,6 +126,15 @@ fn the_web_ui_chats_runs_reviews_and_exports_in_chromium() {
         })
         .unwrap();
     assert_eq!(vetoed.len(), 1, "the vetoed pair is stored");
+    let from_ollama = store
+        .list_models()
+        .unwrap()
+        .into_iter()
+        .find(|m| m.display_name.as_deref() == Some("tiny:latest"));
+    assert!(
+        from_ollama.is_some_and(|m| m.path.ends_with(&format!("sha256-{}", "a".repeat(64)))),
+        "the Ollama model registered from the Models screen, its blob not copied"
+    );
     for name in [
         "02-chat-refinements",
         "06-run-done",

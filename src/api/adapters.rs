@@ -5,7 +5,6 @@ use crate::Service;
 use evolve_core::ExportFormat;
 use evolve_store::AdapterId;
 use serde::Deserialize;
-use serde_json::json;
 
 pub fn list(inner: &Inner) -> ApiResult {
     let adapters = inner.service()?.list_adapters()?;
@@ -32,8 +31,8 @@ pub fn export(inner: &Inner, args: ExportArgs) -> ApiResult {
         .adapter_source(AdapterId(args.adapter_id))?;
     // A merged export takes a while: on its own connection, not the shared one.
     let service = Service::open(inner.data_dir.clone())?;
-    let path = source.export(&service, format, &args.dir, args.overwrite)?;
-    Ok(json!({"path": path.display().to_string()}))
+    let exported = source.export(&service, format, &args.dir, args.overwrite)?;
+    Ok(serde_json::to_value(exported).expect("an export serialises"))
 }
 
 #[derive(Deserialize)]

@@ -12,7 +12,7 @@ mod models;
 mod pairs;
 pub mod protocol;
 mod runs;
-mod settings;
+pub mod settings;
 pub use settings::SETTINGS_FILE;
 mod util;
 
@@ -96,6 +96,7 @@ pub const COMMANDS: &[&str] = &[
     "models_add",
     "models_use_builtin",
     "models_fetch",
+    "models_discover",
     "datasets_list",
     "datasets_import",
     "chat_send",
@@ -195,6 +196,7 @@ impl Api {
             "models_add" => models::add(i, parse(cmd, args)?),
             "models_use_builtin" => models::use_builtin(i),
             "models_fetch" => models::fetch(i, parse(cmd, args)?),
+            "models_discover" => models::discover(i),
             "datasets_list" => models::datasets_list(i),
             "datasets_import" => models::datasets_import(i, parse(cmd, args)?),
             "chat_send" => chat::send(&self.inner, parse(cmd, args)?),

@@ -3,6 +3,7 @@
 use super::protocol::{BadLine, DatasetImport, DatasetRow, Status};
 use super::{ApiError, ApiResult, Inner, to_json};
 use crate::data::ImportOptions;
+use crate::discover::Places;
 use evolve_loop::dataset::DatasetFormat;
 use serde::Deserialize;
 use std::path::Path;
@@ -25,6 +26,9 @@ pub fn list(inner: &Inner) -> ApiResult {
 #[derive(Deserialize)]
 pub struct AddArgs {
     path: String,
+    /// The label to show (a discovered model's name); `general.name` when absent.
+    #[serde(default)]
+    name: Option<String>,
 }
 
 pub fn add(inner: &Inner, args: AddArgs) -> ApiResult {
@@ -35,8 +39,22 @@ pub fn add(inner: &Inner, args: AddArgs) -> ApiResult {
     // Hashing a multi-GB file takes a while: on its own connection, so chat and runs (which
     // share the app's) never wait on it.
     let service = crate::Service::open(inner.data_dir.clone())?;
-    let (model, _) = service.add_model(Path::new(path), None)?;
+    let name = args
+        .name
+        .as_deref()
+        .map(str::trim)
+        .filter(|n| !n.is_empty());
+    let (model, _) = service.add_model(Path::new(path), name)?;
     Ok(serde_json::to_value(model).expect("model serialises"))
+}
+
+/// The GGUF models on this machine (LM Studio, Ollama, the llama.cpp and Hugging Face caches,
+/// the folders of Settings), each with whether it can be trained and whether it is registered.
+pub fn discover(inner: &Inner) -> ApiResult {
+    let places = Places::of_this_machine(&inner.settings().model_folders);
+    // Reading every header takes a moment: on its own connection, as `models_add`.
+    let found = crate::Service::open(inner.data_dir.clone())?.discover_models(&places)?;
+    Ok(to_json(found))
 }
 
 /// The built-in model: the tiny arithmetic task model shipped in the binary, written into the

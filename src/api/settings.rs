@@ -3,7 +3,7 @@
 use super::{ApiError, ApiResult, Inner, util::lock};
 use evolve_core::{DataDir, SamplerConfig};
 use serde::{Deserialize, Serialize};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 pub const SETTINGS_FILE: &str = "settings.json";
 
@@ -62,6 +62,9 @@ pub struct Settings {
     pub threads: i32,
     pub gpu_layers: u32,
     pub export_dir: String,
+    /// Folders searched for GGUF models besides LM Studio's, Ollama's and the caches.
+    #[serde(default)]
+    pub model_folders: Vec<String>,
     pub sampler: Sampler,
 }
 
@@ -73,6 +76,7 @@ impl Settings {
             threads: cores as i32,
             gpu_layers: 0,
             export_dir: data_dir.root().join("exports").display().to_string(),
+            model_folders: Vec::new(),
             sampler: Sampler::from_config(&SamplerConfig::default()),
         }
     }
@@ -108,7 +112,7 @@ pub fn load(data_dir: &DataDir) -> anyhow::Result<Settings> {
     Ok(s)
 }
 
-pub fn get(inner: &Inner) -> ApiResult {
+pub(crate) fn get(inner: &Inner) -> ApiResult {
     Ok(serde_json::to_value(inner.settings()).expect("settings serialise"))
 }
 
@@ -117,7 +121,7 @@ pub struct SetArgs {
     settings: Settings,
 }
 
-pub fn set(inner: &Inner, args: SetArgs) -> ApiResult {
+pub(crate) fn set(inner: &Inner, args: SetArgs) -> ApiResult {
     let mut s = args.settings;
     if !(1..=MAX_THREADS).contains(&s.threads) {
         return Err(ApiError::bad(format!(
@@ -134,6 +138,16 @@ pub fn set(inner: &Inner, args: SetArgs) -> ApiResult {
     s.sampler.validate()?;
     if s.export_dir.trim().is_empty() {
         return Err(ApiError::bad("the export folder must not be empty"));
+    }
+    s.model_folders.retain(|f| !f.trim().is_empty());
+    if let Some(f) = s
+        .model_folders
+        .iter()
+        .find(|f| !Path::new(f.trim()).is_absolute())
+    {
+        return Err(ApiError::bad(format!(
+            "a model folder must be an absolute path, not {f}"
+        )));
     }
     s.data_dir = inner.data_dir.root().display().to_string();
     let path = file(&inner.data_dir);

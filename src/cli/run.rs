@@ -319,7 +319,7 @@ fn verdict_details(details: &serde_json::Value) -> String {
         (Some(got), Some(want)) => {
             let got = got
                 .as_str()
-                .map_or("nothing".to_string(), |g| format!("{g}"));
+                .map_or("nothing".to_string(), |g| g.to_string());
             let via = details
                 .get("via")
                 .and_then(|v| v.as_str())

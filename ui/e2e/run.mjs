@@ -4,6 +4,7 @@
 //
 //   node ui/e2e/run.mjs <url-with-token> <screenshot-dir>
 //   env: E2E_MODEL (a GGUF to register), E2E_DATASET (a GSM8K JSONL), E2E_EXPORT_DIR,
+//   E2E_DISCOVER (set: the server's HOME has the fake LM Studio/Ollama models of tests/browser_e2e.rs),
 //        CHROMIUM (default /usr/bin/chromium)
 //
 // Registers the model from the welcome panel, chats with 2 refinement steps, imports the data
@@ -169,6 +170,21 @@ try {
   await page.waitForTimeout(300);
   await shot("08-models-exported");
   log(`exported ${exported}`);
+
+  if (process.env.E2E_DISCOVER) {
+    log("models: found on this machine, register the Ollama one");
+    const rows = page.getByTestId("discovered-row");
+    const ollama = rows.filter({ hasText: "tiny:latest" });
+    await ollama.waitFor({ timeout: 30000 });
+    await rows.filter({ hasText: "bartowski/Tiny-GGUF/tiny-Q8_0.gguf" }).waitFor({ timeout: 5000 });
+    const broken = (await rows.filter({ hasText: "broken:latest" }).getByTestId("discovered-problem").textContent()) ?? "";
+    if (!broken.includes("broken manifest")) throw new Error(`the broken manifest is shown as "${broken}"`);
+    await ollama.getByTestId("discovered-register").click();
+    await ollama.getByText("registered").waitFor({ timeout: 30000 });
+    await page.getByTestId("discovered").scrollIntoViewIfNeeded();
+    await page.waitForTimeout(300);
+    await shot("09-models-discovered");
+  }
 } catch (e) {
   failed = true;
   console.error(`E2E FAILED: ${e.stack ?? e}`);

@@ -13,6 +13,8 @@ import type { ChatSummary } from "./bindings/ChatSummary";
 import type { Dataset } from "./bindings/Dataset";
 import type { DatasetImport } from "./bindings/DatasetImport";
 import type { DryRun } from "./bindings/DryRun";
+import type { Exported } from "./bindings/Exported";
+import type { FoundModel } from "./bindings/FoundModel";
 import type { Model } from "./bindings/Model";
 import type { RunStateEvent } from "./bindings/RunStateEvent";
 import type { RunStatus } from "./bindings/RunStatus";
@@ -41,6 +43,8 @@ export type {
   Dataset,
   DatasetImport,
   DryRun,
+  Exported,
+  FoundModel,
   Model,
   RunStateEvent,
   RunPreflight,
@@ -90,9 +94,11 @@ export interface PairFilter {
   review: Review | null;
 }
 
-export type ExportFormat = "gguf_lora" | "peft" | "merged_gguf" | "trl_pairs";
+export type ExportFormat = "gguf_lora" | "peft" | "merged_gguf" | "trl_pairs" | "ollama" | "lm_studio";
 export const EXPORT_FORMATS: { value: ExportFormat; label: string }[] = [
-  { value: "gguf_lora", label: "GGUF LoRA (llama.cpp, Ollama)" },
+  { value: "gguf_lora", label: "GGUF LoRA (llama.cpp)" },
+  { value: "ollama", label: "Ollama (GGUF LoRA + Modelfile)" },
+  { value: "lm_studio", label: "LM Studio (merged GGUF in its models folder)" },
   { value: "peft", label: "PEFT safetensors (transformers)" },
   { value: "merged_gguf", label: "Merged GGUF model" },
   { value: "trl_pairs", label: "Preference pairs (TRL JSONL)" },
@@ -104,9 +110,10 @@ export type PathKind = "model" | "dataset" | "folder";
 export interface Commands {
   status: [Record<string, never>, Status];
   models_list: [Record<string, never>, Model[]];
-  models_add: [{ path: string }, Model];
+  models_add: [{ path: string; name?: string }, Model];
   models_use_builtin: [Record<string, never>, Model];
   models_fetch: [{ name: string }, Model];
+  models_discover: [Record<string, never>, FoundModel[]];
   datasets_list: [Record<string, never>, Dataset[]];
   datasets_import: [{ path: string; format: string | null; name: string | null }, DatasetImport];
   chat_send: [ChatSendArgs, ChatStarted];
@@ -126,7 +133,7 @@ export interface Commands {
   pairs_list: [PairFilter, Pair[]];
   pair_review: [{ pair_id: number; action: "approve" | "veto" | "edit" | "reset"; text: string | null }, Pair];
   adapters_list: [Record<string, never>, Adapter[]];
-  adapter_export: [{ adapter_id: number; format: ExportFormat; dir: string; overwrite?: boolean }, { path: string }];
+  adapter_export: [{ adapter_id: number; format: ExportFormat; dir: string; overwrite?: boolean }, Exported];
   adapter_check: [{ adapter_id: number }, AdapterCheck];
   settings_get: [Record<string, never>, Settings];
   settings_set: [{ settings: Settings }, Settings];

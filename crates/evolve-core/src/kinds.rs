@@ -139,6 +139,10 @@ string_enum! {
         MergedGguf => "merged_gguf",
         /// The preference pairs of the adapter's run, as TRL JSONL.
         TrlPairs => "trl_pairs",
+        /// The GGUF LoRA with a Modelfile on its base, created in Ollama when it is installed.
+        Ollama => "ollama",
+        /// The merged GGUF (Q8_0) in LM Studio's models folder.
+        LmStudio => "lm_studio",
     }
 }
 

@@ -40,24 +40,21 @@ fn templates(vocabs: &Path) -> Vec<(String, String, String, String)> {
         ));
     }
     let smollm2 = real_models::smollm2(TEST);
-    match smollm2 {
-        Some(path) => {
-            let f = evolve_gguf::read_path(&path).unwrap();
-            let tokens = f.get("tokenizer.ggml.tokens").unwrap().as_array().unwrap();
-            let tok = |k: &str| {
-                tokens[f.get_u64(k).unwrap() as usize]
-                    .as_str()
-                    .unwrap()
-                    .to_string()
-            };
-            out.push((
-                "smollm2".into(),
-                f.get_str("tokenizer.chat_template").unwrap().to_string(),
-                tok("tokenizer.ggml.bos_token_id"),
-                tok("tokenizer.ggml.eos_token_id"),
-            ));
-        }
-        None => {}
+    if let Some(path) = smollm2 {
+        let f = evolve_gguf::read_path(&path).unwrap();
+        let tokens = f.get("tokenizer.ggml.tokens").unwrap().as_array().unwrap();
+        let tok = |k: &str| {
+            tokens[f.get_u64(k).unwrap() as usize]
+                .as_str()
+                .unwrap()
+                .to_string()
+        };
+        out.push((
+            "smollm2".into(),
+            f.get_str("tokenizer.chat_template").unwrap().to_string(),
+            tok("tokenizer.ggml.bos_token_id"),
+            tok("tokenizer.ggml.eos_token_id"),
+        ));
     }
     out
 }

@@ -5,4 +5,8 @@ export type Settings = {
 /**
  * Read-only: where this backend keeps its data (set by `--data-dir` / `EVOLVE_DATA_DIR`).
  */
-data_dir: string, threads: number, gpu_layers: number, export_dir: string, sampler: Sampler, };
+data_dir: string, threads: number, gpu_layers: number, export_dir: string, 
+/**
+ * Folders searched for GGUF models besides LM Studio's, Ollama's and the caches.
+ */
+model_folders: Array<string>, sampler: Sampler, };

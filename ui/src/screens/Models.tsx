@@ -1,5 +1,5 @@
 import { useState } from "preact/hooks";
-import { call, EXPORT_FORMATS, type Adapter, type AdapterCheck, type ExportFormat, type Model } from "../api";
+import { call, EXPORT_FORMATS, type Adapter, type AdapterCheck, type ExportFormat, type Exported, type FoundModel, type Model } from "../api";
 import { Badge, Empty, ErrorBanner, PathInput } from "../components/common";
 import { Icon } from "../components/icons";
 import { errorText, fmtBytes, fmtDate, fmtNum, fmtParams, modelName, useLoad } from "../util";
@@ -30,6 +30,95 @@ function AddModel({ onAdded }: { onAdded: () => void }) {
         </button>
       </div>
       <ErrorBanner error={error} onClose={() => setError(null)} />
+    </div>
+  );
+}
+
+const SOURCES: Record<FoundModel["source"], string> = {
+  lm_studio: "LM Studio",
+  ollama: "Ollama",
+  llama_cpp: "llama.cpp cache",
+  hugging_face: "Hugging Face cache",
+  folder: "folder",
+};
+
+/** The GGUF models already on this machine (LM Studio, Ollama, caches, Settings' folders). */
+function Discovered({ onAdded }: { onAdded: () => void }) {
+  const found = useLoad(() => call("models_discover"));
+  const [busy, setBusy] = useState<string | null>(null);
+  const [error, setError] = useState<string | null>(null);
+  async function register(m: FoundModel) {
+    setBusy(m.path);
+    setError(null);
+    try {
+      await call("models_add", { path: m.path, name: m.name });
+      await found.reload();
+      onAdded();
+    } catch (e) {
+      setError(errorText(e));
+    } finally {
+      setBusy(null);
+    }
+  }
+  const list = found.data ?? [];
+  return (
+    <div class="discovered" data-testid="discovered">
+      <div class="row">
+        <h3 class="grow">On this machine</h3>
+        <button class="ghost" disabled={found.loading} onClick={() => void found.reload()} data-testid="discover-refresh">
+          Search again
+        </button>
+      </div>
+      <p class="muted small">
+        LM Studio's and Ollama's models, the llama.cpp and Hugging Face caches, and the folders of Settings. Registering records the file's path; nothing is copied.
+      </p>
+      <ErrorBanner error={error ?? found.error} onClose={() => setError(null)} />
+      {found.data && list.length === 0 && <Empty>No GGUF models found. Add a folder in Settings, or give a path above.</Empty>}
+      {list.length > 0 && (
+        <table class="table" data-testid="discovered-table">
+          <thead>
+            <tr>
+              <th>Source</th>
+              <th>Name</th>
+              <th>Architecture</th>
+              <th>Quant</th>
+              <th class="num">Size</th>
+              <th />
+            </tr>
+          </thead>
+          <tbody>
+            {list.map((m) => (
+              <tr key={`${m.source}:${m.name}:${m.path}`} data-testid="discovered-row" class={m.problem ? "muted" : ""}>
+                <td>
+                  <Badge tone={m.source === "ollama" || m.source === "lm_studio" ? "accent" : ""}>{SOURCES[m.source]}</Badge>
+                </td>
+                <td>
+                  <div class="mono">{m.name}</div>
+                  {m.problem && (
+                    <div class="bad-text small" data-testid="discovered-problem">
+                      {m.problem}
+                    </div>
+                  )}
+                </td>
+                <td>{m.architecture ?? "–"}</td>
+                <td>{m.quantization ?? "–"}</td>
+                <td class="num">{m.size === null ? "–" : fmtBytes(m.size)}</td>
+                <td>
+                  {m.registered_id !== null ? (
+                    <Badge tone="ok">registered</Badge>
+                  ) : m.trainable ? (
+                    <button class="secondary" disabled={busy !== null} onClick={() => void register(m)} data-testid="discovered-register" title={m.path}>
+                      <Icon name="plus" size={16} /> {busy === m.path ? "Registering…" : "Register"}
+                    </button>
+                  ) : (
+                    <Badge tone="bad">not usable</Badge>
+                  )}
+                </td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      )}
     </div>
   );
 }
@@ -90,7 +179,7 @@ function AdapterCard({ a, exportDir }: { a: Adapter; exportDir: string }) {
   const [format, setFormat] = useState<ExportFormat>("gguf_lora");
   const [dir, setDir] = useState<string | null>(null);
   const [busy, setBusy] = useState(false);
-  const [exported, setExported] = useState<string | null>(null);
+  const [exported, setExported] = useState<Exported | null>(null);
   const [check, setCheck] = useState<AdapterCheck | null>(null);
   const [error, setError] = useState<string | null>(null);
   const folder = dir ?? exportDir;
@@ -100,13 +189,14 @@ function AdapterCard({ a, exportDir }: { a: Adapter; exportDir: string }) {
     setError(null);
     setExported(null);
     try {
-      const args = { adapter_id: a.id, format, dir: folder.trim() };
+      // LM Studio's export goes into its own models folder, found by the backend.
+      const args = { adapter_id: a.id, format, dir: format === "lm_studio" ? "" : folder.trim() };
       try {
-        setExported((await call("adapter_export", args)).path);
+        setExported(await call("adapter_export", args));
       } catch (e) {
         // An export of the same name is never replaced silently: ask first.
         if (!errorText(e).includes("already exists") || !window.confirm(`${errorText(e)}\n\nOverwrite it?`)) throw e;
-        setExported((await call("adapter_export", { ...args, overwrite: true })).path);
+        setExported(await call("adapter_export", { ...args, overwrite: true }));
       }
     } catch (e) {
       setError(errorText(e));
@@ -176,14 +266,26 @@ function AdapterCard({ a, exportDir }: { a: Adapter; exportDir: string }) {
             </option>
           ))}
         </select>
-        <PathInput kind="folder" value={folder} onChange={setDir} testid="export-dir" />
-        <button class="primary" disabled={busy || !folder.trim()} onClick={doExport} data-testid="export">
+        {format === "lm_studio" ? (
+          <span class="muted small grow">into LM Studio's models folder (evolve-studio/…)</span>
+        ) : (
+          <PathInput kind="folder" value={folder} onChange={setDir} testid="export-dir" />
+        )}
+        <button class="primary" disabled={busy || (format !== "lm_studio" && !folder.trim())} onClick={doExport} data-testid="export">
           <Icon name="download" size={16} /> Export
         </button>
       </div>
       {exported && (
         <p class="ok-text small" data-testid="export-result">
-          Exported to <span class="mono">{exported}</span>
+          Exported to <span class="mono">{exported.path}</span>
+          {exported.note && (
+            <>
+              <br />
+              <span class="mono" data-testid="export-note">
+                {exported.note}
+              </span>
+            </>
+          )}
         </p>
       )}
       <ErrorBanner error={error} onClose={() => setError(null)} />
@@ -219,6 +321,12 @@ export function Models({ onChange }: { onChange: () => void }) {
             <ModelCard key={m.id} m={m} />
           ))}
         </div>
+        <Discovered
+          onAdded={() => {
+            void models.reload();
+            onChange();
+          }}
+        />
       </section>
       <section>
         <h2>Adapters</h2>

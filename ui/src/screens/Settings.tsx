@@ -58,6 +58,18 @@ export function Settings() {
           <Field label="Export folder">
             <PathInput kind="folder" value={s.export_dir} onChange={(v) => up((n) => (n.export_dir = v))} testid="settings-export-dir" hint />
           </Field>
+          <Field label="Model folders" hint="One folder per line, searched for GGUF files besides LM Studio's, Ollama's and the llama.cpp and Hugging Face caches.">
+            <textarea
+              rows={3}
+              class="mono"
+              value={s.model_folders.join("\n")}
+              onInput={(e) => {
+                const lines = (e.currentTarget as HTMLTextAreaElement).value.split("\n");
+                up((n) => (n.model_folders = lines));
+              }}
+              data-testid="settings-model-folders"
+            />
+          </Field>
           <h2>Default sampler</h2>
           <div class="grid3">
             <Field label="Temperature">
