@@ -202,10 +202,7 @@ impl AdapterSource {
                         .context("cannot write the Modelfile")?;
                 }
                 (ExportFormat::Peft, Some(t)) => {
-                    let name = self
-                        .base_model
-                        .file_stem()
-                        .map(|s| s.to_string_lossy().into_owned());
+                    let name = crate::models::hf_name(&crate::models::inspect(&self.base_model)?);
                     t.export_peft(&partial, name.as_deref())
                         .context("export failed")?;
                 }

@@ -110,3 +110,23 @@ pub fn check_fits(estimate: &evolve_train::MemoryEstimate) -> Result<()> {
     }
     Ok(())
 }
+
+/// The model's name for PEFT's `base_model_name_or_path`, from the GGUF's metadata: its Hugging
+/// Face repository (`general.repo_url`, `general.source.repo_url`) when recorded, else
+/// `general.name`. Never the file name, which is the user's.
+pub fn hf_name(file: &GgufFile) -> Option<String> {
+    for key in ["general.repo_url", "general.source.repo_url"] {
+        let repo = file
+            .get_str(key)
+            .and_then(|url| url.split("huggingface.co/").nth(1))
+            .map(|rest| rest.split('/').take(2).collect::<Vec<_>>())
+            .filter(|parts| parts.len() == 2 && parts.iter().all(|p| !p.is_empty()));
+        if let Some(parts) = repo {
+            return Some(parts.join("/"));
+        }
+    }
+    file.get_str("general.name")
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .map(String::from)
+}

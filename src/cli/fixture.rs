@@ -1,6 +1,6 @@
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
-use evolve::gguf::tiny::{TinyLlamaConfig, WeightType, write_tiny_llama};
+use evolve::gguf::tiny::{TinyLlamaConfig, WeightType, rewrite_as_qwen2, write_tiny_llama};
 use evolve::task_model::{Mix, TaskModelConfig, train_task_model};
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
@@ -12,6 +12,39 @@ pub enum FixtureCommand {
     Random(RandomArgs),
     /// Train the tiny task model (two-digit addition with worked answers) from scratch on the CPU
     Task(TaskArgs),
+    /// A random adapter on a model (B ≠ 0, so it moves the logits) or a trained one, written as a checkpoint,
+    /// GGUF LoRA and PEFT folder, with candle's logits with and without it: what
+    /// scripts/check-peft.sh compares with transformers + PEFT
+    Adapter(AdapterArgs),
+}
+
+#[derive(Args)]
+pub struct AdapterArgs {
+    /// The base model (GGUF)
+    #[arg(long)]
+    model: PathBuf,
+    /// Output folder: adapter.safetensors, adapter.gguf, peft/, logits.json
+    #[arg(long)]
+    out: PathBuf,
+    #[arg(long, default_value_t = 8)]
+    rank: usize,
+    #[arg(long, default_value_t = 16.0)]
+    alpha: f64,
+    #[arg(long, default_value_t = 7)]
+    seed: u64,
+    /// Standard deviation of the random B matrices
+    #[arg(long, default_value_t = 0.02)]
+    std: f64,
+    /// Token ids to compute the logits of (every position)
+    #[arg(long, value_delimiter = ',', default_value = "1,17,42,5,99,23,8,64")]
+    tokens: Vec<u32>,
+    /// A trained adapter's checkpoint (adapter.safetensors, of --rank and --alpha) instead of
+    /// a random one
+    #[arg(long)]
+    weights: Option<PathBuf>,
+    /// PEFT's base_model_name_or_path [default: from the GGUF's metadata]
+    #[arg(long)]
+    base_name: Option<String>,
 }
 
 #[derive(Args)]
@@ -76,11 +109,16 @@ pub struct RandomArgs {
     /// Training context length written to the metadata [default: 512]
     #[arg(long)]
     ctx: Option<u32>,
+    /// llama; qwen2 (the same weights with q/k/v biases and NEOX RoPE); or qwen3 (random
+    /// weights of the same width, head size 32, q/k head norms, tied embeddings; f32)
+    #[arg(long, default_value = "llama")]
+    arch: String,
 }
 
 pub fn run(cmd: FixtureCommand) -> Result<()> {
     match cmd {
         FixtureCommand::Task(args) => task(args),
+        FixtureCommand::Adapter(args) => adapter(args),
         FixtureCommand::Random(args) => {
             let weight_type: WeightType = args.weight_type.parse()?;
             let mut cfg = TinyLlamaConfig::default();
@@ -103,7 +141,25 @@ pub fn run(cmd: FixtureCommand) -> Result<()> {
             if let Some(dir) = args.out.parent().filter(|d| !d.as_os_str().is_empty()) {
                 std::fs::create_dir_all(dir)?;
             }
-            let summary = write_tiny_llama(&args.out, &cfg, weight_type)?;
+            let summary = match args.arch.as_str() {
+                "llama" => write_tiny_llama(&args.out, &cfg, weight_type)?,
+                "qwen2" => {
+                    let llama = args.out.with_extension("llama.partial");
+                    write_tiny_llama(&llama, &cfg, weight_type)?;
+                    let written = rewrite_as_qwen2(&llama, &args.out, cfg.seed);
+                    let _ = std::fs::remove_file(&llama);
+                    written?
+                }
+                "qwen3" => {
+                    let llama = args.out.with_extension("llama.partial");
+                    write_tiny_llama(&llama, &cfg, weight_type)?;
+                    let written = evolve::train::tiny::write_tiny_qwen3(&llama, &args.out);
+                    let _ = std::fs::remove_file(&llama);
+                    written?;
+                    evolve::gguf::read_path(&args.out)?.summary()
+                }
+                other => anyhow::bail!("--arch must be llama, qwen2 or qwen3, not {other}"),
+            };
             println!(
                 "wrote {} ({} parameters, {}, {} bytes)",
                 args.out.display(),
@@ -114,6 +170,37 @@ pub fn run(cmd: FixtureCommand) -> Result<()> {
             Ok(())
         }
     }
+}
+
+fn adapter(args: AdapterArgs) -> Result<()> {
+    use evolve::train::export::TrainedAdapter;
+    std::fs::create_dir_all(&args.out)?;
+    let t = match &args.weights {
+        Some(w) => TrainedAdapter::load(&args.model, w, args.rank, args.alpha)?,
+        None => TrainedAdapter::random(&args.model, args.rank, args.alpha, args.seed, args.std)?,
+    };
+    t.save_weights(&args.out.join(evolve::train::CHECKPOINT_WEIGHTS))?;
+    t.export_gguf_lora(&args.out.join("adapter.gguf"))?;
+    let base_name = match args.base_name {
+        Some(name) => Some(name),
+        None => evolve::models::hf_name(&evolve::models::inspect(&args.model)?),
+    };
+    let peft = args.out.join("peft");
+    let _ = std::fs::remove_dir_all(&peft);
+    t.export_peft(&peft, base_name.as_deref())?;
+    let logits = serde_json::json!({
+        "tokens": args.tokens,
+        "base": t.logits(&args.tokens, false)?,
+        "adapted": t.logits(&args.tokens, true)?,
+    });
+    std::fs::write(args.out.join("logits.json"), logits.to_string())?;
+    println!(
+        "wrote {}: adapter.safetensors, adapter.gguf, peft/ ({}), logits.json ({} tokens)",
+        args.out.display(),
+        base_name.as_deref().unwrap_or("no base name"),
+        args.tokens.len()
+    );
+    Ok(())
 }
 
 fn task(args: TaskArgs) -> Result<()> {

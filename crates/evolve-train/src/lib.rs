@@ -28,6 +28,7 @@ pub mod optim;
 mod preference;
 mod preflight;
 mod sft;
+pub mod tiny;
 mod tokenizer;
 mod trainer;
 

@@ -247,3 +247,56 @@ fn random_normal(seed: u64, tensor_name: &str, n: u64) -> Vec<f32> {
         .map(|_| (rng.next_normal() * WEIGHT_STD) as f32)
         .collect()
 }
+
+/// The GGUF model `src` (a `llama`) rewritten as a `qwen2` at `out`: the same weights under
+/// `qwen2.*` keys, plus random q/k/v biases (normal, σ 0.5, from `seed`), which qwen2 has and
+/// llama.cpp requires. llama.cpp and transformers run it with NEOX RoPE.
+pub fn rewrite_as_qwen2(src: &Path, out: &Path, seed: u64) -> Result<ModelSummary, GgufError> {
+    let file = read_path(src)?;
+    if file.architecture() != Some("llama") {
+        return Err(GgufError::Invalid(format!(
+            "{} is not a llama model",
+            src.display()
+        )));
+    }
+    let mut w = GgufWriter::new();
+    for (key, value) in &file.metadata {
+        let key = match key.strip_prefix("llama.") {
+            Some(rest) => format!("qwen2.{rest}"),
+            None => key.clone(),
+        };
+        let value = if key == "general.architecture" {
+            Value::String("qwen2".into())
+        } else {
+            value.clone()
+        };
+        w.add_metadata(key, value);
+    }
+    let mut rng = SplitMix64::new(seed);
+    for info in &file.tensors {
+        let bytes = file.read_tensor_bytes(&info.name)?;
+        w.add_tensor(
+            info.name.clone(),
+            info.dims.clone(),
+            TensorData::Raw {
+                ggml_type: info.ggml_type,
+                bytes,
+            },
+        )?;
+        for part in ["attn_q", "attn_k", "attn_v"] {
+            if info.name.ends_with(&format!("{part}.weight")) {
+                let n_out = info.dims[1];
+                let bias: Vec<f32> = (0..n_out)
+                    .map(|_| (rng.next_normal() * 0.5) as f32)
+                    .collect();
+                w.add_tensor(
+                    info.name.replace(".weight", ".bias"),
+                    vec![n_out],
+                    TensorData::F32(bias),
+                )?;
+            }
+        }
+    }
+    w.write_to_path(out)?;
+    Ok(read_path(out)?.summary())
+}

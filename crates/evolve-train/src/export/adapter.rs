@@ -1,9 +1,10 @@
 //! An adapter trained here, loaded back with its base model for the exports that need the
 //! weights themselves (PEFT, merged GGUF) rather than its GGUF LoRA file.
 
-use super::{TokenizerMetadata, WeightType, export_gguf_model, export_peft};
+use super::{TokenizerMetadata, WeightType, export_gguf_lora, export_gguf_model, export_peft};
 use crate::{LlamaModel, Lora, LoraConfig, Result};
-use candle_core::{DType, Device};
+use candle_core::{DType, Device, Tensor};
+use evolve_core::rng::SplitMix64;
 use std::path::Path;
 
 /// A base model (in f32 on the CPU) and a LoRA adapter's trained weights on it.
@@ -25,6 +26,47 @@ impl TrainedAdapter {
         let mut lora = Lora::new(model.config(), config, model.master_dtype(), model.device())?;
         lora.load_weights(weights)?;
         Ok(TrainedAdapter { model, lora })
+    }
+
+    /// The base `base` with a fresh adapter of rank `rank` whose `B` is random (normal, standard
+    /// deviation `std`, from `seed`) instead of zero: an adapter that moves the logits, for
+    /// checking the exports against other implementations without a training run.
+    pub fn random(base: &Path, rank: usize, alpha: f64, seed: u64, std: f64) -> Result<Self> {
+        let model = LlamaModel::load(base, &Device::Cpu, DType::F32)?;
+        let config = LoraConfig {
+            rank,
+            alpha,
+            seed,
+            ..LoraConfig::default()
+        };
+        let lora = Lora::new(model.config(), config, model.master_dtype(), model.device())?;
+        for (name, var) in lora.named_vars() {
+            if name.ends_with("lora_b") {
+                let mut rng = SplitMix64::for_tensor(seed, &name);
+                let values: Vec<f32> = (0..var.elem_count())
+                    .map(|_| (rng.next_normal() * std) as f32)
+                    .collect();
+                var.set(&Tensor::from_vec(values, var.shape(), var.device())?)?;
+            }
+        }
+        Ok(TrainedAdapter { model, lora })
+    }
+
+    /// The adapter's weights as a checkpoint (`adapter.safetensors`), as training saves them.
+    pub fn save_weights(&self, path: &Path) -> Result<()> {
+        Ok(self.lora.varmap().save(path)?)
+    }
+
+    /// The adapter as a GGUF LoRA for llama.cpp.
+    pub fn export_gguf_lora(&self, out: &Path) -> Result<()> {
+        export_gguf_lora(&self.lora, self.model.config(), out)
+    }
+
+    /// The next-token logits after every token of `ids` (f32), with or without the adapter.
+    pub fn logits(&self, ids: &[u32], adapted: bool) -> Result<Vec<Vec<f32>>> {
+        let x = Tensor::new(ids, self.model.device())?.unsqueeze(0)?;
+        let lora = adapted.then_some(&self.lora);
+        Ok(self.model.forward_with(&x, lora)?.get(0)?.to_vec2()?)
     }
 
     /// PEFT `adapter_config.json` + `adapter_model.safetensors` in the folder `out`.

@@ -41,49 +41,8 @@ pub fn f32_lora(model: &evolve_train::LlamaModel, rank: usize, alpha: f64) -> ev
 /// q/k/v biases (llama.cpp requires them for qwen2). llama.cpp runs it with NEOX RoPE.
 pub fn tiny_qwen2(dir: &Path) -> PathBuf {
     let src = tiny_llama(dir, WeightType::F32);
-    let file = read_path(&src).unwrap();
-    let mut w = GgufWriter::new();
-    for (key, value) in &file.metadata {
-        let key = match key.strip_prefix("llama.") {
-            Some(rest) => format!("qwen2.{rest}"),
-            None => key.clone(),
-        };
-        let value = if key == "general.architecture" {
-            Value::String("qwen2".into())
-        } else {
-            value.clone()
-        };
-        w.add_metadata(key, value);
-    }
-    let mut rng = SplitMix64::new(42);
-    for info in &file.tensors {
-        let bytes = file.read_tensor_bytes(&info.name).unwrap();
-        w.add_tensor(
-            info.name.clone(),
-            info.dims.clone(),
-            TensorData::Raw {
-                ggml_type: info.ggml_type,
-                bytes,
-            },
-        )
-        .unwrap();
-        for part in ["attn_q", "attn_k", "attn_v"] {
-            if info.name.ends_with(&format!("{part}.weight")) {
-                let n_out = info.dims[1];
-                let bias: Vec<f32> = (0..n_out)
-                    .map(|_| (rng.next_normal() * 0.5) as f32)
-                    .collect();
-                w.add_tensor(
-                    info.name.replace(".weight", ".bias"),
-                    vec![n_out],
-                    TensorData::F32(bias),
-                )
-                .unwrap();
-            }
-        }
-    }
     let path = dir.join("tiny-qwen2.gguf");
-    w.write_to_path(&path).unwrap();
+    evolve_gguf::tiny::rewrite_as_qwen2(&src, &path, 42).unwrap();
     path
 }
 
@@ -181,52 +140,9 @@ pub mod llama_cpp {
 /// A tiny random Qwen3: no biases, RMS norms on every query and key head (random weights, so a
 /// misplaced norm shows), and a head size (32) that is not the width over the heads (64 / 4).
 pub fn tiny_qwen3(dir: &Path) -> PathBuf {
-    use evolve_train::export::{TokenizerMetadata, export_gguf_model};
-    use evolve_train::{Architecture, LlamaConfig};
     let vocab_from = tiny_llama(dir, WeightType::F32);
-    let base = LlamaConfig::from_gguf(&read_path(&vocab_from).unwrap()).unwrap();
-    let config = LlamaConfig {
-        architecture: Architecture::Qwen3,
-        head_dim: 32,
-        rope_dims: 32,
-        rope_freq_base: 1_000_000.0,
-        tied_embeddings: true,
-        ..base
-    };
-    let model = evolve_train::LlamaModel::new_random_f32_cpu(&config, 11).unwrap();
-    let plain = dir.join("tiny-qwen3-plain.gguf");
-    export_gguf_model(
-        &model,
-        &plain,
-        WeightType::F32,
-        TokenizerMetadata::CopyFrom(&vocab_from),
-    )
-    .unwrap();
-    let file = read_path(&plain).unwrap();
-    let mut w = GgufWriter::new();
-    for (key, value) in &file.metadata {
-        w.add_metadata(key.clone(), value.clone());
-    }
-    let mut rng = SplitMix64::new(7);
-    for info in &file.tensors {
-        let data = if info.name.ends_with("_norm.weight") && info.name.contains(".attn_") {
-            let n = info.dims[0] as usize;
-            TensorData::F32(
-                (0..n)
-                    .map(|_| (1.0 + rng.next_normal() * 0.3) as f32)
-                    .collect(),
-            )
-        } else {
-            TensorData::Raw {
-                ggml_type: info.ggml_type,
-                bytes: file.read_tensor_bytes(&info.name).unwrap(),
-            }
-        };
-        w.add_tensor(info.name.clone(), info.dims.clone(), data)
-            .unwrap();
-    }
     let path = dir.join("tiny-qwen3.gguf");
-    w.write_to_path(&path).unwrap();
+    evolve_train::tiny::write_tiny_qwen3(&vocab_from, &path).unwrap();
     path
 }
 
