@@ -48,6 +48,18 @@ pub struct AdapterSource {
     pub run: Option<RunId>,
 }
 
+/// What to export an adapter as, and where.
+#[derive(Debug, Clone, Copy)]
+pub struct ExportRequest<'a> {
+    pub format: ExportFormat,
+    /// An absolute folder (for LM Studio: its models folder; empty = the one on this machine).
+    pub dir: &'a str,
+    /// Replace an export of the same name.
+    pub overwrite: bool,
+    /// PEFT's `base_model_name_or_path` (default: from the base GGUF's metadata).
+    pub base_name: Option<&'a str>,
+}
+
 /// A finished export.
 #[derive(Debug, Clone, Serialize, ts_rs::TS)]
 #[ts(export)]
@@ -145,13 +157,13 @@ impl AdapterSource {
     /// into place when complete; an export already there is replaced only with `overwrite`.
     /// For LM Studio `dir` is its models folder, found on this machine when empty. `service`
     /// is only read for TRL pairs.
-    pub fn export(
-        &self,
-        service: &Service,
-        format: ExportFormat,
-        dir: &str,
-        overwrite: bool,
-    ) -> Result<Exported> {
+    pub fn export(&self, service: &Service, request: &ExportRequest) -> Result<Exported> {
+        let ExportRequest {
+            format,
+            dir,
+            overwrite,
+            base_name,
+        } = *request;
         let id = self.adapter.id.0;
         let (dir, name) = match format {
             ExportFormat::GgufLora => (dir.to_string(), format!("adapter-{id}.gguf")),
@@ -202,7 +214,10 @@ impl AdapterSource {
                         .context("cannot write the Modelfile")?;
                 }
                 (ExportFormat::Peft, Some(t)) => {
-                    let name = crate::models::hf_name(&crate::models::inspect(&self.base_model)?);
+                    let name = match base_name {
+                        Some(name) => Some(name.to_string()),
+                        None => crate::models::hf_name(&crate::models::inspect(&self.base_model)?),
+                    };
                     t.export_peft(&partial, name.as_deref())
                         .context("export failed")?;
                 }

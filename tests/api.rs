@@ -849,6 +849,31 @@ fn adapters_are_handed_to_ollama_and_lm_studio_where_discovery_finds_them() {
         "{out}"
     );
 
+    // PEFT's base_model_name_or_path: the base GGUF's general.name, or what the user says.
+    let peft_base = |base_name: Option<&str>| -> Value {
+        let out = f
+            .api
+            .call(
+                "adapter_export",
+                json!({"adapter_id": id, "format": "peft", "dir": exports, "overwrite": true, "base_name": base_name}),
+            )
+            .unwrap();
+        let config =
+            std::path::Path::new(out["path"].as_str().unwrap()).join("adapter_config.json");
+        let config: Value =
+            serde_json::from_str(&std::fs::read_to_string(config).unwrap()).unwrap();
+        config["base_model_name_or_path"].clone()
+    };
+    let general_name = evolve::gguf::read_path(&base)
+        .unwrap()
+        .get_str("general.name")
+        .map(String::from);
+    assert_eq!(peft_base(None), json!(general_name));
+    assert_eq!(
+        peft_base(Some("org/Tiny-Instruct")),
+        json!("org/Tiny-Instruct")
+    );
+
     let out = cli(
         "/usr/bin:/bin",
         &["adapters", "export", &id_arg, "--format", "lm_studio"],

@@ -2,6 +2,7 @@
 
 use super::{ApiError, ApiResult, Inner};
 use crate::Service;
+use crate::adapters::ExportRequest;
 use evolve_core::ExportFormat;
 use evolve_store::AdapterId;
 use serde::Deserialize;
@@ -19,6 +20,9 @@ pub struct ExportArgs {
     /// Replace an export of the same name already in `dir` (else that is an error).
     #[serde(default)]
     overwrite: bool,
+    /// PEFT's `base_model_name_or_path` (default: from the base GGUF's metadata).
+    #[serde(default)]
+    base_name: Option<String>,
 }
 
 pub fn export(inner: &Inner, args: ExportArgs) -> ApiResult {
@@ -31,7 +35,17 @@ pub fn export(inner: &Inner, args: ExportArgs) -> ApiResult {
         .adapter_source(AdapterId(args.adapter_id))?;
     // A merged export takes a while: on its own connection, not the shared one.
     let service = Service::open(inner.data_dir.clone())?;
-    let exported = source.export(&service, format, &args.dir, args.overwrite)?;
+    let request = ExportRequest {
+        format,
+        dir: &args.dir,
+        overwrite: args.overwrite,
+        base_name: args
+            .base_name
+            .as_deref()
+            .map(str::trim)
+            .filter(|n| !n.is_empty()),
+    };
+    let exported = source.export(&service, &request)?;
     Ok(serde_json::to_value(exported).expect("an export serialises"))
 }
 

@@ -4,6 +4,7 @@ use super::run::EngineArgs;
 use anyhow::{Result, bail};
 use clap::Subcommand;
 use evolve::Service;
+use evolve::adapters::ExportRequest;
 use evolve::core::ExportFormat;
 use evolve::engines::EngineCache;
 use evolve::store::AdapterId;
@@ -31,6 +32,10 @@ pub enum AdaptersCommand {
         /// Replace an export of the same name already in that folder
         #[arg(long)]
         force: bool,
+        /// PEFT's base_model_name_or_path, e.g. HuggingFaceTB/SmolLM2-135M-Instruct [default:
+        /// the base GGUF's general.repo_url or general.name]
+        #[arg(long)]
+        base_name: Option<String>,
     },
     /// Compare the base model and the adapter on a fixed prompt: an adapter that changes no
     /// logit is not applied (a wrong base model, an empty adapter)
@@ -66,6 +71,7 @@ pub fn run(cmd: AdaptersCommand, service: &Service) -> Result<()> {
             format,
             out,
             force,
+            base_name,
         } => {
             let out = match out {
                 Some(out) => std::path::absolute(&out)?.display().to_string(),
@@ -73,7 +79,15 @@ pub fn run(cmd: AdaptersCommand, service: &Service) -> Result<()> {
                 None => bail!("give the folder to export into: --out DIR"),
             };
             let source = service.adapter_source(AdapterId(adapter))?;
-            let exported = source.export(service, format, &out, force)?;
+            let exported = source.export(
+                service,
+                &ExportRequest {
+                    format,
+                    dir: &out,
+                    overwrite: force,
+                    base_name: base_name.as_deref(),
+                },
+            )?;
             println!("wrote {}", exported.path);
             if let Some(note) = exported.note {
                 println!("{note}");
