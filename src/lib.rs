@@ -38,5 +38,6 @@ pub mod runs;
 pub mod service;
 pub mod task_model;
 pub mod tasks;
+pub mod train_pairs;
 
 pub use service::Service;

@@ -602,3 +602,163 @@ fn built_in_tasks_are_listed_and_become_datasets_with_their_verifier() {
         stderr(&out)
     );
 }
+
+/// TRL preference pairs on the task model's arithmetic, in the forms TRL accepts, with two bad
+/// lines (5: not JSON; 9: no rejected answer).
+fn trl_pairs(dir: &Path) -> PathBuf {
+    let mut lines = Vec::new();
+    for i in 0..14u32 {
+        let (a, b) = (11 + 7 * i % 80, 23 + 5 * i % 70);
+        let q = format!("What is {a} + {b}?");
+        let good = format!("{a} + {b} = {}\n#### {}", a + b, a + b);
+        let bad = format!("{a} + {b} = {}\n#### {}", a + b + 10, a + b + 10);
+        let line = match i % 3 {
+            0 => serde_json::json!({"prompt": [{"role": "user", "content": q}],
+                "chosen": [{"role": "assistant", "content": good}],
+                "rejected": [{"role": "assistant", "content": bad}]}),
+            1 => {
+                serde_json::json!({"prompt": format!("Q: {q}\nA: "), "chosen": good, "rejected": bad})
+            }
+            _ => serde_json::json!({
+                "chosen": [{"role": "user", "content": q}, {"role": "assistant", "content": good}],
+                "rejected": [{"role": "user", "content": q}, {"role": "assistant", "content": bad}]}),
+        };
+        lines.push(line.to_string());
+    }
+    lines[4] = "{\"prompt\": \"cut off".into();
+    lines[8] = serde_json::json!({"prompt": "x", "chosen": "y"}).to_string();
+    let path = dir.join("pairs.jsonl");
+    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+    path
+}
+
+#[test]
+fn train_on_trl_pairs_gives_an_adapter_llama_cpp_applies_and_ctrl_c_resumes_to_the_same_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = support::task_model();
+    let pairs = trl_pairs(dir.path());
+    let train_args = |out: &Path| -> Vec<String> {
+        [
+            "train",
+            "--model",
+            model.to_str().unwrap(),
+            "--pairs",
+            pairs.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--epochs",
+            "8",
+            "--batch-size",
+            "2",
+            "--checkpoint-every",
+            "1000",
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+    let whole = dir.path().join("whole");
+    let mut args = train_args(&whole);
+    args.push("--peft".into());
+    let out = evolve(
+        dir.path(),
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("pairs.jsonl:5: skipped: not JSON"), "{err}");
+    assert!(
+        err.contains("pairs.jsonl:9: skipped: a pair needs 'chosen' and 'rejected'"),
+        "{err}"
+    );
+    assert!(
+        stdout(&out).contains("training on 12 pairs"),
+        "{}",
+        stdout(&out)
+    );
+    let adapter = whole.join("adapter.gguf");
+    assert!(whole.join("peft/adapter_config.json").is_file());
+    let chat = evolve(
+        dir.path(),
+        &[
+            "chat",
+            "--model",
+            model.to_str().unwrap(),
+            "--adapter",
+            adapter.to_str().unwrap(),
+            "--max-tokens",
+            "8",
+            "--temperature",
+            "0",
+            "What is 12 + 30?",
+        ],
+    );
+    assert!(
+        chat.status.success(),
+        "llama.cpp applies the adapter: {}",
+        stderr(&chat)
+    );
+    // The same output folder again is refused: it would mix two trainings.
+    let again = evolve(
+        dir.path(),
+        &train_args(&whole)
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    );
+    assert!(
+        stderr(&again).contains("already holds a trained adapter"),
+        "{}",
+        stderr(&again)
+    );
+
+    // Ctrl-C mid-training: a checkpoint, no adapter; --resume ends on the same bytes.
+    let parted = dir.path().join("parted");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_evolve"))
+        .args(train_args(&parted))
+        .env("EVOLVE_DATA_DIR", dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(child.stdout.take().unwrap()));
+    let first = lines.next().unwrap().unwrap();
+    assert!(first.starts_with("training on"), "{first}");
+    // The output folder appears when training starts; Ctrl-C a moment later. (Stopped before
+    // the first step ends, it still stops after that step: 48 steps are far from done.)
+    while !parted.is_dir() && child.try_wait().unwrap().is_none() {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let rest: Vec<String> = lines.map(|l| l.unwrap()).collect();
+    let status = child.wait().unwrap();
+    assert!(!status.success(), "stopped, not finished: {rest:?}");
+    assert!(
+        rest.iter().any(|l| l.starts_with("interrupted at step")),
+        "{rest:?}"
+    );
+    assert!(parted.join("checkpoint").is_dir() && !parted.join("adapter.gguf").exists());
+    let mut resume = train_args(&parted);
+    resume.push("--resume".into());
+    let out = evolve(
+        dir.path(),
+        &resume.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        std::fs::read(parted.join("adapter.gguf")).unwrap(),
+        std::fs::read(&adapter).unwrap(),
+        "interrupted and resumed = uninterrupted"
+    );
+    assert!(
+        !parted.join("checkpoint").exists(),
+        "a finished training removes its checkpoint"
+    );
+}

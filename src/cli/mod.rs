@@ -13,6 +13,7 @@ mod progress;
 mod run;
 mod serve;
 mod tasks;
+mod train;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -62,6 +63,8 @@ enum Command {
     /// Trained adapters: list, export (GGUF LoRA, PEFT, merged GGUF, TRL pairs), check
     #[command(subcommand)]
     Adapters(adapters::AdaptersCommand),
+    /// Train a LoRA on a file of preference pairs (TRL's format), outside any run
+    Train(train::TrainArgs),
     /// Review preference pairs before training: list, approve, veto, edit, reset
     #[command(subcommand)]
     Pairs(pairs::PairsCommand),
@@ -113,6 +116,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Run(cmd) => run::run(cmd, &Service::open(data_dir()?)?),
         Command::Adapters(cmd) => adapters::run(cmd, &Service::open(data_dir()?)?),
         Command::Pairs(cmd) => pairs::run(cmd, &Service::open(data_dir()?)?),
+        Command::Train(args) => train::train(args),
         Command::Tasks(cmd) => tasks::run(cmd, &Service::open(data_dir()?)?),
         Command::Demo(args) => demo::demo(args, &Service::open(data_dir()?)?),
         Command::Serve(args) => serve::serve(args, data_dir()?),

@@ -341,7 +341,7 @@ fn dataset_arg(service: &Service, spec: &str) -> Result<DatasetId> {
 
 /// Set by Ctrl-C: runs pause at the next safe point and resume where they stopped. One
 /// handler per process (the `ctrlc` crate allows one), shared by every run it drives.
-fn ctrl_c_flag() -> &'static AtomicBool {
+pub(super) fn ctrl_c_flag() -> &'static AtomicBool {
     static STOP: std::sync::OnceLock<Arc<AtomicBool>> = std::sync::OnceLock::new();
     STOP.get_or_init(|| {
         let stop = Arc::new(AtomicBool::new(false));

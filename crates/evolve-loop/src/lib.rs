@@ -19,3 +19,4 @@ pub mod probe;
 pub mod run;
 pub mod scoreboard;
 pub mod tasks;
+pub mod trl;

@@ -172,6 +172,10 @@ impl LoraDpoTrainer {
         })?;
         let lora_config = trainer.lora().config().clone();
         let gguf_path = out_dir.join(ADAPTER_GGUF);
+        if outcome.cancelled && every > 0 && outcome.steps > 0 {
+            // Stopped between steps (Ctrl-C, pause): the next start continues from here.
+            trainer.save_checkpoint_whole(&checkpoint)?;
+        }
         if !outcome.cancelled {
             trainer.save_checkpoint(out_dir)?;
             // Written beside and renamed, so a crash never leaves a half-written adapter.

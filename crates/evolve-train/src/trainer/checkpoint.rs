@@ -58,7 +58,7 @@ impl<'m> Trainer<'m> {
 
     /// [`Self::save_checkpoint`] into `<dir>.partial`, then swapped in for `dir`: a kill leaves
     /// either the old checkpoint, or none (only a partial one, which is never read).
-    pub(super) fn save_checkpoint_whole(&self, dir: &Path) -> Result<()> {
+    pub(crate) fn save_checkpoint_whole(&self, dir: &Path) -> Result<()> {
         let io = |path: &Path| {
             let path = path.to_path_buf();
             move |source| TrainError::Io { path, source }

@@ -3,7 +3,6 @@
 
 use candle_core::{DType, Device, Tensor};
 use evolve_gguf::tiny::{SplitMix64, TinyLlamaConfig, WeightType, write_tiny_llama};
-use evolve_gguf::{GgufWriter, TensorData, Value, read_path};
 use evolve_train::export::export_gguf_lora;
 use evolve_train::{LlamaModel, Lora, LoraConfig, OptimConfig, TrainConfig, Trainer};
 use std::path::{Path, PathBuf};
