@@ -7,17 +7,11 @@
 # whose B is not zero; and, when the real-model study has run, its trained EVOLVE adapter.
 # Results: docs/peft-check.md. A check tool, not a runtime dependency.
 #
-#   EVOLVE_PEFT_VENV   the virtual environment (default ~/.cache/evolve-studio/peft-venv). PyPI
-#                      has no CPU-only torch for Linux: the install pulls CUDA wheels (~5.6 GB)
+#   EVOLVE_PEFT_VENV   the virtual environment (scripts/bench/setup.sh makes it)
 #   EVOLVE_STUDY_DIR   the study's data directory (default target/study)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-venv="${EVOLVE_PEFT_VENV:-$HOME/.cache/evolve-studio/peft-venv}"
-if ! "$venv/bin/python" -c "import torch, transformers, peft, gguf" 2>/dev/null; then
-    python3 -m venv "$venv"
-    "$venv/bin/pip" install --quiet torch==2.15.0 transformers==5.24.0 peft==0.21.2 gguf==0.19.0 \
-        safetensors numpy
-fi
+python="$(bash scripts/bench/setup.sh)"
 cargo build --release --workspace --bins
 evolve=target/release/evolve
 work=target/check-peft
@@ -44,4 +38,4 @@ if [[ -f "$trained" ]]; then
         --out "$work/smollm2-evolve-round2"
     args+=("smollm2-evolve-round2=$work/smollm2-evolve-round2=$smollm2")
 fi
-"$venv/bin/python" scripts/check_peft.py "${args[@]}" 2>"$work/python.log" | tee "$work/result.md"
+"$python" scripts/check_peft.py "${args[@]}" 2>"$work/python.log" | tee "$work/result.md"

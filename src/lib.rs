@@ -22,6 +22,7 @@ pub use evolve_train as train;
 pub mod adapters;
 pub mod api;
 pub mod bench;
+pub mod bench_train;
 pub mod catalog;
 pub mod chat;
 pub mod data;

@@ -3,6 +3,7 @@ use clap::{Args, Subcommand};
 use evolve::bench::{
     BenchRow, ReferenceRow, bench_sample, default_tools_dir, find_reference, run_reference,
 };
+use evolve::bench_train::{StepTiming, TrainBench};
 use evolve::gguf::tiny::{TinyLlamaConfig, WeightType, write_tiny_llama};
 use std::path::PathBuf;
 
@@ -10,6 +11,260 @@ use std::path::PathBuf;
 pub enum BenchCommand {
     /// Batched sampling speed (one shared prompt, B samples), next to llama.cpp's batched-bench
     Sample(SampleArgs),
+    /// One LoRA-DPO training step (reference forward, policy forward and backward, AdamW),
+    /// next to PyTorch + PEFT (scripts/bench/dpo_reference.py)
+    Train(TrainArgs),
+}
+
+#[derive(Args)]
+pub struct TrainArgs {
+    /// tiny, 0.5b (Qwen2.5-0.5B's shape), 1b, 8b (random weights) or a GGUF file
+    #[arg(long, default_value = "tiny")]
+    shape: String,
+    /// Preference pairs per step
+    #[arg(long, default_value_t = 4)]
+    pairs: usize,
+    /// Tokens per sequence (prompt + answer)
+    #[arg(long, default_value_t = 256)]
+    seq: usize,
+    #[arg(long, default_value_t = 128)]
+    prompt_tokens: usize,
+    /// LoRA rank (alpha = 2 × rank; all seven linear modules)
+    #[arg(long, default_value_t = 16)]
+    rank: usize,
+    /// CPU threads [default: all cores]
+    #[arg(long)]
+    threads: Option<usize>,
+    /// cpu or cuda
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    #[arg(long, default_value = "f32", value_parser = ["f32", "bf16"])]
+    dtype: String,
+    /// Alternating runs of ours and the reference (a process each); the table shows medians
+    #[arg(long, default_value_t = 5)]
+    repeat: usize,
+    /// Untimed steps in each process before the timed ones
+    #[arg(long, default_value_t = 1)]
+    warmup: usize,
+    /// Timed steps in each process (their median counts)
+    #[arg(long, default_value_t = 1)]
+    steps: usize,
+    /// The reference's command line, to which the same flags are appended, e.g.
+    /// "$HOME/.cache/evolve-studio/peft-venv/bin/python scripts/bench/dpo_reference.py"
+    #[arg(long)]
+    reference: Option<String>,
+    /// Instead of timing: one DPO loss and its LoRA gradients on the same weights and pairs,
+    /// ours against the reference's (relative error < 1e-4 in f32); tiny or a GGUF shape
+    #[arg(long)]
+    check: bool,
+    /// Measure in this process and print one JSON line (what each turn runs)
+    #[arg(long, hide = true)]
+    one: bool,
+}
+
+impl TrainArgs {
+    fn threads(&self) -> usize {
+        self.threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(4, |n| n.get()))
+    }
+
+    /// The flags both sides are run with.
+    fn flags(&self) -> Vec<String> {
+        let mut f = Vec::new();
+        for (k, v) in [
+            ("--shape", self.shape.clone()),
+            ("--pairs", self.pairs.to_string()),
+            ("--seq", self.seq.to_string()),
+            ("--prompt-tokens", self.prompt_tokens.to_string()),
+            ("--rank", self.rank.to_string()),
+            ("--threads", self.threads().to_string()),
+            ("--device", self.device.clone()),
+            ("--dtype", self.dtype.clone()),
+            ("--warmup", self.warmup.to_string()),
+            ("--steps", self.steps.to_string()),
+        ] {
+            f.push(k.to_string());
+            f.push(v);
+        }
+        f
+    }
+
+    fn bench(&self) -> Result<TrainBench> {
+        let bench = TrainBench {
+            shape: self.shape.parse().map_err(anyhow::Error::msg)?,
+            pairs: self.pairs,
+            seq: self.seq,
+            prompt_tokens: self.prompt_tokens,
+            rank: self.rank,
+            threads: self.threads(),
+            dtype: evolve::bench_train::dtype(&self.dtype)?,
+            device: evolve::bench_train::device(&self.device)?,
+        };
+        bench.validate()?;
+        if self.repeat == 0 || self.steps == 0 {
+            bail!("--repeat and --steps must be positive");
+        }
+        Ok(bench)
+    }
+}
+
+/// `--check`: our loss and gradients written, the reference recomputes and compares them.
+fn check(args: &TrainArgs, bench: &TrainBench) -> Result<()> {
+    let Some(reference) = &args.reference else {
+        bail!("--check needs --reference");
+    };
+    let dir = tempfile::tempdir()?;
+    let model = match &bench.shape {
+        evolve::bench_train::Shape::File(path) => path.clone(),
+        evolve::bench_train::Shape::Tiny => {
+            let path = dir.path().join("tiny.gguf");
+            write_tiny_llama(&path, &TinyLlamaConfig::default(), WeightType::F32)?;
+            path
+        }
+        _ => {
+            bail!("--check runs on tiny or a GGUF file (the reference must load the same weights)")
+        }
+    };
+    let ours = bench.write_check(&model, dir.path())?;
+    let cmd: Vec<&str> = reference.split_whitespace().collect();
+    let mut a: Vec<String> = cmd[1..].iter().map(|s| s.to_string()).collect();
+    a.extend(args.flags());
+    a.extend(["--check".to_string(), dir.path().display().to_string()]);
+    let out = std::process::Command::new(cmd[0])
+        .args(&a)
+        .output()
+        .with_context(|| format!("cannot run {}", cmd[0]))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .unwrap_or("");
+    let v: serde_json::Value = serde_json::from_str(line).with_context(|| {
+        format!(
+            "the reference printed no result: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })?;
+    let loss_err = v["loss_rel_err"].as_f64().unwrap_or(f64::NAN);
+    let grad_err = v["grad_rel_err_max"].as_f64().unwrap_or(f64::NAN);
+    println!(
+        "shape {}: loss ours {ours:.8} reference {:.8} (relative error {loss_err:.1e}); LoRA \
+         gradients: {} tensors, largest relative error {grad_err:.1e}",
+        args.shape, v["loss"], v["tensors"]
+    );
+    if !(loss_err < 1e-4 && grad_err < 1e-4) {
+        bail!("ours and the reference differ by more than 1e-4");
+    }
+    println!("same loss and gradients (< 1e-4)");
+    Ok(())
+}
+
+/// Runs `program args` and reads the JSON line it prints last.
+fn timing_of(program: &str, args: &[String], env: &[(&str, String)]) -> Result<StepTiming> {
+    let out = std::process::Command::new(program)
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .output()
+        .with_context(|| format!("cannot run {program}"))?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        bail!(
+            "{program} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .last()
+                .unwrap_or("")
+        );
+    }
+    let line = stdout
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .unwrap_or("");
+    serde_json::from_str(line).with_context(|| format!("{program} printed no result: {stdout}"))
+}
+
+fn train(args: TrainArgs) -> Result<()> {
+    let bench = args.bench()?;
+    if args.one {
+        let timing = bench.measure(args.warmup, args.steps)?;
+        println!("{}", serde_json::to_string(&timing)?);
+        return Ok(());
+    }
+    if args.check {
+        return check(&args, &bench);
+    }
+    let exe = std::env::current_exe()?.display().to_string();
+    let mut ours_args = vec!["bench".to_string(), "train".into(), "--one".into()];
+    ours_args.extend(args.flags());
+    // candle's CPU kernels size their thread pool from this.
+    let env = [("RAYON_NUM_THREADS", bench.threads.to_string())];
+    let reference: Option<Vec<String>> = args
+        .reference
+        .as_ref()
+        .map(|r| r.split_whitespace().map(String::from).collect());
+    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    for turn in 0..args.repeat {
+        ours.push(timing_of(&exe, &ours_args, &env)?);
+        if let Some(cmd) = &reference {
+            let mut a = cmd[1..].to_vec();
+            a.extend(args.flags());
+            theirs.push(timing_of(&cmd[0], &a, &[]).context("the reference")?);
+        }
+        eprintln!("turn {}/{} done", turn + 1, args.repeat);
+    }
+    let med = |v: &[StepTiming], f: fn(&StepTiming) -> f64| {
+        let mut x: Vec<f64> = v.iter().map(f).collect();
+        evolve::bench_train::median(&mut x)
+    };
+    let mib = |b: f64| b / (1u64 << 20) as f64;
+    println!(
+        "shape {}, {} parameters, {} pairs × 2 × {} tokens ({} prompt), rank {}, {} threads, {} {}; \
+         medians of {} alternating runs ({} warm-up + {} timed steps each)",
+        args.shape,
+        ours[0].parameters,
+        args.pairs,
+        args.seq,
+        args.prompt_tokens,
+        args.rank,
+        bench.threads,
+        args.device,
+        args.dtype,
+        args.repeat,
+        args.warmup,
+        args.steps
+    );
+    println!("| side | ms/step | tokens/s | peak memory | loss |");
+    println!("|---|---:|---:|---:|---:|");
+    let row = |name: &str, v: &[StepTiming]| {
+        println!(
+            "| {name} | {:.1} | {:.1} | {:.0} MiB | {:.4} |",
+            med(v, |t| t.ms_per_step),
+            med(v, |t| t.tokens_per_s),
+            mib(med(v, |t| t.peak_rss_bytes as f64)),
+            med(v, |t| t.loss)
+        )
+    };
+    row("ours (candle)", &ours);
+    if !theirs.is_empty() {
+        row("PyTorch + PEFT", &theirs);
+        let mut ratios: Vec<f64> = ours
+            .iter()
+            .zip(&theirs)
+            .map(|(o, t)| o.tokens_per_s / t.tokens_per_s)
+            .collect();
+        let (lo, hi) = (
+            ratios.iter().copied().fold(f64::INFINITY, f64::min),
+            ratios.iter().copied().fold(0.0, f64::max),
+        );
+        println!(
+            "tokens/s ratio ours / reference: {:.2}× (per-turn range {lo:.2}–{hi:.2})",
+            evolve::bench_train::median(&mut ratios)
+        );
+    }
+    Ok(())
 }
 
 #[derive(Args)]
@@ -37,7 +292,10 @@ pub struct SampleArgs {
 }
 
 pub fn run(cmd: BenchCommand) -> Result<()> {
-    let BenchCommand::Sample(args) = cmd;
+    let args = match cmd {
+        BenchCommand::Sample(args) => args,
+        BenchCommand::Train(args) => return train(args),
+    };
     if args.batch.is_empty()
         || args.batch.contains(&0)
         || args.prompt_tokens == 0

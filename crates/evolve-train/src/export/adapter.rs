@@ -2,7 +2,8 @@
 //! weights themselves (PEFT, merged GGUF) rather than its GGUF LoRA file.
 
 use super::{TokenizerMetadata, WeightType, export_gguf_lora, export_gguf_model, export_peft};
-use crate::{LlamaModel, Lora, LoraConfig, Result};
+use crate::loss::{PreferencePair, evolve_loss, reference_logps};
+use crate::{LlamaModel, Lora, LoraConfig, Result, TrainConfig};
 use candle_core::{DType, Device, Tensor};
 use evolve_core::rng::SplitMix64;
 use std::path::Path;
@@ -67,6 +68,48 @@ impl TrainedAdapter {
         let x = Tensor::new(ids, self.model.device())?.unsqueeze(0)?;
         let lora = adapted.then_some(&self.lora);
         Ok(self.model.forward_with(&x, lora)?.get(0)?.to_vec2()?)
+    }
+
+    /// The EVOLVE loss of `pairs` under `config` (the base as reference), and its gradient
+    /// for every adapter variable written as a PEFT folder `grads_dir` (gradients where the
+    /// weights would be, in PEFT's layout): what one step of PyTorch + PEFT on the same weights
+    /// and pairs must reproduce.
+    pub fn loss_and_grads(
+        &self,
+        pairs: &[PreferencePair],
+        config: &TrainConfig,
+        grads_dir: &Path,
+    ) -> Result<f64> {
+        let pairs: Vec<&PreferencePair> = pairs.iter().collect();
+        let pad = config.optim.pad_id;
+        let refs = reference_logps(&self.model, None, &pairs, config.dpo_kind, pad)?;
+        let out = evolve_loss(
+            &self.model,
+            &self.lora,
+            &pairs,
+            &refs,
+            &config.loss_config(),
+            pad,
+        )?;
+        let loss = out.loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+        let grads = out.loss.backward()?;
+        let holder = Lora::new(
+            self.model.config(),
+            self.lora.config().clone(),
+            self.model.master_dtype(),
+            self.model.device(),
+        )?;
+        let by_name: std::collections::HashMap<String, candle_core::Var> =
+            holder.named_vars().into_iter().collect();
+        for (name, var) in self.lora.named_vars() {
+            let g = match grads.get(var.as_tensor()) {
+                Some(g) => g.clone(),
+                None => var.as_tensor().zeros_like()?,
+            };
+            by_name[&name].set(&g)?;
+        }
+        export_peft(&holder, self.model.config(), grads_dir, None)?;
+        Ok(loss)
     }
 
     /// PEFT `adapter_config.json` + `adapter_model.safetensors` in the folder `out`.
