@@ -762,3 +762,50 @@ fn train_on_trl_pairs_gives_an_adapter_llama_cpp_applies_and_ctrl_c_resumes_to_t
         "a finished training removes its checkpoint"
     );
 }
+
+#[test]
+fn bench_train_times_a_step_in_its_own_process_and_reports_the_fresh_adapters_loss() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = evolve(
+        dir.path(),
+        &[
+            "bench",
+            "train",
+            "--shape",
+            "tiny",
+            "--pairs",
+            "2",
+            "--seq",
+            "32",
+            "--prompt-tokens",
+            "16",
+            "--repeat",
+            "2",
+            "--warmup",
+            "0",
+            "--threads",
+            "1",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("shape tiny, 119616 parameters, 2 pairs × 2 × 32 tokens"),
+        "{text}"
+    );
+    // B = 0 at the first step: policy = reference, so the DPO loss is ln 2.
+    let row = text
+        .lines()
+        .find(|l| l.starts_with("| ours (candle)"))
+        .expect(&text);
+    assert!(row.ends_with("| 0.6931 |"), "{row}");
+    let bad = evolve(
+        dir.path(),
+        &["bench", "train", "--prompt-tokens", "300", "--seq", "256"],
+    );
+    assert!(
+        stderr(&bad).contains("--prompt-tokens must be at least 1 and leave room"),
+        "{}",
+        stderr(&bad)
+    );
+}
