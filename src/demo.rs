@@ -375,19 +375,22 @@ impl Service {
         })
     }
 
-    /// The last round's direct answers of run `b` against run `a`'s, problem by problem (both
-    /// evaluated on the same held-out problems): does one variant beat the other.
-    pub fn compare_runs(&self, a: RunId, b: RunId) -> Result<Option<PairedComparison>> {
+    /// The last round's `measure` (direct, or refined after k steps) of run `b` against run
+    /// `a`'s, problem by problem (both evaluated on the same held-out problems): does one
+    /// variant beat the other.
+    pub fn compare_runs(
+        &self,
+        a: RunId,
+        b: RunId,
+        measure: evolve_core::EvalMeasure,
+    ) -> Result<Option<PairedComparison>> {
         let last_direct = |run: RunId| -> Result<Option<Vec<evolve_core::EvalAnswer>>> {
             let rounds = self.store().rounds_of_run(run)?;
             let Some(last) = rounds.last() else {
                 return Ok(None);
             };
-            let metric = evolve_core::EvalMetric::new(
-                evolve_core::EvalSubject::Trained,
-                evolve_core::EvalMeasure::Direct,
-            )
-            .to_string();
+            let metric = evolve_core::EvalMetric::new(evolve_core::EvalSubject::Trained, measure)
+                .to_string();
             Ok(self
                 .store()
                 .evaluations_of_run(run)?

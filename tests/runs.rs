@@ -721,6 +721,10 @@ fn demo_compare_reports_paired_results_and_keeps_sizes_apart() {
         .collect();
     assert_eq!(against, ["iterative_dpo", "rft"]);
     assert_eq!(results["comparisons"][0]["direct"]["n"], 8);
+    assert_eq!(
+        results["comparisons"][0]["refined"]["n"], 8,
+        "refine@1 compared too"
+    );
 
     // Another size in the same data directory gets its own dataset; the first is untouched,
     // and rerunning the first command reuses its finished runs.

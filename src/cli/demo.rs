@@ -5,7 +5,7 @@ use super::run::{EngineArgs, drive_with};
 use anyhow::{Context, Result};
 use clap::Args;
 use evolve::Service;
-use evolve::core::{PairedComparison, RoundState};
+use evolve::core::{EvalMeasure, PairedComparison, RoundState};
 use evolve::demo::{DemoSettings, REAL_MODEL_TASK, Variant, VariantResult};
 use evolve::method::run::{Progress, RunConfig};
 use evolve::method::tasks::BuiltinTask;
@@ -220,6 +220,8 @@ struct Comparison {
     evolve_vs: Variant,
     /// EVOLVE's direct answers against the variant's, problem by problem.
     direct: Option<PairedComparison>,
+    /// The same for the answers after one refinement step.
+    refined: Option<PairedComparison>,
 }
 
 /// Each variant's final round against EVOLVE's with the same seed, problem by problem.
@@ -235,7 +237,16 @@ fn comparisons(service: &Service, results: &[VariantResult]) -> Result<Vec<Compa
         out.push(Comparison {
             seed: r.seed,
             evolve_vs: r.variant,
-            direct: service.compare_runs(RunId(r.run_id), RunId(evolve.run_id))?,
+            direct: service.compare_runs(
+                RunId(r.run_id),
+                RunId(evolve.run_id),
+                EvalMeasure::Direct,
+            )?,
+            refined: service.compare_runs(
+                RunId(r.run_id),
+                RunId(evolve.run_id),
+                EvalMeasure::Refined(1),
+            )?,
         });
     }
     Ok(out)
@@ -288,16 +299,19 @@ fn print_comparison(results: &[VariantResult], comparisons: &[Comparison], refin
         "\n== the last round against EVOLVE's, same seed (EVOLVE − other, [95% CI], EVOLVE wins/losses, McNemar p)"
     );
     for c in comparisons {
-        if let Some(d) = &c.direct {
-            println!(
-                "evolve vs {:<14} seed {}: {}  {}/{}  {}",
-                c.evolve_vs.name(),
-                c.seed,
-                ci(d),
-                d.wins,
-                d.losses,
-                p_value(d.p_value)
-            );
+        for (what, cmp) in [("direct", &c.direct), ("refine@1", &c.refined)] {
+            if let Some(d) = cmp {
+                println!(
+                    "evolve vs {:<14} seed {} {:<8}: {}  {}/{}  {}",
+                    c.evolve_vs.name(),
+                    c.seed,
+                    what,
+                    ci(d),
+                    d.wins,
+                    d.losses,
+                    p_value(d.p_value)
+                );
+            }
         }
     }
 }
