@@ -16,6 +16,11 @@
 //! `build-llama-tools.sh` builds the reference as Release (`-O3`). Compare like with like, or
 //! set `LLAMA_LIB_PROFILE=Release` for the cargo build.
 
+/// `evolve bench train`: a LoRA-DPO step timed next to PyTorch + PEFT (the training engine's).
+pub mod train {
+    pub use evolve_train::bench::*;
+}
+
 use anyhow::{Context, Result, bail};
 use evolve_core::{GenerationEvent, GenerationRequest, SamplerConfig};
 use evolve_llama::{EngineOptions, LlamaEngine};

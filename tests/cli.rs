@@ -796,7 +796,7 @@ fn bench_train_times_a_step_in_its_own_process_and_reports_the_fresh_adapters_lo
     // B = 0 at the first step: policy = reference, so the DPO loss is ln 2.
     let row = text
         .lines()
-        .find(|l| l.starts_with("| ours (candle)"))
+        .find(|l| l.starts_with("| ours (EVOLVE)"))
         .expect(&text);
     assert!(row.ends_with("| 0.6931 |"), "{row}");
     let bad = evolve(

@@ -1,9 +1,9 @@
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
+use evolve::bench::train::{StepTiming, TrainBench};
 use evolve::bench::{
     BenchRow, ReferenceRow, bench_sample, default_tools_dir, find_reference, run_reference,
 };
-use evolve::bench_train::{StepTiming, TrainBench};
 use evolve::gguf::tiny::{TinyLlamaConfig, WeightType, write_tiny_llama};
 use std::path::PathBuf;
 
@@ -97,8 +97,8 @@ impl TrainArgs {
             prompt_tokens: self.prompt_tokens,
             rank: self.rank,
             threads: self.threads(),
-            dtype: evolve::bench_train::dtype(&self.dtype)?,
-            device: evolve::bench_train::device(&self.device)?,
+            dtype: evolve::bench::train::dtype(&self.dtype)?,
+            device: evolve::bench::train::device(&self.device)?,
         };
         bench.validate()?;
         if self.repeat == 0 || self.steps == 0 {
@@ -115,8 +115,8 @@ fn check(args: &TrainArgs, bench: &TrainBench) -> Result<()> {
     };
     let dir = tempfile::tempdir()?;
     let model = match &bench.shape {
-        evolve::bench_train::Shape::File(path) => path.clone(),
-        evolve::bench_train::Shape::Tiny => {
+        evolve::bench::train::Shape::File(path) => path.clone(),
+        evolve::bench::train::Shape::Tiny => {
             let path = dir.path().join("tiny.gguf");
             write_tiny_llama(&path, &TinyLlamaConfig::default(), WeightType::F32)?;
             path
@@ -199,7 +199,7 @@ fn train(args: TrainArgs) -> Result<()> {
     let exe = std::env::current_exe()?.display().to_string();
     let mut ours_args = vec!["bench".to_string(), "train".into(), "--one".into()];
     ours_args.extend(args.flags());
-    // candle's CPU kernels size their thread pool from this.
+    // The training engine's CPU kernels size their thread pool from this.
     let env = [("RAYON_NUM_THREADS", bench.threads.to_string())];
     let reference: Option<Vec<String>> = args
         .reference
@@ -217,7 +217,7 @@ fn train(args: TrainArgs) -> Result<()> {
     }
     let med = |v: &[StepTiming], f: fn(&StepTiming) -> f64| {
         let mut x: Vec<f64> = v.iter().map(f).collect();
-        evolve::bench_train::median(&mut x)
+        evolve::bench::train::median(&mut x)
     };
     let mib = |b: f64| b / (1u64 << 20) as f64;
     println!(
@@ -247,7 +247,7 @@ fn train(args: TrainArgs) -> Result<()> {
             med(v, |t| t.loss)
         )
     };
-    row("ours (candle)", &ours);
+    row("ours (EVOLVE)", &ours);
     if !theirs.is_empty() {
         row("PyTorch + PEFT", &theirs);
         let mut ratios: Vec<f64> = ours
@@ -261,7 +261,7 @@ fn train(args: TrainArgs) -> Result<()> {
         );
         println!(
             "tokens/s ratio ours / reference: {:.2}× (per-turn range {lo:.2}–{hi:.2})",
-            evolve::bench_train::median(&mut ratios)
+            evolve::bench::train::median(&mut ratios)
         );
     }
     Ok(())

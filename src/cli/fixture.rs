@@ -1,6 +1,7 @@
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
-use evolve::gguf::tiny::{TinyLlamaConfig, WeightType, rewrite_as_qwen2, write_tiny_llama};
+use evolve::fixtures::{AdapterFixture, write_tiny};
+use evolve::gguf::tiny::{TinyLlamaConfig, WeightType};
 use evolve::task_model::{Mix, TaskModelConfig, train_task_model};
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
@@ -12,8 +13,8 @@ pub enum FixtureCommand {
     Random(RandomArgs),
     /// Train the tiny task model (two-digit addition with worked answers) from scratch on the CPU
     Task(TaskArgs),
-    /// A random adapter on a model (B ≠ 0, so it moves the logits) or a trained one, written as a checkpoint,
-    /// GGUF LoRA and PEFT folder, with candle's logits with and without it: what
+    /// A random adapter on a model (B ≠ 0, so it moves the logits) or a trained one, written
+    /// as a checkpoint, GGUF LoRA and PEFT folder, with our logits with and without it: what
     /// scripts/check-peft.sh compares with transformers + PEFT
     Adapter(AdapterArgs),
 }
@@ -141,25 +142,7 @@ pub fn run(cmd: FixtureCommand) -> Result<()> {
             if let Some(dir) = args.out.parent().filter(|d| !d.as_os_str().is_empty()) {
                 std::fs::create_dir_all(dir)?;
             }
-            let summary = match args.arch.as_str() {
-                "llama" => write_tiny_llama(&args.out, &cfg, weight_type)?,
-                "qwen2" => {
-                    let llama = args.out.with_extension("llama.partial");
-                    write_tiny_llama(&llama, &cfg, weight_type)?;
-                    let written = rewrite_as_qwen2(&llama, &args.out, cfg.seed);
-                    let _ = std::fs::remove_file(&llama);
-                    written?
-                }
-                "qwen3" => {
-                    let llama = args.out.with_extension("llama.partial");
-                    write_tiny_llama(&llama, &cfg, weight_type)?;
-                    let written = evolve::train::tiny::write_tiny_qwen3(&llama, &args.out);
-                    let _ = std::fs::remove_file(&llama);
-                    written?;
-                    evolve::gguf::read_path(&args.out)?.summary()
-                }
-                other => anyhow::bail!("--arch must be llama, qwen2 or qwen3, not {other}"),
-            };
+            let summary = write_tiny(&args.arch, &cfg, weight_type, &args.out)?;
             println!(
                 "wrote {} ({} parameters, {}, {} bytes)",
                 args.out.display(),
@@ -173,27 +156,18 @@ pub fn run(cmd: FixtureCommand) -> Result<()> {
 }
 
 fn adapter(args: AdapterArgs) -> Result<()> {
-    use evolve::train::export::TrainedAdapter;
-    std::fs::create_dir_all(&args.out)?;
-    let t = match &args.weights {
-        Some(w) => TrainedAdapter::load(&args.model, w, args.rank, args.alpha)?,
-        None => TrainedAdapter::random(&args.model, args.rank, args.alpha, args.seed, args.std)?,
-    };
-    t.save_weights(&args.out.join(evolve::train::CHECKPOINT_WEIGHTS))?;
-    t.export_gguf_lora(&args.out.join("adapter.gguf"))?;
-    let base_name = match args.base_name {
-        Some(name) => Some(name),
-        None => evolve::models::hf_name(&evolve::models::inspect(&args.model)?),
-    };
-    let peft = args.out.join("peft");
-    let _ = std::fs::remove_dir_all(&peft);
-    t.export_peft(&peft, base_name.as_deref())?;
-    let logits = serde_json::json!({
-        "tokens": args.tokens,
-        "base": t.logits(&args.tokens, false)?,
-        "adapted": t.logits(&args.tokens, true)?,
-    });
-    std::fs::write(args.out.join("logits.json"), logits.to_string())?;
+    let base_name = AdapterFixture {
+        model: &args.model,
+        out: &args.out,
+        rank: args.rank,
+        alpha: args.alpha,
+        seed: args.seed,
+        std: args.std,
+        weights: args.weights.clone(),
+        tokens: &args.tokens,
+        base_name: args.base_name.clone(),
+    }
+    .write()?;
     println!(
         "wrote {}: adapter.safetensors, adapter.gguf, peft/ ({}), logits.json ({} tokens)",
         args.out.display(),

@@ -16,6 +16,7 @@
 //!   models as GGUF.
 
 mod batch;
+pub mod bench;
 mod config;
 mod encode;
 mod error;

@@ -177,7 +177,8 @@ fn a_stopped_run_continues_from_its_checkpoint_to_the_uninterrupted_result() {
         "a finished run leaves no checkpoint behind"
     );
 
-    // Stopped after step 3 (as a kill would): the checkpoint of step 2 is on disk.
+    // Stopped after step 3 (Ctrl-C, a pause): a checkpoint of step 3 is saved besides the
+    // periodic one of step 2 (a kill, which saves nothing, is tests/runs.rs's).
     let out = dir.path().join("stopped");
     let mut t = trainer(&model);
     t.checkpoint_every = 2;
@@ -190,7 +191,7 @@ fn a_stopped_run_continues_from_its_checkpoint_to_the_uninterrupted_result() {
             .join("trainer_state.json")
             .is_file()
     );
-    // A fresh trainer (a new process) goes on after step 2, to the very same end.
+    // A fresh trainer (a new process) goes on after step 3, to the very same end.
     let mut resumed = Vec::new();
     let mut t = trainer(&model);
     t.checkpoint_every = 2;
@@ -201,8 +202,8 @@ fn a_stopped_run_continues_from_its_checkpoint_to_the_uninterrupted_result() {
         })
         .unwrap();
     assert!(done.completed);
-    assert_eq!(resumed[0].step, 3);
-    assert_eq!(losses(&resumed), losses(&whole[2..]));
+    assert_eq!(resumed[0].step, 4);
+    assert_eq!(losses(&resumed), losses(&whole[3..]));
     assert_eq!(
         std::fs::read(out.join(ADAPTER_GGUF)).unwrap(),
         std::fs::read(whole_dir.join(ADAPTER_GGUF)).unwrap()

@@ -6,15 +6,14 @@
 //! Each measurement runs in a process of its own (`evolve bench train --one`), as the
 //! reference does, so peak memory is the step's and not the driver's.
 
-use anyhow::{Context, Result, bail};
+use crate::loss::PreferencePair;
+use crate::{
+    Architecture, LlamaConfig, LlamaModel, Lora, LoraConfig, OptimConfig, Reference, Result,
+    TrainConfig, TrainError, Trainer,
+};
 use candle_core::{DType, Device};
 use evolve_core::PairKind;
 use evolve_core::rng::SplitMix64;
-use evolve_train::loss::PreferencePair;
-use evolve_train::{
-    Architecture, LlamaConfig, LlamaModel, Lora, LoraConfig, OptimConfig, Reference, TrainConfig,
-    Trainer,
-};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -128,11 +127,12 @@ pub struct StepTiming {
 
 impl TrainBench {
     pub fn validate(&self) -> Result<()> {
+        let bad = |m: &str| Err(TrainError::Config(m.to_string()));
         if self.pairs == 0 || self.rank == 0 || self.threads == 0 {
-            bail!("--pairs, --rank and --threads must be positive");
+            return bad("--pairs, --rank and --threads must be positive");
         }
         if self.prompt_tokens == 0 || self.prompt_tokens + 1 >= self.seq {
-            bail!("--prompt-tokens must be at least 1 and leave room for an answer in --seq");
+            return bad("--prompt-tokens must be at least 1 and leave room for an answer in --seq");
         }
         Ok(())
     }
@@ -246,8 +246,14 @@ pub fn peak_rss() -> Option<u64> {
 pub fn device(name: &str) -> Result<Device> {
     match name {
         "cpu" => Ok(Device::Cpu),
-        "cuda" => Device::new_cuda(0).context("no CUDA device (is this build --features cuda?)"),
-        other => bail!("unknown device '{other}': cpu or cuda"),
+        "cuda" => Device::new_cuda(0).map_err(|e| {
+            TrainError::Config(format!(
+                "no CUDA device (is this a --features cuda build?): {e}"
+            ))
+        }),
+        other => Err(TrainError::Config(format!(
+            "unknown device '{other}': cpu or cuda"
+        ))),
     }
 }
 
@@ -256,7 +262,9 @@ pub fn dtype(name: &str) -> Result<DType> {
     match name {
         "f32" => Ok(DType::F32),
         "bf16" => Ok(DType::BF16),
-        other => bail!("unknown dtype '{other}': f32 or bf16"),
+        other => Err(TrainError::Config(format!(
+            "unknown dtype '{other}': f32 or bf16"
+        ))),
     }
 }
 
@@ -266,7 +274,7 @@ impl TrainBench {
     /// gradients in PEFT's layout) and `dir/check.json` (token ids, β, our loss) for the
     /// reference to recompute. Returns our loss.
     pub fn write_check(&self, model: &Path, dir: &Path) -> Result<f64> {
-        let adapter = evolve_train::export::TrainedAdapter::random(
+        let adapter = crate::export::TrainedAdapter::random(
             model,
             self.rank,
             2.0 * self.rank as f64,
@@ -280,7 +288,10 @@ impl TrainBench {
             reference: Reference::Base,
             ..TrainConfig::default()
         };
-        std::fs::create_dir_all(dir)?;
+        std::fs::create_dir_all(dir).map_err(|source| TrainError::Io {
+            path: dir.into(),
+            source,
+        })?;
         adapter.export_peft(&dir.join("peft"), None)?;
         let loss = adapter.loss_and_grads(&data, &train, &dir.join("grads"))?;
         let ids: Vec<_> = data
@@ -290,7 +301,9 @@ impl TrainBench {
         let check = serde_json::json!({
             "model": model, "beta": train.beta, "loss": loss, "pairs": ids,
         });
-        std::fs::write(dir.join("check.json"), check.to_string())?;
+        let path = dir.join("check.json");
+        std::fs::write(&path, check.to_string())
+            .map_err(|source| TrainError::Io { path, source })?;
         Ok(loss)
     }
 }
