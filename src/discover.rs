@@ -304,8 +304,23 @@ const MODEL_LAYER: &str = "application/vnd.ollama.image.model";
 /// JSON manifest whose model layer is the blob `blobs/sha256-<hex>`.
 pub fn ollama_models(root: &Path) -> Vec<OllamaModel> {
     let manifests = root.join("manifests");
+    manifest_files(&manifests)
+        .iter()
+        .map(|file| match read_manifest(root, &manifests, file) {
+            Ok((name, blob, manifest)) => ollama_model(root, name, &blob, &manifest),
+            Err(found) => OllamaModel {
+                found,
+                template: None,
+                system: None,
+                parameters: BTreeMap::new(),
+            },
+        })
+        .collect()
+}
+
+fn manifest_files(manifests: &Path) -> Vec<PathBuf> {
     let mut files = Vec::new();
-    let mut stack = vec![(manifests.clone(), 0usize)];
+    let mut stack = vec![(manifests.to_path_buf(), 0usize)];
     while let Some((dir, depth)) = stack.pop() {
         for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
             match entry.file_type() {
@@ -316,9 +331,6 @@ pub fn ollama_models(root: &Path) -> Vec<OllamaModel> {
         }
     }
     files
-        .iter()
-        .map(|m| ollama_model(root, &manifests, m))
-        .collect()
 }
 
 /// How Ollama itself shows a name: `model:tag`, `namespace/model:tag` outside `library`, the
@@ -338,46 +350,55 @@ fn ollama_name(rel: &Path) -> String {
     }
 }
 
-fn ollama_model(root: &Path, manifests: &Path, file: &Path) -> OllamaModel {
+/// The blob a manifest layer names, when its digest is a sha256.
+fn layer_blob(root: &Path, layer: &Layer) -> Option<PathBuf> {
+    let hex = layer.digest.strip_prefix("sha256:")?;
+    (hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+        .then(|| root.join("blobs").join(format!("sha256-{hex}")))
+}
+
+/// A manifest read as far as its model's blob (name, blob, manifest), or the entry that says
+/// why it cannot be used. The blob's GGUF header is not read here.
+fn read_manifest(
+    root: &Path,
+    manifests: &Path,
+    file: &Path,
+) -> Result<(String, PathBuf, Manifest), FoundModel> {
     let name = ollama_name(file.strip_prefix(manifests).unwrap_or(file));
-    let bare = |found| OllamaModel {
-        found,
-        template: None,
-        system: None,
-        parameters: BTreeMap::new(),
-    };
-    let broken = |why: String| bare(unusable(ModelSource::Ollama, name.clone(), file, why));
-    let manifest: Manifest = match std::fs::read(file)
+    let broken = |why: String| unusable(ModelSource::Ollama, name.clone(), file, why);
+    let manifest: Manifest = std::fs::read(file)
         .map_err(|e| e.to_string())
         .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
-    {
-        Ok(m) => m,
-        Err(e) => return broken(format!("a broken manifest: {e}")),
-    };
-    let blob = |layer: &Layer| -> Option<PathBuf> {
-        let hex = layer.digest.strip_prefix("sha256:")?;
-        (hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
-            .then(|| root.join("blobs").join(format!("sha256-{hex}")))
-    };
+        .map_err(|e| broken(format!("a broken manifest: {e}")))?;
     let Some(model) = manifest.layers.iter().find(|l| l.media_type == MODEL_LAYER) else {
-        return broken("the manifest has no model layer (a model that runs remotely?)".into());
+        return Err(broken(
+            "the manifest has no model layer (a model that runs remotely?)".into(),
+        ));
     };
-    let Some(path) = blob(model) else {
-        return broken(format!("a bad digest '{}'", model.digest));
+    let Some(blob) = layer_blob(root, model) else {
+        return Err(broken(format!("a bad digest '{}'", model.digest)));
     };
-    if !path.exists() {
-        return broken(format!("its model blob {} is missing", path.display()));
+    if !blob.exists() {
+        return Err(broken(format!(
+            "its model blob {} is missing",
+            blob.display()
+        )));
     }
+    Ok((name, blob, manifest))
+}
+
+/// The model a readable manifest describes: its blob inspected, its other layers read.
+fn ollama_model(root: &Path, name: String, blob: &Path, manifest: &Manifest) -> OllamaModel {
     let text = |media: &str| {
         manifest
             .layers
             .iter()
             .find(|l| l.media_type == media)
-            .and_then(blob)
+            .and_then(|l| layer_blob(root, l))
             .and_then(|p| std::fs::read_to_string(p).ok())
     };
     OllamaModel {
-        found: inspect(ModelSource::Ollama, name.clone(), &path),
+        found: inspect(ModelSource::Ollama, name, blob),
         template: text("application/vnd.ollama.image.template"),
         system: text("application/vnd.ollama.image.system"),
         parameters: text("application/vnd.ollama.image.params")
@@ -386,14 +407,22 @@ fn ollama_model(root: &Path, manifests: &Path, file: &Path) -> OllamaModel {
     }
 }
 
-/// The Ollama model whose weights are the file `path`, if any in `places`.
+/// The Ollama model whose weights are the file `path`, if any in `places`. Only that model's
+/// blob is inspected (an export needs one model, not every header of the store).
 pub fn ollama_model_of(path: &Path, places: &Places) -> Option<OllamaModel> {
     let target = canonical(path);
-    places
-        .ollama
-        .iter()
-        .flat_map(|root| ollama_models(root))
-        .find(|m| m.found.size.is_some() && Path::new(&m.found.path) == target)
+    for root in &places.ollama {
+        let manifests = root.join("manifests");
+        for file in manifest_files(&manifests) {
+            if let Ok((name, blob, manifest)) = read_manifest(root, &manifests, &file)
+                && canonical(&blob) == target
+            {
+                let model = ollama_model(root, name, &blob, &manifest);
+                return model.found.size.is_some().then_some(model);
+            }
+        }
+    }
+    None
 }
 
 #[cfg(test)]

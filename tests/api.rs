@@ -367,21 +367,7 @@ fn adapter_export_writes_inside_the_chosen_folder_only() {
     let model = tiny_model(&f);
     let adapter_file = f.root.join("adapter.gguf");
     std::fs::write(&adapter_file, b"GGUF stand-in").unwrap();
-    let service = Service::open(f.api.data_dir().clone()).unwrap();
-    let id = service
-        .store()
-        .add_adapter(&NewAdapter {
-            training_run_id: None,
-            base_model_id: evolve::store::ModelId(model),
-            base_sha256: "x".into(),
-            format: AdapterFormat::GgufLora,
-            path: adapter_file.display().to_string(),
-            sha256: "y".into(),
-            file_size: 13,
-            rank: 4,
-            alpha: 8.0,
-        })
-        .unwrap();
+    let id = register_adapter(&f, model, &adapter_file);
     let export = |dir: &str, format: &str| {
         f.api.call(
             "adapter_export",
@@ -722,6 +708,25 @@ fn models_in_added_folders_are_discovered_and_registered_under_their_name() {
     );
 }
 
+/// The GGUF LoRA file `path` registered as a rank-4 adapter on `model` (as a round does).
+fn register_adapter(f: &Fixture, model: i64, path: &std::path::Path) -> evolve::store::AdapterId {
+    Service::open(f.api.data_dir().clone())
+        .unwrap()
+        .store()
+        .add_adapter(&NewAdapter {
+            training_run_id: None,
+            base_model_id: evolve::store::ModelId(model),
+            base_sha256: "x".into(),
+            format: AdapterFormat::GgufLora,
+            path: path.display().to_string(),
+            sha256: "y".into(),
+            file_size: std::fs::metadata(path).unwrap().len() as i64,
+            rank: 4,
+            alpha: 8.0,
+        })
+        .unwrap()
+}
+
 /// A fresh adapter (B = 0) on `base` with its checkpoint, as a training round leaves one.
 fn fresh_adapter(f: &Fixture, model: i64, base: &std::path::Path) -> i64 {
     use evolve::train::{CHECKPOINT_WEIGHTS, LlamaModel, Lora, LoraConfig};
@@ -738,22 +743,7 @@ fn fresh_adapter(f: &Fixture, model: i64, base: &std::path::Path) -> i64 {
     lora.varmap().save(dir.join(CHECKPOINT_WEIGHTS)).unwrap();
     let path = dir.join("adapter.gguf");
     evolve::train::export::export_gguf_lora(&lora, llama.config(), &path).unwrap();
-    let service = Service::open(f.api.data_dir().clone()).unwrap();
-    let id = service
-        .store()
-        .add_adapter(&NewAdapter {
-            training_run_id: None,
-            base_model_id: evolve::store::ModelId(model),
-            base_sha256: "x".into(),
-            format: AdapterFormat::GgufLora,
-            path: path.display().to_string(),
-            sha256: "y".into(),
-            file_size: std::fs::metadata(&path).unwrap().len() as i64,
-            rank: 4,
-            alpha: 8.0,
-        })
-        .unwrap();
-    id.0
+    register_adapter(f, model, &path).0
 }
 
 #[test]

@@ -215,10 +215,9 @@ fn train(args: TrainArgs) -> Result<()> {
         }
         eprintln!("turn {}/{} done", turn + 1, args.repeat);
     }
-    let med = |v: &[StepTiming], f: fn(&StepTiming) -> f64| {
-        let mut x: Vec<f64> = v.iter().map(f).collect();
-        evolve::bench::train::median(&mut x)
-    };
+    // `ours` has at least one entry (--repeat > 0), `theirs` is only read when not empty.
+    let med =
+        |v: &[StepTiming], f: fn(&StepTiming) -> f64| median(v.iter().map(f)).unwrap_or(f64::NAN);
     let mib = |b: f64| b / (1u64 << 20) as f64;
     println!(
         "shape {}, {} parameters, {} pairs × 2 × {} tokens ({} prompt), rank {}, {} threads, {} {}; \
@@ -250,7 +249,7 @@ fn train(args: TrainArgs) -> Result<()> {
     row("ours (EVOLVE)", &ours);
     if !theirs.is_empty() {
         row("PyTorch + PEFT", &theirs);
-        let mut ratios: Vec<f64> = ours
+        let ratios: Vec<f64> = ours
             .iter()
             .zip(&theirs)
             .map(|(o, t)| o.tokens_per_s / t.tokens_per_s)
@@ -261,7 +260,7 @@ fn train(args: TrainArgs) -> Result<()> {
         );
         println!(
             "tokens/s ratio ours / reference: {:.2}× (per-turn range {lo:.2}–{hi:.2})",
-            evolve::bench::train::median(&mut ratios)
+            median(ratios.iter().copied()).unwrap_or(f64::NAN)
         );
     }
     Ok(())
