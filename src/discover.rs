@@ -308,8 +308,8 @@ pub fn ollama_models(root: &Path) -> Vec<OllamaModel> {
         .iter()
         .map(|file| match read_manifest(root, &manifests, file) {
             Ok((name, blob, manifest)) => ollama_model(root, name, &blob, &manifest),
-            Err(found) => OllamaModel {
-                found,
+            Err((name, why)) => OllamaModel {
+                found: unusable(ModelSource::Ollama, name, file, why),
                 template: None,
                 system: None,
                 parameters: BTreeMap::new(),
@@ -357,15 +357,15 @@ fn layer_blob(root: &Path, layer: &Layer) -> Option<PathBuf> {
         .then(|| root.join("blobs").join(format!("sha256-{hex}")))
 }
 
-/// A manifest read as far as its model's blob (name, blob, manifest), or the entry that says
+/// A manifest read as far as its model's blob (name, blob, manifest), or the model's name and
 /// why it cannot be used. The blob's GGUF header is not read here.
 fn read_manifest(
     root: &Path,
     manifests: &Path,
     file: &Path,
-) -> Result<(String, PathBuf, Manifest), FoundModel> {
+) -> Result<(String, PathBuf, Manifest), (String, String)> {
     let name = ollama_name(file.strip_prefix(manifests).unwrap_or(file));
-    let broken = |why: String| unusable(ModelSource::Ollama, name.clone(), file, why);
+    let broken = |why: String| (name.clone(), why);
     let manifest: Manifest = std::fs::read(file)
         .map_err(|e| e.to_string())
         .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
