@@ -131,17 +131,9 @@ pub fn lm_studio_names(base: &str, adapter_id: i64) -> (String, String) {
 
 /// The end-of-turn tokens of a GGUF (`eos`, `eot`) as text, for Modelfile stop parameters.
 pub fn stop_tokens(file: &evolve_gguf::GgufFile) -> Vec<String> {
-    let Some(evolve_gguf::Value::Array(tokens)) = file.get("tokenizer.ggml.tokens") else {
-        return Vec::new();
-    };
-    let mut stops = Vec::new();
+    let mut stops: Vec<String> = Vec::new();
     for key in ["tokenizer.ggml.eot_token_id", "tokenizer.ggml.eos_token_id"] {
-        let text = file
-            .get_u64(key)
-            .and_then(|id| tokens.get(id as usize))
-            .and_then(|t| t.as_str())
-            .filter(|t| !t.trim().is_empty());
-        if let Some(t) = text
+        if let Some(t) = file.token_text(key).filter(|t| !t.trim().is_empty())
             && !stops.iter().any(|s| s == t)
         {
             stops.push(t.to_string());

@@ -94,6 +94,16 @@ impl GgufFile {
         self.get(key).and_then(Value::as_u64)
     }
 
+    /// The text of the token whose id the key `id_key` holds (`tokenizer.ggml.eos_token_id`…),
+    /// looked up in `tokenizer.ggml.tokens`.
+    pub fn token_text(&self, id_key: &str) -> Option<&str> {
+        let id = self.get_u64(id_key)?;
+        self.get("tokenizer.ggml.tokens")?
+            .as_array()?
+            .get(usize::try_from(id).ok()?)?
+            .as_str()
+    }
+
     /// `general.architecture`, the prefix of all architecture-specific keys.
     pub fn architecture(&self) -> Option<&str> {
         self.get_str("general.architecture")

@@ -11,7 +11,7 @@ use crate::chat_template::{ChatTemplate, RenderOptions};
 use crate::sampler::build_sampler;
 use crate::stream::TextStream;
 use evolve_core::{ChatMessage, SamplerConfig};
-use evolve_gguf::{GgufFile, Value};
+use evolve_gguf::GgufFile;
 use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::context::params::LlamaContextParams;
 use llama_cpp_2::llama_backend::LlamaBackend;
@@ -431,12 +431,7 @@ pub fn check_before_llama_cpp(path: &Path) -> Result<GgufFile, LlamaError> {
 /// The file's `tokenizer.chat_template`, compiled, with the texts of its BOS and EOS tokens.
 fn model_chat_template(file: &GgufFile) -> Option<Result<ChatTemplate, String>> {
     let source = file.get_str("tokenizer.chat_template")?;
-    let tokens = file.get("tokenizer.ggml.tokens").and_then(Value::as_array);
-    let token = |key: &str| -> String {
-        file.get_u64(key)
-            .and_then(|id| tokens?.get(id as usize)?.as_str().map(str::to_string))
-            .unwrap_or_default()
-    };
+    let token = |key: &str| file.token_text(key).unwrap_or_default().to_string();
     Some(ChatTemplate::new(
         source,
         &token("tokenizer.ggml.bos_token_id"),
