@@ -9,7 +9,12 @@ use std::path::Path;
 /// Architectures the training engine can rebuild in candle (Llama 2/3, Mistral and SmolLM
 /// are all `llama` in GGUF; Qwen2/2.5 are `qwen2`). Inference alone would accept more, but a
 /// model that cannot be trained is of no use to the EVOLVE loop, so `models add` refuses it.
-pub const TRAINABLE_ARCHITECTURES: &[&str] = &["llama", "qwen2", "qwen3"];
+pub fn trainable_architectures() -> Vec<&'static str> {
+    evolve_train::Architecture::ALL
+        .iter()
+        .map(|a| a.as_str())
+        .collect()
+}
 
 /// Reads and validates a GGUF file's header, metadata and tensor table.
 pub fn inspect(path: &Path) -> Result<GgufFile> {
@@ -21,12 +26,13 @@ pub fn inspect(path: &Path) -> Result<GgufFile> {
 /// add` and again when a run is created, before any sampling.
 pub fn check_trainable(file: &GgufFile) -> Result<()> {
     let summary = file.summary();
-    if !TRAINABLE_ARCHITECTURES.contains(&summary.architecture.as_str()) {
+    let trainable = trainable_architectures();
+    if !trainable.contains(&summary.architecture.as_str()) {
         bail!(
-            "unsupported architecture '{}' in {}: EVOLVE Studio trains {} models (Llama 2/3, Mistral, SmolLM, Qwen2/2.5, Qwen3)",
+            "unsupported architecture '{}' in {}: EVOLVE Studio trains {} models (Llama 2/3, Mistral, SmolLM, Qwen2/2.5, Qwen3, Gemma 3)",
             summary.architecture,
             summary.path,
-            TRAINABLE_ARCHITECTURES.join(", ")
+            trainable.join(", ")
         );
     }
     evolve_train::check_trainable(file)

@@ -110,8 +110,9 @@ pub struct RandomArgs {
     /// Training context length written to the metadata [default: 512]
     #[arg(long)]
     ctx: Option<u32>,
-    /// llama; qwen2 (the same weights with q/k/v biases and NEOX RoPE); or qwen3 (random
-    /// weights of the same width, head size 32, q/k head norms, tied embeddings; f32)
+    /// llama; qwen2 (the same weights with q/k/v biases and NEOX RoPE); qwen3 (random
+    /// weights of the same width, head size 32, q/k head norms, tied embeddings; f32); or
+    /// gemma3 (qwen3's plus post-norms, GeGLU and sliding-window layers)
     #[arg(long, default_value = "llama")]
     arch: String,
 }

@@ -69,6 +69,7 @@ impl Shape {
             rope_freq_scale: 1.0,
             rms_eps: 1e-5,
             tied_embeddings: false,
+            sliding_window: None,
         };
         Ok(match self {
             Shape::Tiny => {

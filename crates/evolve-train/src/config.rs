@@ -11,14 +11,34 @@ pub enum Architecture {
     /// Qwen2's layout without q/k/v biases, with RMS norms on each query and key head, and a
     /// head size of its own (`attention.key_length`, not the width over the heads).
     Qwen3,
+    /// Gemma 3 (text): Qwen3's head norms plus an embedding scaled by √width, norms after the
+    /// attention and the MLP as well as before, a GELU-gated MLP, and sliding-window layers with
+    /// a RoPE base of their own between the global ones.
+    Gemma3,
 }
 
 impl Architecture {
+    pub const ALL: [Architecture; 4] = [
+        Architecture::Llama,
+        Architecture::Qwen2,
+        Architecture::Qwen3,
+        Architecture::Gemma3,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Architecture::Llama => "llama",
             Architecture::Qwen2 => "qwen2",
             Architecture::Qwen3 => "qwen3",
+            Architecture::Gemma3 => "gemma3",
+        }
+    }
+
+    /// The MLP's gate activation.
+    pub fn activation(self) -> Activation {
+        match self {
+            Architecture::Gemma3 => Activation::GeluTanh,
+            _ => Activation::Silu,
         }
     }
 
@@ -26,7 +46,7 @@ impl Architecture {
     pub fn rope_layout(self) -> RopeLayout {
         match self {
             Architecture::Llama => RopeLayout::AdjacentPairs,
-            Architecture::Qwen2 | Architecture::Qwen3 => RopeLayout::Halves,
+            Architecture::Qwen2 | Architecture::Qwen3 | Architecture::Gemma3 => RopeLayout::Halves,
         }
     }
 }
@@ -42,6 +62,31 @@ pub enum RopeLayout {
     AdjacentPairs,
     /// `(x[i], x[i + d/2])` — ggml NEOX.
     Halves,
+}
+
+/// The gated MLP's activation: `down(act(gate(x)) · up(x))`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activation {
+    /// SwiGLU (Llama, Qwen).
+    Silu,
+    /// GeGLU with the tanh approximation of GELU (Gemma; ggml's `gelu`).
+    GeluTanh,
+}
+
+/// Gemma 3's local layers: each attends to the previous `size` positions only (its own
+/// included) and rotates with a RoPE base of its own, unscaled; every `pattern`-th layer is global.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SlidingWindow {
+    pub size: usize,
+    pub pattern: usize,
+    pub freq_base: f64,
+}
+
+impl SlidingWindow {
+    /// llama.cpp's `set_swa_pattern`: layer `il` is local unless `il % pattern == pattern - 1`.
+    pub fn is_local(&self, layer: usize) -> bool {
+        self.pattern == 0 || layer % self.pattern < self.pattern - 1
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -63,6 +108,8 @@ pub struct LlamaConfig {
     pub rms_eps: f64,
     /// True when the file has no `output.weight` and the embedding doubles as the LM head.
     pub tied_embeddings: bool,
+    /// Sliding-window layers (Gemma 3); `None`: every layer attends to every earlier position.
+    pub sliding_window: Option<SlidingWindow>,
 }
 
 impl LlamaConfig {
@@ -74,6 +121,7 @@ impl LlamaConfig {
             "llama" => Architecture::Llama,
             "qwen2" => Architecture::Qwen2,
             "qwen3" => Architecture::Qwen3,
+            "gemma3" => Architecture::Gemma3,
             other => return Err(TrainError::UnsupportedArchitecture(other.into())),
         };
         let key = |suffix: &str| format!("{arch_name}.{suffix}");
@@ -148,6 +196,18 @@ impl LlamaConfig {
                 )));
             }
         };
+        let sliding_window = match architecture {
+            Architecture::Gemma3 => sliding_window(file, &key)?,
+            _ => None,
+        };
+        if float("final_logit_softcapping").is_some_and(|c| c > 0.0)
+            || float("attn_logit_softcapping").is_some_and(|c| c > 0.0)
+        {
+            return Err(TrainError::Metadata(format!(
+                "{} (logit soft-capping is not supported)",
+                key("final_logit_softcapping")
+            )));
+        }
         Ok(LlamaConfig {
             architecture,
             n_embd,
@@ -163,7 +223,27 @@ impl LlamaConfig {
             rope_freq_scale,
             rms_eps,
             tied_embeddings: file.tensor("output.weight").is_none(),
+            sliding_window,
         })
+    }
+
+    /// Multiplier of the token embeddings entering the first block: Gemma's √width (in f32,
+    /// as llama.cpp computes it), else 1.
+    pub fn embedding_scale(&self) -> f64 {
+        match self.architecture {
+            Architecture::Gemma3 => f64::from((self.n_embd as f32).sqrt()),
+            _ => 1.0,
+        }
+    }
+
+    /// Multiplier of the attention scores: `1/√head_dim`, except Gemma 3 27B (62 layers),
+    /// whose queries are scaled by `1/√(width / heads)` — llama.cpp's rule, from its reference.
+    pub fn attention_scale(&self) -> f64 {
+        let d = match self.architecture {
+            Architecture::Gemma3 if self.n_layer == 62 => self.n_embd / self.n_head,
+            _ => self.head_dim,
+        };
+        1.0 / (d as f64).sqrt()
     }
 
     pub fn kv_dim(&self) -> usize {
@@ -174,4 +254,34 @@ impl LlamaConfig {
     pub fn q_dim(&self) -> usize {
         self.n_head * self.head_dim
     }
+}
+
+/// Gemma 3's sliding-window settings, as llama.cpp reads them: no window (every layer global)
+/// when `attention.sliding_window` is absent or 0.
+fn sliding_window(file: &GgufFile, key: &dyn Fn(&str) -> String) -> Result<Option<SlidingWindow>> {
+    let size = file
+        .get(&key("attention.sliding_window"))
+        .and_then(Value::as_u64)
+        .unwrap_or(0) as usize;
+    if size == 0 {
+        return Ok(None);
+    }
+    let pattern = match file.get(&key("attention.sliding_window_pattern")) {
+        None => 6,
+        Some(v) => v.as_u64().ok_or_else(|| {
+            TrainError::Metadata(format!(
+                "{} (only a period, not a per-layer list, is supported)",
+                key("attention.sliding_window_pattern")
+            ))
+        })? as usize,
+    };
+    let freq_base = file
+        .get(&key("rope.freq_base_swa"))
+        .and_then(Value::as_f64)
+        .unwrap_or(10_000.0);
+    Ok(Some(SlidingWindow {
+        size,
+        pattern,
+        freq_base,
+    }))
 }

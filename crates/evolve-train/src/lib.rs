@@ -1,7 +1,7 @@
 //! The training engine on candle. It reads the very GGUF file the user chats with, so the model
 //! that is trained and the model that is served can never drift apart.
 //!
-//! - [`LlamaModel`]: differentiable Llama/Qwen2 forward pass over the GGUF weights, matching
+//! - [`LlamaModel`]: differentiable Llama/Qwen2/Qwen3/Gemma 3 forward pass over the GGUF weights, matching
 //!   llama.cpp's logits: dequantized (f32/f64, or bf16 with f32 adapters and losses), or kept
 //!   quantized ([`LlamaModel::load_quantized`]); frozen, or trainable for full-parameter
 //!   training ([`LlamaModel::trainable`], [`LlamaModel::new_random`]).
@@ -36,7 +36,7 @@ mod trainer;
 #[cfg(test)]
 mod gradcheck;
 
-pub use config::{Architecture, LlamaConfig, RopeLayout};
+pub use config::{Activation, Architecture, LlamaConfig, RopeLayout, SlidingWindow};
 pub use encode::ChatEncoder;
 pub use error::{Result, TrainError};
 pub use lora::{Lora, LoraConfig, LoraPair, LoraTarget};

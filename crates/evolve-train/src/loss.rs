@@ -420,13 +420,10 @@ mod tests {
         ]
     }
 
-    /// Qwen3's per-head RMS norms sit between the q/k projections and RoPE, with a head size of
-    /// its own: the adapter's q and k gradients must come through them intact.
-    #[test]
-    fn qwen3_head_norms_pass_the_adapter_gradients_intact() {
-        use crate::{Architecture, LlamaConfig};
-        let config = LlamaConfig {
-            architecture: Architecture::Qwen3,
+    /// A small random f64 model of `architecture` with q/k head norms and a head size of its own.
+    fn head_norm_config(architecture: crate::Architecture) -> crate::LlamaConfig {
+        crate::LlamaConfig {
+            architecture,
             n_embd: 32,
             n_layer: 2,
             n_head: 4,
@@ -440,15 +437,19 @@ mod tests {
             rope_freq_scale: 1.0,
             rms_eps: 1e-6,
             tied_embeddings: true,
-        };
-        assert_ne!(config.q_dim(), config.n_embd);
-        let model = LlamaModel::new_random(&config, 3, DType::F64, &Device::Cpu).unwrap();
+            sliding_window: None,
+        }
+    }
+
+    /// The adapter's gradients on `targets` of `config`'s random model match finite differences.
+    fn assert_adapter_gradients(config: &crate::LlamaConfig, targets: &[(usize, LoraTarget)]) {
+        let model = LlamaModel::new_random(config, 3, DType::F64, &Device::Cpu).unwrap();
         let lora_cfg = LoraConfig {
             rank: 2,
             alpha: 4.0,
             dropout: 0.0,
             use_rslora: false,
-            targets: vec![LoraTarget::Q, LoraTarget::K, LoraTarget::O],
+            targets: targets.iter().map(|(_, t)| *t).collect(),
             seed: 5,
         };
         let lora = Lora::new(model.config(), lora_cfg, DType::F64, &Device::Cpu).unwrap();
@@ -471,11 +472,62 @@ mod tests {
                 .map(|o| o.loss)
                 .map_err(|e| candle_core::Error::Msg(e.to_string()))
         };
-        for (layer, target) in [(0, LoraTarget::Q), (1, LoraTarget::K), (0, LoraTarget::O)] {
+        let arch = config.architecture.as_str();
+        for &(layer, target) in targets {
             let p = lora.pair(layer, target).unwrap();
-            assert_grad_matches(&format!("qwen3 blk.{layer}.{target:?}.lora_a"), &p.a, f, 12);
-            assert_grad_matches(&format!("qwen3 blk.{layer}.{target:?}.lora_b"), &p.b, f, 12);
+            assert_grad_matches(
+                &format!("{arch} blk.{layer}.{target:?}.lora_a"),
+                &p.a,
+                f,
+                12,
+            );
+            assert_grad_matches(
+                &format!("{arch} blk.{layer}.{target:?}.lora_b"),
+                &p.b,
+                f,
+                12,
+            );
         }
+    }
+
+    /// Qwen3's per-head RMS norms sit between the q/k projections and RoPE, with a head size of
+    /// its own: the adapter's q and k gradients must come through them intact.
+    #[test]
+    fn qwen3_head_norms_pass_the_adapter_gradients_intact() {
+        let config = head_norm_config(crate::Architecture::Qwen3);
+        assert_ne!(config.q_dim(), config.n_embd);
+        assert_adapter_gradients(
+            &config,
+            &[(0, LoraTarget::Q), (1, LoraTarget::K), (0, LoraTarget::O)],
+        );
+    }
+
+    /// Gemma 3 adds a scaled embedding, post-norms, GeGLU and a sliding-window layer (window 2,
+    /// shorter than every sequence here, with its own RoPE base) beside a global, position-
+    /// scaled one: the gradients must come through all of them.
+    #[test]
+    fn gemma3_layers_pass_the_adapter_gradients_intact() {
+        let config = crate::LlamaConfig {
+            rope_freq_base: 1_000_000.0,
+            rope_freq_scale: 0.5,
+            sliding_window: Some(crate::SlidingWindow {
+                size: 2,
+                pattern: 2,
+                freq_base: 100.0,
+            }),
+            ..head_norm_config(crate::Architecture::Gemma3)
+        };
+        let w = config.sliding_window.unwrap();
+        assert!(w.is_local(0) && !w.is_local(1));
+        assert_adapter_gradients(
+            &config,
+            &[
+                (0, LoraTarget::Q),
+                (1, LoraTarget::K),
+                (0, LoraTarget::Gate),
+                (1, LoraTarget::Down),
+            ],
+        );
     }
 
     #[test]

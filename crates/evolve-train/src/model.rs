@@ -1,7 +1,7 @@
-//! A differentiable Llama/Qwen2/Qwen3 forward pass over the dequantized weights of a GGUF file,
+//! A differentiable Llama/Qwen2/Qwen3/Gemma 3 forward pass over the dequantized weights of a GGUF file,
 //! numerically matching llama.cpp's graph for the same file.
 
-use crate::config::LlamaConfig;
+use crate::config::{Activation, LlamaConfig};
 use crate::lora::{Lora, LoraTarget};
 use crate::ops;
 use crate::{Result, TrainError};
@@ -76,17 +76,31 @@ impl Matrix {
     }
 }
 
+/// Rotation tables and attention mask for one kind of layer.
+struct Positions {
+    cos: Tensor,
+    sin: Tensor,
+    mask: Tensor,
+}
+
 /// What a block's forward pass needs besides its own weights.
 struct Pass<'a> {
     cfg: &'a LlamaConfig,
     adapter: Option<&'a Lora>,
     trainable: bool,
-    cos: &'a Tensor,
-    sin: &'a Tensor,
-    mask: &'a Tensor,
+    global: &'a Positions,
+    /// Sliding-window layers' own tables and mask (Gemma 3).
+    local: Option<&'a Positions>,
 }
 
 impl Pass<'_> {
+    fn positions(&self, layer: usize) -> &Positions {
+        match (self.local, self.cfg.sliding_window) {
+            (Some(local), Some(w)) if w.is_local(layer) => local,
+            _ => self.global,
+        }
+    }
+
     /// A block's linear layer `target` of layer `layer`, with the adapter's low-rank update.
     fn linear(&self, layer: usize, target: LoraTarget, x: &Tensor, w: &Matrix) -> Result<Tensor> {
         let base = w.linear(x, self.trainable)?;
@@ -110,6 +124,9 @@ struct Block {
     /// Qwen3's RMS norms over each query and key head (`[head_dim]`), applied before RoPE.
     q_norm: Option<Tensor>,
     k_norm: Option<Tensor>,
+    /// Gemma's norms of the attention's and the MLP's outputs, before the residual sum.
+    post_attn_norm: Option<Tensor>,
+    post_ffn_norm: Option<Tensor>,
     ffn_norm: Tensor,
     gate: Matrix,
     up: Matrix,
@@ -117,13 +134,20 @@ struct Block {
 }
 
 impl Block {
-    /// Pre-norm residual block: `x + attention(norm(x))`, then `+ mlp(norm(·))`.
+    /// Pre-norm residual block: `x + attention(norm(x))`, then `+ mlp(norm(·))` (Gemma also
+    /// norms each branch's output).
     fn forward(&self, layer: usize, x: &Tensor, pass: &Pass<'_>) -> Result<Tensor> {
         let eps = pass.cfg.rms_eps;
+        let post = |y: Tensor, norm: &Option<Tensor>| -> Result<Tensor> {
+            Ok(match norm {
+                Some(w) => ops::rms_norm(&y, w, eps)?,
+                None => y,
+            })
+        };
         let h = ops::rms_norm(x, &self.attn_norm, eps)?;
-        let x = (x + self.attention(layer, &h, pass)?)?;
+        let x = (x + post(self.attention(layer, &h, pass)?, &self.post_attn_norm)?)?;
         let h = ops::rms_norm(&x, &self.ffn_norm, eps)?;
-        Ok((&x + self.mlp(layer, &h, pass)?)?)
+        Ok((&x + post(self.mlp(layer, &h, pass)?, &self.post_ffn_norm)?)?)
     }
 
     /// Causal self-attention with grouped KV heads and rotary positions.
@@ -158,17 +182,20 @@ impl Block {
         )?;
         let v = project(LoraTarget::V, &self.wv, &self.bv, &None, cfg.n_head_kv)?;
         let layout = cfg.architecture.rope_layout();
-        let q = ops::rope(&q.contiguous()?, pass.cos, pass.sin, layout)?;
-        let k = ops::rope(&k.contiguous()?, pass.cos, pass.sin, layout)?;
-        let attn = ops::causal_attention(&q, &k, &v, pass.mask)?;
+        let at = pass.positions(layer);
+        let q = ops::rope(&q.contiguous()?, &at.cos, &at.sin, layout)?;
+        let k = ops::rope(&k.contiguous()?, &at.cos, &at.sin, layout)?;
+        let attn = ops::causal_attention(&q, &k, &v, &at.mask, cfg.attention_scale())?;
         pass.linear(layer, LoraTarget::O, &attn, &self.wo)
     }
 
-    /// SwiGLU feed-forward: `down(silu(gate(h)) · up(h))`.
+    /// Gated feed-forward: `down(act(gate(h)) · up(h))`, SwiGLU or GeGLU.
     fn mlp(&self, layer: usize, h: &Tensor, pass: &Pass<'_>) -> Result<Tensor> {
-        let gate = pass
-            .linear(layer, LoraTarget::Gate, h, &self.gate)?
-            .silu()?;
+        let gate = pass.linear(layer, LoraTarget::Gate, h, &self.gate)?;
+        let gate = match pass.cfg.architecture.activation() {
+            Activation::Silu => gate.silu()?,
+            Activation::GeluTanh => ops::gelu_as_ggml(&gate)?,
+        };
         let up = pass.linear(layer, LoraTarget::Up, h, &self.up)?;
         pass.linear(layer, LoraTarget::Down, &(gate * up)?, &self.down)
     }
@@ -317,6 +344,10 @@ impl LlamaModel {
                 bias("attn_q_norm.weight", hd)?,
                 bias("attn_k_norm.weight", hd)?,
             );
+            let (post_attn_norm, post_ffn_norm) = (
+                bias("post_attention_norm.weight", e)?,
+                bias("post_ffw_norm.weight", e)?,
+            );
             let attn_norm = dense("attn_norm.weight", e)?;
             let ffn_norm = dense("ffn_norm.weight", e)?;
             let mut matrix = |part: &str, rows: usize, cols: usize| {
@@ -333,6 +364,8 @@ impl LlamaModel {
                 bv,
                 q_norm,
                 k_norm,
+                post_attn_norm,
+                post_ffn_norm,
                 ffn_norm,
                 gate: matrix("ffn_gate.weight", ff, e)?,
                 up: matrix("ffn_up.weight", ff, e)?,
@@ -378,7 +411,8 @@ impl LlamaModel {
         let zeros = |n: usize| Tensor::zeros(n, dtype, device);
         let q = config.q_dim();
         let qwen2 = config.architecture == crate::Architecture::Qwen2;
-        let qwen3 = config.architecture == crate::Architecture::Qwen3;
+        let gemma3 = config.architecture == crate::Architecture::Gemma3;
+        let qwen3 = config.architecture == crate::Architecture::Qwen3 || gemma3;
         let bias =
             |n: usize| -> Result<Option<Tensor>> { Ok(if qwen2 { Some(zeros(n)?) } else { None }) };
         let head_norm = || -> Result<Option<Tensor>> {
@@ -388,6 +422,8 @@ impl LlamaModel {
                 None
             })
         };
+        let post_norm =
+            || -> Result<Option<Tensor>> { Ok(if gemma3 { Some(ones(e)?) } else { None }) };
         let token_embd = random("token_embd.weight", vocab, e)?;
         let output = Matrix::Dense(if config.tied_embeddings {
             token_embd.clone()
@@ -408,6 +444,8 @@ impl LlamaModel {
                 bv: bias(kv)?,
                 q_norm: head_norm()?,
                 k_norm: head_norm()?,
+                post_attn_norm: post_norm()?,
+                post_ffn_norm: post_norm()?,
                 ffn_norm: ones(e)?,
                 gate: Matrix::Dense(random(&n("ffn_gate"), ff, e)?),
                 up: Matrix::Dense(random(&n("ffn_up"), ff, e)?),
@@ -496,6 +534,7 @@ impl LlamaModel {
                 ("attn_v.bias", &b.bv),
                 ("attn_q_norm.weight", &b.q_norm),
                 ("attn_k_norm.weight", &b.k_norm),
+                ("post_attention_norm.weight", &b.post_attn_norm),
             ] {
                 if let Some(t) = extra {
                     out.push((n(part), t.clone()));
@@ -505,6 +544,9 @@ impl LlamaModel {
             out.push((n("ffn_gate.weight"), dense(&b.gate)?));
             out.push((n("ffn_up.weight"), dense(&b.up)?));
             out.push((n("ffn_down.weight"), dense(&b.down)?));
+            if let Some(t) = &b.post_ffn_norm {
+                out.push((n("post_ffw_norm.weight"), t.clone()));
+            }
         }
         Ok(out)
     }
@@ -527,6 +569,8 @@ impl LlamaModel {
                 bv,
                 q_norm,
                 k_norm,
+                post_attn_norm,
+                post_ffn_norm,
                 ..
             } = b;
             out.push((n("attn_norm.weight"), attn_norm));
@@ -537,6 +581,8 @@ impl LlamaModel {
                 ("attn_v.bias", bv),
                 ("attn_q_norm.weight", q_norm),
                 ("attn_k_norm.weight", k_norm),
+                ("post_attention_norm.weight", post_attn_norm),
+                ("post_ffw_norm.weight", post_ffn_norm),
             ] {
                 if let Some(t) = extra.as_mut() {
                     out.push((n(part), t));
@@ -611,6 +657,8 @@ impl LlamaModel {
                 bv: opt(&b.bv)?,
                 q_norm: opt(&b.q_norm)?,
                 k_norm: opt(&b.k_norm)?,
+                post_attn_norm: opt(&b.post_attn_norm)?,
+                post_ffn_norm: opt(&b.post_ffn_norm)?,
                 ffn_norm: detach(&b.ffn_norm)?,
                 gate: merge(i, LoraTarget::Gate, &b.gate)?,
                 up: merge(i, LoraTarget::Up, &b.up)?,
@@ -693,11 +741,19 @@ impl LlamaModel {
         }
         for b in &self.blocks {
             total += dense(&b.attn_norm) + dense(&b.ffn_norm);
-            total += [&b.bq, &b.bk, &b.bv, &b.q_norm, &b.k_norm]
-                .iter()
-                .filter_map(|t| t.as_ref())
-                .map(dense)
-                .sum::<usize>();
+            total += [
+                &b.bq,
+                &b.bk,
+                &b.bv,
+                &b.q_norm,
+                &b.k_norm,
+                &b.post_attn_norm,
+                &b.post_ffn_norm,
+            ]
+            .iter()
+            .filter_map(|t| t.as_ref())
+            .map(dense)
+            .sum::<usize>();
             total += [&b.wq, &b.wk, &b.wv, &b.wo, &b.gate, &b.up, &b.down]
                 .iter()
                 .map(|m| m.bytes())
@@ -727,27 +783,39 @@ impl LlamaModel {
                 cfg.n_layer
             )));
         }
-        let (cos, sin) = ops::rope_tables(
-            t,
-            cfg.rope_dims,
-            cfg.rope_freq_base,
-            cfg.rope_freq_scale,
-            self.rope_freq_factors.as_deref(),
-            self.dtype,
-            &self.device,
-        )?;
-        let mask = ops::causal_mask(t, self.dtype, &self.device)?;
+        let positions = |base: f64, scale: f64, window: Option<usize>| -> Result<Positions> {
+            let (cos, sin) = ops::rope_tables(
+                t,
+                cfg.rope_dims,
+                base,
+                scale,
+                self.rope_freq_factors.as_deref(),
+                self.dtype,
+                &self.device,
+            )?;
+            let mask = ops::sliding_mask(t, window, self.dtype, &self.device)?;
+            Ok(Positions { cos, sin, mask })
+        };
+        let global = positions(cfg.rope_freq_base, cfg.rope_freq_scale, None)?;
+        // Local layers: their own base, no position scaling (llama.cpp's `*_train_swa`).
+        let local = cfg
+            .sliding_window
+            .map(|w| positions(w.freq_base, 1.0, Some(w.size)))
+            .transpose()?;
         let mut x = self
             .token_embd
             .rows(&tokens.flatten_all()?, self.dtype, &self.device)?
             .reshape((b, t, cfg.n_embd))?;
+        let scale = cfg.embedding_scale();
+        if scale != 1.0 {
+            x = (x * scale)?;
+        }
         let pass = Pass {
             cfg,
             adapter,
             trainable: self.is_trainable(),
-            cos: &cos,
-            sin: &sin,
-            mask: &mask,
+            global: &global,
+            local: local.as_ref(),
         };
         for (i, block) in self.blocks.iter().enumerate() {
             x = block.forward(i, &x, &pass)?;

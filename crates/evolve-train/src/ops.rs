@@ -31,6 +31,26 @@ pub fn log_softmax_last(x: &Tensor) -> Result<Tensor> {
     shifted.broadcast_sub(&lse)
 }
 
+/// GELU (tanh approximation) with the values ggml's CPU backend computes: it rounds the input
+/// to f16 and reads the result from an f16 table (exact beyond ±10), up to ~5e-4 relative off
+/// the function — enough to move a Gemma's logits by 2e-4. In f32 and narrower the forward
+/// pass takes ggml's values, so candle trains the model llama.cpp serves; the gradient is the
+/// exact function's (the rounding's own derivative is zero almost everywhere). In f64, the
+/// analytic reference the gradient checks use, it is the smooth function.
+pub fn gelu_as_ggml(x: &Tensor) -> Result<Tensor> {
+    let exact = x.gelu()?;
+    if x.dtype() == DType::F64 {
+        return Ok(exact);
+    }
+    let dtype = x.dtype();
+    let x = x.detach();
+    let through_f16 = |t: &Tensor| t.to_dtype(DType::F16)?.to_dtype(DType::F32);
+    let table = through_f16(&through_f16(&x)?.gelu()?)?.to_dtype(dtype)?;
+    let outside = x.abs()?.ge(10.0)?;
+    let ggml = outside.where_cond(&exact.detach(), &table)?;
+    exact.clone() + (ggml - exact.detach())?
+}
+
 /// `log σ(x)` without overflow: `min(x, 0) - log(1 + e^{-|x|})`.
 pub fn log_sigmoid(x: &Tensor) -> Result<Tensor> {
     let neg_part = (x - x.relu()?)?; // min(x, 0)
@@ -225,8 +245,20 @@ fn rotate(x0: &Tensor, x1: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<(Tenso
 /// Additive causal mask `[t, t]`: 0 on and below the diagonal, a large negative above.
 /// (Finite, so no `inf - inf` can appear in the backward pass.)
 pub fn causal_mask(t: usize, dtype: DType, device: &Device) -> Result<Tensor> {
+    sliding_mask(t, None, dtype, device)
+}
+
+/// [`causal_mask`] that, with a `window`, also hides keys `window` or more positions back: a
+/// query at `i` sees `(i - window, i]` (llama.cpp's standard sliding window).
+pub fn sliding_mask(
+    t: usize,
+    window: Option<usize>,
+    dtype: DType,
+    device: &Device,
+) -> Result<Tensor> {
+    let window = window.unwrap_or(usize::MAX);
     let mask: Vec<f32> = (0..t)
-        .flat_map(|i| (0..t).map(move |j| if j > i { -1e9 } else { 0.0 }))
+        .flat_map(|i| (0..t).map(move |j| if j > i || i - j >= window { -1e9 } else { 0.0 }))
         .collect();
     Tensor::from_vec(mask, (t, t), device)?.to_dtype(dtype)
 }
@@ -244,14 +276,20 @@ pub fn repeat_kv(x: &Tensor, n_rep: usize) -> Result<Tensor> {
         .reshape((b, h_kv * n_rep, t, d))
 }
 
-/// Causal scaled dot-product attention. `q: [b, h, t, d]`, `k, v: [b, h_kv, t, d]`;
-/// returns `[b, t, h·d]`.
-pub fn causal_attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: &Tensor) -> Result<Tensor> {
+/// Causal scaled dot-product attention. `q: [b, h, t, d]`, `k, v: [b, h_kv, t, d]`, scores
+/// multiplied by `scale` (usually `1/√d`); returns `[b, t, h·d]`.
+pub fn causal_attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    mask: &Tensor,
+    scale: f64,
+) -> Result<Tensor> {
     let (b, h, t, d) = q.dims4()?;
     let n_rep = h / k.dim(1)?;
     let k = repeat_kv(k, n_rep)?;
     let v = repeat_kv(v, n_rep)?;
-    let scores = (q.contiguous()?.matmul(&k.t()?.contiguous()?)? / (d as f64).sqrt())?;
+    let scores = (q.contiguous()?.matmul(&k.t()?.contiguous()?)? * scale)?;
     let probs = softmax_last(&scores.broadcast_add(mask)?)?;
     probs
         .matmul(&v.contiguous()?)?
@@ -264,6 +302,7 @@ pub fn causal_attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: &Tensor) -> Re
 mod tests {
     use super::*;
     use crate::gradcheck::{assert_grad_matches, max_abs_diff, randn, randn_var};
+    use candle_core::Var;
 
     /// A random projection turns any tensor into a scalar whose gradient exercises every entry.
     fn project(y: &Tensor, seed: u64) -> Result<Tensor> {
@@ -324,6 +363,160 @@ mod tests {
             || project(&quantized_linear(x.as_tensor(), &q)?, 25),
             64,
         );
+    }
+
+    #[test]
+    fn gelu_as_ggml_takes_ggml_values_forward_and_the_exact_gradient_back() {
+        let x = Var::from_tensor(
+            &Tensor::cat(
+                &[
+                    randn(30, &[64], 2.0),
+                    Tensor::new(&[-12.5f64, 11.0, 10.0, -10.0], &Device::Cpu).unwrap(),
+                ],
+                0,
+            )
+            .unwrap()
+            .to_dtype(DType::F32)
+            .unwrap(),
+        )
+        .unwrap();
+        let got = gelu_as_ggml(x.as_tensor()).unwrap();
+        let exact = x.as_tensor().gelu().unwrap();
+        let (got_v, exact_v): (Vec<f32>, Vec<f32>) =
+            (got.to_vec1().unwrap(), exact.to_vec1().unwrap());
+        let xs: Vec<f32> = x.as_tensor().to_vec1().unwrap();
+        let mut rounded = 0;
+        for ((&g, &e), &xi) in got_v.iter().zip(&exact_v).zip(&xs) {
+            if xi.abs() >= 10.0 {
+                assert_eq!(g, e, "beyond ±10 ggml is exact: {xi}");
+            } else {
+                // At most one f16 rounding of the input (through the slope ≤ 1.13) and one of
+                // the output: ~2^-11 relative each.
+                assert!((g - e).abs() <= 2e-3 * xi.abs() + 1e-6, "{xi}: {g} vs {e}");
+                rounded += usize::from(g != e);
+            }
+        }
+        assert!(
+            rounded > 32,
+            "only {rounded} of 64 values differ: not ggml's table"
+        );
+        // The gradient is the exact GELU's, to the bit.
+        let r = randn(31, &[68], 1.0).to_dtype(DType::F32).unwrap();
+        let ours = (got * &r).unwrap().sum_all().unwrap().backward().unwrap();
+        let reference = (exact * &r).unwrap().sum_all().unwrap().backward().unwrap();
+        let diff = (ours.get(x.as_tensor()).unwrap() - reference.get(x.as_tensor()).unwrap())
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert_eq!(diff, 0.0);
+        // f64 is the smooth function.
+        let x64 = randn(32, &[16], 2.0);
+        assert_eq!(
+            gelu_as_ggml(&x64).unwrap().to_vec1::<f64>().unwrap(),
+            x64.gelu().unwrap().to_vec1::<f64>().unwrap()
+        );
+    }
+
+    /// Every device this build can run on: the CPU, and a CUDA or Metal GPU when the build has
+    /// the feature and the machine the device.
+    fn devices() -> Vec<Device> {
+        let mut out = vec![Device::Cpu];
+        if candle_core::utils::cuda_is_available()
+            && let Ok(d) = Device::new_cuda(0)
+        {
+            out.push(d);
+        }
+        if candle_core::utils::metal_is_available()
+            && let Ok(d) = Device::new_metal(0)
+        {
+            out.push(d);
+        }
+        out
+    }
+
+    /// The training ops on every device give the CPU's values and input gradients (the CPU's
+    /// are checked against finite differences above). On the CPU itself, the custom matmuls'
+    /// fallback — the path other devices take — is compared with the custom op.
+    #[test]
+    fn training_ops_give_the_cpus_values_and_gradients_on_every_device() {
+        use candle_core::quantized::GgmlDType;
+        let f32 = |t: Tensor| t.to_dtype(DType::F32).unwrap();
+        let w = f32(randn(40, &[6, 32], 0.5));
+        let q = std::sync::Arc::new(QTensor::quantize(&w, GgmlDType::Q8_0).unwrap());
+        let norm = f32(randn(41, &[32], 1.0));
+        let (cos, sin) = rope_tables(5, 8, 100.0, 0.5, None, DType::F32, &Device::Cpu).unwrap();
+        let mask = sliding_mask(5, Some(3), DType::F32, &Device::Cpu).unwrap();
+        // (name, op on an input of shape [2, 5, 32]); weights move to the input's device.
+        type Op<'a> = Box<dyn Fn(&Tensor) -> Result<Tensor> + 'a>;
+        let on = |t: &Tensor, x: &Tensor| t.to_device(x.device());
+        let ops: Vec<(&str, Op)> = vec![
+            (
+                "frozen_linear",
+                Box::new(|x: &Tensor| frozen_linear(x, &on(&w, x)?)),
+            ),
+            (
+                "frozen_linear fallback",
+                Box::new(|x: &Tensor| {
+                    frozen_linear(&x.transpose(0, 1)?, &on(&w, x)?)?.transpose(0, 1)
+                }),
+            ),
+            (
+                "quantized_linear",
+                Box::new(|x: &Tensor| quantized_linear(x, &q)),
+            ),
+            (
+                "quantized_linear fallback",
+                Box::new(|x: &Tensor| quantized_linear(&x.transpose(0, 1)?, &q)?.transpose(0, 1)),
+            ),
+            (
+                "rms_norm",
+                Box::new(|x: &Tensor| rms_norm(x, &on(&norm, x)?, 1e-6)),
+            ),
+            ("gelu_as_ggml", Box::new(gelu_as_ggml)),
+            ("log_softmax_last", Box::new(log_softmax_last)),
+            (
+                "rope + attention",
+                Box::new(|x: &Tensor| {
+                    let heads = x.reshape((2, 5, 4, 8))?.transpose(1, 2)?.contiguous()?;
+                    let r = rope(&heads, &on(&cos, x)?, &on(&sin, x)?, RopeLayout::Halves)?;
+                    causal_attention(&r, &heads, &heads, &on(&mask, x)?, 0.35)
+                }),
+            ),
+        ];
+        let x_cpu = f32(randn(42, &[2, 5, 32], 1.0));
+        let value_and_grad = |op: &Op, device: &Device| -> (Vec<f32>, Vec<f32>) {
+            let x = Var::from_tensor(&x_cpu.to_device(device).unwrap()).unwrap();
+            let y = op(x.as_tensor()).unwrap();
+            let r = f32(randn(43, y.dims(), 1.0)).to_device(device).unwrap();
+            let grads = (&y * r).unwrap().sum_all().unwrap().backward().unwrap();
+            let flat = |t: &Tensor| t.flatten_all().unwrap().to_device(&Device::Cpu).unwrap();
+            let g = grads.get(x.as_tensor()).expect("no input gradient");
+            (flat(&y).to_vec1().unwrap(), flat(g).to_vec1().unwrap())
+        };
+        let rel = |a: &[f32], b: &[f32]| {
+            let num: f32 = a.iter().zip(b).map(|(x, y)| (x - y).powi(2)).sum();
+            let den: f32 = b.iter().map(|y| y * y).sum();
+            (num / den).sqrt()
+        };
+        for device in devices() {
+            for (i, (name, op)) in ops.iter().enumerate() {
+                // Fallbacks are compared with the op they stand in for, on the CPU.
+                let (reference, want) = if name.ends_with("fallback") {
+                    (&ops[i - 1].1, Device::Cpu)
+                } else {
+                    (op, Device::Cpu)
+                };
+                let (y, g) = value_and_grad(op, &device);
+                let (y_ref, g_ref) = value_and_grad(reference, &want);
+                let (ey, eg) = (rel(&y, &y_ref), rel(&g, &g_ref));
+                eprintln!("{device:?} {name}: value {ey:.1e}, gradient {eg:.1e}");
+                assert!(ey < 1e-5 && eg < 1e-5, "{device:?} {name}: {ey} {eg}");
+            }
+        }
     }
 
     #[test]
@@ -488,6 +681,53 @@ mod tests {
         );
     }
 
+    /// `1/√d` for the attention tests' head size of 3.
+    const SCALE: f64 = 0.577_350_269_189_625_8;
+
+    #[test]
+    fn a_sliding_window_hides_keys_that_far_back_and_nothing_else() {
+        let (b, h, t, d, w) = (1, 2, 6, 3, 2);
+        let mask = sliding_mask(t, Some(w), DType::F64, &Device::Cpu).unwrap();
+        let rows: Vec<Vec<f64>> = mask.to_vec2().unwrap();
+        for (i, row) in rows.iter().enumerate() {
+            for (j, &m) in row.iter().enumerate() {
+                let visible = j <= i && i - j < w;
+                assert_eq!(m == 0.0, visible, "query {i}, key {j}");
+            }
+        }
+        assert_eq!(
+            sliding_mask(t, None, DType::F64, &Device::Cpu)
+                .unwrap()
+                .to_vec2::<f64>()
+                .unwrap(),
+            causal_mask(t, DType::F64, &Device::Cpu)
+                .unwrap()
+                .to_vec2::<f64>()
+                .unwrap()
+        );
+        // Changing the value at position 0 changes only queries 0 and 1 (window 2).
+        let q = randn_var(16, &[b, h, t, d], 1.0);
+        let k = randn_var(17, &[b, h, t, d], 1.0);
+        let v = randn_var(18, &[b, h, t, d], 1.0);
+        let out =
+            causal_attention(q.as_tensor(), k.as_tensor(), v.as_tensor(), &mask, SCALE).unwrap();
+        let first = (v.as_tensor().narrow(2, 0, 1).unwrap() + 3.0).unwrap();
+        let v2 = Tensor::cat(&[first, v.as_tensor().narrow(2, 1, t - 1).unwrap()], 2).unwrap();
+        let out2 = causal_attention(q.as_tensor(), k.as_tensor(), &v2, &mask, SCALE).unwrap();
+        let moved: Vec<f64> = (out - out2)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_keepdim(2)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        assert!(moved[0] > 0.0 && moved[1] > 0.0, "{moved:?}");
+        assert!(moved[2..].iter().all(|&m| m == 0.0), "{moved:?}");
+    }
+
     #[test]
     fn causal_attention_ignores_the_future_and_has_exact_gradients() {
         let (b, h, h_kv, t, d) = (2, 4, 2, 5, 3);
@@ -495,7 +735,8 @@ mod tests {
         let q = randn_var(12, &[b, h, t, d], 1.0);
         let k = randn_var(13, &[b, h_kv, t, d], 1.0);
         let v = randn_var(14, &[b, h_kv, t, d], 1.0);
-        let out = causal_attention(q.as_tensor(), k.as_tensor(), v.as_tensor(), &mask).unwrap();
+        let out =
+            causal_attention(q.as_tensor(), k.as_tensor(), v.as_tensor(), &mask, SCALE).unwrap();
         assert_eq!(out.dims(), &[b, t, h * d]);
         // Position 0 only sees itself: its output is v at position 0 of the matching kv head.
         let first = out
@@ -520,7 +761,8 @@ mod tests {
         let kept = k.as_tensor().narrow(2, 0, t - 1).unwrap();
         let last = (k.as_tensor().narrow(2, t - 1, 1).unwrap() + 5.0).unwrap();
         let k_changed = Tensor::cat(&[kept, last], 2).unwrap();
-        let out2 = causal_attention(q.as_tensor(), &k_changed, v.as_tensor(), &mask).unwrap();
+        let out2 =
+            causal_attention(q.as_tensor(), &k_changed, v.as_tensor(), &mask, SCALE).unwrap();
         let early = (out.narrow(1, 0, t - 1).unwrap() - out2.narrow(1, 0, t - 1).unwrap()).unwrap();
         assert_eq!(
             early
@@ -534,7 +776,7 @@ mod tests {
         );
         let f = || {
             project(
-                &causal_attention(q.as_tensor(), k.as_tensor(), v.as_tensor(), &mask)?,
+                &causal_attention(q.as_tensor(), k.as_tensor(), v.as_tensor(), &mask, SCALE)?,
                 15,
             )
         };

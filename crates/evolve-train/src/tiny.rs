@@ -1,8 +1,8 @@
-//! Tiny random models of the architectures this crate rebuilds beyond Llama, for tests and for
+//! Tiny random models of the architectures this crate rebuilds beyond Llama (Qwen3, Gemma 3), for tests and for
 //! checks against other implementations (the tiny Llama itself is `evolve_gguf::tiny`).
 
 use crate::export::{TokenizerMetadata, WeightType, export_gguf_model};
-use crate::{Architecture, LlamaConfig, LlamaModel, Result};
+use crate::{Architecture, LlamaConfig, LlamaModel, Result, SlidingWindow};
 use evolve_core::rng::SplitMix64;
 use evolve_gguf::{GgufWriter, TensorData, read_path};
 use std::path::Path;
@@ -20,7 +20,46 @@ pub fn write_tiny_qwen3(vocab_from: &Path, out: &Path) -> Result<()> {
         tied_embeddings: true,
         ..base
     };
-    let model = LlamaModel::new_random_f32_cpu(&config, 11)?;
+    write_random(&config, vocab_from, out, |name| {
+        name.ends_with("_norm.weight") && name.contains(".attn_")
+    })
+}
+
+/// A tiny `gemma3` at `out` with the shape and vocabulary of the Llama GGUF `vocab_from`: head
+/// size 32, tied embeddings, a sliding window of 4 positions on even layers (RoPE base 10000)
+/// and global odd layers (base 10⁶, positions scaled by 1/8 as Gemma 3 4B's), and every norm —
+/// post-norms and head norms included — random around 1, so a misplaced one shows.
+pub fn write_tiny_gemma3(vocab_from: &Path, out: &Path) -> Result<()> {
+    let base = LlamaConfig::from_gguf(&read_path(vocab_from)?)?;
+    let config = LlamaConfig {
+        architecture: Architecture::Gemma3,
+        head_dim: 32,
+        rope_dims: 32,
+        rope_freq_base: 1_000_000.0,
+        rope_freq_scale: 0.125,
+        rms_eps: 1e-6,
+        tied_embeddings: true,
+        sliding_window: Some(SlidingWindow {
+            size: 4,
+            pattern: 2,
+            freq_base: 10_000.0,
+        }),
+        ..base
+    };
+    write_random(&config, vocab_from, out, |name| {
+        name.ends_with("norm.weight")
+    })
+}
+
+/// A random model of `config` with `vocab_from`'s vocabulary; the 1-D tensors `perturb` names
+/// are drawn around 1 (σ 0.3) instead of all ones.
+fn write_random(
+    config: &LlamaConfig,
+    vocab_from: &Path,
+    out: &Path,
+    perturb: impl Fn(&str) -> bool,
+) -> Result<()> {
+    let model = LlamaModel::new_random_f32_cpu(config, 11)?;
     let plain = out.with_extension("plain.partial");
     export_gguf_model(
         &model,
@@ -35,7 +74,7 @@ pub fn write_tiny_qwen3(vocab_from: &Path, out: &Path) -> Result<()> {
     }
     let mut rng = SplitMix64::new(7);
     for info in &file.tensors {
-        let data = if info.name.ends_with("_norm.weight") && info.name.contains(".attn_") {
+        let data = if info.dims.len() == 1 && perturb(&info.name) {
             let n = info.dims[0] as usize;
             TensorData::F32(
                 (0..n)

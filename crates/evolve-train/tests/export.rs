@@ -5,7 +5,8 @@ mod common;
 
 use candle_core::{DType, Device, Tensor};
 use common::{
-    assert_llama_cpp_applies_the_adapter, tiny_llama, tiny_qwen2, tiny_qwen3, trained_adapter,
+    assert_llama_cpp_applies_the_adapter, tiny_gemma3, tiny_llama, tiny_qwen2, tiny_qwen3,
+    trained_adapter,
 };
 use evolve_gguf::tiny::WeightType;
 use evolve_gguf::{GgmlType, Value, read_path};
@@ -63,6 +64,20 @@ fn qwen3_adapter_works_in_llama_cpp_too() {
         LoraConfig {
             rank: 4,
             alpha: 8.0,
+            ..LoraConfig::default()
+        },
+    );
+}
+
+#[test]
+fn gemma3_adapter_works_in_llama_cpp_too() {
+    let dir = tempfile::tempdir().unwrap();
+    assert_llama_cpp_applies_the_adapter(
+        &tiny_gemma3(dir.path()),
+        LoraConfig {
+            rank: 4,
+            alpha: 8.0,
+            targets: LoraTarget::ALL.to_vec(),
             ..LoraConfig::default()
         },
     );

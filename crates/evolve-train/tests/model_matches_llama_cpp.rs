@@ -4,7 +4,7 @@
 mod common;
 
 use candle_core::{DType, Device, Tensor};
-use common::{llama_cpp, rel_error, tiny_llama, tiny_qwen2, tiny_qwen3};
+use common::{llama_cpp, rel_error, tiny_gemma3, tiny_llama, tiny_qwen2, tiny_qwen3};
 use evolve_gguf::tiny::WeightType;
 use evolve_llama::{EngineOptions, LlamaEngine};
 use evolve_train::{LlamaConfig, LlamaModel, TrainError};
@@ -54,9 +54,20 @@ fn inputs(engine: &LlamaEngine) -> Vec<Vec<i32>> {
 /// through `LlamaEngine::last_logits` (f16 KV cache and flash attention, as users run it)
 /// against `max_rel_f16_kv`.
 fn assert_matches_llama_cpp(path: &Path, max_rel: f64, max_rel_f16_kv: f64) {
+    assert_matches_llama_cpp_in(&[DType::F32, DType::F64], path, max_rel, max_rel_f16_kv);
+}
+
+/// [`assert_matches_llama_cpp`] for the models loaded in `dtypes`; returns the largest error.
+fn assert_matches_llama_cpp_in(
+    dtypes: &[DType],
+    path: &Path,
+    max_rel: f64,
+    max_rel_f16_kv: f64,
+) -> f64 {
     let engine = engine(path);
     let direct = llama_cpp::load(path);
-    for dtype in [DType::F32, DType::F64] {
+    let mut largest: f64 = 0.0;
+    for &dtype in dtypes {
         let model = LlamaModel::load(path, &Device::Cpu, dtype).unwrap();
         assert_eq!(model.config().n_vocab, engine.n_vocab());
         for ids in inputs(&engine) {
@@ -74,8 +85,10 @@ fn assert_matches_llama_cpp(path: &Path, max_rel: f64, max_rel_f16_kv: f64) {
                 err_engine < max_rel_f16_kv,
                 "{dtype:?} {ids:?}: rel. error {err_engine:e} vs the engine"
             );
+            largest = largest.max(err);
         }
     }
+    largest
 }
 
 #[test]
@@ -101,6 +114,25 @@ fn candle_logits_equal_llama_cpp_on_a_qwen3_with_head_norms_and_its_own_head_siz
     assert_eq!(model.config().architecture.as_str(), "qwen3");
     assert_eq!((model.config().q_dim(), model.config().n_embd), (128, 64));
     assert_matches_llama_cpp(&path, 1e-4, 1e-3);
+}
+
+#[test]
+fn candle_logits_equal_llama_cpp_on_a_gemma3_with_sliding_window_layers() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = tiny_gemma3(dir.path());
+    let model = LlamaModel::load(&path, &Device::Cpu, DType::F32).unwrap();
+    let cfg = model.config();
+    assert_eq!(cfg.architecture.as_str(), "gemma3");
+    let window = cfg.sliding_window.expect("a sliding window");
+    assert_eq!(
+        (window.size, window.pattern, cfg.rope_freq_scale),
+        (4, 2, 0.125)
+    );
+    // In f32 the GeGLU takes the values of ggml's f16 GELU table, as the llama.cpp CPU build
+    // computes them; the f64 model keeps the smooth GELU and is off by the table's rounding.
+    let f32_err = assert_matches_llama_cpp_in(&[DType::F32], &path, 1e-4, 1e-3);
+    let f64_err = assert_matches_llama_cpp_in(&[DType::F64], &path, 1e-3, 1e-3);
+    assert!(f64_err > 2.0 * f32_err, "f64 {f64_err:e}, f32 {f32_err:e}");
 }
 
 #[test]

@@ -120,9 +120,27 @@ fn add_model_metadata(w: &mut GgufWriter, cfg: &LlamaConfig, weight_type: Weight
             Value::F32(cfg.rms_eps as f32),
         )
         .add_metadata(key("vocab_size"), u32v(cfg.n_vocab));
-    if cfg.q_dim() != cfg.n_embd || cfg.architecture == crate::Architecture::Qwen3 {
+    if cfg.q_dim() != cfg.n_embd
+        || matches!(
+            cfg.architecture,
+            crate::Architecture::Qwen3 | crate::Architecture::Gemma3
+        )
+    {
         w.add_metadata(key("attention.key_length"), u32v(cfg.head_dim))
             .add_metadata(key("attention.value_length"), u32v(cfg.head_dim));
+    }
+    if let Some(window) = cfg.sliding_window {
+        // llama.cpp's defaults for the period (6) and the local base (10000) are written too,
+        // so that the file says what it means.
+        w.add_metadata(key("attention.sliding_window"), u32v(window.size))
+            .add_metadata(
+                key("attention.sliding_window_pattern"),
+                u32v(window.pattern),
+            )
+            .add_metadata(
+                key("rope.freq_base_swa"),
+                Value::F32(window.freq_base as f32),
+            );
     }
     if cfg.rope_freq_scale != 1.0 {
         w.add_metadata(key("rope.scaling.type"), Value::String("linear".into()))

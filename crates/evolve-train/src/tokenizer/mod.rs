@@ -139,7 +139,8 @@ fn spm_parts(
         .collect();
     let mut merges: Vec<(f64, usize, &str, &str)> = Vec::new();
     for (i, piece) in tokens.iter().enumerate() {
-        if types[i] as i64 != 1 || piece.chars().count() < 2 {
+        // llama.cpp's SPM merges into user-defined pieces too (Gemma's whitespace runs).
+        if !matches!(types[i] as i64, 1 | TYPE_USER_DEFINED) || piece.chars().count() < 2 {
             continue;
         }
         for (cut, _) in piece.char_indices().skip(1) {

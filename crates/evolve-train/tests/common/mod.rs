@@ -145,6 +145,16 @@ pub fn tiny_qwen3(dir: &Path) -> PathBuf {
     path
 }
 
+/// A tiny random Gemma 3: scaled embedding, post-norms, GeGLU, q/k head norms, and a sliding
+/// window of 4 on even layers with its own RoPE base beside globally attending, position-scaled
+/// odd layers (every norm random).
+pub fn tiny_gemma3(dir: &Path) -> PathBuf {
+    let vocab_from = tiny_llama(dir, WeightType::F32);
+    let path = dir.join("tiny-gemma3.gguf");
+    evolve_train::tiny::write_tiny_gemma3(&vocab_from, &path).unwrap();
+    path
+}
+
 /// A few real training steps, so the adapter is the product of the loop and clearly non-zero.
 pub fn trained_adapter(model: &LlamaModel, lora_cfg: LoraConfig) -> Lora {
     let lora = Lora::new(model.config(), lora_cfg, DType::F32, &Device::Cpu).unwrap();
