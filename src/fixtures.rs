@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 
 /// A tiny random model of `arch` at `out`: `llama`; `qwen2` (the same weights with q/k/v biases,
 /// NEOX RoPE); `qwen3` (random weights of the same width, head size 32, q/k head norms, tied
-/// embeddings, f32); `gemma3` (as qwen3, plus post-norms, GeGLU and sliding-window layers).
+/// embeddings, f32); `gemma3` (as qwen3, plus post-norms, GeGLU and sliding-window layers);
+/// `phi3` (fused q/k/v and gate/up, partial rotary, LongRoPE factors).
 pub fn write_tiny(
     arch: &str,
     cfg: &TinyLlamaConfig,
@@ -28,8 +29,9 @@ pub fn write_tiny(
             .map_err(Into::into),
         "qwen3" => evolve_train::tiny::write_tiny_qwen3(&llama, out).map_err(Into::into),
         "gemma3" => evolve_train::tiny::write_tiny_gemma3(&llama, out).map_err(Into::into),
+        "phi3" => evolve_train::tiny::write_tiny_phi3(&llama, out).map_err(Into::into),
         other => Err(anyhow::anyhow!(
-            "--arch must be llama, qwen2, qwen3 or gemma3, not {other}"
+            "--arch must be llama, qwen2, qwen3, gemma3 or phi3, not {other}"
         )),
     };
     let _ = std::fs::remove_file(&llama);

@@ -29,7 +29,7 @@ pub fn check_trainable(file: &GgufFile) -> Result<()> {
     let trainable = trainable_architectures();
     if !trainable.contains(&summary.architecture.as_str()) {
         bail!(
-            "unsupported architecture '{}' in {}: EVOLVE Studio trains {} models (Llama 2/3, Mistral, SmolLM, Qwen2/2.5, Qwen3, Gemma 3)",
+            "unsupported architecture '{}' in {}: EVOLVE Studio trains {} models (Llama 2/3, Mistral, SmolLM, Qwen2/2.5, Qwen3, Gemma 3, Phi-3/3.5/4-mini)",
             summary.architecture,
             summary.path,
             trainable.join(", ")

@@ -249,6 +249,21 @@ fn one_round_runs_on_a_tiny_gemma3() {
 }
 
 #[test]
+fn one_round_runs_on_a_tiny_phi3() {
+    let dir = tempfile::tempdir().unwrap();
+    let vocab = dir.path().join("tiny.gguf");
+    evolve::gguf::tiny::write_tiny_llama(
+        &vocab,
+        &evolve::gguf::tiny::TinyLlamaConfig::default(),
+        evolve::gguf::tiny::WeightType::F32,
+    )
+    .unwrap();
+    let path = dir.path().join("tiny-phi3.gguf");
+    evolve::train::tiny::write_tiny_phi3(&vocab, &path).unwrap();
+    one_round(&path, "e");
+}
+
+#[test]
 fn one_round_runs_on_smollm2() {
     let Some(path) = evolve_testkit::real_models::smollm2("one_round_runs_on_smollm2") else {
         return;

@@ -111,8 +111,9 @@ pub struct RandomArgs {
     #[arg(long)]
     ctx: Option<u32>,
     /// llama; qwen2 (the same weights with q/k/v biases and NEOX RoPE); qwen3 (random
-    /// weights of the same width, head size 32, q/k head norms, tied embeddings; f32); or
-    /// gemma3 (qwen3's plus post-norms, GeGLU and sliding-window layers)
+    /// weights of the same width, head size 32, q/k head norms, tied embeddings; f32); gemma3
+    /// (qwen3's plus post-norms, GeGLU and sliding-window layers); or phi3 (fused q/k/v and
+    /// gate/up, partial rotary, LongRoPE factors)
     #[arg(long, default_value = "llama")]
     arch: String,
 }

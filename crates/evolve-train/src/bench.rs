@@ -70,6 +70,8 @@ impl Shape {
             rms_eps: 1e-5,
             tied_embeddings: false,
             sliding_window: None,
+            rope_attn_factor: 1.0,
+            rope_original_context: None,
         };
         Ok(match self {
             Shape::Tiny => {

@@ -15,14 +15,18 @@ pub enum Architecture {
     /// attention and the MLP as well as before, a GELU-gated MLP, and sliding-window layers with
     /// a RoPE base of their own between the global ones.
     Gemma3,
+    /// Phi-3/3.5-mini, Phi-4-mini: Llama's block with fused q/k/v and gate/up matrices (split on
+    /// load), NEOX RoPE over part of each head, LongRoPE factors and attention factor.
+    Phi3,
 }
 
 impl Architecture {
-    pub const ALL: [Architecture; 4] = [
+    pub const ALL: [Architecture; 5] = [
         Architecture::Llama,
         Architecture::Qwen2,
         Architecture::Qwen3,
         Architecture::Gemma3,
+        Architecture::Phi3,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -31,6 +35,7 @@ impl Architecture {
             Architecture::Qwen2 => "qwen2",
             Architecture::Qwen3 => "qwen3",
             Architecture::Gemma3 => "gemma3",
+            Architecture::Phi3 => "phi3",
         }
     }
 
@@ -46,7 +51,10 @@ impl Architecture {
     pub fn rope_layout(self) -> RopeLayout {
         match self {
             Architecture::Llama => RopeLayout::AdjacentPairs,
-            Architecture::Qwen2 | Architecture::Qwen3 | Architecture::Gemma3 => RopeLayout::Halves,
+            Architecture::Qwen2
+            | Architecture::Qwen3
+            | Architecture::Gemma3
+            | Architecture::Phi3 => RopeLayout::Halves,
         }
     }
 }
@@ -110,6 +118,12 @@ pub struct LlamaConfig {
     pub tied_embeddings: bool,
     /// Sliding-window layers (Gemma 3); `None`: every layer attends to every earlier position.
     pub sliding_window: Option<SlidingWindow>,
+    /// Multiplier of RoPE's cos and sin (`rope.scaling.attn_factor`: LongRoPE's √(1 + ln s / ln
+    /// n₀)); 1 otherwise.
+    pub rope_attn_factor: f64,
+    /// The context the model was pretrained at before RoPE scaling
+    /// (`rope.scaling.original_context_length`): LongRoPE uses its long factors beyond it.
+    pub rope_original_context: Option<usize>,
 }
 
 impl LlamaConfig {
@@ -122,6 +136,7 @@ impl LlamaConfig {
             "qwen2" => Architecture::Qwen2,
             "qwen3" => Architecture::Qwen3,
             "gemma3" => Architecture::Gemma3,
+            "phi3" => Architecture::Phi3,
             other => return Err(TrainError::UnsupportedArchitecture(other.into())),
         };
         let key = |suffix: &str| format!("{arch_name}.{suffix}");
@@ -224,6 +239,12 @@ impl LlamaConfig {
             rms_eps,
             tied_embeddings: file.tensor("output.weight").is_none(),
             sliding_window,
+            rope_attn_factor: float("rope.scaling.attn_factor")
+                .filter(|f| *f > 0.0)
+                .unwrap_or(1.0),
+            rope_original_context: file
+                .arch_u64("rope.scaling.original_context_length")
+                .map(|v| v as usize),
         })
     }
 
@@ -284,4 +305,14 @@ fn sliding_window(file: &GgufFile, key: &dyn Fn(&str) -> String) -> Result<Optio
         pattern,
         freq_base,
     }))
+}
+
+impl LlamaConfig {
+    /// Which LongRoPE factor tensor llama.cpp rotates with: the long factors when its context
+    /// exceeds the original one. Our engine runs at the model's own context unless told
+    /// otherwise, so that is the context compared here.
+    pub fn long_rope(&self) -> bool {
+        self.rope_original_context
+            .is_some_and(|original| self.context_length > original)
+    }
 }

@@ -14,7 +14,7 @@ pub enum TrainError {
     Read { path: PathBuf, reason: String },
     #[error(transparent)]
     Gguf(#[from] evolve_gguf::GgufError),
-    #[error("unsupported architecture '{0}' (supported: llama, qwen2, qwen3, gemma3)")]
+    #[error("unsupported architecture '{0}' (supported: llama, qwen2, qwen3, gemma3, phi3)")]
     UnsupportedArchitecture(String),
     #[error("model metadata: missing or invalid '{0}'")]
     Metadata(String),

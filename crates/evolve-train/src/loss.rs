@@ -438,6 +438,8 @@ mod tests {
             rms_eps: 1e-6,
             tied_embeddings: true,
             sliding_window: None,
+            rope_attn_factor: 1.0,
+            rope_original_context: None,
         }
     }
 

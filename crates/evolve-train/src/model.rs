@@ -65,6 +65,33 @@ impl Matrix {
         }
     }
 
+    /// Consecutive row blocks of `sizes` rows each (a fused matrix's parts). Quantized rows are
+    /// sliced as stored: quantization blocks never straddle rows.
+    fn split_rows(&self, sizes: &[usize]) -> Result<Vec<Matrix>> {
+        let mut out = Vec::with_capacity(sizes.len());
+        let mut start = 0;
+        for &n in sizes {
+            out.push(match self {
+                Matrix::Dense(t) => Matrix::Dense(t.narrow(0, start, n)?.contiguous()?),
+                Matrix::Quantized(q) => {
+                    let (_, cols) = q.shape().dims2()?;
+                    let kind = q.dtype();
+                    let row_bytes = cols / kind.block_size() * kind.type_size();
+                    let raw = q.data()?;
+                    let rows = candle_core::quantized::ggml_file::qtensor_from_ggml(
+                        kind,
+                        &raw[start * row_bytes..(start + n) * row_bytes],
+                        vec![n, cols],
+                        &q.device(),
+                    )?;
+                    Matrix::Quantized(Arc::new(rows))
+                }
+            });
+            start += n;
+        }
+        Ok(out)
+    }
+
     /// `x·Wᵀ`, with a weight gradient only when the model is `trainable` (a frozen base uses
     /// [`ops::frozen_linear`], so no weight gradient is ever computed or stored).
     fn linear(&self, x: &Tensor, trainable: bool) -> Result<Tensor> {
@@ -224,13 +251,24 @@ pub struct LlamaModel {
     output_norm: Tensor,
     /// `[n_vocab, n_embd]`; the embedding itself when the file ties them.
     output: Matrix,
+    /// Per-dimension RoPE frequency divisors in use (Llama 3's `rope_freqs`, or Phi-3's long
+    /// or short LongRoPE factors).
     rope_freq_factors: Option<Vec<f32>>,
+    /// Every RoPE factor tensor of the file by name, written back as they were on export.
+    rope_factor_tensors: Vec<(String, Vec<f32>)>,
     blocks: Vec<Block>,
     dtype: DType,
     device: Device,
     /// Every weight as a variable, by GGUF tensor name; empty while the model is frozen.
     vars: Vec<(String, Var)>,
 }
+
+/// The RoPE factor tensors a GGUF may hold (Llama 3's one set; LongRoPE's two).
+const ROPE_FACTOR_TENSORS: [&str; 3] = [
+    "rope_freqs.weight",
+    "rope_factors_long.weight",
+    "rope_factors_short.weight",
+];
 
 /// Standard deviation of random matrices in [`LlamaModel::new_random`] (GPT-2/Llama init).
 const INIT_STD: f64 = 0.02;
@@ -306,12 +344,25 @@ impl LlamaModel {
         let (q, hd) = (config.q_dim(), config.head_dim);
 
         let output_norm = get("output_norm.weight", &[e])?;
-        let rope_freq_factors = if has("rope_freqs.weight") {
-            let t = get("rope_freqs.weight", &[config.rope_dims / 2])?;
-            Some(t.to_dtype(DType::F32)?.to_vec1::<f32>()?)
+        let mut rope_factor_tensors = Vec::new();
+        for name in ROPE_FACTOR_TENSORS {
+            if has(name) {
+                let t = get(name, &[config.rope_dims / 2])?;
+                rope_factor_tensors.push((name.to_string(), t.to_dtype(DType::F32)?.to_vec1()?));
+            }
+        }
+        // Llama 3's one set, else LongRoPE's long or short set as llama.cpp picks them.
+        let in_use = if config.long_rope() {
+            ["rope_freqs.weight", "rope_factors_long.weight"]
         } else {
-            None
+            ["rope_freqs.weight", "rope_factors_short.weight"]
         };
+        let rope_freq_factors = in_use.iter().find_map(|wanted| {
+            rope_factor_tensors
+                .iter()
+                .find(|(name, _)| name == wanted)
+                .map(|(_, f)| f.clone())
+        });
         // The LM head is often the largest matrix, so it may stay quantized too; a tied head
         // is the (dense, row-gathered) embedding.
         let output = if tied {
@@ -350,14 +401,40 @@ impl LlamaModel {
             );
             let attn_norm = dense("attn_norm.weight", e)?;
             let ffn_norm = dense("ffn_norm.weight", e)?;
+            let fused_qkv = has(&n("attn_qkv.weight"));
             let mut matrix = |part: &str, rows: usize, cols: usize| {
                 read(&n(part), &[rows, cols], keep_quantized)
             };
+            // Phi-3 fuses q/k/v (rows in that order) and gate/up (gate first): split once here,
+            // so the blocks and adapters stay those of every other architecture.
+            let [wq, wk, wv]: [Matrix; 3] = if fused_qkv {
+                let parts = matrix("attn_qkv.weight", q + 2 * kv, e)?.split_rows(&[q, kv, kv])?;
+                parts
+                    .try_into()
+                    .unwrap_or_else(|_| unreachable!("three parts"))
+            } else {
+                [
+                    matrix("attn_q.weight", q, e)?,
+                    matrix("attn_k.weight", kv, e)?,
+                    matrix("attn_v.weight", kv, e)?,
+                ]
+            };
+            let [gate, up]: [Matrix; 2] = if config.architecture == crate::Architecture::Phi3 {
+                let parts = matrix("ffn_up.weight", 2 * ff, e)?.split_rows(&[ff, ff])?;
+                parts
+                    .try_into()
+                    .unwrap_or_else(|_| unreachable!("two parts"))
+            } else {
+                [
+                    matrix("ffn_gate.weight", ff, e)?,
+                    matrix("ffn_up.weight", ff, e)?,
+                ]
+            };
             blocks.push(Block {
                 attn_norm,
-                wq: matrix("attn_q.weight", q, e)?,
-                wk: matrix("attn_k.weight", kv, e)?,
-                wv: matrix("attn_v.weight", kv, e)?,
+                wq,
+                wk,
+                wv,
                 wo: matrix("attn_output.weight", e, q)?,
                 bq,
                 bk,
@@ -367,8 +444,8 @@ impl LlamaModel {
                 post_attn_norm,
                 post_ffn_norm,
                 ffn_norm,
-                gate: matrix("ffn_gate.weight", ff, e)?,
-                up: matrix("ffn_up.weight", ff, e)?,
+                gate,
+                up,
                 down: matrix("ffn_down.weight", e, ff)?,
             });
         }
@@ -378,6 +455,7 @@ impl LlamaModel {
             output_norm,
             output,
             rope_freq_factors,
+            rope_factor_tensors,
             blocks,
             dtype,
             device: device.clone(),
@@ -458,6 +536,7 @@ impl LlamaModel {
             output_norm: ones(e)?,
             output,
             rope_freq_factors: None,
+            rope_factor_tensors: Vec::new(),
             blocks,
             dtype,
             device: device.clone(),
@@ -523,10 +602,16 @@ impl LlamaModel {
         }
         for (i, b) in self.blocks.iter().enumerate() {
             let n = |part: &str| format!("blk.{i}.{part}");
+            let phi3 = self.config.architecture == crate::Architecture::Phi3;
             out.push((n("attn_norm.weight"), b.attn_norm.clone()));
-            out.push((n("attn_q.weight"), dense(&b.wq)?));
-            out.push((n("attn_k.weight"), dense(&b.wk)?));
-            out.push((n("attn_v.weight"), dense(&b.wv)?));
+            if phi3 {
+                let qkv = Tensor::cat(&[dense(&b.wq)?, dense(&b.wk)?, dense(&b.wv)?], 0)?;
+                out.push((n("attn_qkv.weight"), qkv));
+            } else {
+                out.push((n("attn_q.weight"), dense(&b.wq)?));
+                out.push((n("attn_k.weight"), dense(&b.wk)?));
+                out.push((n("attn_v.weight"), dense(&b.wv)?));
+            }
             out.push((n("attn_output.weight"), dense(&b.wo)?));
             for (part, extra) in [
                 ("attn_q.bias", &b.bq),
@@ -541,8 +626,13 @@ impl LlamaModel {
                 }
             }
             out.push((n("ffn_norm.weight"), b.ffn_norm.clone()));
-            out.push((n("ffn_gate.weight"), dense(&b.gate)?));
-            out.push((n("ffn_up.weight"), dense(&b.up)?));
+            if phi3 {
+                let gate_up = Tensor::cat(&[dense(&b.gate)?, dense(&b.up)?], 0)?;
+                out.push((n("ffn_up.weight"), gate_up));
+            } else {
+                out.push((n("ffn_gate.weight"), dense(&b.gate)?));
+                out.push((n("ffn_up.weight"), dense(&b.up)?));
+            }
             out.push((n("ffn_down.weight"), dense(&b.down)?));
             if let Some(t) = &b.post_ffn_norm {
                 out.push((n("post_ffw_norm.weight"), t.clone()));
@@ -677,6 +767,7 @@ impl LlamaModel {
             output_norm: detach(&self.output_norm)?,
             output,
             rope_freq_factors: self.rope_freq_factors.clone(),
+            rope_factor_tensors: self.rope_factor_tensors.clone(),
             blocks,
             dtype: self.dtype,
             device: self.device.clone(),
@@ -684,9 +775,15 @@ impl LlamaModel {
         })
     }
 
-    /// Per-dimension RoPE frequency divisors (`rope_freqs.weight`, Llama 3), if any.
+    /// Per-dimension RoPE frequency divisors in use (`rope_freqs.weight`, Llama 3; Phi-3's
+    /// LongRoPE set), if any.
     pub fn rope_freq_factors(&self) -> Option<&[f32]> {
         self.rope_freq_factors.as_deref()
+    }
+
+    /// Every RoPE factor tensor of the file (name, values), as an export writes them back.
+    pub fn rope_factor_tensors(&self) -> &[(String, Vec<f32>)] {
+        &self.rope_factor_tensors
     }
 
     pub fn config(&self) -> &LlamaConfig {
@@ -794,6 +891,10 @@ impl LlamaModel {
                 &self.device,
             )?;
             let mask = ops::sliding_mask(t, window, self.dtype, &self.device)?;
+            let (cos, sin) = match cfg.rope_attn_factor {
+                1.0 => (cos, sin),
+                f => ((cos * f)?, (sin * f)?),
+            };
             Ok(Positions { cos, sin, mask })
         };
         let global = positions(cfg.rope_freq_base, cfg.rope_freq_scale, None)?;

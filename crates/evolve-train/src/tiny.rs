@@ -1,4 +1,4 @@
-//! Tiny random models of the architectures this crate rebuilds beyond Llama (Qwen3, Gemma 3), for tests and for
+//! Tiny random models of the architectures this crate rebuilds beyond Llama (Qwen3, Gemma 3, Phi-3), for tests and for
 //! checks against other implementations (the tiny Llama itself is `evolve_gguf::tiny`).
 
 use crate::export::{TokenizerMetadata, WeightType, export_gguf_model};
@@ -20,7 +20,7 @@ pub fn write_tiny_qwen3(vocab_from: &Path, out: &Path) -> Result<()> {
         tied_embeddings: true,
         ..base
     };
-    write_random(&config, vocab_from, out, |name| {
+    write_random(&config, vocab_from, out, Vec::new(), |name| {
         name.ends_with("_norm.weight") && name.contains(".attn_")
     })
 }
@@ -46,7 +46,36 @@ pub fn write_tiny_gemma3(vocab_from: &Path, out: &Path) -> Result<()> {
         }),
         ..base
     };
-    write_random(&config, vocab_from, out, |name| {
+    write_random(&config, vocab_from, out, Vec::new(), |name| {
+        name.ends_with("norm.weight")
+    })
+}
+
+/// A tiny `phi3` at `out` with the shape and vocabulary of the Llama GGUF `vocab_from`: fused
+/// q/k/v and gate/up matrices, NEOX RoPE over 12 of each head's 16 dimensions, and LongRoPE —
+/// long and short factor sets (random in [1, 4)), an attention factor of 1.19, and an original
+/// context of 64 below the 512 it runs at, so llama.cpp (and the trainer) use the long set.
+pub fn write_tiny_phi3(vocab_from: &Path, out: &Path) -> Result<()> {
+    let base = LlamaConfig::from_gguf(&read_path(vocab_from)?)?;
+    let config = LlamaConfig {
+        architecture: Architecture::Phi3,
+        rope_dims: 12,
+        rope_attn_factor: 1.19,
+        rope_original_context: Some(64),
+        context_length: 512,
+        ..base
+    };
+    let mut rng = SplitMix64::new(13);
+    let mut factors = || -> Vec<f32> {
+        (0..config.rope_dims / 2)
+            .map(|_| 1.0 + (rng.next_u64() % 3000) as f32 / 1000.0)
+            .collect()
+    };
+    let extra = vec![
+        ("rope_factors_long.weight".to_string(), factors()),
+        ("rope_factors_short.weight".to_string(), factors()),
+    ];
+    write_random(&config, vocab_from, out, extra, |name| {
         name.ends_with("norm.weight")
     })
 }
@@ -57,6 +86,7 @@ fn write_random(
     config: &LlamaConfig,
     vocab_from: &Path,
     out: &Path,
+    extra: Vec<(String, Vec<f32>)>,
     perturb: impl Fn(&str) -> bool,
 ) -> Result<()> {
     let model = LlamaModel::new_random_f32_cpu(config, 11)?;
@@ -88,6 +118,9 @@ fn write_random(
             }
         };
         w.add_tensor(info.name.clone(), info.dims.clone(), data)?;
+    }
+    for (name, values) in extra {
+        w.add_tensor(name, vec![values.len() as u64], TensorData::F32(values))?;
     }
     drop(file);
     let _ = std::fs::remove_file(&plain);

@@ -5,8 +5,8 @@ mod common;
 
 use candle_core::{DType, Device, Tensor};
 use common::{
-    assert_llama_cpp_applies_the_adapter, tiny_gemma3, tiny_llama, tiny_qwen2, tiny_qwen3,
-    trained_adapter,
+    assert_llama_cpp_applies_the_adapter, tiny_gemma3, tiny_llama, tiny_phi3, tiny_qwen2,
+    tiny_qwen3, trained_adapter,
 };
 use evolve_gguf::tiny::WeightType;
 use evolve_gguf::{GgmlType, Value, read_path};
@@ -81,6 +81,28 @@ fn gemma3_adapter_works_in_llama_cpp_too() {
             ..LoraConfig::default()
         },
     );
+}
+
+/// Phi-3's adapter goes to llama.cpp as one adapter per fused matrix; one on q and v only
+/// leaves k's rows of the fused q/k/v at zero.
+#[test]
+fn phi3_adapter_on_fused_matrices_works_in_llama_cpp_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = tiny_phi3(dir.path());
+    for targets in [
+        LoraTarget::ALL.to_vec(),
+        vec![LoraTarget::Q, LoraTarget::V, LoraTarget::Up],
+    ] {
+        assert_llama_cpp_applies_the_adapter(
+            &path,
+            LoraConfig {
+                rank: 4,
+                alpha: 8.0,
+                targets,
+                ..LoraConfig::default()
+            },
+        );
+    }
 }
 
 #[test]
@@ -235,4 +257,89 @@ fn qwen2_peft_export_keeps_q_k_rows_as_trained() {
         b.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
         trained.flatten_all().unwrap().to_vec1::<f32>().unwrap()
     );
+}
+
+/// Phi-3's PEFT adapter sits on transformers' fused `qkv_proj` / `gate_up_proj`: one adapter
+/// each, whose rank and alpha (`rank_pattern`, `alpha_pattern`) make its update exactly the
+/// stacked updates of the parts candle trained.
+#[test]
+fn phi3_peft_export_fuses_the_parts_into_transformers_modules() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = LlamaModel::load(&tiny_phi3(dir.path()), &Device::Cpu, DType::F32).unwrap();
+    let lora = trained_adapter(
+        &model,
+        LoraConfig {
+            rank: 4,
+            alpha: 8.0,
+            targets: vec![
+                LoraTarget::Q,
+                LoraTarget::V,
+                LoraTarget::Gate,
+                LoraTarget::Up,
+            ],
+            ..LoraConfig::default()
+        },
+    );
+    let out = dir.path().join("peft");
+    export_peft(&lora, model.config(), &out, None).unwrap();
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join(PEFT_CONFIG_FILE)).unwrap())
+            .unwrap();
+    assert_eq!(
+        config["target_modules"],
+        serde_json::json!(["qkv_proj", "gate_up_proj"])
+    );
+    assert_eq!(config["rank_pattern"]["qkv_proj"], 8);
+    assert_eq!(config["rank_pattern"]["gate_up_proj"], 8);
+    let tensors =
+        candle_core::safetensors::load(out.join(PEFT_WEIGHTS_FILE), &Device::Cpu).unwrap();
+    let cfg = model.config();
+    for (module, path, parts) in [
+        (
+            "qkv_proj",
+            "self_attn.qkv_proj",
+            vec![
+                (LoraTarget::Q, cfg.q_dim()),
+                (LoraTarget::K, cfg.kv_dim()),
+                (LoraTarget::V, cfg.kv_dim()),
+            ],
+        ),
+        (
+            "gate_up_proj",
+            "mlp.gate_up_proj",
+            vec![(LoraTarget::Gate, cfg.n_ff), (LoraTarget::Up, cfg.n_ff)],
+        ),
+    ] {
+        let scale = config["alpha_pattern"][module].as_f64().unwrap()
+            / config["rank_pattern"][module].as_f64().unwrap();
+        for layer in 0..cfg.n_layer {
+            let key =
+                |half: &str| format!("base_model.model.model.layers.{layer}.{path}.{half}.weight");
+            let fused = (tensors[&key("lora_B")]
+                .matmul(&tensors[&key("lora_A")])
+                .unwrap()
+                * scale)
+                .unwrap();
+            let mut row = 0;
+            for (target, rows) in &parts {
+                let got = fused.narrow(0, row, *rows).unwrap();
+                let want = match lora.pair(layer, *target) {
+                    Some(p) => {
+                        (p.b.as_tensor().matmul(p.a.as_tensor()).unwrap() * lora.scale()).unwrap()
+                    }
+                    None => got.zeros_like().unwrap(),
+                };
+                let diff = (got - &want)
+                    .unwrap()
+                    .abs()
+                    .unwrap()
+                    .max_all()
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap();
+                assert!(diff < 1e-6, "layer {layer} {target:?}: {diff}");
+                row += rows;
+            }
+        }
+    }
 }

@@ -4,7 +4,7 @@
 mod common;
 
 use candle_core::{DType, Device, Tensor};
-use common::{llama_cpp, rel_error, tiny_gemma3, tiny_llama, tiny_qwen2, tiny_qwen3};
+use common::{llama_cpp, rel_error, tiny_gemma3, tiny_llama, tiny_phi3, tiny_qwen2, tiny_qwen3};
 use evolve_gguf::tiny::WeightType;
 use evolve_llama::{EngineOptions, LlamaEngine};
 use evolve_train::{LlamaConfig, LlamaModel, TrainError};
@@ -133,6 +133,26 @@ fn candle_logits_equal_llama_cpp_on_a_gemma3_with_sliding_window_layers() {
     let f32_err = assert_matches_llama_cpp_in(&[DType::F32], &path, 1e-4, 1e-3);
     let f64_err = assert_matches_llama_cpp_in(&[DType::F64], &path, 1e-3, 1e-3);
     assert!(f64_err > 2.0 * f32_err, "f64 {f64_err:e}, f32 {f32_err:e}");
+}
+
+#[test]
+fn candle_logits_equal_llama_cpp_on_a_phi3_with_fused_matrices_and_long_rope() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = tiny_phi3(dir.path());
+    let model = LlamaModel::load(&path, &Device::Cpu, DType::F32).unwrap();
+    let cfg = model.config();
+    assert_eq!(cfg.architecture.as_str(), "phi3");
+    assert_eq!((cfg.rope_dims, cfg.head_dim), (12, 16));
+    assert!(cfg.long_rope() && (cfg.rope_attn_factor - 1.19).abs() < 1e-6);
+    let file = evolve_gguf::read_path(&path).unwrap();
+    let long: Vec<f32> = file
+        .read_tensor_bytes("rope_factors_long.weight")
+        .unwrap()
+        .chunks(4)
+        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+        .collect();
+    assert_eq!(model.rope_freq_factors(), Some(long.as_slice()));
+    assert_matches_llama_cpp(&path, 1e-4, 1e-3);
 }
 
 #[test]

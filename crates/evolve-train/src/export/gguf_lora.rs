@@ -4,14 +4,21 @@
 //! Tensors are named after the base tensor (`blk.0.attn_q.weight.lora_a`); `lora_a` has ggml
 //! dims `[n_in, r]` (row-major `(r, n_in)`, as trained), `lora_b` `[r, n_out]`. llama.cpp
 //! applies `alpha / r` itself, where r is read from `lora_b`. Our adapter is trained on the GGUF
-//! weight layout, so q/k rows need no permutation here.
+//! weight layout, so q/k rows need no permutation here. Phi-3's fused q/k/v and gate/up
+//! matrices get one adapter each, assembled from the parts' adapters.
 
-use crate::config::LlamaConfig;
-use crate::lora::{Lora, lora_tensor_name};
+use crate::config::{Architecture, LlamaConfig};
+use crate::lora::{Lora, LoraPair, LoraTarget};
 use crate::{Result, TrainError};
-use candle_core::DType;
+use candle_core::{DType, Tensor};
 use evolve_gguf::{GgufWriter, TensorData, Value};
 use std::path::Path;
+
+/// Phi-3's fused matrices: the GGUF tensor stem and the targets whose rows it stacks.
+const FUSED: [(&str, &[LoraTarget]); 2] = [
+    ("attn_qkv", &[LoraTarget::Q, LoraTarget::K, LoraTarget::V]),
+    ("ffn_up", &[LoraTarget::Gate, LoraTarget::Up]),
+];
 
 pub fn export_gguf_lora(lora: &Lora, model: &LlamaConfig, path: &Path) -> Result<()> {
     let cfg = lora.config();
@@ -24,36 +31,96 @@ pub fn export_gguf_lora(lora: &Lora, model: &LlamaConfig, path: &Path) -> Result
     .add_metadata("general.name", Value::String("evolve-lora".into()))
     .add_metadata("adapter.type", Value::String("lora".into()))
     .add_metadata("adapter.lora.alpha", Value::F32(cfg.alpha as f32));
-    // llama.cpp scales by alpha/r; rsLoRA trained with alpha/√r, so B carries the factor √r.
-    let b_factor = if cfg.use_rslora {
-        (cfg.rank as f64).sqrt()
-    } else {
-        1.0
-    };
-    let flat = |t: &candle_core::Tensor| -> Result<Vec<f32>> {
-        Ok(t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?)
-    };
-    for (layer, target, pair) in lora.pairs() {
-        let (r, n_in) = pair.a.as_tensor().dims2()?;
-        let (n_out, _) = pair.b.as_tensor().dims2()?;
-        let b = (pair.b.as_tensor() * b_factor)?;
-        let invalid = |e: evolve_gguf::GgufError| TrainError::Tensor {
-            name: lora_tensor_name(layer, target, "lora_a"),
-            reason: e.to_string(),
-        };
-        w.add_tensor(
-            lora_tensor_name(layer, target, "lora_a"),
-            vec![n_in as u64, r as u64],
-            TensorData::F32(flat(pair.a.as_tensor())?),
-        )
-        .map_err(invalid)?;
-        w.add_tensor(
-            lora_tensor_name(layer, target, "lora_b"),
-            vec![r as u64, n_out as u64],
-            TensorData::F32(flat(&b)?),
-        )
-        .map_err(invalid)?;
+    let fused = model.architecture == Architecture::Phi3;
+    for layer in 0..lora.n_layers() {
+        let mut done = Vec::new();
+        if fused {
+            for (stem, targets) in FUSED {
+                let parts: Vec<(LoraTarget, &LoraPair)> = targets
+                    .iter()
+                    .filter_map(|&t| lora.pair(layer, t).map(|p| (t, p)))
+                    .collect();
+                if parts.is_empty() {
+                    continue;
+                }
+                let (a, b) = fuse(&parts, targets, model)?;
+                add_pair(&mut w, &format!("blk.{layer}.{stem}.weight"), &a, &b, lora)?;
+                done.extend(targets.iter().copied());
+            }
+        }
+        for target in LoraTarget::ALL {
+            if done.contains(&target) {
+                continue;
+            }
+            if let Some(pair) = lora.pair(layer, target) {
+                let base = format!("blk.{layer}.{}.weight", target.gguf_stem());
+                add_pair(&mut w, &base, pair.a.as_tensor(), pair.b.as_tensor(), lora)?;
+            }
+        }
     }
     w.write_to_path(path)?;
+    Ok(())
+}
+
+/// One adapter on a fused matrix standing for `parts`' adapters on its row blocks: `A` stacks
+/// their `A`s (rank k·r) and `B` places each `B` on its rows, block-diagonally (zero rows for a
+/// part without an adapter) — exactly the sum of the parts' updates.
+pub(crate) fn fuse(
+    parts: &[(LoraTarget, &LoraPair)],
+    targets: &[LoraTarget],
+    model: &LlamaConfig,
+) -> Result<(Tensor, Tensor)> {
+    let a = Tensor::cat(
+        &parts
+            .iter()
+            .map(|(_, p)| p.a.as_tensor().to_dtype(DType::F32))
+            .collect::<candle_core::Result<Vec<_>>>()?,
+        0,
+    )?;
+    let rank_total = a.dim(0)?;
+    let device = a.device().clone();
+    let mut rows = Vec::new();
+    let mut col = 0;
+    for &target in targets {
+        let (_, n_out) = target.shape(model);
+        match parts.iter().find(|(t, _)| *t == target) {
+            Some((_, p)) => {
+                let b = p.b.as_tensor().to_dtype(DType::F32)?;
+                let r = b.dim(1)?;
+                rows.push(b.pad_with_zeros(1, col, rank_total - col - r)?);
+                col += r;
+            }
+            None => rows.push(Tensor::zeros((n_out, rank_total), DType::F32, &device)?),
+        }
+    }
+    Ok((a, Tensor::cat(&rows, 0)?))
+}
+
+/// Writes `base.lora_a` / `base.lora_b`. llama.cpp scales by `alpha / rank`, its rank read from
+/// `B`; `B` carries whatever makes that our scale (√r for rsLoRA, k for a k-part fused one).
+fn add_pair(w: &mut GgufWriter, base: &str, a: &Tensor, b: &Tensor, lora: &Lora) -> Result<()> {
+    let (r, n_in) = a.dims2()?;
+    let (n_out, _) = b.dims2()?;
+    let alpha = lora.config().alpha;
+    let b = (b.to_dtype(DType::F32)? * (lora.scale() * r as f64 / alpha))?;
+    let flat = |t: &Tensor| -> Result<Vec<f32>> {
+        Ok(t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?)
+    };
+    let invalid = |e: evolve_gguf::GgufError| TrainError::Tensor {
+        name: format!("{base}.lora_a"),
+        reason: e.to_string(),
+    };
+    w.add_tensor(
+        format!("{base}.lora_a"),
+        vec![n_in as u64, r as u64],
+        TensorData::F32(flat(a)?),
+    )
+    .map_err(invalid)?;
+    w.add_tensor(
+        format!("{base}.lora_b"),
+        vec![r as u64, n_out as u64],
+        TensorData::F32(flat(&b)?),
+    )
+    .map_err(invalid)?;
     Ok(())
 }

@@ -79,11 +79,11 @@ pub fn export_gguf_model(
         };
         w.add_tensor(name.clone(), dims, data).map_err(invalid)?;
     }
-    if let Some(factors) = model.rope_freq_factors() {
+    for (name, factors) in model.rope_factor_tensors() {
         w.add_tensor(
-            "rope_freqs.weight",
+            name.clone(),
             vec![factors.len() as u64],
-            TensorData::F32(factors.to_vec()),
+            TensorData::F32(factors.clone()),
         )?;
     }
     w.write_to_path(path)?;
@@ -141,6 +141,15 @@ fn add_model_metadata(w: &mut GgufWriter, cfg: &LlamaConfig, weight_type: Weight
                 key("rope.freq_base_swa"),
                 Value::F32(window.freq_base as f32),
             );
+    }
+    if cfg.rope_attn_factor != 1.0 {
+        w.add_metadata(
+            key("rope.scaling.attn_factor"),
+            Value::F32(cfg.rope_attn_factor as f32),
+        );
+    }
+    if let Some(original) = cfg.rope_original_context {
+        w.add_metadata(key("rope.scaling.original_context_length"), u32v(original));
     }
     if cfg.rope_freq_scale != 1.0 {
         w.add_metadata(key("rope.scaling.type"), Value::String("linear".into()))

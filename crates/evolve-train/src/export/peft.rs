@@ -35,6 +35,20 @@ pub fn unpermute_gguf_to_hf(w: &Tensor, n_head: usize) -> Result<Tensor> {
         .reshape((rows, cols))?)
 }
 
+/// Phi-3's fused modules in transformers: PEFT name, path under `model.layers.N`, and the parts.
+const PHI3_FUSED: [(&str, &str, &[LoraTarget]); 2] = [
+    (
+        "qkv_proj",
+        "self_attn.qkv_proj",
+        &[LoraTarget::Q, LoraTarget::K, LoraTarget::V],
+    ),
+    (
+        "gate_up_proj",
+        "mlp.gate_up_proj",
+        &[LoraTarget::Gate, LoraTarget::Up],
+    ),
+];
+
 /// Writes `dir/adapter_config.json` and `dir/adapter_model.safetensors`.
 pub fn export_peft(
     lora: &Lora,
@@ -44,19 +58,61 @@ pub fn export_peft(
 ) -> Result<()> {
     let cfg = lora.config();
     let mut tensors = HashMap::new();
-    for (layer, target, pair) in lora.pairs() {
-        let prefix = format!("base_model.model.model.layers.{layer}.{}", target.hf_path());
-        let b = pair.b.as_tensor().to_dtype(DType::F32)?;
-        let b = match (model.architecture, target) {
-            (Architecture::Llama, LoraTarget::Q) => unpermute_gguf_to_hf(&b, model.n_head)?,
-            (Architecture::Llama, LoraTarget::K) => unpermute_gguf_to_hf(&b, model.n_head_kv)?,
-            _ => b,
-        };
-        tensors.insert(
-            format!("{prefix}.lora_A.weight"),
-            pair.a.as_tensor().to_dtype(DType::F32)?,
-        );
-        tensors.insert(format!("{prefix}.lora_B.weight"), b);
+    // Phi-3's fused modules carry one adapter each (see `gguf_lora::fuse`), of rank k·r; the
+    // patterns give each its rank and an alpha that keeps our scale.
+    let fused = model.architecture == Architecture::Phi3;
+    let mut rank_pattern = serde_json::Map::new();
+    let mut alpha_pattern = serde_json::Map::new();
+    let mut modules: Vec<&str> = Vec::new();
+    for layer in 0..lora.n_layers() {
+        let mut done = Vec::new();
+        if fused {
+            for (module, path, targets) in PHI3_FUSED {
+                let parts: Vec<_> = targets
+                    .iter()
+                    .filter_map(|&t| lora.pair(layer, t).map(|p| (t, p)))
+                    .collect();
+                if parts.is_empty() {
+                    continue;
+                }
+                let (a, b) = super::gguf_lora::fuse(&parts, targets, model)?;
+                let prefix = format!("base_model.model.model.layers.{layer}.{path}");
+                let rank = a.dim(0)? as f64;
+                let alpha = if cfg.use_rslora {
+                    lora.scale() * rank.sqrt()
+                } else {
+                    lora.scale() * rank
+                };
+                rank_pattern.insert(module.into(), serde_json::json!(rank as usize));
+                alpha_pattern.insert(module.into(), serde_json::json!(alpha));
+                tensors.insert(format!("{prefix}.lora_A.weight"), a);
+                tensors.insert(format!("{prefix}.lora_B.weight"), b);
+                done.extend(targets.iter().copied());
+                if !modules.contains(&module) {
+                    modules.push(module);
+                }
+            }
+        }
+        for target in LoraTarget::ALL {
+            let Some(pair) = lora.pair(layer, target).filter(|_| !done.contains(&target)) else {
+                continue;
+            };
+            let prefix = format!("base_model.model.model.layers.{layer}.{}", target.hf_path());
+            let b = pair.b.as_tensor().to_dtype(DType::F32)?;
+            let b = match (model.architecture, target) {
+                (Architecture::Llama, LoraTarget::Q) => unpermute_gguf_to_hf(&b, model.n_head)?,
+                (Architecture::Llama, LoraTarget::K) => unpermute_gguf_to_hf(&b, model.n_head_kv)?,
+                _ => b,
+            };
+            tensors.insert(
+                format!("{prefix}.lora_A.weight"),
+                pair.a.as_tensor().to_dtype(DType::F32)?,
+            );
+            tensors.insert(format!("{prefix}.lora_B.weight"), b);
+            if !modules.contains(&target.hf_module()) {
+                modules.push(target.hf_module());
+            }
+        }
     }
     let io = |path: &Path| {
         let path = path.to_path_buf();
@@ -66,7 +122,7 @@ pub fn export_peft(
     let weights = dir.join(PEFT_WEIGHTS_FILE);
     candle_core::safetensors::save(&tensors, &weights)?;
 
-    let targets: Vec<&str> = cfg.targets.iter().map(|t| t.hf_module()).collect();
+    let targets = modules;
     let config = serde_json::json!({
         "base_model_name_or_path": base_model_name_or_path,
         "bias": "none",
@@ -78,8 +134,8 @@ pub fn export_peft(
         "modules_to_save": null,
         "peft_type": "LORA",
         "r": cfg.rank,
-        "rank_pattern": {},
-        "alpha_pattern": {},
+        "rank_pattern": rank_pattern,
+        "alpha_pattern": alpha_pattern,
         "revision": null,
         "target_modules": targets,
         "task_type": "CAUSAL_LM",

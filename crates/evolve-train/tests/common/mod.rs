@@ -155,6 +155,15 @@ pub fn tiny_gemma3(dir: &Path) -> PathBuf {
     path
 }
 
+/// A tiny random Phi-3: fused q/k/v and gate/up, RoPE over 12 of 16 head dimensions, LongRoPE
+/// long/short factors and attention factor (the long set in use).
+pub fn tiny_phi3(dir: &Path) -> PathBuf {
+    let vocab_from = tiny_llama(dir, WeightType::F32);
+    let path = dir.join("tiny-phi3.gguf");
+    evolve_train::tiny::write_tiny_phi3(&vocab_from, &path).unwrap();
+    path
+}
+
 /// A few real training steps, so the adapter is the product of the loop and clearly non-zero.
 pub fn trained_adapter(model: &LlamaModel, lora_cfg: LoraConfig) -> Lora {
     let lora = Lora::new(model.config(), lora_cfg, DType::F32, &Device::Cpu).unwrap();
