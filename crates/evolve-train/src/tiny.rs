@@ -7,6 +7,27 @@ use evolve_core::rng::SplitMix64;
 use evolve_gguf::{GgufWriter, TensorData, read_path};
 use std::path::Path;
 
+/// A tiny random model of `architecture` at `out`, with the shape and vocabulary (chat template
+/// included) of the Llama GGUF `vocab_from` — a real model's vocabulary-only GGUF, say. Llama and
+/// Qwen2 (zero q/k/v biases) get random norms; the others are the writers below.
+pub fn write_tiny(architecture: Architecture, vocab_from: &Path, out: &Path) -> Result<()> {
+    let base = LlamaConfig::from_gguf(&read_path(vocab_from)?)?;
+    match architecture {
+        Architecture::Llama | Architecture::Qwen2 => {
+            let config = LlamaConfig {
+                architecture,
+                ..base
+            };
+            write_random(&config, vocab_from, out, Vec::new(), |name| {
+                name.ends_with("norm.weight")
+            })
+        }
+        Architecture::Qwen3 => write_tiny_qwen3(vocab_from, out),
+        Architecture::Gemma3 => write_tiny_gemma3(vocab_from, out),
+        Architecture::Phi3 => write_tiny_phi3(vocab_from, out),
+    }
+}
+
 /// A tiny `qwen3` at `out` with the shape and vocabulary of the Llama GGUF `vocab_from`: its own
 /// head size (32, not width / heads), tied embeddings, and q/k head norms that are not all ones
 /// (normal around 1, σ 0.3), so a missing norm shows in the logits.

