@@ -67,5 +67,6 @@ if out=$("$CARGO_TARGET_DIR/debug/evolve" bench train --shape tiny --device cuda
     echo "--device cuda ran without a GPU?" >&2
     exit 1
 fi
-echo "--device cuda without a GPU: $(echo "$out" | tail -1)" >&2
+grep -q "no usable CUDA device" <<<"$out" || { echo "unexpected: $out" >&2; exit 1; }
+echo "--device cuda without a GPU: $(head -1 <<<"$out")" >&2
 echo "check-cuda-build: passed for sm_${CUDA_COMPUTE_CAP} (toolkit ${toolkit} s, build ${built} s)"

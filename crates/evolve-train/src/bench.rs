@@ -249,10 +249,14 @@ pub fn peak_rss() -> Option<u64> {
 pub fn device(name: &str) -> Result<Device> {
     match name {
         "cpu" => Ok(Device::Cpu),
+        "cuda" if !candle_core::utils::cuda_is_available() => Err(TrainError::Config(
+            "this build has no CUDA support (build with --features evolve-train/cuda)".into(),
+        )),
+        // candle's error carries a backtrace under RUST_BACKTRACE; its first line says why.
         "cuda" => Device::new_cuda(0).map_err(|e| {
-            TrainError::Config(format!(
-                "no CUDA device (is this a --features cuda build?): {e}"
-            ))
+            let e = e.to_string();
+            let why = e.lines().next().unwrap_or_default();
+            TrainError::Config(format!("no usable CUDA device: {why}"))
         }),
         other => Err(TrainError::Config(format!(
             "unknown device '{other}': cpu or cuda"
