@@ -1,7 +1,8 @@
 //! The training engine on candle. It reads the very GGUF file the user chats with, so the model
 //! that is trained and the model that is served can never drift apart.
 //!
-//! - [`LlamaModel`]: differentiable Llama/Qwen2/Qwen3/Gemma 3 forward pass over the GGUF weights, matching
+//! - [`LlamaModel`]: differentiable Llama/Qwen2/Qwen3/Gemma 3/Phi-3 forward pass over the GGUF
+//!   weights, matching
 //!   llama.cpp's logits: dequantized (f32/f64, or bf16 with f32 adapters and losses), or kept
 //!   quantized ([`LlamaModel::load_quantized`]); frozen, or trainable for full-parameter
 //!   training ([`LlamaModel::trainable`], [`LlamaModel::new_random`]).

@@ -1,5 +1,5 @@
-//! A differentiable Llama/Qwen2/Qwen3/Gemma 3 forward pass over the dequantized weights of a GGUF file,
-//! numerically matching llama.cpp's graph for the same file.
+//! A differentiable Llama/Qwen2/Qwen3/Gemma 3/Phi-3 forward pass over the dequantized weights of
+//! a GGUF file, numerically matching llama.cpp's graph for the same file.
 
 use crate::config::{Activation, LlamaConfig};
 use crate::lora::{Lora, LoraTarget};

