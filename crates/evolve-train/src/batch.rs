@@ -3,9 +3,9 @@
 
 use crate::lora::Lora;
 use crate::model::LlamaModel;
-use crate::ops::log_softmax_last;
+use crate::ops::target_logprobs;
 use crate::{Result, TrainError};
-use candle_core::{D, DType, Device, Tensor};
+use candle_core::{DType, Device, Tensor};
 
 /// Right-padded next-token batch: position `j` of row `i` predicts `targets[i, j]`, and
 /// `mask[i, j]` is 1 exactly when that target is an answer token (prompt and padding are 0).
@@ -125,9 +125,12 @@ impl SequenceBatch {
 
 /// Per-row log-probability of the answer tokens, `[b]`: Σ_j mask·log p(target_j | < j).
 pub fn sequence_logps(logits: &Tensor, batch: &SequenceBatch) -> Result<Tensor> {
-    let token_logps = log_softmax_last(logits)?
-        .gather(&batch.targets.unsqueeze(D::Minus1)?, D::Minus1)?
-        .squeeze(D::Minus1)?;
+    let (b, t, vocab) = logits.dims3()?;
+    let token_logps = target_logprobs(
+        &logits.reshape((b * t, vocab))?.contiguous()?,
+        &batch.targets.flatten_all()?,
+    )?
+    .reshape((b, t))?;
     Ok((token_logps * &batch.mask)?.sum(1)?)
 }
 
@@ -152,8 +155,7 @@ pub fn answer_and_span_logps(
     let picked = hidden
         .reshape((b * t, e))?
         .index_select(&batch.answer_positions, 0)?;
-    let token_logps = log_softmax_last(&model.lm_head(&picked)?)?
-        .gather(&batch.answer_targets.unsqueeze(1)?, 1)?;
+    let token_logps = target_logprobs(&model.lm_head(&picked)?, &batch.answer_targets)?;
     Ok((
         batch.answer_rows.matmul(&token_logps)?.squeeze(1)?,
         batch.span_rows.matmul(&token_logps)?.squeeze(1)?,
@@ -170,6 +172,7 @@ pub fn sft_nll(logits: &Tensor, batch: &SequenceBatch) -> Result<Tensor> {
 mod tests {
     use super::*;
     use crate::gradcheck::{randn, tiny_model_f64};
+    use crate::ops::log_softmax_last;
 
     fn pairs() -> Vec<(Vec<u32>, Vec<u32>)> {
         vec![

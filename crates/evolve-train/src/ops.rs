@@ -51,6 +51,125 @@ pub fn gelu_as_ggml(x: &Tensor) -> Result<Tensor> {
     exact.clone() + (ggml - exact.detach())?
 }
 
+/// `log softmax(logits)[i, targets[i]]` as `[n, 1]`, for logits `[n, vocab]` and `targets` `[n]`
+/// (u32): the token log-probs every loss reads. The composed version (`log_softmax_last` then
+/// `gather`) keeps several vocabulary-sized intermediates and as many gradients until the
+/// backward pass ends — on a 150k vocabulary 0.6 GB each per 1,000 positions. On the CPU this op
+/// keeps none: the forward pass writes `n` numbers, the backward pass one gradient,
+/// `g·(onehot − softmax)`, both in one sweep per row (accumulated in f64). Other devices and
+/// dtypes take the composed version.
+pub fn target_logprobs(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
+    let fused = logits.device().is_cpu()
+        && logits.is_contiguous()
+        && matches!(logits.dtype(), DType::F32 | DType::F64);
+    if !fused {
+        return log_softmax_last(logits)?.gather(&targets.unsqueeze(1)?, 1);
+    }
+    let (n, vocab) = logits.dims2()?;
+    let targets = targets.to_dtype(DType::U32)?.to_vec1::<u32>()?;
+    if targets.len() != n || targets.iter().any(|&t| t as usize >= vocab) {
+        candle_core::bail!(
+            "target-logprobs: {} targets for {n} rows of {vocab}",
+            targets.len()
+        );
+    }
+    logits.apply_op1_arc(std::sync::Arc::new(Box::new(TargetLogprobs { targets })))
+}
+
+struct TargetLogprobs {
+    targets: Vec<u32>,
+}
+
+/// The float types [`TargetLogprobs`] reads, through f64.
+trait Real: Copy {
+    fn to_f64(self) -> f64;
+    fn from_f64(v: f64) -> Self;
+}
+impl Real for f32 {
+    fn to_f64(self) -> f64 {
+        f64::from(self)
+    }
+    fn from_f64(v: f64) -> Self {
+        v as f32
+    }
+}
+impl Real for f64 {
+    fn to_f64(self) -> f64 {
+        self
+    }
+    fn from_f64(v: f64) -> Self {
+        v
+    }
+}
+
+/// `log Σ_j exp(row_j)`, shifted by the row's maximum.
+fn log_sum_exp<T: Real>(row: &[T]) -> f64 {
+    let max = row
+        .iter()
+        .map(|v| v.to_f64())
+        .fold(f64::NEG_INFINITY, f64::max);
+    max + row
+        .iter()
+        .map(|v| (v.to_f64() - max).exp())
+        .sum::<f64>()
+        .ln()
+}
+
+impl TargetLogprobs {
+    fn forward<T: Real>(&self, x: &[T], vocab: usize) -> Vec<T> {
+        x.chunks(vocab)
+            .zip(&self.targets)
+            .map(|(row, &t)| T::from_f64(row[t as usize].to_f64() - log_sum_exp(row)))
+            .collect()
+    }
+
+    fn backward<T: Real>(&self, x: &[T], vocab: usize, grad: &[f64]) -> Vec<T> {
+        let mut out = Vec::with_capacity(x.len());
+        for ((row, &t), &g) in x.chunks(vocab).zip(&self.targets).zip(grad) {
+            let lse = log_sum_exp(row);
+            out.extend(row.iter().enumerate().map(|(j, v)| {
+                let hit = if j == t as usize { 1.0 } else { 0.0 };
+                T::from_f64(g * (hit - (v.to_f64() - lse).exp()))
+            }));
+        }
+        out
+    }
+}
+
+impl CustomOp1 for TargetLogprobs {
+    fn name(&self) -> &'static str {
+        "target-logprobs"
+    }
+
+    fn cpu_fwd(&self, x: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (n, vocab) = layout.shape().dims2()?;
+        let range = layout.start_offset()..layout.start_offset() + n * vocab;
+        let out = match x {
+            CpuStorage::F32(v) => CpuStorage::F32(self.forward(&v[range], vocab)),
+            CpuStorage::F64(v) => CpuStorage::F64(self.forward(&v[range], vocab)),
+            _ => candle_core::bail!("target-logprobs: f32 or f64 logits"),
+        };
+        Ok((out, Shape::from((n, 1))))
+    }
+
+    fn bwd(&self, x: &Tensor, _out: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        let (n, vocab) = x.dims2()?;
+        let g = grad.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()?;
+        let (storage, layout) = x.storage_and_layout();
+        let range = layout.start_offset()..layout.start_offset() + n * vocab;
+        let dx = match &*storage {
+            Storage::Cpu(CpuStorage::F32(v)) => {
+                Tensor::from_vec(self.backward(&v[range], vocab, &g), (n, vocab), x.device())?
+            }
+            Storage::Cpu(CpuStorage::F64(v)) => {
+                Tensor::from_vec(self.backward(&v[range], vocab, &g), (n, vocab), x.device())?
+            }
+            _ => candle_core::bail!("target-logprobs: f32 or f64 logits on the CPU"),
+        };
+        Ok(Some(dx))
+    }
+}
+
 /// `log σ(x)` without overflow: `min(x, 0) - log(1 + e^{-|x|})`.
 pub fn log_sigmoid(x: &Tensor) -> Result<Tensor> {
     let neg_part = (x - x.relu()?)?; // min(x, 0)
@@ -479,6 +598,21 @@ mod tests {
             ("gelu_as_ggml", Box::new(gelu_as_ggml)),
             ("log_softmax_last", Box::new(log_softmax_last)),
             (
+                "target_logprobs",
+                Box::new(|x: &Tensor| {
+                    let targets = Tensor::new(&[3u32, 31, 0, 7, 12, 5, 30, 1, 2, 9], x.device())?;
+                    target_logprobs(&x.reshape((10, 32))?, &targets)
+                }),
+            ),
+            (
+                "target_logprobs fallback",
+                Box::new(|x: &Tensor| {
+                    let targets = Tensor::new(&[3u32, 31, 0, 7, 12, 5, 30, 1, 2, 9], x.device())?;
+                    let x = x.reshape((10, 32))?;
+                    log_softmax_last(&x)?.gather(&targets.unsqueeze(1)?, 1)
+                }),
+            ),
+            (
                 "rope + attention",
                 Box::new(|x: &Tensor| {
                     let heads = x.reshape((2, 5, 4, 8))?.transpose(1, 2)?.contiguous()?;
@@ -517,6 +651,29 @@ mod tests {
                 assert!(ey < 1e-5 && eg < 1e-5, "{device:?} {name}: {ey} {eg}");
             }
         }
+    }
+
+    #[test]
+    fn target_logprobs_equal_log_softmax_then_gather_with_an_exact_gradient() {
+        let logits = randn_var(50, &[5, 11], 3.0);
+        let targets = Tensor::new(&[0u32, 10, 3, 3, 7], &Device::Cpu).unwrap();
+        let got = target_logprobs(logits.as_tensor(), &targets).unwrap();
+        let want = log_softmax_last(logits.as_tensor())
+            .unwrap()
+            .gather(&targets.unsqueeze(1).unwrap(), 1)
+            .unwrap();
+        assert_eq!(got.dims(), &[5, 1]);
+        let diff = max_abs_diff(&got, &want);
+        assert!(diff < 1e-12, "{diff}");
+        assert_grad_matches(
+            "target_logprobs",
+            &logits,
+            || project(&target_logprobs(logits.as_tensor(), &targets)?, 51),
+            55,
+        );
+        // A target outside the vocabulary is an error, not a read past the row.
+        let bad = Tensor::new(&[0u32, 11, 0, 0, 0], &Device::Cpu).unwrap();
+        assert!(target_logprobs(logits.as_tensor(), &bad).is_err());
     }
 
     #[test]
