@@ -238,8 +238,8 @@ fn one_round_runs_on_a_tiny_qwen3() {
     one_round(&path, "e");
 }
 
-#[test]
-fn one_round_runs_on_a_tiny_gemma3() {
+/// One round on a tiny random model of `arch` with the tiny Llama's vocabulary.
+fn one_round_on_tiny(arch: evolve::train::Architecture) {
     let dir = tempfile::tempdir().unwrap();
     let vocab = dir.path().join("tiny.gguf");
     evolve::gguf::tiny::write_tiny_llama(
@@ -248,24 +248,19 @@ fn one_round_runs_on_a_tiny_gemma3() {
         evolve::gguf::tiny::WeightType::F32,
     )
     .unwrap();
-    let path = dir.path().join("tiny-gemma3.gguf");
-    evolve::train::tiny::write_tiny_gemma3(&vocab, &path).unwrap();
+    let path = dir.path().join(format!("tiny-{}.gguf", arch.as_str()));
+    evolve::train::tiny::write_tiny(arch, &vocab, &path).unwrap();
     one_round(&path, "e");
 }
 
 #[test]
+fn one_round_runs_on_a_tiny_gemma3() {
+    one_round_on_tiny(evolve::train::Architecture::Gemma3);
+}
+
+#[test]
 fn one_round_runs_on_a_tiny_phi3() {
-    let dir = tempfile::tempdir().unwrap();
-    let vocab = dir.path().join("tiny.gguf");
-    evolve::gguf::tiny::write_tiny_llama(
-        &vocab,
-        &evolve::gguf::tiny::TinyLlamaConfig::default(),
-        evolve::gguf::tiny::WeightType::F32,
-    )
-    .unwrap();
-    let path = dir.path().join("tiny-phi3.gguf");
-    evolve::train::tiny::write_tiny_phi3(&vocab, &path).unwrap();
-    one_round(&path, "e");
+    one_round_on_tiny(evolve::train::Architecture::Phi3);
 }
 
 /// One round on tiny random models with real vocabularies and chat templates (npm
@@ -275,7 +270,7 @@ fn one_round_runs_on_a_tiny_phi3() {
 #[test]
 fn one_round_runs_on_real_vocabularies_and_templates() {
     use evolve::train::Architecture;
-    use evolve_testkit::vocab_gguf::{bpe_vocab_gguf, spm_vocab_gguf};
+    use evolve_testkit::vocab_gguf::real_vocab_gguf;
     let Some(vocabs) =
         evolve_testkit::real_models::vocabs("one_round_runs_on_real_vocabularies_and_templates")
     else {
@@ -289,13 +284,7 @@ fn one_round_runs_on_real_vocabularies_and_templates() {
         ("mistral_nemo", Architecture::Llama),
         ("gpt4o", Architecture::Phi3),
     ] {
-        let vocab = match package {
-            "llama3_1" => bpe_vocab_gguf(&vocabs, package, "llama-bpe", true, dir.path()),
-            "gemma3" => spm_vocab_gguf(&vocabs, package, false, dir.path()),
-            "mistral_nemo" => bpe_vocab_gguf(&vocabs, package, "tekken", true, dir.path()),
-            "gpt4o" => bpe_vocab_gguf(&vocabs, package, "gpt-4o", false, dir.path()),
-            _ => bpe_vocab_gguf(&vocabs, package, "qwen2", false, dir.path()),
-        };
+        let vocab = real_vocab_gguf(&vocabs, package, dir.path());
         let path = dir.path().join(format!("{package}-tiny.gguf"));
         evolve::train::tiny::write_tiny(arch, &vocab, &path).unwrap();
         eprintln!("{package} as {}", arch.as_str());

@@ -62,47 +62,24 @@ pub fn bpe_vocab_gguf(
             other => panic!("merge {other}"),
         })
         .collect();
-    let id_of = |field: &str| -> Option<u32> {
-        let content = match &config[field] {
-            Json::String(s) => s.clone(),
-            Json::Object(o) => o["content"].as_str()?.to_string(),
-            _ => return None,
-        };
-        by_id
-            .iter()
-            .find(|(_, (t, _))| *t == content)
-            .map(|(id, _)| *id as u32)
-    };
-    let mut w = GgufWriter::new();
-    w.add_metadata("general.architecture", Value::String("llama".into()));
-    for (k, v) in [
-        ("llama.block_count", 1u32),
-        ("llama.context_length", 512),
-        ("llama.embedding_length", 64),
-        ("llama.feed_forward_length", 128),
-        ("llama.attention.head_count", 4),
-    ] {
-        w.add_metadata(k, Value::U32(v));
-    }
-    w.add_metadata("llama.attention.layer_norm_rms_epsilon", Value::F32(1e-5))
-        .add_metadata("tokenizer.ggml.model", Value::String("gpt2".into()))
+    let mut w = vocabulary_only();
+    w.add_metadata("tokenizer.ggml.model", Value::String("gpt2".into()))
         .add_metadata("tokenizer.ggml.pre", Value::String(pre.into()))
         .add_metadata("tokenizer.ggml.tokens", Value::Array(tokens))
         .add_metadata("tokenizer.ggml.token_type", Value::Array(types))
         .add_metadata("tokenizer.ggml.merges", Value::Array(merges))
         .add_metadata("tokenizer.ggml.add_bos_token", Value::Bool(add_bos));
-    if let Some(bos) = id_of("bos_token") {
-        w.add_metadata("tokenizer.ggml.bos_token_id", Value::U32(bos));
-    }
-    if let Some(eos) = id_of("eos_token") {
-        w.add_metadata("tokenizer.ggml.eos_token_id", Value::U32(eos));
-    }
-    if let Some(template) = chat_template(&config) {
-        w.add_metadata("tokenizer.chat_template", template);
-    }
-    let path = out.join(format!("{package}.gguf"));
-    w.write_to_path(&path).unwrap();
-    path
+    let specials = [
+        ("bos_token", "tokenizer.ggml.bos_token_id"),
+        ("eos_token", "tokenizer.ggml.eos_token_id"),
+    ];
+    finish(
+        w,
+        &config,
+        &by_id,
+        &specials,
+        &out.join(format!("{package}.gguf")),
+    )
 }
 
 /// A GGUF holding only `package`'s SentencePiece vocabulary, as llama.cpp's converter writes one
@@ -153,17 +130,48 @@ pub fn spm_vocab_gguf(vocabs: &Path, package: &str, add_space_prefix: bool, out:
         types.push(Value::I32(kind));
         scores.push(Value::F32(-(i as f32)));
     }
-    let id_of = |field: &str| -> Option<u32> {
-        let content = match &config[field] {
-            Json::String(s) => s.clone(),
-            Json::Object(o) => o["content"].as_str()?.to_string(),
-            _ => return None,
-        };
-        by_id
-            .iter()
-            .find(|(_, (t, _))| *t == content)
-            .map(|(id, _)| *id as u32)
-    };
+    let mut w = vocabulary_only();
+    w.add_metadata("tokenizer.ggml.model", Value::String("llama".into()))
+        .add_metadata("tokenizer.ggml.pre", Value::String("default".into()))
+        .add_metadata("tokenizer.ggml.tokens", Value::Array(tokens))
+        .add_metadata("tokenizer.ggml.scores", Value::Array(scores))
+        .add_metadata("tokenizer.ggml.token_type", Value::Array(types))
+        .add_metadata("tokenizer.ggml.add_bos_token", Value::Bool(true))
+        .add_metadata(
+            "tokenizer.ggml.add_space_prefix",
+            Value::Bool(add_space_prefix),
+        );
+    let specials = [
+        ("bos_token", "tokenizer.ggml.bos_token_id"),
+        ("eos_token", "tokenizer.ggml.eos_token_id"),
+        ("unk_token", "tokenizer.ggml.unknown_token_id"),
+    ];
+    finish(
+        w,
+        &config,
+        &by_id,
+        &specials,
+        &out.join(format!("{package}.gguf")),
+    )
+}
+
+/// `package`'s vocabulary-only GGUF in `out`, written the way its model ships it: byte-level
+/// BPE with llama.cpp's pre-tokenizer name, or SentencePiece with or without the `▁` prefix.
+pub fn real_vocab_gguf(vocabs: &Path, package: &str, out: &Path) -> PathBuf {
+    match package {
+        "llama3_1" => bpe_vocab_gguf(vocabs, package, "llama-bpe", true, out),
+        "qwen2_5" | "qwen3" => bpe_vocab_gguf(vocabs, package, "qwen2", false, out),
+        "gpt4o" => bpe_vocab_gguf(vocabs, package, "gpt-4o", false, out),
+        "mistral_nemo" => bpe_vocab_gguf(vocabs, package, "tekken", true, out),
+        "gemma3" => spm_vocab_gguf(vocabs, package, false, out),
+        "llama2" => spm_vocab_gguf(vocabs, package, true, out),
+        other => panic!("no vocabulary {other}"),
+    }
+}
+
+/// A writer with the `llama.*` keys of a one-block, 64-wide model: enough for llama.cpp to
+/// load the file with `vocab_only` and for a tiny model to take its shape from.
+fn vocabulary_only() -> GgufWriter {
     let mut w = GgufWriter::new();
     w.add_metadata("general.architecture", Value::String("llama".into()));
     for (k, v) in [
@@ -175,37 +183,38 @@ pub fn spm_vocab_gguf(vocabs: &Path, package: &str, add_space_prefix: bool, out:
     ] {
         w.add_metadata(k, Value::U32(v));
     }
-    w.add_metadata("llama.attention.layer_norm_rms_epsilon", Value::F32(1e-5))
-        .add_metadata("tokenizer.ggml.model", Value::String("llama".into()))
-        .add_metadata("tokenizer.ggml.pre", Value::String("default".into()))
-        .add_metadata("tokenizer.ggml.tokens", Value::Array(tokens))
-        .add_metadata("tokenizer.ggml.scores", Value::Array(scores))
-        .add_metadata("tokenizer.ggml.token_type", Value::Array(types))
-        .add_metadata("tokenizer.ggml.add_bos_token", Value::Bool(true))
-        .add_metadata(
-            "tokenizer.ggml.add_space_prefix",
-            Value::Bool(add_space_prefix),
-        );
-    for (field, key) in [
-        ("bos_token", "tokenizer.ggml.bos_token_id"),
-        ("eos_token", "tokenizer.ggml.eos_token_id"),
-        ("unk_token", "tokenizer.ggml.unknown_token_id"),
-    ] {
-        if let Some(id) = id_of(field) {
-            w.add_metadata(key, Value::U32(id));
-        }
-    }
-    if let Some(template) = chat_template(&config) {
-        w.add_metadata("tokenizer.chat_template", template);
-    }
-    let path = out.join(format!("{package}.gguf"));
-    w.write_to_path(&path).unwrap();
-    path
+    w.add_metadata("llama.attention.layer_norm_rms_epsilon", Value::F32(1e-5));
+    w
 }
 
-/// The package's chat template, if its `tokenizer_config.json` has one.
-fn chat_template(config: &Json) -> Option<Value> {
-    config["chat_template"]
-        .as_str()
-        .map(|t| Value::String(t.to_string()))
+/// Adds the ids of the `specials` (`tokenizer_config.json` field, GGUF key) the package names
+/// and its chat template, and writes `path`.
+fn finish(
+    mut w: GgufWriter,
+    config: &Json,
+    by_id: &HashMap<u64, (String, i32)>,
+    specials: &[(&str, &str)],
+    path: &Path,
+) -> PathBuf {
+    let id_of = |field: &str| -> Option<u32> {
+        let content = match &config[field] {
+            Json::String(s) => s.clone(),
+            Json::Object(o) => o["content"].as_str()?.to_string(),
+            _ => return None,
+        };
+        by_id
+            .iter()
+            .find(|(_, (t, _))| *t == content)
+            .map(|(id, _)| *id as u32)
+    };
+    for (field, key) in specials {
+        if let Some(id) = id_of(field) {
+            w.add_metadata(*key, Value::U32(id));
+        }
+    }
+    if let Some(template) = config["chat_template"].as_str() {
+        w.add_metadata("tokenizer.chat_template", Value::String(template.into()));
+    }
+    w.write_to_path(path).unwrap();
+    path.to_path_buf()
 }

@@ -523,14 +523,10 @@ mod tests {
         let r = randn(31, &[68], 1.0).to_dtype(DType::F32).unwrap();
         let ours = (got * &r).unwrap().sum_all().unwrap().backward().unwrap();
         let reference = (exact * &r).unwrap().sum_all().unwrap().backward().unwrap();
-        let diff = (ours.get(x.as_tensor()).unwrap() - reference.get(x.as_tensor()).unwrap())
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let diff = max_abs_diff(
+            ours.get(x.as_tensor()).unwrap(),
+            reference.get(x.as_tensor()).unwrap(),
+        );
         assert_eq!(diff, 0.0);
         // f64 is the smooth function.
         let x64 = randn(32, &[16], 2.0);

@@ -329,14 +329,7 @@ fn phi3_peft_export_fuses_the_parts_into_transformers_modules() {
                     }
                     None => got.zeros_like().unwrap(),
                 };
-                let diff = (got - &want)
-                    .unwrap()
-                    .abs()
-                    .unwrap()
-                    .max_all()
-                    .unwrap()
-                    .to_scalar::<f32>()
-                    .unwrap();
+                let diff = common::max_abs_diff(&got, &want);
                 assert!(diff < 1e-6, "layer {layer} {target:?}: {diff}");
                 row += rows;
             }

@@ -3,6 +3,7 @@
 mod common;
 
 use candle_core::{DType, Device, Tensor};
+use common::max_abs_diff;
 use evolve_train::{Lora, LoraConfig, LoraTarget};
 
 fn tokens() -> Tensor {
@@ -11,17 +12,6 @@ fn tokens() -> Tensor {
         &Device::Cpu,
     )
     .unwrap()
-}
-
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
 }
 
 #[test]

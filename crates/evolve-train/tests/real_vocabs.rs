@@ -13,11 +13,11 @@ mod common;
 
 use candle_core::{DType, Device};
 use evolve_testkit::real_models::vocabs;
-use evolve_testkit::vocab_gguf::{bpe_vocab_gguf, spm_vocab_gguf};
+use evolve_testkit::vocab_gguf::real_vocab_gguf;
 use evolve_train::{Architecture, LlamaModel as CandleModel, LoraConfig, tokenizer_from_gguf};
 use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::model::params::LlamaModelParams;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// Where byte-level BPE pre-tokenizers differ: scripts, digits, contractions, whitespace runs.
 const CORPUS: &[&str] = &[
@@ -32,39 +32,40 @@ const CORPUS: &[&str] = &[
     "3.14159 1,000,000 2024-12-01 0x1F #### 42",
 ];
 
+/// Our tokenizer of `path`'s vocabulary gives llama.cpp's ids on every text of the corpus;
+/// returns how many tokens that was.
+fn assert_tokenises_as_llama_cpp(path: &Path, package: &str) -> usize {
+    let file = evolve_gguf::read_path(path).unwrap();
+    let ours = tokenizer_from_gguf(&file).unwrap();
+    let params = LlamaModelParams::default().with_vocab_only(true);
+    let backend = evolve_llama::backend().unwrap();
+    let model = LlamaModel::load_from_file(backend, path, &params).unwrap();
+    let mut total = 0;
+    for text in CORPUS {
+        let want: Vec<u32> = model
+            .vocab()
+            .tokenize(text.as_bytes(), true, true)
+            .iter()
+            .map(|t| t.0 as u32)
+            .collect();
+        let got = ours.encode(*text, true).unwrap().get_ids().to_vec();
+        assert_eq!(got, want, "{package}: {text:?}");
+        total += got.len();
+    }
+    total
+}
+
 #[test]
 fn real_bpe_vocabularies_tokenise_exactly_as_llama_cpp_does() {
     let Some(vocabs) = vocabs("real_bpe_vocabularies_tokenise_exactly_as_llama_cpp_does") else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let backend = evolve_llama::backend().unwrap();
-    for (package, pre, add_bos) in [
-        ("llama3_1", "llama-bpe", true),
-        ("qwen2_5", "qwen2", false),
-        ("qwen3", "qwen2", false),
-        ("gpt4o", "gpt-4o", false),
-        ("mistral_nemo", "tekken", true),
-    ] {
-        let path = bpe_vocab_gguf(&vocabs, package, pre, add_bos, dir.path());
-        let file = evolve_gguf::read_path(&path).unwrap();
-        let ours = tokenizer_from_gguf(&file).unwrap();
-        let params = LlamaModelParams::default().with_vocab_only(true);
-        let model = LlamaModel::load_from_file(backend, &path, &params).unwrap();
-        let mut total = 0;
-        for text in CORPUS {
-            let want: Vec<u32> = model
-                .vocab()
-                .tokenize(text.as_bytes(), true, true)
-                .iter()
-                .map(|t| t.0 as u32)
-                .collect();
-            let got = ours.encode(*text, true).unwrap().get_ids().to_vec();
-            assert_eq!(got, want, "{package}: {text:?}");
-            total += got.len();
-        }
+    for package in ["llama3_1", "qwen2_5", "qwen3", "gpt4o", "mistral_nemo"] {
+        let path = real_vocab_gguf(&vocabs, package, dir.path());
+        let total = assert_tokenises_as_llama_cpp(&path, package);
         eprintln!(
-            "{package} ({pre}): {} texts, {total} tokens, identical ids",
+            "{package} (byte-level BPE): {} texts, {total} tokens, identical ids",
             CORPUS.len()
         );
     }
@@ -77,28 +78,11 @@ fn real_sentencepiece_vocabularies_tokenise_exactly_as_llama_cpp_does() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let backend = evolve_llama::backend().unwrap();
-    for (package, space_prefix) in [("gemma3", false), ("llama2", true)] {
-        let path = spm_vocab_gguf(&vocabs, package, space_prefix, dir.path());
-        let file = evolve_gguf::read_path(&path).unwrap();
-        let ours = tokenizer_from_gguf(&file).unwrap();
-        let params = LlamaModelParams::default().with_vocab_only(true);
-        let model = LlamaModel::load_from_file(backend, &path, &params).unwrap();
-        let mut total = 0;
-        for text in CORPUS {
-            let want: Vec<u32> = model
-                .vocab()
-                .tokenize(text.as_bytes(), true, true)
-                .iter()
-                .map(|t| t.0 as u32)
-                .collect();
-            let got = ours.encode(*text, true).unwrap().get_ids().to_vec();
-            assert_eq!(got, want, "{package}: {text:?}");
-            total += got.len();
-        }
+    for package in ["gemma3", "llama2"] {
+        let path = real_vocab_gguf(&vocabs, package, dir.path());
+        let total = assert_tokenises_as_llama_cpp(&path, package);
         eprintln!(
-            "{package} (SentencePiece, space prefix {space_prefix}): {} texts, {total} tokens, \
-             identical ids",
+            "{package} (SentencePiece): {} texts, {total} tokens, identical ids",
             CORPUS.len()
         );
     }
@@ -116,19 +100,6 @@ const REAL: [(&str, Architecture); 7] = [
     ("llama2", Architecture::Llama),
 ];
 
-/// `package`'s vocabulary-only GGUF, BPE or SentencePiece as the model ships it.
-pub fn real_vocab(vocabs: &Path, package: &str, dir: &Path) -> PathBuf {
-    match package {
-        "llama3_1" => bpe_vocab_gguf(vocabs, package, "llama-bpe", true, dir),
-        "qwen2_5" | "qwen3" => bpe_vocab_gguf(vocabs, package, "qwen2", false, dir),
-        "gpt4o" => bpe_vocab_gguf(vocabs, package, "gpt-4o", false, dir),
-        "mistral_nemo" => bpe_vocab_gguf(vocabs, package, "tekken", true, dir),
-        "gemma3" => spm_vocab_gguf(vocabs, package, false, dir),
-        "llama2" => spm_vocab_gguf(vocabs, package, true, dir),
-        other => panic!("no vocabulary {other}"),
-    }
-}
-
 /// Tiny random models with real vocabularies (128k–262k tokens) and chat templates: candle's
 /// logits equal llama.cpp's on a templated conversation, and a trained adapter exported as
 /// GGUF means the same in llama.cpp.
@@ -141,7 +112,7 @@ fn tiny_models_with_real_vocabularies_match_llama_cpp_with_and_without_an_adapte
     };
     let dir = tempfile::tempdir().unwrap();
     for (package, arch) in REAL {
-        let vocab = real_vocab(&vocabs, package, dir.path());
+        let vocab = real_vocab_gguf(&vocabs, package, dir.path());
         let path = dir.path().join(format!("{package}-{}.gguf", arch.as_str()));
         evolve_train::tiny::write_tiny(arch, &vocab, &path).unwrap();
         let file = evolve_gguf::read_path(&path).unwrap();

@@ -45,6 +45,18 @@ pub fn tiny_qwen2(dir: &Path) -> PathBuf {
     path
 }
 
+/// `max |a − b|` of two f32 tensors of one shape.
+pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+}
+
 /// `‖a − b‖₂ / ‖b‖₂`.
 pub fn rel_error(a: &[f32], b: &[f32]) -> f64 {
     assert_eq!(a.len(), b.len());
