@@ -14,10 +14,28 @@ use candle_core::{DType, Tensor};
 use evolve_gguf::{GgufWriter, TensorData, Value};
 use std::path::Path;
 
-/// Phi-3's fused matrices: the GGUF tensor stem and the targets whose rows it stacks.
-const FUSED: [(&str, &[LoraTarget]); 2] = [
-    ("attn_qkv", &[LoraTarget::Q, LoraTarget::K, LoraTarget::V]),
-    ("ffn_up", &[LoraTarget::Gate, LoraTarget::Up]),
+/// A matrix Phi-3 stores fused: its names in GGUF and transformers, and the targets whose rows
+/// it stacks, in order.
+pub(crate) struct Fused {
+    pub gguf_stem: &'static str,
+    pub hf_module: &'static str,
+    pub hf_path: &'static str,
+    pub parts: &'static [LoraTarget],
+}
+
+pub(crate) const PHI3_FUSED: [Fused; 2] = [
+    Fused {
+        gguf_stem: "attn_qkv",
+        hf_module: "qkv_proj",
+        hf_path: "self_attn.qkv_proj",
+        parts: &[LoraTarget::Q, LoraTarget::K, LoraTarget::V],
+    },
+    Fused {
+        gguf_stem: "ffn_up",
+        hf_module: "gate_up_proj",
+        hf_path: "mlp.gate_up_proj",
+        parts: &[LoraTarget::Gate, LoraTarget::Up],
+    },
 ];
 
 pub fn export_gguf_lora(lora: &Lora, model: &LlamaConfig, path: &Path) -> Result<()> {
@@ -35,17 +53,13 @@ pub fn export_gguf_lora(lora: &Lora, model: &LlamaConfig, path: &Path) -> Result
     for layer in 0..lora.n_layers() {
         let mut done = Vec::new();
         if fused {
-            for (stem, targets) in FUSED {
-                let parts: Vec<(LoraTarget, &LoraPair)> = targets
-                    .iter()
-                    .filter_map(|&t| lora.pair(layer, t).map(|p| (t, p)))
-                    .collect();
-                if parts.is_empty() {
+            for fused in &PHI3_FUSED {
+                let Some((a, b)) = fuse(lora, layer, fused, model)? else {
                     continue;
-                }
-                let (a, b) = fuse(&parts, targets, model)?;
-                add_pair(&mut w, &format!("blk.{layer}.{stem}.weight"), &a, &b, lora)?;
-                done.extend(targets.iter().copied());
+                };
+                let base = format!("blk.{layer}.{}.weight", fused.gguf_stem);
+                add_pair(&mut w, &base, &a, &b, lora)?;
+                done.extend(fused.parts.iter().copied());
             }
         }
         for target in LoraTarget::ALL {
@@ -62,14 +76,24 @@ pub fn export_gguf_lora(lora: &Lora, model: &LlamaConfig, path: &Path) -> Result
     Ok(())
 }
 
-/// One adapter on a fused matrix standing for `parts`' adapters on its row blocks: `A` stacks
-/// their `A`s (rank k·r) and `B` places each `B` on its rows, block-diagonally (zero rows for a
-/// part without an adapter) — exactly the sum of the parts' updates.
+/// Layer `layer`'s one adapter on `fused`, standing for the adapters on its parts' row blocks
+/// (`None` when no part has one): `A` stacks their `A`s (rank k·r) and `B` places each `B` on
+/// its rows, block-diagonally (zero rows for a part without an adapter) — exactly the sum of the
+/// parts' updates.
 pub(crate) fn fuse(
-    parts: &[(LoraTarget, &LoraPair)],
-    targets: &[LoraTarget],
+    lora: &Lora,
+    layer: usize,
+    fused: &Fused,
     model: &LlamaConfig,
-) -> Result<(Tensor, Tensor)> {
+) -> Result<Option<(Tensor, Tensor)>> {
+    let parts: Vec<(LoraTarget, &LoraPair)> = fused
+        .parts
+        .iter()
+        .filter_map(|&t| lora.pair(layer, t).map(|p| (t, p)))
+        .collect();
+    if parts.is_empty() {
+        return Ok(None);
+    }
     let a = Tensor::cat(
         &parts
             .iter()
@@ -81,7 +105,7 @@ pub(crate) fn fuse(
     let device = a.device().clone();
     let mut rows = Vec::new();
     let mut col = 0;
-    for &target in targets {
+    for &target in fused.parts {
         let (_, n_out) = target.shape(model);
         match parts.iter().find(|(t, _)| *t == target) {
             Some((_, p)) => {
@@ -93,7 +117,7 @@ pub(crate) fn fuse(
             None => rows.push(Tensor::zeros((n_out, rank_total), DType::F32, &device)?),
         }
     }
-    Ok((a, Tensor::cat(&rows, 0)?))
+    Ok(Some((a, Tensor::cat(&rows, 0)?)))
 }
 
 /// Writes `base.lora_a` / `base.lora_b`. llama.cpp scales by `alpha / rank`, its rank read from

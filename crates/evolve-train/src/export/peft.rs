@@ -6,6 +6,7 @@
 //! adjacent pairs; our adapter was trained in that GGUF layout, so the q/k `lora_B` rows are
 //! un-permuted back to HF's layout here. `qwen2` is converted unpermuted and needs nothing.
 
+use super::gguf_lora::{PHI3_FUSED, fuse};
 use crate::config::{Architecture, LlamaConfig};
 use crate::lora::{Lora, LoraTarget};
 use crate::{Result, TrainError};
@@ -35,20 +36,6 @@ pub fn unpermute_gguf_to_hf(w: &Tensor, n_head: usize) -> Result<Tensor> {
         .reshape((rows, cols))?)
 }
 
-/// Phi-3's fused modules in transformers: PEFT name, path under `model.layers.N`, and the parts.
-const PHI3_FUSED: [(&str, &str, &[LoraTarget]); 2] = [
-    (
-        "qkv_proj",
-        "self_attn.qkv_proj",
-        &[LoraTarget::Q, LoraTarget::K, LoraTarget::V],
-    ),
-    (
-        "gate_up_proj",
-        "mlp.gate_up_proj",
-        &[LoraTarget::Gate, LoraTarget::Up],
-    ),
-];
-
 /// Writes `dir/adapter_config.json` and `dir/adapter_model.safetensors`.
 pub fn export_peft(
     lora: &Lora,
@@ -67,16 +54,12 @@ pub fn export_peft(
     for layer in 0..lora.n_layers() {
         let mut done = Vec::new();
         if fused {
-            for (module, path, targets) in PHI3_FUSED {
-                let parts: Vec<_> = targets
-                    .iter()
-                    .filter_map(|&t| lora.pair(layer, t).map(|p| (t, p)))
-                    .collect();
-                if parts.is_empty() {
+            for fused in &PHI3_FUSED {
+                let Some((a, b)) = fuse(lora, layer, fused, model)? else {
                     continue;
-                }
-                let (a, b) = super::gguf_lora::fuse(&parts, targets, model)?;
-                let prefix = format!("base_model.model.model.layers.{layer}.{path}");
+                };
+                let module = fused.hf_module;
+                let prefix = format!("base_model.model.model.layers.{layer}.{}", fused.hf_path);
                 let rank = a.dim(0)? as f64;
                 let alpha = if cfg.use_rslora {
                     lora.scale() * rank.sqrt()
@@ -87,7 +70,7 @@ pub fn export_peft(
                 alpha_pattern.insert(module.into(), serde_json::json!(alpha));
                 tensors.insert(format!("{prefix}.lora_A.weight"), a);
                 tensors.insert(format!("{prefix}.lora_B.weight"), b);
-                done.extend(targets.iter().copied());
+                done.extend(fused.parts.iter().copied());
                 if !modules.contains(&module) {
                     modules.push(module);
                 }
