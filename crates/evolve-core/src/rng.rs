@@ -2,6 +2,7 @@
 //! and bootstrap resamples reproducible, independent of any `rand` version.
 
 /// SplitMix64 (Steele, Lea & Flood 2014): one u64 of state, good enough for random weights.
+#[derive(Clone)]
 pub struct SplitMix64 {
     state: u64,
     spare_normal: Option<f64>,

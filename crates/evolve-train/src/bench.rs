@@ -116,6 +116,8 @@ pub struct TrainBench {
     pub threads: usize,
     pub dtype: DType,
     pub device: Device,
+    /// Recompute each block's activations in the backward pass ([`TrainConfig::recompute`]).
+    pub recompute: bool,
 }
 
 /// One process's result (the JSON line `--one` and the reference print).
@@ -166,7 +168,8 @@ impl TrainBench {
         let config = self.shape.config()?;
         let model = match &self.shape {
             Shape::File(path) => LlamaModel::load(path, &self.device, self.dtype)?,
-            _ => LlamaModel::new_random(&config, 1, self.dtype, &self.device)?,
+            // Frozen, as a loaded file is: LoRA training computes no base-weight gradients.
+            _ => LlamaModel::new_random(&config, 1, self.dtype, &self.device)?.frozen(),
         };
         let data = self.data(config.n_vocab);
         let train = TrainConfig {
@@ -181,6 +184,7 @@ impl TrainBench {
                 max_steps: Some(1),
                 ..OptimConfig::default()
             },
+            recompute: self.recompute,
             ..TrainConfig::default()
         };
         let lora = LoraConfig {

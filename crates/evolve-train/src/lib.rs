@@ -29,6 +29,7 @@ pub mod ops;
 pub mod optim;
 mod preference;
 mod preflight;
+mod recompute;
 mod sft;
 pub mod tiny;
 mod tokenizer;

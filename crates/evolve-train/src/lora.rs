@@ -5,7 +5,9 @@
 //! tensors (`blk.0.attn_q.weight.lora_a`), so checkpoints and GGUF export share one naming.
 
 use crate::config::LlamaConfig;
+use crate::recompute::ParamGrads;
 use crate::{Result, TrainError};
+use candle_core::backprop::GradStore;
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::VarMap;
 use evolve_gguf::tiny::SplitMix64;
@@ -156,6 +158,10 @@ pub struct Lora {
     pairs: Vec<BTreeMap<LoraTarget, LoraPair>>,
     training: AtomicBool,
     dropout_rng: Mutex<SplitMix64>,
+    /// Recompute each block in the backward pass instead of keeping its activations.
+    recompute: AtomicBool,
+    /// Gradients of the pairs used inside recomputed blocks, merged by [`Lora::backward`].
+    recomputed_grads: ParamGrads,
 }
 
 /// Name of the adapter variable, identical to the llama.cpp GGUF LoRA tensor name.
@@ -201,6 +207,8 @@ impl Lora {
             varmap,
             pairs,
             training: AtomicBool::new(false),
+            recompute: AtomicBool::new(false),
+            recomputed_grads: ParamGrads::default(),
         })
     }
 
@@ -254,6 +262,52 @@ impl Lora {
     /// Training mode turns dropout on; evaluation (the default) makes the forward deterministic.
     pub fn set_training(&self, training: bool) {
         self.training.store(training, Ordering::Relaxed);
+    }
+
+    /// Whether training recomputes each block's activations in the backward pass (less memory,
+    /// one more forward pass). Only for a frozen base; see [`crate::LlamaModel::hidden_with`].
+    pub fn set_recompute(&self, on: bool) {
+        self.recompute.store(on, Ordering::Relaxed);
+    }
+
+    pub fn recomputes(&self) -> bool {
+        self.recompute.load(Ordering::Relaxed)
+    }
+
+    /// `loss.backward()`, with the gradients of the pairs used inside recomputed blocks added.
+    /// Every backward pass through a forward that recomputes must go through here.
+    pub fn backward(&self, loss: &Tensor) -> Result<GradStore> {
+        self.recomputed_grads.clear();
+        let mut grads = loss.backward()?;
+        self.recomputed_grads.merge_into(&mut grads)?;
+        Ok(grads)
+    }
+
+    pub(crate) fn recomputed_grads(&self) -> &ParamGrads {
+        &self.recomputed_grads
+    }
+
+    /// The pairs of one layer as variables (for a recomputed block's gradients).
+    pub(crate) fn layer_vars(&self, layer: usize) -> Vec<Var> {
+        self.pairs
+            .get(layer)
+            .into_iter()
+            .flat_map(|m| m.values().flat_map(|p| [p.a.clone(), p.b.clone()]))
+            .collect()
+    }
+
+    /// The same adapter (shared variables) frozen at this moment's training mode and dropout
+    /// state, without recomputation: replaying a block's forward with it draws the same masks.
+    pub(crate) fn snapshot(&self) -> Lora {
+        Lora {
+            config: self.config.clone(),
+            varmap: self.varmap.clone(),
+            pairs: self.pairs.clone(),
+            training: AtomicBool::new(self.training.load(Ordering::Relaxed)),
+            dropout_rng: Mutex::new(self.dropout_rng.lock().expect("dropout rng lock").clone()),
+            recompute: AtomicBool::new(false),
+            recomputed_grads: self.recomputed_grads.clone(),
+        }
     }
 
     /// `base_out + s·(drop(x)·Aᵀ)·Bᵀ`, or `base_out` when this layer has no adapter.

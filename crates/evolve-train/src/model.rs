@@ -104,6 +104,7 @@ impl Matrix {
 }
 
 /// Rotation tables and attention mask for one kind of layer.
+#[derive(Clone)]
 struct Positions {
     cos: Tensor,
     sin: Tensor,
@@ -138,6 +139,7 @@ impl Pass<'_> {
     }
 }
 
+#[derive(Clone)]
 struct Block {
     attn_norm: Tensor,
     wq: Matrix,
@@ -577,6 +579,28 @@ impl LlamaModel {
         Ok(self)
     }
 
+    /// The reverse of [`Self::trainable`]: the weights become plain tensors again (LoRA on top
+    /// of a model trained in full, or of a random one in tests).
+    pub fn frozen(mut self) -> Self {
+        for block in &mut self.blocks {
+            for m in block.matrices_mut() {
+                if let Matrix::Dense(t) = m {
+                    *t = t.detach();
+                }
+            }
+        }
+        for m in [&mut self.output, &mut self.token_embd] {
+            if let Matrix::Dense(t) = m {
+                *t = t.detach();
+            }
+        }
+        for (_, t) in self.weights_mut() {
+            *t = t.detach();
+        }
+        self.vars.clear();
+        self
+    }
+
     pub fn is_trainable(&self) -> bool {
         !self.vars.is_empty()
     }
@@ -918,9 +942,54 @@ impl LlamaModel {
             global: &global,
             local: local.as_ref(),
         };
+        // Recomputation needs the adapter's gradients only: a trainable base keeps its graph.
+        let recompute = adapter.filter(|l| l.recomputes() && !pass.trainable);
+        if recompute.is_some() {
+            x = Var::from_tensor(&x)?.into_inner();
+        }
         for (i, block) in self.blocks.iter().enumerate() {
-            x = block.forward(i, &x, &pass)?;
+            x = match recompute {
+                Some(lora) => recomputed_block(i, block, &x, &pass, lora)?,
+                None => block.forward(i, &x, &pass)?,
+            };
         }
         Ok(ops::rms_norm(&x, &self.output_norm, cfg.rms_eps)?)
     }
+}
+
+/// `block.forward` whose activations are rebuilt in the backward pass (see [`crate::recompute`]).
+/// The replay runs on a snapshot of the adapter taken before the forward, so its dropout masks
+/// are the forward's.
+fn recomputed_block(
+    layer: usize,
+    block: &Block,
+    x: &Tensor,
+    pass: &Pass<'_>,
+    lora: &Lora,
+) -> Result<Tensor> {
+    let snapshot = lora.snapshot();
+    let (block_again, cfg) = (block.clone(), pass.cfg.clone());
+    let (global, local) = (pass.global.clone(), pass.local.cloned());
+    let trainable = pass.trainable;
+    let again = move |x: &Tensor| -> candle_core::Result<Tensor> {
+        let replay = snapshot.snapshot();
+        let pass = Pass {
+            cfg: &cfg,
+            adapter: Some(&replay),
+            trainable,
+            global: &global,
+            local: local.as_ref(),
+        };
+        block_again
+            .forward(layer, x, &pass)
+            .map_err(candle_core::Error::wrap)
+    };
+    let forward = |x: &Tensor| block.forward(layer, x, pass).map_err(candle_core::Error::wrap);
+    Ok(crate::recompute::recompute(
+        x,
+        forward,
+        again,
+        lora.layer_vars(layer),
+        lora.recomputed_grads().clone(),
+    )?)
 }

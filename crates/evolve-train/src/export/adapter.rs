@@ -92,7 +92,7 @@ impl TrainedAdapter {
             pad,
         )?;
         let loss = out.loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-        let grads = out.loss.backward()?;
+        let grads = self.lora.backward(&out.loss)?;
         let holder = Lora::new(
             self.model.config(),
             self.lora.config().clone(),

@@ -34,6 +34,11 @@ pub struct TrainConfig {
     /// Which model the DPO log-ratios are taken against.
     #[serde(default)]
     pub reference: Reference,
+    /// Recompute each block's activations in the backward pass instead of keeping them
+    /// (gradient checkpointing): one block's activations in memory instead of every block's,
+    /// for one more forward pass of the policy.
+    #[serde(default = "yes")]
+    pub recompute: bool,
     /// Learning rate, batches, epochs: the same type as full-parameter training's.
     #[serde(flatten)]
     pub optim: OptimConfig,
@@ -49,6 +54,7 @@ impl Default for TrainConfig {
             dpo_weight: 1.0,
             dpo_kind: DpoKind::Sigmoid,
             reference: Reference::Base,
+            recompute: true,
             optim: OptimConfig::default(),
         }
     }
@@ -56,6 +62,10 @@ impl Default for TrainConfig {
 
 fn one() -> f64 {
     1.0
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl TrainConfig {
@@ -314,6 +324,7 @@ impl<'m> Trainer<'m> {
         let total = cfg.total_steps(data.len());
         let vars = self.lora.trainable_vars();
         self.lora.set_training(true);
+        self.lora.set_recompute(cfg.recompute);
         let result = (|| {
             while self.step < total {
                 if self.cancel.load(Ordering::Relaxed) {
@@ -355,7 +366,7 @@ impl<'m> Trainer<'m> {
                             loss: loss_value,
                         });
                     }
-                    let g = (out.loss / micro.len() as f64)?.backward()?;
+                    let g = self.lora.backward(&(out.loss / micro.len() as f64)?)?;
                     grads = Some(accumulate_grads(grads.take(), g, &vars)?);
                     loss_sum += loss_value;
                     nll_sum += out.nll;
@@ -410,6 +421,7 @@ impl<'m> Trainer<'m> {
             })
         })();
         self.lora.set_training(false);
+        self.lora.set_recompute(false);
         result
     }
 }

@@ -4,6 +4,8 @@
 //! have no backward pass and silently cut the gradient, so training must not use them. Each
 //! function here has a finite-difference gradient test.
 
+mod attention;
+
 use crate::config::RopeLayout;
 use candle_core::backend::BackendStorage;
 use candle_core::quantized::QTensor;
@@ -405,6 +407,9 @@ pub fn causal_attention(
     scale: f64,
 ) -> Result<Tensor> {
     let (b, h, t, d) = q.dims4()?;
+    if let Some(out) = attention::fused(q, k, v, mask, scale)? {
+        return out.transpose(1, 2)?.contiguous()?.reshape((b, t, h * d));
+    }
     let n_rep = h / k.dim(1)?;
     let k = repeat_kv(k, n_rep)?;
     let v = repeat_kv(v, n_rep)?;
