@@ -549,7 +549,10 @@ mod tests {
                     .into_iter()
                     .map(|(name, v)| {
                         let g = grads.get(v.as_tensor()).cloned();
-                        (name.clone(), g.unwrap_or_else(|| panic!("{name}: no gradient")))
+                        (
+                            name.clone(),
+                            g.unwrap_or_else(|| panic!("{name}: no gradient")),
+                        )
                     })
                     .collect();
                 (loss, named)
@@ -557,13 +560,25 @@ mod tests {
             let arch = config.architecture.as_str();
             let (loss, kept) = run(false);
             let (loss_again, recomputed) = run(true);
-            assert!((loss - loss_again).abs() < 1e-12, "{arch}: {loss} vs {loss_again}");
+            assert!(
+                (loss - loss_again).abs() < 1e-12,
+                "{arch}: {loss} vs {loss_again}"
+            );
             assert_eq!(kept.len(), 2 * 7 * config.n_layer);
             for ((name, a), (_, b)) in kept.iter().zip(&recomputed) {
-                let scale = a.abs().unwrap().max_all().unwrap().to_scalar::<f64>().unwrap();
+                let scale = a
+                    .abs()
+                    .unwrap()
+                    .max_all()
+                    .unwrap()
+                    .to_scalar::<f64>()
+                    .unwrap();
                 assert!(scale > 0.0, "{arch} {name}: zero gradient");
                 let diff = crate::gradcheck::max_abs_diff(a, b);
-                assert!(diff <= 1e-12 * scale, "{arch} {name}: {diff:e} of {scale:e}");
+                assert!(
+                    diff <= 1e-12 * scale,
+                    "{arch} {name}: {diff:e} of {scale:e}"
+                );
             }
         }
     }

@@ -984,7 +984,11 @@ fn recomputed_block(
             .forward(layer, x, &pass)
             .map_err(candle_core::Error::wrap)
     };
-    let forward = |x: &Tensor| block.forward(layer, x, pass).map_err(candle_core::Error::wrap);
+    let forward = |x: &Tensor| {
+        block
+            .forward(layer, x, pass)
+            .map_err(candle_core::Error::wrap)
+    };
     Ok(crate::recompute::recompute(
         x,
         forward,

@@ -8,9 +8,7 @@
 //! [`ParamGrads`], which [`crate::Lora::backward`] merges into the step's `GradStore`.
 
 use candle_core::backprop::GradStore;
-use candle_core::{
-    CpuStorage, CustomOp1, Layout, Result, Shape, Storage, Tensor, TensorId, Var,
-};
+use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Storage, Tensor, TensorId, Var};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 

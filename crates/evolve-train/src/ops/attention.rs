@@ -110,7 +110,11 @@ pub(super) fn fused(
         scale,
         probs: Mutex::new(None),
     };
-    Ok(Some(q.apply_op3_arc(&k, &v, std::sync::Arc::new(Box::new(op)))?))
+    Ok(Some(q.apply_op3_arc(
+        &k,
+        &v,
+        std::sync::Arc::new(Box::new(op)),
+    )?))
 }
 
 struct Attention {
@@ -248,7 +252,11 @@ impl CustomOp3 for Attention {
     ) -> Result<(CpuStorage, Shape)> {
         let n = Self::dims(lq, lk)?;
         if self.mask.len() != n.t * n.t {
-            candle_core::bail!("attention: a mask of {} for {} positions", self.mask.len(), n.t);
+            candle_core::bail!(
+                "attention: a mask of {} for {} positions",
+                self.mask.len(),
+                n.t
+            );
         }
         let (out, probs) = match (q, k, v) {
             (CpuStorage::F32(q), CpuStorage::F32(k), CpuStorage::F32(v)) => {

@@ -398,7 +398,8 @@ pub fn repeat_kv(x: &Tensor, n_rep: usize) -> Result<Tensor> {
 }
 
 /// Causal scaled dot-product attention. `q: [b, h, t, d]`, `k, v: [b, h_kv, t, d]`, scores
-/// multiplied by `scale` (usually `1/√d`); returns `[b, t, h·d]`.
+/// multiplied by `scale` (usually `1/√d`) plus `mask` (`[t, t]`, causal: from [`sliding_mask`]);
+/// returns `[b, t, h·d]`. One fused op on the CPU in f32/f64.
 pub fn causal_attention(
     q: &Tensor,
     k: &Tensor,
@@ -407,9 +408,21 @@ pub fn causal_attention(
     scale: f64,
 ) -> Result<Tensor> {
     let (b, h, t, d) = q.dims4()?;
-    if let Some(out) = attention::fused(q, k, v, mask, scale)? {
-        return out.transpose(1, 2)?.contiguous()?.reshape((b, t, h * d));
+    match attention::fused(q, k, v, mask, scale)? {
+        Some(out) => out.transpose(1, 2)?.contiguous()?.reshape((b, t, h * d)),
+        None => composed_attention(q, k, v, mask, scale),
     }
+}
+
+/// [`causal_attention`] from candle primitives: what devices other than the CPU run.
+fn composed_attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    mask: &Tensor,
+    scale: f64,
+) -> Result<Tensor> {
+    let (b, h, t, d) = q.dims4()?;
     let n_rep = h / k.dim(1)?;
     let k = repeat_kv(k, n_rep)?;
     let v = repeat_kv(v, n_rep)?;
@@ -619,6 +632,14 @@ mod tests {
                     let heads = x.reshape((2, 5, 4, 8))?.transpose(1, 2)?.contiguous()?;
                     let r = rope(&heads, &on(&cos, x)?, &on(&sin, x)?, RopeLayout::Halves)?;
                     causal_attention(&r, &heads, &heads, &on(&mask, x)?, 0.35)
+                }),
+            ),
+            (
+                "rope + attention fallback",
+                Box::new(|x: &Tensor| {
+                    let heads = x.reshape((2, 5, 4, 8))?.transpose(1, 2)?.contiguous()?;
+                    let r = rope(&heads, &on(&cos, x)?, &on(&sin, x)?, RopeLayout::Halves)?;
+                    composed_attention(&r, &heads, &heads, &on(&mask, x)?, 0.35)
                 }),
             ),
         ];
@@ -941,5 +962,23 @@ mod tests {
         assert_grad_matches("attention/q", &q, f, 40);
         assert_grad_matches("attention/k", &k, f, 30);
         assert_grad_matches("attention/v", &v, f, 30);
+        // The fused op (f64 on the CPU) against the composed one, with a sliding window too.
+        let window = sliding_mask(t, Some(2), DType::F64, &Device::Cpu).unwrap();
+        for mask in [&mask, &window] {
+            let fused =
+                causal_attention(q.as_tensor(), k.as_tensor(), v.as_tensor(), mask, SCALE).unwrap();
+            let composed =
+                composed_attention(q.as_tensor(), k.as_tensor(), v.as_tensor(), mask, SCALE)
+                    .unwrap();
+            let diff = max_abs_diff(&fused, &composed);
+            assert!(diff < 1e-12, "{diff}");
+        }
+        let f = || {
+            project(
+                &causal_attention(q.as_tensor(), k.as_tensor(), v.as_tensor(), &window, SCALE)?,
+                16,
+            )
+        };
+        assert_grad_matches("windowed attention/k", &k, f, 30);
     }
 }
