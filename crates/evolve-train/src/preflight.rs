@@ -76,9 +76,9 @@ fn kept_quantized(name: &str, t: GgmlType, tied: bool) -> bool {
 }
 
 /// The expected peak of training `file` with a rank-`rank` adapter on every target, batches of
-/// `batch` pairs of up to `max_tokens` tokens each (prompt and answer). Activations are kept
-/// for the backward pass of every layer (no gradient checkpointing yet), so they grow with
-/// `batch × max_tokens`. Calibrated against
+/// `batch` pairs of up to `max_tokens` tokens each (prompt and answer). The trainer recomputes
+/// each block in the backward pass (`TrainConfig::recompute`, on by default): every block's
+/// input is kept, and one block's activations at a time. Calibrated against
 /// the measured peak of an 8B Q4_K model (docs/memory.md); meant to refuse hopeless runs
 /// before they start, not to the last megabyte.
 pub fn training_memory(
@@ -117,7 +117,7 @@ pub fn training_memory(
     // Chosen and rejected sequences, policy (kept) and reference (freed layer by layer).
     let tokens = 2 * batch * max_tokens;
     let attention = cfg.n_head * max_tokens * max_tokens * 2 * 2 * batch;
-    let activations = cfg.n_layer * (tokens * per_token_layer + attention) * 4;
+    let activations = (cfg.n_layer * tokens * e + tokens * per_token_layer + attention) * 4;
     let largest_matrix = file
         .tensors
         .iter()
