@@ -221,12 +221,12 @@ impl Block {
     /// Gated feed-forward: `down(act(gate(h)) · up(h))`, SwiGLU or GeGLU.
     fn mlp(&self, layer: usize, h: &Tensor, pass: &Pass<'_>) -> Result<Tensor> {
         let gate = pass.linear(layer, LoraTarget::Gate, h, &self.gate)?;
-        let gate = match pass.cfg.architecture.activation() {
-            Activation::Silu => gate.silu()?,
-            Activation::GeluTanh => ops::gelu_as_ggml(&gate)?,
-        };
         let up = pass.linear(layer, LoraTarget::Up, h, &self.up)?;
-        pass.linear(layer, LoraTarget::Down, &(gate * up)?, &self.down)
+        let act = match pass.cfg.architecture.activation() {
+            Activation::Silu => ops::silu_mul(&gate, &up)?,
+            Activation::GeluTanh => (ops::gelu_as_ggml(&gate)? * up)?,
+        };
+        pass.linear(layer, LoraTarget::Down, &act, &self.down)
     }
 
     fn matrices_mut(&mut self) -> [&mut Matrix; 7] {

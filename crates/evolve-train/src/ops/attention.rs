@@ -3,77 +3,10 @@
 //! scale, mask, softmax, matmul) keeps five score-sized intermediates and as many gradients —
 //! most of a block's memory and time at 256 tokens. Other devices and dtypes take it still.
 
+use super::kernel::{Float, axpy, dot, slice};
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Storage, Tensor};
 use rayon::prelude::*;
-use std::ops::{Add, Mul, Sub};
 use std::sync::Mutex;
-
-/// The float types the kernel runs in.
-trait Float:
-    Copy + Send + Sync + Add<Output = Self> + Sub<Output = Self> + Mul<Output = Self> + PartialOrd
-{
-    const ZERO: Self;
-    fn exp(self) -> Self;
-    fn recip(self) -> Self;
-    fn from_f64(v: f64) -> Self;
-    fn from_f32(v: f32) -> Self;
-}
-
-impl Float for f32 {
-    const ZERO: Self = 0.0;
-    fn exp(self) -> Self {
-        f32::exp(self)
-    }
-    fn recip(self) -> Self {
-        1.0 / self
-    }
-    fn from_f64(v: f64) -> Self {
-        v as f32
-    }
-    fn from_f32(v: f32) -> Self {
-        v
-    }
-}
-
-impl Float for f64 {
-    const ZERO: Self = 0.0;
-    fn exp(self) -> Self {
-        f64::exp(self)
-    }
-    fn recip(self) -> Self {
-        1.0 / self
-    }
-    fn from_f64(v: f64) -> Self {
-        v
-    }
-    fn from_f32(v: f32) -> Self {
-        f64::from(v)
-    }
-}
-
-/// `Σ a_i b_i` over eight lanes, so the loop vectorizes without reassociating one sum.
-fn dot<T: Float>(a: &[T], b: &[T]) -> T {
-    let mut lanes = [T::ZERO; 8];
-    let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
-    let (ar, br) = (ac.remainder(), bc.remainder());
-    for (x, y) in ac.zip(bc) {
-        for l in 0..8 {
-            lanes[l] = lanes[l] + x[l] * y[l];
-        }
-    }
-    let mut sum = lanes.iter().fold(T::ZERO, |s, &v| s + v);
-    for (&x, &y) in ar.iter().zip(br) {
-        sum = sum + x * y;
-    }
-    sum
-}
-
-/// `y += a·x`.
-fn axpy<T: Float>(y: &mut [T], a: T, x: &[T]) {
-    for (y, &x) in y.iter_mut().zip(x) {
-        *y = *y + a * x;
-    }
-}
 
 /// Sizes of one call: `q: [b, h, t, d]`, `k, v: [b, h_kv, t, d]`.
 #[derive(Clone, Copy)]
@@ -123,10 +56,6 @@ struct Attention {
     scale: f64,
     /// The forward pass's probabilities `[b, h, t, t]` (zero above the diagonal), for backward.
     probs: Mutex<Option<CpuStorage>>,
-}
-
-fn slice<'a, T>(v: &'a [T], l: &Layout) -> &'a [T] {
-    &v[l.start_offset()..l.start_offset() + l.shape().elem_count()]
 }
 
 impl Attention {

@@ -5,6 +5,9 @@
 //! function here has a finite-difference gradient test.
 
 mod attention;
+mod glu;
+mod kernel;
+mod norm;
 
 use crate::config::RopeLayout;
 use candle_core::backend::BackendStorage;
@@ -14,9 +17,31 @@ use candle_core::{
 };
 
 /// `x / sqrt(mean(x²) + eps) * weight` over the last dimension (llama.cpp `rms_norm` + mul).
+/// One fused op on the CPU in f32/f64.
 pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
+    match norm::fused(x, weight, eps)? {
+        Some(y) => Ok(y),
+        None => composed_rms_norm(x, weight, eps),
+    }
+}
+
+/// [`rms_norm`] from candle primitives: what devices other than the CPU run.
+fn composed_rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
     let rms = (x.sqr()?.mean_keepdim(D::Minus1)? + eps)?.sqrt()?;
     x.broadcast_div(&rms)?.broadcast_mul(weight)
+}
+
+/// SwiGLU's `silu(gate) · up`. One fused op on the CPU in f32/f64.
+pub fn silu_mul(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
+    match glu::fused(gate, up)? {
+        Some(y) => Ok(y),
+        None => composed_silu_mul(gate, up),
+    }
+}
+
+/// [`silu_mul`] from candle primitives: what devices other than the CPU run.
+fn composed_silu_mul(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
+    gate.silu()? * up
 }
 
 /// Softmax over the last dimension, shifted by the (constant) row maximum for stability.
@@ -609,6 +634,20 @@ mod tests {
                 "rms_norm",
                 Box::new(|x: &Tensor| rms_norm(x, &on(&norm, x)?, 1e-6)),
             ),
+            (
+                "rms_norm fallback",
+                Box::new(|x: &Tensor| composed_rms_norm(x, &on(&norm, x)?, 1e-6)),
+            ),
+            (
+                "silu_mul",
+                Box::new(|x: &Tensor| silu_mul(&x.narrow(2, 0, 16)?, &x.narrow(2, 16, 16)?)),
+            ),
+            (
+                "silu_mul fallback",
+                Box::new(|x: &Tensor| {
+                    composed_silu_mul(&x.narrow(2, 0, 16)?, &x.narrow(2, 16, 16)?)
+                }),
+            ),
             ("gelu_as_ggml", Box::new(gelu_as_ggml)),
             ("log_softmax_last", Box::new(log_softmax_last)),
             (
@@ -696,6 +735,58 @@ mod tests {
         // A target outside the vocabulary is an error, not a read past the row.
         let bad = Tensor::new(&[0u32, 11, 0, 0, 0], &Device::Cpu).unwrap();
         assert!(target_logprobs(logits.as_tensor(), &bad).is_err());
+    }
+
+    /// The fused norm and SwiGLU against their compositions (f64), on more rows and elements
+    /// than one task of the kernels takes, so the tasks' partial weight gradients are summed.
+    #[test]
+    fn fused_norm_and_swiglu_equal_their_compositions_with_every_gradient() {
+        let x = randn_var(60, &[3, 50, 16], 1.0);
+        let w = randn_var(61, &[16], 1.0);
+        let up = randn_var(62, &[3, 50, 16], 1.0);
+        let grads_of = |y: Tensor| {
+            let g = project(&y, 63).unwrap().backward().unwrap();
+            let get = |v: &Var| g.get(v.as_tensor()).cloned();
+            [Some(y.clone()), get(&x), get(&w), get(&up)]
+        };
+        let (xs, ws, us) = (x.as_tensor(), w.as_tensor(), up.as_tensor());
+        let cases = [
+            (
+                "rms_norm",
+                rms_norm(xs, ws, 1e-5).unwrap(),
+                composed_rms_norm(xs, ws, 1e-5).unwrap(),
+            ),
+            (
+                "silu_mul",
+                silu_mul(&xs.broadcast_mul(ws).unwrap(), us).unwrap(),
+                composed_silu_mul(&xs.broadcast_mul(ws).unwrap(), us).unwrap(),
+            ),
+        ];
+        for (name, fused, composed) in cases {
+            let (a, b) = (grads_of(fused), grads_of(composed));
+            for (part, (p, q)) in ["value", "x", "w", "up"].iter().zip(a.iter().zip(&b)) {
+                match (p, q) {
+                    (Some(p), Some(q)) => {
+                        let diff = max_abs_diff(p, q);
+                        assert!(diff < 1e-12, "{name} {part}: {diff:e}");
+                    }
+                    (None, None) => {}
+                    _ => panic!("{name} {part}: a gradient on one side only"),
+                }
+            }
+        }
+        assert_grad_matches(
+            "silu_mul/gate",
+            &x,
+            || project(&silu_mul(x.as_tensor(), up.as_tensor())?, 64),
+            40,
+        );
+        assert_grad_matches(
+            "silu_mul/up",
+            &up,
+            || project(&silu_mul(x.as_tensor(), up.as_tensor())?, 64),
+            40,
+        );
     }
 
     #[test]
