@@ -3,7 +3,7 @@
 //! scale, mask, softmax, matmul) keeps five score-sized intermediates and as many gradients —
 //! most of a block's memory and time at 256 tokens. Other devices and dtypes take it still.
 
-use super::kernel::{Float, axpy, dot, slice};
+use super::kernel::{Float, axpy, max, slice, sum, with_simd};
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Storage, Tensor};
 use rayon::prelude::*;
 use std::sync::Mutex;
@@ -73,7 +73,6 @@ impl Attention {
     fn forward<T: Float>(&self, q: &[T], k: &[T], v: &[T], n: Dims) -> (Vec<T>, Vec<T>) {
         let Dims { t, d, .. } = n;
         let rep = n.rep();
-        let scale = T::from_f64(self.scale);
         let mut out = vec![T::ZERO; n.b * n.h * t * d];
         let mut probs = vec![T::ZERO; n.b * n.h * t * t];
         out.par_chunks_mut(rep * t * d)
@@ -81,52 +80,62 @@ impl Attention {
             .enumerate()
             .for_each(|(group, (out, probs))| {
                 let kv = group * t * d;
-                let (k, v) = (&k[kv..kv + t * d], &v[kv..kv + t * d]);
-                for r in 0..rep {
-                    let qh = &q[(group * rep + r) * t * d..][..t * d];
-                    for i in 0..t {
-                        let row = &mut probs[(r * t + i) * t..][..=i];
-                        let qi = &qh[i * d..][..d];
-                        let mut max = T::from_f64(f64::NEG_INFINITY);
-                        for (j, p) in row.iter_mut().enumerate() {
-                            let s = scale * dot(qi, &k[j * d..][..d])
-                                + T::from_f32(self.mask[i * t + j]);
-                            *p = s;
-                            if s > max {
-                                max = s;
-                            }
-                        }
-                        let mut sum = T::ZERO;
-                        for p in row.iter_mut() {
-                            *p = (*p - max).exp();
-                            sum = sum + *p;
-                        }
-                        let inv = sum.recip();
-                        let oi = &mut out[(r * t + i) * d..][..d];
-                        for (j, p) in row.iter_mut().enumerate() {
-                            *p = *p * inv;
-                            axpy(oi, *p, &v[j * d..][..d]);
-                        }
-                    }
-                }
+                let q = &q[group * rep * t * d..][..rep * t * d];
+                let task = (q, &k[kv..kv + t * d], &v[kv..kv + t * d]);
+                with_simd(|| self.forward_group(task, out, probs, n));
             });
         (out, probs)
     }
 
+    /// Scores as `Σ_c q_i[c]·Kᵀ[c, ..=i]`: long contiguous `axpy`s instead of one short dot
+    /// product (and horizontal sum) per key.
+    #[inline(always)]
+    fn forward_group<T: Float>(
+        &self,
+        (q, k, v): (&[T], &[T], &[T]),
+        out: &mut [T],
+        probs: &mut [T],
+        n: Dims,
+    ) {
+        let Dims { t, d, .. } = n;
+        let scale = T::from_f64(self.scale);
+        let kt = transpose(k, t, d);
+        for r in 0..n.rep() {
+            for i in 0..t {
+                let row = &mut probs[(r * t + i) * t..][..=i];
+                let qi = &q[(r * t + i) * d..][..d];
+                row.copy_from_slice(&self.mask_row(i, t)[..=i]);
+                for (c, &qc) in qi.iter().enumerate() {
+                    axpy(row, qc * scale, &kt[c * t..][..=i]);
+                }
+                let top = max(row);
+                for p in row.iter_mut() {
+                    *p = (*p - top).exp();
+                }
+                let inv = sum(row).recip();
+                let oi = &mut out[(r * t + i) * d..][..d];
+                for (j, p) in row.iter_mut().enumerate() {
+                    *p = *p * inv;
+                    axpy(oi, *p, &v[j * d..][..d]);
+                }
+            }
+        }
+    }
+
+    fn mask_row<T: Float>(&self, i: usize, t: usize) -> Vec<T> {
+        self.mask[i * t..(i + 1) * t].iter().map(|&m| T::from_f32(m)).collect()
+    }
+
     /// `dV = Pᵀ·dO`, `dS = P ⊙ (dO·Vᵀ − rowsum(P ⊙ dO·Vᵀ))·scale`, `dQ = dS·K`, `dK = dSᵀ·Q`.
-    #[allow(clippy::too_many_arguments)]
     fn backward<T: Float>(
         &self,
-        q: &[T],
-        k: &[T],
-        v: &[T],
+        (q, k, v): (&[T], &[T], &[T]),
         probs: &[T],
         grad: &[T],
         n: Dims,
     ) -> (Vec<T>, Vec<T>, Vec<T>) {
         let Dims { t, d, .. } = n;
         let rep = n.rep();
-        let scale = T::from_f64(self.scale);
         let mut dq = vec![T::ZERO; q.len()];
         let mut dk = vec![T::ZERO; k.len()];
         let mut dv = vec![T::ZERO; v.len()];
@@ -135,34 +144,66 @@ impl Attention {
             .enumerate()
             .for_each(|(group, (dq, (dk, dv)))| {
                 let kv = group * t * d;
-                let (k, v) = (&k[kv..kv + t * d], &v[kv..kv + t * d]);
-                let mut ds = vec![T::ZERO; t];
-                for r in 0..rep {
-                    let head = group * rep + r;
-                    let qh = &q[head * t * d..][..t * d];
-                    let gh = &grad[head * t * d..][..t * d];
-                    for i in 0..t {
-                        let row = &probs[(head * t + i) * t..][..=i];
-                        let gi = &gh[i * d..][..d];
-                        let mut weighted = T::ZERO;
-                        for (j, &p) in row.iter().enumerate() {
-                            let dp = dot(gi, &v[j * d..][..d]);
-                            ds[j] = dp;
-                            weighted = weighted + p * dp;
-                            axpy(&mut dv[j * d..][..d], p, gi);
-                        }
-                        let qi = &qh[i * d..][..d];
-                        let dqi = &mut dq[(r * t + i) * d..][..d];
-                        for (j, &p) in row.iter().enumerate() {
-                            let s = p * (ds[j] - weighted) * scale;
-                            axpy(dqi, s, &k[j * d..][..d]);
-                            axpy(&mut dk[j * d..][..d], s, qi);
-                        }
-                    }
-                }
+                let heads = group * rep * t;
+                let task = (
+                    &q[heads * d..][..rep * t * d],
+                    &k[kv..kv + t * d],
+                    &v[kv..kv + t * d],
+                );
+                let probs = &probs[heads * t..][..rep * t * t];
+                let grad = &grad[heads * d..][..rep * t * d];
+                with_simd(|| self.backward_group(task, probs, grad, (dq, dk, dv), n));
             });
         (dq, dk, dv)
     }
+
+    #[inline(always)]
+    fn backward_group<T: Float>(
+        &self,
+        (q, k, v): (&[T], &[T], &[T]),
+        probs: &[T],
+        grad: &[T],
+        (dq, dk, dv): (&mut [T], &mut [T], &mut [T]),
+        n: Dims,
+    ) {
+        let Dims { t, d, .. } = n;
+        let scale = T::from_f64(self.scale);
+        let vt = transpose(v, t, d);
+        let mut ds = vec![T::ZERO; t];
+        for r in 0..n.rep() {
+            for i in 0..t {
+                let row = &probs[(r * t + i) * t..][..=i];
+                let gi = &grad[(r * t + i) * d..][..d];
+                let dp = &mut ds[..=i];
+                dp.fill(T::ZERO);
+                for (c, &g) in gi.iter().enumerate() {
+                    axpy(dp, g, &vt[c * t..][..=i]);
+                }
+                let weighted = row.iter().zip(dp.iter()).fold(T::ZERO, |a, (&p, &x)| a + p * x);
+                for (j, (&p, s)) in row.iter().zip(dp.iter_mut()).enumerate() {
+                    axpy(&mut dv[j * d..][..d], p, gi);
+                    *s = p * (*s - weighted) * scale;
+                }
+                let qi = &q[(r * t + i) * d..][..d];
+                let dqi = &mut dq[(r * t + i) * d..][..d];
+                for (j, &s) in dp.iter().enumerate() {
+                    axpy(dqi, s, &k[j * d..][..d]);
+                    axpy(&mut dk[j * d..][..d], s, qi);
+                }
+            }
+        }
+    }
+}
+
+/// `[t, d]` → `[d, t]`.
+fn transpose<T: Float>(x: &[T], t: usize, d: usize) -> Vec<T> {
+    let mut out = vec![T::ZERO; t * d];
+    for i in 0..t {
+        for c in 0..d {
+            out[c * t + i] = x[i * d + c];
+        }
+    }
+    out
 }
 
 impl CustomOp3 for Attention {
@@ -231,14 +272,8 @@ impl CustomOp3 for Attention {
                         Storage::Cpu(CpuStorage::$variant(g)),
                         CpuStorage::$variant(p),
                     ) => {
-                        let (dq, dk, dv) = self.backward(
-                            slice(q, lq),
-                            slice(k, lk),
-                            slice(v, lv),
-                            p,
-                            slice(g, lg),
-                            n,
-                        );
+                        let qkv = (slice(q, lq), slice(k, lk), slice(v, lv));
+                        let (dq, dk, dv) = self.backward(qkv, p, slice(g, lg), n);
                         (
                             Tensor::from_vec(dq, lq.shape(), dev)?,
                             Tensor::from_vec(dk, lk.shape(), dev)?,
