@@ -57,22 +57,9 @@ pub fn sha256_file(path: &Path) -> Result<String> {
     Ok(hex::encode(hasher.finalize()))
 }
 
-/// Bytes of memory this machine has free for a new training: `EVOLVE_MEMORY_LIMIT` (bytes) when
-/// set, else Linux's `MemAvailable`; `None` where neither is known (then nothing is refused).
-pub fn available_memory() -> Option<u64> {
-    if let Some(limit) = std::env::var("EVOLVE_MEMORY_LIMIT")
-        .ok()
-        .and_then(|v| v.trim().parse().ok())
-    {
-        return Some(limit);
-    }
-    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
-    meminfo
-        .lines()
-        .find_map(|l| l.strip_prefix("MemAvailable:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map(|kb| kb * 1024)
-}
+/// Bytes of memory free for a new training (`EVOLVE_MEMORY_LIMIT`, else `MemAvailable`); `None`
+/// where neither is known (then nothing is refused).
+pub use evolve_core::memory::available_memory;
 
 fn gib(bytes: u64) -> f64 {
     bytes as f64 / (1u64 << 30) as f64

@@ -57,10 +57,10 @@ pub struct TrainArgs {
     /// ours against the reference's (relative error < 1e-4 in f32); tiny or a GGUF shape
     #[arg(long)]
     check: bool,
-    /// Keep every block's activations for the backward pass instead of recomputing them
-    /// (more memory, one forward pass less; ours only)
-    #[arg(long)]
-    no_recompute: bool,
+    /// Recompute each block's activations in the backward pass: auto, always or never (ours
+    /// only; the reference keeps them, as TRL does by default)
+    #[arg(long, default_value = "auto")]
+    recompute: evolve::train::Recompute,
     /// Measure in this process and print one JSON line (what each turn runs)
     #[arg(long, hide = true)]
     one: bool,
@@ -103,7 +103,7 @@ impl TrainArgs {
             threads: self.threads(),
             dtype: evolve::bench::train::dtype(&self.dtype)?,
             device: evolve::bench::train::device(&self.device)?,
-            recompute: !self.no_recompute,
+            recompute: self.recompute,
         };
         bench.validate()?;
         if self.repeat == 0 || self.steps == 0 {
@@ -204,9 +204,7 @@ fn train(args: TrainArgs) -> Result<()> {
     let exe = std::env::current_exe()?.display().to_string();
     let mut ours_args = vec!["bench".to_string(), "train".into(), "--one".into()];
     ours_args.extend(args.flags());
-    if args.no_recompute {
-        ours_args.push("--no-recompute".into());
-    }
+    ours_args.extend(["--recompute".into(), args.recompute.as_str().into()]);
     // The training engine's CPU kernels size their thread pool from this.
     let env = [("RAYON_NUM_THREADS", bench.threads.to_string())];
     let reference: Option<Vec<String>> = args

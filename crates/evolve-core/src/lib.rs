@@ -6,6 +6,7 @@
 pub mod eval;
 pub mod generate;
 pub mod kinds;
+pub mod memory;
 pub mod pairwise;
 pub mod panic;
 pub mod paths;

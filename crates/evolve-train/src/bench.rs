@@ -53,7 +53,7 @@ impl FromStr for Shape {
 }
 
 impl Shape {
-    fn config(&self) -> Result<LlamaConfig> {
+    pub(crate) fn config(&self) -> Result<LlamaConfig> {
         let llama = |n_embd, n_layer, n_head, n_head_kv, n_ff| LlamaConfig {
             architecture: Architecture::Llama,
             n_embd,
@@ -116,8 +116,8 @@ pub struct TrainBench {
     pub threads: usize,
     pub dtype: DType,
     pub device: Device,
-    /// Recompute each block's activations in the backward pass ([`TrainConfig::recompute`]).
-    pub recompute: bool,
+    /// Whether blocks are recomputed in the backward pass ([`TrainConfig::recompute`]).
+    pub recompute: crate::Recompute,
 }
 
 /// One process's result (the JSON line `--one` and the reference print).

@@ -47,14 +47,14 @@ pub use loss::Reference;
 pub use model::LlamaModel;
 pub use optim::OptimConfig;
 pub use preference::{ADAPTER_GGUF, CHECKPOINT_DIR, LoraDpoTrainer};
-pub use preflight::{MemoryEstimate, check_trainable, training_memory};
+pub use preflight::{MemoryEstimate, check_trainable, kept_activation_bytes, training_memory};
 pub use sft::{SftExample, SftMetrics, SftOutcome, train_sft};
 pub use tokenizer::{pre::PRE_TOKENIZERS, tokenizer_from_gguf};
 /// The tokenizer crate, so callers name the same `Tokenizer` type this crate returns.
 pub use tokenizers;
 pub use trainer::{
-    CHECKPOINT_OPTIMIZER, CHECKPOINT_STATE, CHECKPOINT_WEIGHTS, StepMetrics, TrainConfig,
-    TrainOutcome, Trainer, data_fingerprint,
+    CHECKPOINT_OPTIMIZER, CHECKPOINT_STATE, CHECKPOINT_WEIGHTS, Recompute, StepMetrics,
+    TrainConfig, TrainOutcome, Trainer, data_fingerprint,
 };
 
 use candle_core::quantized::gguf_file;

@@ -107,17 +107,10 @@ pub fn training_memory(
         })
         .sum();
     let adapter_bytes = (per_layer * cfg.n_layer * 4 * 4) as u64;
-    // Per token and layer, the activations autograd keeps: the residual and its norms, q, k,
-    // v, the attention output, and the MLP's gate, up, activation and product — four times
-    // over: every elementwise step of the explicit ops and every adapter branch keeps its own
-    // tensor, and the backward pass holds their gradients until it ends (calibrated on the
-    // measured peak of an 8B model, docs/real-models.md).
-    let (e, ff, q, kv) = (cfg.n_embd, cfg.n_ff, cfg.q_dim(), cfg.kv_dim());
-    let per_token_layer = 4 * (4 * e + q + 2 * kv + q + 4 * ff);
-    // Chosen and rejected sequences, policy (kept) and reference (freed layer by layer).
+    // Every block's input, and one block's activations at a time.
     let tokens = 2 * batch * max_tokens;
-    let attention = cfg.n_head * max_tokens * max_tokens * 2 * 2 * batch;
-    let activations = (cfg.n_layer * tokens * e + tokens * per_token_layer + attention) * 4;
+    let activations =
+        cfg.n_layer * tokens * cfg.n_embd * 4 + block_activation_bytes(&cfg, batch, max_tokens);
     let largest_matrix = file
         .tensors
         .iter()
@@ -132,4 +125,21 @@ pub fn training_memory(
         adapter_bytes,
         working_bytes,
     })
+}
+
+/// What one block's forward pass keeps for its backward pass, for `batch` pairs of up to
+/// `max_tokens` tokens (chosen and rejected sequences): the residual and its norms, q, k, v,
+/// the attention's probabilities and output, the MLP's gate, up and product, and every
+/// adapter branch — four times over, for the gradients the backward pass holds (calibrated on
+/// the measured peak of an 8B model, docs/real-models.md).
+fn block_activation_bytes(cfg: &LlamaConfig, batch: usize, max_tokens: usize) -> usize {
+    let (e, ff, q, kv) = (cfg.n_embd, cfg.n_ff, cfg.q_dim(), cfg.kv_dim());
+    let per_token = 4 * (4 * e + q + 2 * kv + q + 4 * ff);
+    let attention = cfg.n_head * max_tokens * max_tokens * 2 * 2 * batch;
+    (2 * batch * max_tokens * per_token + attention) * 4
+}
+
+/// The activations a step keeps when no block is recomputed: every block's.
+pub fn kept_activation_bytes(cfg: &LlamaConfig, batch: usize, max_tokens: usize) -> u64 {
+    (cfg.n_layer * block_activation_bytes(cfg, batch, max_tokens)) as u64
 }

@@ -123,7 +123,10 @@ impl Attention {
     }
 
     fn mask_row<T: Float>(&self, i: usize, t: usize) -> Vec<T> {
-        self.mask[i * t..(i + 1) * t].iter().map(|&m| T::from_f32(m)).collect()
+        self.mask[i * t..(i + 1) * t]
+            .iter()
+            .map(|&m| T::from_f32(m))
+            .collect()
     }
 
     /// `dV = Pᵀ·dO`, `dS = P ⊙ (dO·Vᵀ − rowsum(P ⊙ dO·Vᵀ))·scale`, `dQ = dS·K`, `dK = dSᵀ·Q`.
@@ -179,7 +182,10 @@ impl Attention {
                 for (c, &g) in gi.iter().enumerate() {
                     axpy(dp, g, &vt[c * t..][..=i]);
                 }
-                let weighted = row.iter().zip(dp.iter()).fold(T::ZERO, |a, (&p, &x)| a + p * x);
+                let weighted = row
+                    .iter()
+                    .zip(dp.iter())
+                    .fold(T::ZERO, |a, (&p, &x)| a + p * x);
                 for (j, (&p, s)) in row.iter().zip(dp.iter_mut()).enumerate() {
                     axpy(&mut dv[j * d..][..d], p, gi);
                     *s = p * (*s - weighted) * scale;

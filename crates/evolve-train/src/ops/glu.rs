@@ -47,7 +47,10 @@ impl SiluMul {
         let mut du = vec![T::ZERO; g.len()];
         dg.par_chunks_mut(CHUNK)
             .zip(du.par_chunks_mut(CHUNK))
-            .zip(g.par_chunks(CHUNK).zip(u.par_chunks(CHUNK).zip(dy.par_chunks(CHUNK))))
+            .zip(
+                g.par_chunks(CHUNK)
+                    .zip(u.par_chunks(CHUNK).zip(dy.par_chunks(CHUNK))),
+            )
             .for_each(|((dg, du), (g, (u, dy)))| {
                 for i in 0..g.len() {
                     let (silu, s) = silu_and_sigmoid(g[i]);

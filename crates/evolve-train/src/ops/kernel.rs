@@ -82,11 +82,14 @@ pub(super) fn exp_f32(x: f32) -> f32 {
     p = p * r + 8.333_452e-3;
     p = p * r + 4.166_579_6e-2;
     p = p * r + 1.666_666_5e-1;
-    p = p * r + 5.000_000_1e-1;
+    p = p * r + 0.5;
     let er = p * r * r + r + 1.0;
     // n's bits sit at the bottom of `shifted`'s mantissa: integer ops, which vectorize (a
     // float-to-int cast saturates and does not).
-    let biased = shifted.to_bits().wrapping_sub(ROUND.to_bits()).wrapping_add(127);
+    let biased = shifted
+        .to_bits()
+        .wrapping_sub(ROUND.to_bits())
+        .wrapping_add(127);
     er * f32::from_bits(biased << 23)
 }
 
@@ -101,7 +104,8 @@ pub(super) fn sum<T: Float>(x: &[T]) -> T {
             lanes[l] = lanes[l] + c[l];
         }
     }
-    rest.iter().fold(lanes.iter().fold(T::ZERO, |s, &v| s + v), |s, &v| s + v)
+    rest.iter()
+        .fold(lanes.iter().fold(T::ZERO, |s, &v| s + v), |s, &v| s + v)
 }
 
 /// `max x` over eight lanes (`x` not empty).

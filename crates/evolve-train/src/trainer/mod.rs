@@ -5,6 +5,7 @@ mod checkpoint;
 
 pub use checkpoint::{CHECKPOINT_OPTIMIZER, CHECKPOINT_STATE, CHECKPOINT_WEIGHTS};
 
+use crate::LlamaConfig;
 use crate::lora::Lora;
 use crate::loss::{
     DpoKind, DpoMetrics, EvolveLossConfig, PreferencePair, RefLogps, Reference, evolve_loss,
@@ -22,6 +23,69 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
+/// Whether a step recomputes each block's activations in its backward pass ("gradient
+/// checkpointing"): one block's activations in memory instead of every block's, for one more
+/// forward pass of the policy (about a tenth more time).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Recompute {
+    /// Recompute when keeping every block's activations would take more than half of the
+    /// memory free when training starts (or when that is unknown).
+    #[default]
+    Auto,
+    Always,
+    Never,
+}
+
+impl Recompute {
+    pub const ALL: [Recompute; 3] = [Recompute::Auto, Recompute::Always, Recompute::Never];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Recompute::Auto => "auto",
+            Recompute::Always => "always",
+            Recompute::Never => "never",
+        }
+    }
+
+    /// The decision for training `model` on `data` in batches of `batch` pairs.
+    pub fn decide(self, model: &LlamaConfig, data: &[PreferencePair], batch: usize) -> bool {
+        self.decide_with(model, data, batch, evolve_core::memory::available_memory())
+    }
+
+    fn decide_with(
+        self,
+        model: &LlamaConfig,
+        data: &[PreferencePair],
+        batch: usize,
+        free: Option<u64>,
+    ) -> bool {
+        match self {
+            Recompute::Always => true,
+            Recompute::Never => false,
+            Recompute::Auto => {
+                let longest = data
+                    .iter()
+                    .map(|p| p.prompt.len() + p.chosen.len().max(p.rejected.len()))
+                    .max()
+                    .unwrap_or(0);
+                let kept = crate::preflight::kept_activation_bytes(model, batch, longest);
+                free.is_none_or(|free| kept > free / 2)
+            }
+        }
+    }
+}
+
+impl std::str::FromStr for Recompute {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        Recompute::ALL
+            .into_iter()
+            .find(|r| r.as_str() == s)
+            .ok_or_else(|| format!("unknown recompute mode '{s}': auto, always or never"))
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrainConfig {
     pub beta: f64,
@@ -34,11 +98,9 @@ pub struct TrainConfig {
     /// Which model the DPO log-ratios are taken against.
     #[serde(default)]
     pub reference: Reference,
-    /// Recompute each block's activations in the backward pass instead of keeping them
-    /// (gradient checkpointing): one block's activations in memory instead of every block's,
-    /// for one more forward pass of the policy.
-    #[serde(default = "yes")]
-    pub recompute: bool,
+    /// Keep every block's activations for the backward pass, or recompute them there.
+    #[serde(default)]
+    pub recompute: Recompute,
     /// Learning rate, batches, epochs: the same type as full-parameter training's.
     #[serde(flatten)]
     pub optim: OptimConfig,
@@ -54,7 +116,7 @@ impl Default for TrainConfig {
             dpo_weight: 1.0,
             dpo_kind: DpoKind::Sigmoid,
             reference: Reference::Base,
-            recompute: true,
+            recompute: Recompute::Auto,
             optim: OptimConfig::default(),
         }
     }
@@ -62,10 +124,6 @@ impl Default for TrainConfig {
 
 fn one() -> f64 {
     1.0
-}
-
-fn yes() -> bool {
-    true
 }
 
 impl TrainConfig {
@@ -324,7 +382,10 @@ impl<'m> Trainer<'m> {
         let total = cfg.total_steps(data.len());
         let vars = self.lora.trainable_vars();
         self.lora.set_training(true);
-        self.lora.set_recompute(cfg.recompute);
+        let recompute = cfg
+            .recompute
+            .decide(self.model.config(), data, cfg.optim.batch_size);
+        self.lora.set_recompute(recompute);
         let result = (|| {
             while self.step < total {
                 if self.cancel.load(Ordering::Relaxed) {
@@ -423,5 +484,34 @@ impl<'m> Trainer<'m> {
         self.lora.set_training(false);
         self.lora.set_recompute(false);
         result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use evolve_core::PairKind;
+
+    #[test]
+    fn auto_recomputes_when_the_kept_activations_would_take_half_the_free_memory() {
+        let cfg = crate::bench::Shape::Qwen05b.config().unwrap();
+        let data = vec![PreferencePair::new(
+            PairKind::Direct,
+            vec![1; 128],
+            vec![2; 128],
+            vec![3; 100],
+        )];
+        let kept = crate::kept_activation_bytes(&cfg, 4, 256);
+        let gib = 1u64 << 30;
+        assert!(kept > 10 * gib && kept < 40 * gib, "{kept}");
+        let auto = |free| Recompute::Auto.decide_with(&cfg, &data, 4, free);
+        assert!(auto(Some(kept)), "half the free memory is not enough");
+        assert!(!auto(Some(2 * kept + gib)));
+        assert!(auto(None), "unknown free memory");
+        assert!(Recompute::Always.decide_with(&cfg, &data, 4, Some(u64::MAX)));
+        assert!(!Recompute::Never.decide_with(&cfg, &data, 4, Some(0)));
+        for r in Recompute::ALL {
+            assert_eq!(r.as_str().parse::<Recompute>(), Ok(r));
+        }
     }
 }
