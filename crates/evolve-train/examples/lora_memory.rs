@@ -2,12 +2,13 @@
 //! quantized (`LlamaModel::load_quantized`): what a user with an 8B Q4_K_M file needs.
 //!
 //!   cargo run --release -p evolve-train --example lora_memory -- write 8b /tmp/8b.gguf
-//!   cargo run --release -p evolve-train --example lora_memory -- step /tmp/8b.gguf
+//!   cargo run --release -p evolve-train --example lora_memory -- step /tmp/8b.gguf [always]
 //!
 //! `write` builds the file with random weights (one block's tensors repeated in every layer:
 //! the values do not matter, the sizes do); `step` loads it, runs one LoRA-DPO step (reference
 //! forward with the adapter off, policy forward and backward, AdamW) on one pair of 64 prompt
-//! + 64 answer tokens, and prints the process's peak resident memory (`VmHWM`).
+//! + 64 answer tokens, and prints the process's peak resident memory (`VmHWM`); the optional
+//! last argument is the trainer's `Recompute` mode (default `auto`).
 
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{DType, Device, Tensor};
@@ -129,7 +130,7 @@ fn peak_rss_gib() -> f64 {
         .map_or(f64::NAN, |kb| kb / (1024.0 * 1024.0))
 }
 
-fn step(path: &str) {
+fn step(path: &str, recompute: evolve_train::Recompute) {
     let header = evolve_gguf::read_path(std::path::Path::new(path)).unwrap();
     let estimate = evolve_train::training_memory(&header, 16, 128, 1).unwrap();
     let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
@@ -169,6 +170,7 @@ fn step(path: &str) {
             warmup_steps: 0,
             ..OptimConfig::default()
         },
+        recompute,
         ..TrainConfig::default()
     };
     let vocab = model.config().n_vocab as u32;
@@ -195,7 +197,10 @@ fn main() {
         .as_slice()
     {
         ["write", name, path] => write(name, path),
-        ["step", path] => step(path),
-        _ => eprintln!("usage: lora_memory write 8b|1b|tiny FILE | lora_memory step FILE"),
+        ["step", path] => step(path, evolve_train::Recompute::default()),
+        ["step", path, mode] => step(path, mode.parse().unwrap()),
+        _ => eprintln!(
+            "usage: lora_memory write 8b|1b|tiny FILE | lora_memory step FILE [auto|always|never]"
+        ),
     }
 }
