@@ -60,7 +60,7 @@ pub struct TrainArgs {
     /// Recompute each block's activations in the backward pass: auto, always or never (ours
     /// only; the reference keeps them, as TRL does by default)
     #[arg(long, default_value = "auto")]
-    recompute: evolve::train::Recompute,
+    recompute: evolve::bench::train::Recompute,
     /// Measure in this process and print one JSON line (what each turn runs)
     #[arg(long, hide = true)]
     one: bool,

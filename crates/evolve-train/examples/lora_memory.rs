@@ -7,7 +7,7 @@
 //! `write` builds the file with random weights (one block's tensors repeated in every layer:
 //! the values do not matter, the sizes do); `step` loads it, runs one LoRA-DPO step (reference
 //! forward with the adapter off, policy forward and backward, AdamW) on one pair of 64 prompt
-//! + 64 answer tokens, and prints the process's peak resident memory (`VmHWM`); the optional
+//! and 64 answer tokens, and prints the process's peak resident memory (`VmHWM`); the optional
 //! last argument is the trainer's `Recompute` mode (default `auto`).
 
 use candle_core::quantized::{GgmlDType, QTensor};

@@ -6,6 +6,8 @@
 //! Each measurement runs in a process of its own (`evolve bench train --one`), as the
 //! reference does, so peak memory is the step's and not the driver's.
 
+/// The `--recompute` choice, for the shells that parse it.
+pub use crate::Recompute;
 use crate::loss::PreferencePair;
 use crate::{
     Architecture, LlamaConfig, LlamaModel, Lora, LoraConfig, OptimConfig, Reference, Result,
