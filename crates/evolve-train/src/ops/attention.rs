@@ -3,7 +3,7 @@
 //! scale, mask, softmax, matmul) keeps five score-sized intermediates and as many gradients —
 //! most of a block's memory and time at 256 tokens. Other devices and dtypes take it still.
 
-use super::kernel::{Float, axpy, max, slice, sum, with_simd};
+use super::kernel::{Float, axpy, fusable, max, slice, sum, with_simd};
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Storage, Tensor};
 use rayon::prelude::*;
 use std::sync::Mutex;
@@ -32,8 +32,7 @@ pub(super) fn fused(
     mask: &Tensor,
     scale: f64,
 ) -> Result<Option<Tensor>> {
-    let applies = q.device().is_cpu() && matches!(q.dtype(), DType::F32 | DType::F64);
-    if !applies {
+    if !fusable(&[q, k, v]) {
         return Ok(None);
     }
     let mask = mask.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
