@@ -76,11 +76,11 @@ fn kept_quantized(name: &str, t: GgmlType, tied: bool) -> bool {
 }
 
 /// The expected peak of training `file` with a rank-`rank` adapter on every target, batches of
-/// `batch` pairs of up to `max_tokens` tokens each (prompt and answer). The trainer recomputes
-/// each block in the backward pass (`TrainConfig::recompute`, on by default): every block's
-/// input is kept, and one block's activations at a time. Calibrated against
-/// the measured peak of an 8B Q4_K model (docs/memory.md); meant to refuse hopeless runs
-/// before they start, not to the last megabyte.
+/// `batch` pairs of up to `max_tokens` tokens each (prompt and answer), with blocks recomputed
+/// in the backward pass (what `TrainConfig::recompute`'s default does when memory is short):
+/// every block's input is kept, and one block's activations at a time. Calibrated against
+/// the measured peak of an 8B Q4_K model (docs/real-models.md: 6.74 GiB measured, 7.61
+/// estimated); meant to refuse hopeless runs before they start, not to the last megabyte.
 pub fn training_memory(
     file: &GgufFile,
     rank: usize,

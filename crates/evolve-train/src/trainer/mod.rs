@@ -25,7 +25,8 @@ use std::time::Instant;
 
 /// Whether a step recomputes each block's activations in its backward pass ("gradient
 /// checkpointing"): one block's activations in memory instead of every block's, for one more
-/// forward pass of the policy (about a tenth more time).
+/// forward pass of the policy (SmolLM2-135M, 4 pairs of 256 tokens: 1.7 instead of 9.1 GB,
+/// 39 instead of 27 s a step).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Recompute {
