@@ -1,6 +1,7 @@
 //! RMS norm as one CPU op: one pass forward, one pass backward writing both gradients. The
 //! composed version (square, mean, add, sqrt, divide, multiply) keeps six hidden-sized
-//! tensors and as many gradients per norm, three norms per block.
+//! tensors and as many gradients per norm, two to six norms per block (Qwen3 and Gemma 3 add
+//! head and output norms).
 
 use super::kernel::{Float, fusable, slice, with_cpu_slices};
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
