@@ -3,8 +3,8 @@
 //! scale, mask, softmax, matmul) keeps five score-sized intermediates and as many gradients —
 //! most of a block's memory and time at 256 tokens. Other devices and dtypes take it still.
 
-use super::kernel::{Float, axpy, fusable, max, slice, sum, with_simd};
-use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Storage, Tensor};
+use super::kernel::{Float, axpy, fusable, max, slice, sum, with_cpu_slices, with_simd};
+use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 use std::sync::Mutex;
 
@@ -54,7 +54,7 @@ struct Attention {
     mask: Vec<f32>,
     scale: f64,
     /// The forward pass's probabilities `[b, h, t, t]` (zero above the diagonal), for backward.
-    probs: Mutex<Option<CpuStorage>>,
+    probs: Mutex<Option<Tensor>>,
 }
 
 impl Attention {
@@ -103,7 +103,9 @@ impl Attention {
             for i in 0..t {
                 let row = &mut probs[(r * t + i) * t..][..=i];
                 let qi = &q[(r * t + i) * d..][..d];
-                row.copy_from_slice(&self.mask_row(i, t)[..=i]);
+                for (p, &m) in row.iter_mut().zip(&self.mask[i * t..]) {
+                    *p = T::from_f32(m);
+                }
                 for (c, &qc) in qi.iter().enumerate() {
                     axpy(row, qc * scale, &kt[c * t..][..=i]);
                 }
@@ -119,13 +121,6 @@ impl Attention {
                 }
             }
         }
-    }
-
-    fn mask_row<T: Float>(&self, i: usize, t: usize) -> Vec<T> {
-        self.mask[i * t..(i + 1) * t]
-            .iter()
-            .map(|&m| T::from_f32(m))
-            .collect()
     }
 
     /// `dV = Pᵀ·dO`, `dS = P ⊙ (dO·Vᵀ − rowsum(P ⊙ dO·Vᵀ))·scale`, `dQ = dS·K`, `dK = dSᵀ·Q`.
@@ -233,14 +228,16 @@ impl CustomOp3 for Attention {
                 n.t
             );
         }
+        let probs_shape = (n.b, n.h, n.t, n.t);
+        let cpu = &candle_core::Device::Cpu;
         let (out, probs) = match (q, k, v) {
             (CpuStorage::F32(q), CpuStorage::F32(k), CpuStorage::F32(v)) => {
                 let (o, p) = self.forward(slice(q, lq), slice(k, lk), slice(v, lv), n);
-                (CpuStorage::F32(o), CpuStorage::F32(p))
+                (CpuStorage::F32(o), Tensor::from_vec(p, probs_shape, cpu)?)
             }
             (CpuStorage::F64(q), CpuStorage::F64(k), CpuStorage::F64(v)) => {
                 let (o, p) = self.forward(slice(q, lq), slice(k, lk), slice(v, lv), n);
-                (CpuStorage::F64(o), CpuStorage::F64(p))
+                (CpuStorage::F64(o), Tensor::from_vec(p, probs_shape, cpu)?)
             }
             _ => candle_core::bail!("attention: q, k and v in one dtype, f32 or f64"),
         };
@@ -258,42 +255,22 @@ impl CustomOp3 for Attention {
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let n = Self::dims(q.layout(), k.layout())?;
         let grad = grad.contiguous()?;
-        let probs = self.probs.lock().expect("attention lock");
-        let Some(probs) = probs.as_ref() else {
+        let Some(probs) = self.probs.lock().expect("attention lock").clone() else {
             candle_core::bail!("attention: backward before forward")
         };
-        let (sq, lq) = q.storage_and_layout();
-        let (sk, lk) = k.storage_and_layout();
-        let (sv, lv) = v.storage_and_layout();
-        let (sg, lg) = grad.storage_and_layout();
         let dev = q.device();
-        macro_rules! run {
-            ($variant:ident) => {
-                match (&*sq, &*sk, &*sv, &*sg, probs) {
-                    (
-                        Storage::Cpu(CpuStorage::$variant(q)),
-                        Storage::Cpu(CpuStorage::$variant(k)),
-                        Storage::Cpu(CpuStorage::$variant(v)),
-                        Storage::Cpu(CpuStorage::$variant(g)),
-                        CpuStorage::$variant(p),
-                    ) => {
-                        let qkv = (slice(q, lq), slice(k, lk), slice(v, lv));
-                        let (dq, dk, dv) = self.backward(qkv, p, slice(g, lg), n);
-                        (
-                            Tensor::from_vec(dq, lq.shape(), dev)?,
-                            Tensor::from_vec(dk, lk.shape(), dev)?,
-                            Tensor::from_vec(dv, lv.shape(), dev)?,
-                        )
-                    }
-                    _ => candle_core::bail!("attention: inputs and gradient in one dtype"),
-                }
-            };
-        }
-        let (dq, dk, dv) = match q.dtype() {
-            DType::F32 => run!(F32),
-            DType::F64 => run!(F64),
-            other => candle_core::bail!("attention: {other:?}"),
-        };
+        let (dq, dk, dv) = with_cpu_slices!(
+            "causal-attention",
+            [(q, qs), (k, ks), (v, vs), (probs, ps), (grad, gs)],
+            {
+                let (dq, dk, dv) = self.backward((qs, ks, vs), ps, gs, n);
+                (
+                    Tensor::from_vec(dq, q.shape(), dev)?,
+                    Tensor::from_vec(dk, k.shape(), dev)?,
+                    Tensor::from_vec(dv, v.shape(), dev)?,
+                )
+            }
+        );
         Ok((Some(dq), Some(dk), Some(dv)))
     }
 }

@@ -9,6 +9,8 @@ mod glu;
 mod kernel;
 mod norm;
 
+use kernel::Float;
+
 use crate::config::RopeLayout;
 use candle_core::backend::BackendStorage;
 use candle_core::quantized::QTensor;
@@ -107,30 +109,8 @@ struct TargetLogprobs {
     targets: Vec<u32>,
 }
 
-/// The float types [`TargetLogprobs`] reads, through f64.
-trait Real: Copy {
-    fn to_f64(self) -> f64;
-    fn from_f64(v: f64) -> Self;
-}
-impl Real for f32 {
-    fn to_f64(self) -> f64 {
-        f64::from(self)
-    }
-    fn from_f64(v: f64) -> Self {
-        v as f32
-    }
-}
-impl Real for f64 {
-    fn to_f64(self) -> f64 {
-        self
-    }
-    fn from_f64(v: f64) -> Self {
-        v
-    }
-}
-
 /// `log Σ_j exp(row_j)`, shifted by the row's maximum.
-fn log_sum_exp<T: Real>(row: &[T]) -> f64 {
+fn log_sum_exp<T: Float>(row: &[T]) -> f64 {
     let max = row
         .iter()
         .map(|v| v.to_f64())
@@ -143,14 +123,14 @@ fn log_sum_exp<T: Real>(row: &[T]) -> f64 {
 }
 
 impl TargetLogprobs {
-    fn forward<T: Real>(&self, x: &[T], vocab: usize) -> Vec<T> {
+    fn forward<T: Float>(&self, x: &[T], vocab: usize) -> Vec<T> {
         x.chunks(vocab)
             .zip(&self.targets)
             .map(|(row, &t)| T::from_f64(row[t as usize].to_f64() - log_sum_exp(row)))
             .collect()
     }
 
-    fn backward<T: Real>(&self, x: &[T], vocab: usize, grad: &[f64]) -> Vec<T> {
+    fn backward<T: Float>(&self, x: &[T], vocab: usize, grad: &[f64]) -> Vec<T> {
         let mut out = Vec::with_capacity(x.len());
         for ((row, &t), &g) in x.chunks(vocab).zip(&self.targets).zip(grad) {
             let lse = log_sum_exp(row);
