@@ -129,11 +129,18 @@ pub fn lm_studio_names(base: &str, adapter_id: i64) -> (String, String) {
     )
 }
 
-/// The end-of-turn tokens of a GGUF (`eos`, `eot`) as text, for Modelfile stop parameters.
+/// The end-of-turn tokens of a GGUF (end of turn, `eos`) as text, for Modelfile stop parameters.
 pub fn stop_tokens(file: &evolve_gguf::GgufFile) -> Vec<String> {
+    let text = |id: Option<u64>| {
+        let tokens = file.get("tokenizer.ggml.tokens")?.as_array()?;
+        tokens.get(usize::try_from(id?).ok()?)?.as_str()
+    };
     let mut stops: Vec<String> = Vec::new();
-    for key in ["tokenizer.ggml.eot_token_id", "tokenizer.ggml.eos_token_id"] {
-        if let Some(t) = file.token_text(key).filter(|t| !t.trim().is_empty())
+    for t in [
+        text(file.end_of_turn_id()),
+        text(file.get_u64("tokenizer.ggml.eos_token_id")),
+    ] {
+        if let Some(t) = t.filter(|t| !t.trim().is_empty())
             && !stops.iter().any(|s| s == t)
         {
             stops.push(t.to_string());

@@ -179,10 +179,9 @@ fn sequences(cfg: &TaskModelConfig, encoder: &ChatEncoder) -> Result<Vec<SftExam
                 direct_answer(&p, &cfg.mix, &mut rng),
             )
         };
-        out.push(SftExample {
-            prompt: encoder.prompt(&chatml(&messages))?,
-            answer: encoder.answer(&answer)?,
-        });
+        let prompt = encoder.prompt(&chatml(&messages))?;
+        let answer = encoder.answer(&prompt, &answer)?;
+        out.push(SftExample { prompt, answer });
     }
     Ok(out)
 }

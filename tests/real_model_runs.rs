@@ -264,9 +264,11 @@ fn one_round_runs_on_a_tiny_phi3() {
 }
 
 /// One round on tiny random models with real vocabularies and chat templates (npm
-/// `@lenml/tokenizer-*`): Llama 3.1, Qwen2.5, Gemma 3 and Mistral NeMo (`tekken`, Mistral's
-/// template) each in its architecture with prompts rendered from the real template, and
-/// GPT-4o's vocabulary as a Phi-3 (Phi-4-mini's kind; no template in the package: ChatML).
+/// `@lenml/tokenizer-*`): Llama 3.1, Qwen2.5, Qwen3, Gemma 3 and Mistral NeMo (`tekken`,
+/// Mistral's template) each in its architecture with prompts rendered from the real template,
+/// Mistral 7B's SentencePiece vocabulary (npm `llama2`) and GPT-4o's as a Phi-3 (Phi-4-mini's
+/// kind) with no template in the package (ChatML), and Phi-3's own vocabulary and template
+/// (llama.cpp's `ggml-vocab-phi-3.gguf`).
 #[test]
 fn one_round_runs_on_real_vocabularies_and_templates() {
     use evolve::train::Architecture;
@@ -276,15 +278,27 @@ fn one_round_runs_on_real_vocabularies_and_templates() {
     else {
         return;
     };
+    let Some(models) = evolve_testkit::real_models::llama_cpp_models(
+        "one_round_runs_on_real_vocabularies_and_templates",
+    ) else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     for (package, arch) in [
         ("llama3_1", Architecture::Llama),
         ("qwen2_5", Architecture::Qwen2),
+        ("qwen3", Architecture::Qwen3),
         ("gemma3", Architecture::Gemma3),
         ("mistral_nemo", Architecture::Llama),
+        ("llama2", Architecture::Llama),
         ("gpt4o", Architecture::Phi3),
+        ("phi-3", Architecture::Phi3),
     ] {
-        let vocab = real_vocab_gguf(&vocabs, package, dir.path());
+        let vocab = if package == "phi-3" {
+            evolve_testkit::vocab_gguf::llama_cpp_vocab_gguf(&models, package, dir.path())
+        } else {
+            real_vocab_gguf(&vocabs, package, dir.path())
+        };
         let path = dir.path().join(format!("{package}-tiny.gguf"));
         evolve::train::tiny::write_tiny(arch, &vocab, &path).unwrap();
         eprintln!("{package} as {}", arch.as_str());

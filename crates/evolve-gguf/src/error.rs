@@ -51,6 +51,13 @@ pub enum GgufError {
     #[error("tensor '{name}' not found in {}", .path.display())]
     TensorNotFound { path: PathBuf, name: String },
 
+    /// A deferred tensor's contents could not be computed while the file was written.
+    #[error("cannot compute tensor '{name}': {source}")]
+    Produce {
+        name: String,
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+
     /// Caller mistakes when building a file or converting data (no file involved yet).
     #[error("invalid GGUF data: {0}")]
     Invalid(String),

@@ -27,7 +27,7 @@ pub use reader::{GgufFile, MAX_METADATA_VALUES, TensorInfo, read_path};
 pub use summary::ModelSummary;
 pub use types::GgmlType;
 pub use value::Value;
-pub use writer::{GgufWriter, TensorData};
+pub use writer::{GgufWriter, TensorData, TensorProducer};
 
 /// The four bytes every GGUF file starts with.
 pub const GGUF_MAGIC: [u8; 4] = *b"GGUF";

@@ -80,6 +80,21 @@ impl TensorInfo {
     }
 }
 
+/// The texts llama.cpp takes for an end-of-turn token when a file names none, in its order.
+const END_OF_TURN_NAMES: [&str; 11] = [
+    "<|eot_id|>",
+    "<|im_end|>",
+    "<|end|>",
+    "<end_of_turn>",
+    "<|endoftext|>",
+    "<|end_of_text|>",
+    "<EOT>",
+    "_<EOT>",
+    "[EOT]",
+    "<｜end▁of▁sentence｜>",
+    "<end_of_utterance>",
+];
+
 impl GgufFile {
     pub fn get(&self, key: &str) -> Option<&Value> {
         self.metadata.iter().find(|(k, _)| k == key).map(|(_, v)| v)
@@ -102,6 +117,28 @@ impl GgufFile {
             .as_array()?
             .get(usize::try_from(id).ok()?)?
             .as_str()
+    }
+
+    /// The token that ends an assistant turn: `tokenizer.ggml.eot_token_id`; without that key
+    /// (Phi-3's and many Gemma files), the first of the end-of-turn tokens llama.cpp recognises
+    /// by name that the chat template writes after a message (Phi-3: `<|end|>`, where the EOS is
+    /// `<|endoftext|>`); else `tokenizer.ggml.eos_token_id`.
+    pub fn end_of_turn_id(&self) -> Option<u64> {
+        if let Some(id) = self.get_u64("tokenizer.ggml.eot_token_id") {
+            return Some(id);
+        }
+        let named = self
+            .get_str("tokenizer.chat_template")
+            .and_then(|template| {
+                let tokens = self.get("tokenizer.ggml.tokens")?.as_array()?;
+                END_OF_TURN_NAMES
+                    .iter()
+                    .filter(|name| template.contains(*name))
+                    .find_map(|name| tokens.iter().position(|t| t.as_str() == Some(name)))
+            });
+        named
+            .map(|id| id as u64)
+            .or_else(|| self.get_u64("tokenizer.ggml.eos_token_id"))
     }
 
     /// `general.architecture`, the prefix of all architecture-specific keys.
@@ -479,5 +516,53 @@ impl<R: Read> Source<R> {
         // Lossy rather than fatal: llama.cpp itself does not validate UTF-8 here.
         Ok(String::from_utf8(bytes)
             .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(metadata: Vec<(&str, Value)>) -> GgufFile {
+        GgufFile {
+            path: PathBuf::from("t.gguf"),
+            version: 3,
+            metadata: metadata
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect(),
+            tensors: Vec::new(),
+            alignment: 32,
+            data_offset: 0,
+            file_size: 0,
+        }
+    }
+
+    #[test]
+    fn the_end_of_turn_is_the_named_one_else_the_templates_else_eos() {
+        let tokens = Value::Array(
+            ["<s>", "<|endoftext|>", "<|end|>", "<|user|>"]
+                .iter()
+                .map(|t| Value::String(t.to_string()))
+                .collect(),
+        );
+        // Phi-3: EOS is <|endoftext|>, the template closes each message with <|end|>.
+        let template = "{% for m in messages %}<|user|>{{ m.content }}<|end|>{% endfor %}";
+        let phi3 = |extra: Vec<(&'static str, Value)>| {
+            let mut m = vec![
+                ("tokenizer.ggml.tokens", tokens.clone()),
+                ("tokenizer.ggml.eos_token_id", Value::U32(1)),
+            ];
+            m.extend(extra);
+            file(m)
+        };
+        let with_template = ("tokenizer.chat_template", Value::String(template.into()));
+        assert_eq!(phi3(vec![with_template.clone()]).end_of_turn_id(), Some(2));
+        assert_eq!(phi3(vec![]).end_of_turn_id(), Some(1), "no template: EOS");
+        let named = ("tokenizer.ggml.eot_token_id", Value::U32(3));
+        assert_eq!(phi3(vec![with_template, named]).end_of_turn_id(), Some(3));
+        let other = "{{ eos_token }}";
+        let other = ("tokenizer.chat_template", Value::String(other.into()));
+        assert_eq!(phi3(vec![other]).end_of_turn_id(), Some(1));
     }
 }

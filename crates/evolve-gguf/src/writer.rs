@@ -1,8 +1,9 @@
 //! GGUF v3 writer.
 //!
-//! Tensors are encoded when added (so shape/quantisation errors surface at the call site) and
-//! the file is written to `<path>.tmp` then renamed, so a crash never leaves a half file that
-//! a later run would mistake for a model.
+//! Tensors are encoded when added (so shape/quantisation errors surface at the call site), or,
+//! for files larger than memory, produced one at a time while the file is written
+//! ([`GgufWriter::add_tensor_later`]). The file is written to `<path>.tmp` then renamed, so a
+//! crash never leaves a half file that a later run would mistake for a model.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -26,26 +27,37 @@ pub enum TensorData {
     },
 }
 
-struct PendingTensor {
+/// Computes a tensor's contents when the file is written.
+pub type TensorProducer<'a> =
+    Box<dyn Fn() -> Result<TensorData, Box<dyn std::error::Error + Send + Sync>> + 'a>;
+
+enum Contents<'a> {
+    Encoded(Vec<u8>),
+    Later(TensorProducer<'a>),
+}
+
+struct PendingTensor<'a> {
     name: String,
     dims: Vec<u64>,
     ggml_type: GgmlType,
-    bytes: Vec<u8>,
+    /// Encoded size, known before the contents exist (the header holds every offset).
+    n_bytes: u64,
+    contents: Contents<'a>,
 }
 
-/// Builds a GGUF file in memory, then writes it atomically.
-pub struct GgufWriter {
+/// Builds a GGUF file, then writes it atomically. `'a` is what deferred tensors borrow.
+pub struct GgufWriter<'a> {
     metadata: Vec<(String, Value)>,
-    tensors: Vec<PendingTensor>,
+    tensors: Vec<PendingTensor<'a>>,
 }
 
-impl Default for GgufWriter {
+impl Default for GgufWriter<'_> {
     fn default() -> Self {
         Self::new()
     }
 }
 
-impl GgufWriter {
+impl<'a> GgufWriter<'a> {
     pub fn new() -> Self {
         GgufWriter {
             metadata: Vec::new(),
@@ -72,6 +84,49 @@ impl GgufWriter {
         data: TensorData,
     ) -> Result<(), GgufError> {
         let name = name.into();
+        self.check_new(&name, &dims)?;
+        let (ggml_type, bytes) = encode(&name, &dims, data)?;
+        self.tensors.push(PendingTensor {
+            name,
+            dims,
+            ggml_type,
+            n_bytes: bytes.len() as u64,
+            contents: Contents::Encoded(bytes),
+        });
+        Ok(())
+    }
+
+    /// Add a tensor of type `ggml_type` whose contents `produce` computes while the file is
+    /// written, after the tensors before it have been written and dropped: a file larger than
+    /// memory (a merged 8B model) then needs one tensor's worth. `produce` must return data of
+    /// the declared type and shape, or writing fails.
+    pub fn add_tensor_later(
+        &mut self,
+        name: impl Into<String>,
+        dims: Vec<u64>,
+        ggml_type: GgmlType,
+        produce: TensorProducer<'a>,
+    ) -> Result<(), GgufError> {
+        let name = name.into();
+        let n_elements = self.check_new(&name, &dims)?;
+        let block = ggml_type.block_size();
+        if !dims[0].is_multiple_of(block) {
+            return Err(GgufError::Invalid(format!(
+                "tensor '{name}': {ggml_type} needs dims[0] to be a multiple of {block}"
+            )));
+        }
+        self.tensors.push(PendingTensor {
+            name,
+            dims,
+            ggml_type,
+            n_bytes: n_elements / block * ggml_type.type_size(),
+            contents: Contents::Later(produce),
+        });
+        Ok(())
+    }
+
+    /// The element count of a new tensor `name` of shape `dims`, or why it cannot be added.
+    fn check_new(&self, name: &str, dims: &[u64]) -> Result<u64, GgufError> {
         let invalid = |msg: String| GgufError::Invalid(format!("tensor '{name}': {msg}"));
         if dims.is_empty() || dims.len() > 4 {
             return Err(invalid(format!(
@@ -82,62 +137,9 @@ impl GgufWriter {
         if self.tensors.iter().any(|t| t.name == name) {
             return Err(invalid("added twice".into()));
         }
-        let n_elements = dims
-            .iter()
+        dims.iter()
             .try_fold(1u64, |a, &d| a.checked_mul(d))
-            .ok_or_else(|| invalid(format!("shape {dims:?} overflows")))?;
-        let check_len = |len: usize| {
-            if len as u64 == n_elements {
-                Ok(())
-            } else {
-                Err(invalid(format!(
-                    "shape {dims:?} has {n_elements} elements but {len} values were given"
-                )))
-            }
-        };
-        let (ggml_type, bytes) = match data {
-            TensorData::F32(v) => {
-                check_len(v.len())?;
-                (GgmlType::F32, f32_to_bytes(&v))
-            }
-            TensorData::F16(v) => {
-                check_len(v.len())?;
-                (GgmlType::F16, f32_to_f16_bytes(&v))
-            }
-            TensorData::Q8_0(v) => {
-                check_len(v.len())?;
-                if !dims[0].is_multiple_of(32) {
-                    return Err(invalid(format!(
-                        "Q8_0 needs dims[0] to be a multiple of 32, got {}",
-                        dims[0]
-                    )));
-                }
-                (GgmlType::Q8_0, quantize_q8_0(&v)?)
-            }
-            TensorData::Raw { ggml_type, bytes } => {
-                let block = ggml_type.block_size();
-                if !dims[0].is_multiple_of(block) {
-                    return Err(invalid(format!(
-                        "{ggml_type} needs dims[0] to be a multiple of {block}"
-                    )));
-                }
-                let expected = n_elements / block * ggml_type.type_size();
-                if bytes.len() as u64 != expected {
-                    return Err(invalid(format!(
-                        "{ggml_type} {dims:?} needs {expected} bytes, got {}",
-                        bytes.len()
-                    )));
-                }
-                (ggml_type, bytes)
-            }
-        };
-        self.tensors.push(PendingTensor {
-            name,
-            dims,
-            ggml_type,
-            bytes,
-        });
-        Ok(())
+            .ok_or_else(|| invalid(format!("shape {dims:?} overflows")))
     }
 
     /// Write the file (via `<path>.tmp` + rename).
@@ -154,15 +156,15 @@ impl GgufWriter {
             source,
         };
 
-        let result = File::create(&tmp).and_then(|file| {
+        let result = File::create(&tmp).map_err(write_err).and_then(|file| {
             let mut out = BufWriter::new(file);
-            self.write_contents(&mut out, alignment)?;
-            let file = out.into_inner().map_err(|e| e.into_error())?;
-            file.sync_all()
+            self.write_contents(&mut out, alignment, &write_err)?;
+            let file = out.into_inner().map_err(|e| write_err(e.into_error()))?;
+            file.sync_all().map_err(write_err)
         });
         if let Err(e) = result {
             let _ = std::fs::remove_file(&tmp);
-            return Err(write_err(e));
+            return Err(e);
         }
         std::fs::rename(&tmp, path).map_err(|e| {
             let _ = std::fs::remove_file(&tmp);
@@ -183,7 +185,12 @@ impl GgufWriter {
         }
     }
 
-    fn write_contents(&self, out: impl Write, alignment: u64) -> std::io::Result<()> {
+    fn write_contents(
+        &self,
+        out: impl Write,
+        alignment: u64,
+        write_err: &dyn Fn(std::io::Error) -> GgufError,
+    ) -> Result<(), GgufError> {
         // The key is written even when it is the default so other readers need not assume it.
         let implicit_alignment = (
             "general.alignment".to_string(),
@@ -197,6 +204,40 @@ impl GgufWriter {
             .collect();
 
         let mut out = Counting { inner: out, pos: 0 };
+        self.write_header(&mut out, &metadata, alignment)
+            .map_err(write_err)?;
+        for t in &self.tensors {
+            match &t.contents {
+                Contents::Encoded(bytes) => out.put(bytes).map_err(write_err)?,
+                Contents::Later(produce) => {
+                    let data = produce().map_err(|source| GgufError::Produce {
+                        name: t.name.clone(),
+                        source,
+                    })?;
+                    let (ggml_type, bytes) = encode(&t.name, &t.dims, data)?;
+                    if ggml_type != t.ggml_type || bytes.len() as u64 != t.n_bytes {
+                        return Err(GgufError::Invalid(format!(
+                            "tensor '{}': declared {} ({} bytes), produced {ggml_type} ({} bytes)",
+                            t.name,
+                            t.ggml_type,
+                            t.n_bytes,
+                            bytes.len()
+                        )));
+                    }
+                    out.put(&bytes).map_err(write_err)?;
+                }
+            }
+            out.pad_to(alignment).map_err(write_err)?;
+        }
+        Ok(())
+    }
+
+    fn write_header(
+        &self,
+        out: &mut Counting<impl Write>,
+        metadata: &[&(String, Value)],
+        alignment: u64,
+    ) -> std::io::Result<()> {
         out.put(&GGUF_MAGIC)?;
         out.put(&GGUF_VERSION.to_le_bytes())?;
         out.put(&(self.tensors.len() as u64).to_le_bytes())?;
@@ -215,15 +256,61 @@ impl GgufWriter {
             }
             out.put(&t.ggml_type.id().to_le_bytes())?;
             out.put(&offset.to_le_bytes())?;
-            offset = (offset + t.bytes.len() as u64).next_multiple_of(alignment);
+            offset = (offset + t.n_bytes).next_multiple_of(alignment);
         }
-        out.pad_to(alignment)?;
-        for t in &self.tensors {
-            out.put(&t.bytes)?;
-            out.pad_to(alignment)?;
-        }
-        Ok(())
+        out.pad_to(alignment)
     }
+}
+
+/// `data` as the bytes of a tensor `name` of shape `dims` (ggml order), and their type.
+fn encode(name: &str, dims: &[u64], data: TensorData) -> Result<(GgmlType, Vec<u8>), GgufError> {
+    let invalid = |msg: String| GgufError::Invalid(format!("tensor '{name}': {msg}"));
+    let n_elements: u64 = dims.iter().product();
+    let check_len = |len: usize| {
+        if len as u64 == n_elements {
+            Ok(())
+        } else {
+            Err(invalid(format!(
+                "shape {dims:?} has {n_elements} elements but {len} values were given"
+            )))
+        }
+    };
+    Ok(match data {
+        TensorData::F32(v) => {
+            check_len(v.len())?;
+            (GgmlType::F32, f32_to_bytes(&v))
+        }
+        TensorData::F16(v) => {
+            check_len(v.len())?;
+            (GgmlType::F16, f32_to_f16_bytes(&v))
+        }
+        TensorData::Q8_0(v) => {
+            check_len(v.len())?;
+            if !dims[0].is_multiple_of(32) {
+                return Err(invalid(format!(
+                    "Q8_0 needs dims[0] to be a multiple of 32, got {}",
+                    dims[0]
+                )));
+            }
+            (GgmlType::Q8_0, quantize_q8_0(&v)?)
+        }
+        TensorData::Raw { ggml_type, bytes } => {
+            let block = ggml_type.block_size();
+            if !dims[0].is_multiple_of(block) {
+                return Err(invalid(format!(
+                    "{ggml_type} needs dims[0] to be a multiple of {block}"
+                )));
+            }
+            let expected = n_elements / block * ggml_type.type_size();
+            if bytes.len() as u64 != expected {
+                return Err(invalid(format!(
+                    "{ggml_type} {dims:?} needs {expected} bytes, got {}",
+                    bytes.len()
+                )));
+            }
+            (ggml_type, bytes)
+        }
+    })
 }
 
 /// Tracks the write position so padding can be computed without seeking.

@@ -202,3 +202,85 @@ fn custom_alignment_is_honoured() {
     assert_eq!(f.metadata.len(), 1, "no second alignment key");
     assert_eq!(f.read_tensor_bytes("y").unwrap(), 4.0f32.to_le_bytes());
 }
+
+/// A tensor produced while the file is written gives the same file as one encoded when added,
+/// each producer runs when its tensor is written (after the ones before it), and a producer
+/// that returns the wrong type or fails leaves no file.
+#[test]
+fn deferred_tensors_write_the_same_file_and_fail_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let values: Vec<f32> = (0..64).map(|i| (i as f32 - 20.0) / 7.0).collect();
+    let small = vec![1.0f32, -2.0, 3.5];
+    let eager = dir.path().join("eager.gguf");
+    let mut w = GgufWriter::new();
+    w.add_tensor("q", vec![32, 2], TensorData::Q8_0(values.clone()))
+        .unwrap();
+    w.add_tensor("v", vec![3], TensorData::F32(small.clone()))
+        .unwrap();
+    w.write_to_path(&eager).unwrap();
+
+    let order = std::cell::RefCell::new(Vec::new());
+    let later = dir.path().join("later.gguf");
+    let mut w = GgufWriter::new();
+    w.add_tensor_later(
+        "q",
+        vec![32, 2],
+        GgmlType::Q8_0,
+        Box::new(|| {
+            order.borrow_mut().push("q");
+            Ok(TensorData::Q8_0(values.clone()))
+        }),
+    )
+    .unwrap();
+    w.add_tensor_later(
+        "v",
+        vec![3],
+        GgmlType::F32,
+        Box::new(|| {
+            order.borrow_mut().push("v");
+            Ok(TensorData::F32(small.clone()))
+        }),
+    )
+    .unwrap();
+    assert!(order.borrow().is_empty(), "nothing is produced when added");
+    w.write_to_path(&later).unwrap();
+    assert_eq!(*order.borrow(), ["q", "v"]);
+    assert_eq!(
+        std::fs::read(&eager).unwrap(),
+        std::fs::read(&later).unwrap()
+    );
+
+    let bad = dir.path().join("bad.gguf");
+    let mut w = GgufWriter::new();
+    w.add_tensor_later(
+        "q",
+        vec![32, 2],
+        GgmlType::Q8_0,
+        Box::new(|| Ok(TensorData::F16(vec![0.0; 64]))),
+    )
+    .unwrap();
+    let err = w.write_to_path(&bad).unwrap_err().to_string();
+    assert!(
+        err.contains("declared Q8_0") && err.contains("produced F16"),
+        "{err}"
+    );
+    assert!(!bad.exists() && !dir.path().join("bad.gguf.tmp").exists());
+
+    let mut w = GgufWriter::new();
+    w.add_tensor_later(
+        "x",
+        vec![4],
+        GgmlType::F32,
+        Box::new(|| Err("no memory left".into())),
+    )
+    .unwrap();
+    let err = w.write_to_path(&bad).unwrap_err().to_string();
+    assert_eq!(err, "cannot compute tensor 'x': no memory left");
+    assert!(!bad.exists() && !dir.path().join("bad.gguf.tmp").exists());
+
+    let err = GgufWriter::new()
+        .add_tensor_later("q", vec![48], GgmlType::Q8_0, Box::new(|| unreachable!()))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("multiple of 32"), "{err}");
+}

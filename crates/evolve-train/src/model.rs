@@ -4,12 +4,15 @@
 use crate::config::{Activation, LlamaConfig};
 use crate::lora::{Lora, LoraTarget};
 use crate::ops;
+
+mod weights;
 use crate::{Result, TrainError};
 use candle_core::quantized::{GgmlDType, QTensor, gguf_file};
 use candle_core::{DType, Device, Tensor, Var};
 use evolve_gguf::tiny::SplitMix64;
 use std::path::Path;
 use std::sync::Arc;
+pub use weights::WeightSource;
 
 /// A linear layer's weight `[out, in]`: dense, or kept quantized (see
 /// [`LlamaModel::load_quantized`]) and dequantized on the fly by [`ops::quantized_linear`].
@@ -610,61 +613,6 @@ impl LlamaModel {
         &self.vars
     }
 
-    /// Every weight by GGUF tensor name, in the order llama.cpp's converter writes them
-    /// (`output.weight` omitted when tied, `rope_freqs.weight` not included).
-    pub fn named_weights(&self) -> Result<Vec<(String, Tensor)>> {
-        let dense = |m: &Matrix| m.dense(self.dtype, &self.device);
-        let mut out = vec![
-            ("token_embd.weight".to_string(), dense(&self.token_embd)?),
-            ("output_norm.weight".to_string(), self.output_norm.clone()),
-        ];
-        if !self.config.tied_embeddings {
-            out.push((
-                "output.weight".to_string(),
-                self.output.dense(self.dtype, &self.device)?,
-            ));
-        }
-        for (i, b) in self.blocks.iter().enumerate() {
-            let n = |part: &str| format!("blk.{i}.{part}");
-            let phi3 = self.config.architecture == crate::Architecture::Phi3;
-            out.push((n("attn_norm.weight"), b.attn_norm.clone()));
-            if phi3 {
-                let qkv = Tensor::cat(&[dense(&b.wq)?, dense(&b.wk)?, dense(&b.wv)?], 0)?;
-                out.push((n("attn_qkv.weight"), qkv));
-            } else {
-                out.push((n("attn_q.weight"), dense(&b.wq)?));
-                out.push((n("attn_k.weight"), dense(&b.wk)?));
-                out.push((n("attn_v.weight"), dense(&b.wv)?));
-            }
-            out.push((n("attn_output.weight"), dense(&b.wo)?));
-            for (part, extra) in [
-                ("attn_q.bias", &b.bq),
-                ("attn_k.bias", &b.bk),
-                ("attn_v.bias", &b.bv),
-                ("attn_q_norm.weight", &b.q_norm),
-                ("attn_k_norm.weight", &b.k_norm),
-                ("post_attention_norm.weight", &b.post_attn_norm),
-            ] {
-                if let Some(t) = extra {
-                    out.push((n(part), t.clone()));
-                }
-            }
-            out.push((n("ffn_norm.weight"), b.ffn_norm.clone()));
-            if phi3 {
-                let gate_up = Tensor::cat(&[dense(&b.gate)?, dense(&b.up)?], 0)?;
-                out.push((n("ffn_up.weight"), gate_up));
-            } else {
-                out.push((n("ffn_gate.weight"), dense(&b.gate)?));
-                out.push((n("ffn_up.weight"), dense(&b.up)?));
-            }
-            out.push((n("ffn_down.weight"), dense(&b.down)?));
-            if let Some(t) = &b.post_ffn_norm {
-                out.push((n("post_ffw_norm.weight"), t.clone()));
-            }
-        }
-        Ok(out)
-    }
-
     fn weights_mut(&mut self) -> Vec<(String, &mut Tensor)> {
         let mut out = vec![("output_norm.weight".to_string(), &mut self.output_norm)];
         if let Matrix::Dense(t) = &mut self.token_embd {
@@ -727,76 +675,6 @@ impl LlamaModel {
             }
         }
         out
-    }
-
-    /// A frozen copy with the adapter folded into the base weights, `W + s·B·A` — what a
-    /// merged GGUF holds. Computed in f32 or wider (the model's dtype if wider).
-    pub fn merged(&self, lora: &Lora) -> Result<LlamaModel> {
-        if lora.n_layers() != self.config.n_layer {
-            return Err(TrainError::Config(format!(
-                "adapter has {} layers, the model {}",
-                lora.n_layers(),
-                self.config.n_layer
-            )));
-        }
-        let detach = |t: &Tensor| t.detach().copy();
-        let merge = |layer: usize, target: LoraTarget, w: &Matrix| -> Result<Matrix> {
-            let w = detach(&w.dense(self.dtype, &self.device)?)?;
-            let Some(pair) = lora.pair(layer, target) else {
-                return Ok(Matrix::Dense(w));
-            };
-            let wide = if self.dtype == DType::F64 {
-                DType::F64
-            } else {
-                DType::F32
-            };
-            let b = pair.b.as_tensor().detach().to_dtype(wide)?;
-            let a = pair.a.as_tensor().detach().to_dtype(wide)?;
-            let delta = (b.matmul(&a)? * lora.scale())?;
-            Ok(Matrix::Dense(
-                (w.to_dtype(wide)? + delta)?.to_dtype(self.dtype)?,
-            ))
-        };
-        let mut blocks = Vec::with_capacity(self.blocks.len());
-        for (i, b) in self.blocks.iter().enumerate() {
-            let opt = |t: &Option<Tensor>| t.as_ref().map(detach).transpose();
-            blocks.push(Block {
-                attn_norm: detach(&b.attn_norm)?,
-                wq: merge(i, LoraTarget::Q, &b.wq)?,
-                wk: merge(i, LoraTarget::K, &b.wk)?,
-                wv: merge(i, LoraTarget::V, &b.wv)?,
-                wo: merge(i, LoraTarget::O, &b.wo)?,
-                bq: opt(&b.bq)?,
-                bk: opt(&b.bk)?,
-                bv: opt(&b.bv)?,
-                q_norm: opt(&b.q_norm)?,
-                k_norm: opt(&b.k_norm)?,
-                post_attn_norm: opt(&b.post_attn_norm)?,
-                post_ffn_norm: opt(&b.post_ffn_norm)?,
-                ffn_norm: detach(&b.ffn_norm)?,
-                gate: merge(i, LoraTarget::Gate, &b.gate)?,
-                up: merge(i, LoraTarget::Up, &b.up)?,
-                down: merge(i, LoraTarget::Down, &b.down)?,
-            });
-        }
-        let token_embd = detach(&self.token_embd.dense(self.dtype, &self.device)?)?;
-        let output = Matrix::Dense(if self.config.tied_embeddings {
-            token_embd.clone()
-        } else {
-            detach(&self.output.dense(self.dtype, &self.device)?)?
-        });
-        Ok(LlamaModel {
-            config: self.config.clone(),
-            token_embd: Matrix::Dense(token_embd),
-            output_norm: detach(&self.output_norm)?,
-            output,
-            rope_freq_factors: self.rope_freq_factors.clone(),
-            rope_factor_tensors: self.rope_factor_tensors.clone(),
-            blocks,
-            dtype: self.dtype,
-            device: self.device.clone(),
-            vars: Vec::new(),
-        })
     }
 
     /// Per-dimension RoPE frequency divisors in use (`rope_freqs.weight`, Llama 3; Phi-3's

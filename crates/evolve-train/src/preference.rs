@@ -90,12 +90,13 @@ impl LoraDpoTrainer {
         let (_, enc) = self.load()?;
         let mut pairs = Vec::with_capacity(examples.len());
         for e in examples {
-            let mut pair = PreferencePair::new(
-                e.kind,
-                enc.prompt(&e.prompt)?,
-                enc.sampled_answer(&e.chosen, e.chosen_ids.as_deref(), e.chosen_finished)?,
-                enc.sampled_answer(&e.rejected, e.rejected_ids.as_deref(), e.rejected_finished)?,
-            );
+            let prompt = enc.prompt(&e.prompt)?;
+            let answer = |text, ids: &Option<Vec<u32>>, finished| {
+                enc.sampled_answer(&prompt, text, ids.as_deref(), finished)
+            };
+            let chosen = answer(&e.chosen, &e.chosen_ids, e.chosen_finished)?;
+            let rejected = answer(&e.rejected, &e.rejected_ids, e.rejected_finished)?;
+            let mut pair = PreferencePair::new(e.kind, prompt, chosen, rejected);
             if first_step_only {
                 pair = first_differing_step(pair, |t| enc.ends_line(t));
             }

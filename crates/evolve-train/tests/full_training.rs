@@ -7,7 +7,9 @@ use candle_core::{DType, Device, Tensor};
 use common::{llama_cpp, random_pairs, rel_error, tiny_llama, tiny_qwen2};
 use evolve_gguf::tiny::SplitMix64;
 use evolve_gguf::{GgmlType, read_path};
-use evolve_train::export::{TokenizerMetadata, WeightType, export_gguf_lora, export_gguf_model};
+use evolve_train::export::{
+    TokenizerMetadata, WeightType, export_gguf_lora, export_gguf_merged, export_gguf_model,
+};
 use evolve_train::{
     LlamaConfig, LlamaModel, Lora, LoraConfig, OptimConfig, SftExample, TrainConfig, TrainError,
     Trainer, optim::LrSchedule, train_sft,
@@ -319,14 +321,18 @@ fn a_merged_gguf_equals_base_plus_adapter_in_llama_cpp() {
         (WeightType::F16, 5e-3),
         (WeightType::Q8_0, 3e-2),
     ] {
+        // Streamed (a tensor at a time, what users get) and from the merged model in memory:
+        // the same file to the byte.
         let out = dir.path().join(format!("merged-{weight_type}.gguf"));
-        export_gguf_model(
-            &merged,
-            &out,
-            weight_type,
-            TokenizerMetadata::CopyFrom(&base_path),
-        )
-        .unwrap();
+        let tokenizer = TokenizerMetadata::CopyFrom(&base_path);
+        export_gguf_merged(&base, &lora, &out, weight_type, tokenizer).unwrap();
+        let whole = dir.path().join(format!("whole-{weight_type}.gguf"));
+        let tokenizer = TokenizerMetadata::CopyFrom(&base_path);
+        export_gguf_model(&merged, &whole, weight_type, tokenizer).unwrap();
+        assert!(
+            std::fs::read(&out).unwrap() == std::fs::read(&whole).unwrap(),
+            "{weight_type}: streamed and whole merges differ"
+        );
         let merged_llama = llama_cpp::load(&out);
         for ids in probe_inputs() {
             let with_adapter = llama_cpp::last_logits(&llama, Some((&mut adapter, 1.0)), &ids);

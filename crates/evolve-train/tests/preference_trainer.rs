@@ -65,10 +65,10 @@ fn encodes_like_llama_cpp_with_bos_and_the_end_of_turn_token() {
         .map(|&t| t as i32)
         .collect();
     assert_eq!(ours, engine.tokenize(text));
-    let answer = enc.answer("#### 15").unwrap();
+    let answer = enc.answer(&[], "#### 15").unwrap();
     assert_eq!(*answer.last().unwrap(), evolve_gguf::tiny::IM_END_ID);
     // Step-DPO cuts answers at the tokens that end a line.
-    let line = enc.answer("1+2=3\n#### 3").unwrap();
+    let line = enc.answer(&[], "1+2=3\n#### 3").unwrap();
     let ends: Vec<bool> = line.iter().map(|&t| enc.ends_line(t)).collect();
     assert_eq!(ends.iter().filter(|&&e| e).count(), 1);
     assert!(ends[5], "the newline after 1+2=3");
@@ -267,17 +267,17 @@ fn first_step_only_trains_on_the_line_where_the_answers_part() {
     assert_eq!(step[0].prompt, whole[0].prompt);
     assert_eq!(step[0].chosen, whole[0].chosen);
     assert_eq!(step[0].rejected, whole[0].rejected);
-    let shared = enc.answer("7+8=15\n").unwrap().len() - 1;
+    let shared = enc.answer(&[], "7+8=15\n").unwrap().len() - 1;
     let (cs, ce) = step[0].chosen_span.unwrap();
     let (rs, re) = step[0].rejected_span.unwrap();
     assert_eq!((cs, rs), (shared, shared));
     assert_eq!(
         step[0].chosen[cs..ce],
-        enc.answer("4+3+1=8\n").unwrap()[..8]
+        enc.answer(&[], "4+3+1=8\n").unwrap()[..8]
     );
     assert_eq!(
         step[0].rejected[rs..re],
-        enc.answer("4+3=7\n").unwrap()[..6]
+        enc.answer(&[], "4+3=7\n").unwrap()[..6]
     );
 }
 

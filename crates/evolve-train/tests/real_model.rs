@@ -172,25 +172,27 @@ fn smollm2_answers_are_trained_on_the_tokens_they_were_sampled_as() {
     let eot = enc.end_of_turn;
     let with_eot = |ids: &[u32]| [ids, &[eot]].concat();
     assert_eq!(
-        enc.sampled_answer(text, Some(&spelled), true).unwrap(),
+        enc.sampled_answer(&[], text, Some(&spelled), true).unwrap(),
         with_eot(&spelled)
     );
     assert_eq!(
-        enc.sampled_answer(text, Some(&spelled), false).unwrap(),
+        enc.sampled_answer(&[], text, Some(&spelled), false)
+            .unwrap(),
         spelled
     );
     // Ids that spell something else (a stop string cut the text) fall back to the text.
     let cut = &spelled[..spelled.len() - 3];
     assert_eq!(
-        enc.sampled_answer(text, Some(cut), true).unwrap(),
+        enc.sampled_answer(&[], text, Some(cut), true).unwrap(),
         with_eot(&canonical)
     );
     assert_eq!(
-        enc.sampled_answer(text, None, true).unwrap(),
+        enc.sampled_answer(&[], text, None, true).unwrap(),
         with_eot(&canonical)
     );
     assert_eq!(
-        enc.sampled_answer(text, Some(&[u32::MAX]), true).unwrap(),
+        enc.sampled_answer(&[], text, Some(&[u32::MAX]), true)
+            .unwrap(),
         with_eot(&canonical)
     );
 }

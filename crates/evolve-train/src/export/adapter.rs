@@ -1,7 +1,7 @@
 //! An adapter trained here, loaded back with its base model for the exports that need the
 //! weights themselves (PEFT, merged GGUF) rather than its GGUF LoRA file.
 
-use super::{TokenizerMetadata, WeightType, export_gguf_lora, export_gguf_model, export_peft};
+use super::{TokenizerMetadata, WeightType, export_gguf_lora, export_gguf_merged, export_peft};
 use crate::loss::{PreferencePair, evolve_loss, reference_logps};
 use crate::{LlamaModel, Lora, LoraConfig, Result, TrainConfig};
 use candle_core::{DType, Device, Tensor};
@@ -119,11 +119,12 @@ impl TrainedAdapter {
         export_peft(&self.lora, self.model.config(), out, base_name)
     }
 
-    /// The base with the adapter merged in, as a Q8_0 GGUF with the base's tokenizer.
+    /// The base with the adapter merged in, as a Q8_0 GGUF with the base's tokenizer, written
+    /// a tensor at a time (the base stays as loaded: quantized matrices quantized).
     pub fn export_merged_gguf(&self, out: &Path, base: &Path) -> Result<()> {
-        let merged = self.model.merged(&self.lora)?;
-        export_gguf_model(
-            &merged,
+        export_gguf_merged(
+            &self.model,
+            &self.lora,
             out,
             WeightType::Q8_0,
             TokenizerMetadata::CopyFrom(base),

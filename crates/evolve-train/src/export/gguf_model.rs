@@ -1,15 +1,18 @@
 //! A whole model as a GGUF file llama.cpp runs: a model trained from scratch, or a base with
-//! its LoRA merged in ([`LlamaModel::merged`]).
+//! its LoRA merged in.
 //!
 //! The candle model keeps the GGUF layout internally (q/k rows of `llama` already in the
-//! adjacent-pair RoPE order), so weights are written as they are, with no permutation.
+//! adjacent-pair RoPE order), so weights are written as they are, with no permutation. Each
+//! tensor is computed (dequantized, the adapter added, quantized) only while the file is
+//! written, so memory holds the model as loaded plus one tensor in f32.
 
 use crate::config::LlamaConfig;
-use crate::model::LlamaModel;
+use crate::lora::Lora;
+use crate::model::{LlamaModel, WeightSource};
 use crate::{Result, TrainError};
 use candle_core::DType;
 pub use evolve_gguf::tiny::WeightType;
-use evolve_gguf::{GgufWriter, TensorData, Value};
+use evolve_gguf::{GgmlType, GgufWriter, TensorData, Value};
 use std::path::Path;
 
 /// Where the `tokenizer.*` metadata of the exported file comes from.
@@ -42,6 +45,29 @@ pub fn export_gguf_model(
     weight_type: WeightType,
     tokenizer: TokenizerMetadata<'_>,
 ) -> Result<()> {
+    write_model(model, None, path, weight_type, tokenizer)
+}
+
+/// Writes `model` with `lora` folded into its weights (`W + s·B·A`), as
+/// [`export_gguf_model`] writes a model.
+pub fn export_gguf_merged(
+    model: &LlamaModel,
+    lora: &Lora,
+    path: &Path,
+    weight_type: WeightType,
+    tokenizer: TokenizerMetadata<'_>,
+) -> Result<()> {
+    model.check_adapter(lora)?;
+    write_model(model, Some(lora), path, weight_type, tokenizer)
+}
+
+fn write_model(
+    model: &LlamaModel,
+    lora: Option<&Lora>,
+    path: &Path,
+    weight_type: WeightType,
+    tokenizer: TokenizerMetadata<'_>,
+) -> Result<()> {
     let cfg = model.config();
     let mut w = GgufWriter::new();
     add_model_metadata(&mut w, cfg, weight_type);
@@ -54,30 +80,25 @@ pub fn export_gguf_model(
     for (key, value) in tokenizer {
         w.add_metadata(key, value);
     }
-    for (name, t) in model.named_weights()? {
-        let values = t
-            .detach()
-            .to_dtype(DType::F32)?
-            .flatten_all()?
-            .to_vec1::<f32>()?;
-        let (dims, data) = match t.dims() {
-            [n] => (vec![*n as u64], TensorData::F32(values)),
-            [rows, cols] => (
-                vec![*cols as u64, *rows as u64],
-                matrix_data(weight_type, *cols, values),
-            ),
+    for source in model.weight_sources()? {
+        let ggml_dims: Vec<u64> = source.dims.iter().rev().map(|&d| d as u64).collect();
+        let ggml_type = match source.dims.as_slice() {
+            [_] => GgmlType::F32,
+            [_, cols] => matrix_type(weight_type, *cols),
             other => {
                 return Err(TrainError::Tensor {
-                    name,
+                    name: source.name,
                     reason: format!("unexpected shape {other:?}"),
                 });
             }
         };
-        let invalid = |e: evolve_gguf::GgufError| TrainError::Tensor {
-            name: name.clone(),
-            reason: e.to_string(),
-        };
-        w.add_tensor(name.clone(), dims, data).map_err(invalid)?;
+        let name = source.name.clone();
+        w.add_tensor_later(
+            name,
+            ggml_dims,
+            ggml_type,
+            Box::new(move || Ok(tensor_data(&source, lora, ggml_type)?)),
+        )?;
     }
     for (name, factors) in model.rope_factor_tensors() {
         w.add_tensor(
@@ -90,12 +111,31 @@ pub fn export_gguf_model(
     Ok(())
 }
 
-fn matrix_data(weight_type: WeightType, row_len: usize, values: Vec<f32>) -> TensorData {
+/// The values of `source` (with `lora` folded in) as `ggml_type` data.
+fn tensor_data(
+    source: &WeightSource<'_>,
+    lora: Option<&Lora>,
+    ggml_type: GgmlType,
+) -> Result<TensorData> {
+    let values = source
+        .value(lora)?
+        .to_dtype(DType::F32)?
+        .flatten_all()?
+        .to_vec1::<f32>()?;
+    Ok(match ggml_type {
+        GgmlType::F16 => TensorData::F16(values),
+        GgmlType::Q8_0 => TensorData::Q8_0(values),
+        _ => TensorData::F32(values),
+    })
+}
+
+/// The type a matrix with rows of `row_len` is written as.
+fn matrix_type(weight_type: WeightType, row_len: usize) -> GgmlType {
     match weight_type {
-        WeightType::F32 => TensorData::F32(values),
-        WeightType::F16 => TensorData::F16(values),
-        WeightType::Q8_0 if row_len.is_multiple_of(32) => TensorData::Q8_0(values),
-        WeightType::Q8_0 => TensorData::F16(values),
+        WeightType::F32 => GgmlType::F32,
+        WeightType::F16 => GgmlType::F16,
+        WeightType::Q8_0 if row_len.is_multiple_of(32) => GgmlType::Q8_0,
+        WeightType::Q8_0 => GgmlType::F16,
     }
 }
 

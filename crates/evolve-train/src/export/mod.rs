@@ -8,7 +8,7 @@ mod peft;
 
 pub use adapter::TrainedAdapter;
 pub use gguf_lora::export_gguf_lora;
-pub use gguf_model::{TokenizerMetadata, WeightType, export_gguf_model};
+pub use gguf_model::{TokenizerMetadata, WeightType, export_gguf_merged, export_gguf_model};
 pub use peft::{
     PEFT_CONFIG_FILE, PEFT_WEIGHTS_FILE, export_peft, permute_hf_to_gguf, unpermute_gguf_to_hf,
 };

@@ -65,6 +65,24 @@ fn flag(file: &GgufFile, key: &str, default: bool) -> bool {
 /// The tokenizer of `file`. Refuses tokenizer models other than `llama` and `gpt2`, and `gpt2`
 /// pre-tokenizers without a known regex, by name.
 pub fn tokenizer_from_gguf(file: &GgufFile) -> Result<Tokenizer> {
+    build(file, true)
+}
+
+/// For a SentencePiece vocabulary that prefixes text with `▁` (`add_space_prefix`): the
+/// tokenizer of text that continues other text, which llama.cpp tokenises without the prefix
+/// (it adds one only at the start and after a special token). `None` for every other vocabulary.
+pub fn continuation_tokenizer(file: &GgufFile) -> Result<Option<Tokenizer>> {
+    let prefixed = file.get_str("tokenizer.ggml.model") == Some("llama")
+        && flag(file, "tokenizer.ggml.add_space_prefix", true);
+    if prefixed {
+        build(file, false).map(Some)
+    } else {
+        Ok(None)
+    }
+}
+
+/// The tokenizer of `file`, with its `▁` prefix only if `space_prefix` allows one.
+fn build(file: &GgufFile, space_prefix: bool) -> Result<Tokenizer> {
     let model = file
         .get_str("tokenizer.ggml.model")
         .ok_or_else(|| meta_err("tokenizer.ggml.model", "missing"))?;
@@ -77,7 +95,7 @@ pub fn tokenizer_from_gguf(file: &GgufFile) -> Result<Tokenizer> {
             let scores = numbers(file, "tokenizer.ggml.scores", tokens.len())?
                 .ok_or_else(|| meta_err("tokenizer.ggml.scores", "missing"))?;
             let unk = id("tokenizer.ggml.unknown_token_id").map(|i| tokens[i as usize].clone());
-            let space_prefix = flag(file, "tokenizer.ggml.add_space_prefix", true);
+            let space_prefix = space_prefix && flag(file, "tokenizer.ggml.add_space_prefix", true);
             spm_parts(&tokens, &types, &scores, unk, space_prefix)
         }
         "gpt2" => {
