@@ -44,7 +44,7 @@ pub use error::{Result, TrainError};
 pub use lora::{Lora, LoraConfig, LoraPair, LoraTarget};
 /// Which model the DPO log-ratios are measured against.
 pub use loss::Reference;
-pub use model::LlamaModel;
+pub use model::{LlamaModel, WeightSource};
 pub use optim::OptimConfig;
 pub use preference::{ADAPTER_GGUF, CHECKPOINT_DIR, LoraDpoTrainer};
 pub use preflight::{MemoryEstimate, check_trainable, kept_activation_bytes, training_memory};
