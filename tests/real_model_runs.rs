@@ -272,7 +272,7 @@ fn one_round_runs_on_a_tiny_phi3() {
 #[test]
 fn one_round_runs_on_real_vocabularies_and_templates() {
     use evolve::train::Architecture;
-    use evolve_testkit::vocab_gguf::real_vocab_gguf;
+    use evolve_testkit::vocab_gguf::named_vocab_gguf;
     let Some(vocabs) =
         evolve_testkit::real_models::vocabs("one_round_runs_on_real_vocabularies_and_templates")
     else {
@@ -294,11 +294,7 @@ fn one_round_runs_on_real_vocabularies_and_templates() {
         ("gpt4o", Architecture::Phi3),
         ("phi-3", Architecture::Phi3),
     ] {
-        let vocab = if package == "phi-3" {
-            evolve_testkit::vocab_gguf::llama_cpp_vocab_gguf(&models, package, dir.path())
-        } else {
-            real_vocab_gguf(&vocabs, package, dir.path())
-        };
+        let vocab = named_vocab_gguf(&vocabs, &models, package, dir.path());
         let path = dir.path().join(format!("{package}-tiny.gguf"));
         evolve::train::tiny::write_tiny(arch, &vocab, &path).unwrap();
         eprintln!("{package} as {}", arch.as_str());

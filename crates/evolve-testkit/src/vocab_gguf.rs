@@ -186,6 +186,15 @@ pub fn llama_cpp_vocab_gguf(models: &Path, name: &str, out: &Path) -> PathBuf {
     path
 }
 
+/// A real vocabulary by name: llama.cpp's own file for the ones taken from it (`phi-3`,
+/// `llama-spm`, in `models`), else the npm package's ([`real_vocab_gguf`], in `vocabs`).
+pub fn named_vocab_gguf(vocabs: &Path, models: &Path, name: &str, out: &Path) -> PathBuf {
+    match name {
+        "phi-3" | "llama-spm" => llama_cpp_vocab_gguf(models, name, out),
+        package => real_vocab_gguf(vocabs, package, out),
+    }
+}
+
 /// A writer with the `llama.*` keys of a one-block, 64-wide model: enough for llama.cpp to
 /// load the file with `vocab_only` and for a tiny model to take its shape from.
 fn vocabulary_only() -> GgufWriter<'static> {

@@ -13,7 +13,7 @@ mod common;
 
 use candle_core::{DType, Device};
 use evolve_testkit::real_models::{llama_cpp_models, vocabs};
-use evolve_testkit::vocab_gguf::{llama_cpp_vocab_gguf, real_vocab_gguf};
+use evolve_testkit::vocab_gguf::{llama_cpp_vocab_gguf, named_vocab_gguf, real_vocab_gguf};
 use evolve_train::{Architecture, LlamaModel as CandleModel, LoraConfig, tokenizer_from_gguf};
 use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::model::params::LlamaModelParams;
@@ -158,11 +158,7 @@ fn sentencepiece_answers_are_tokenised_as_part_of_the_conversation() {
             ],
         ),
     ] {
-        let path = if package == "phi-3" {
-            llama_cpp_vocab_gguf(&models, package, dir.path())
-        } else {
-            real_vocab_gguf(&vocabs, package, dir.path())
-        };
+        let path = named_vocab_gguf(&vocabs, &models, package, dir.path());
         let enc =
             evolve_train::ChatEncoder::from_gguf(&evolve_gguf::read_path(&path).unwrap()).unwrap();
         let model = LlamaModel::load_from_file(backend, &path, &params).unwrap();
@@ -232,11 +228,7 @@ fn tiny_models_with_real_vocabularies_match_llama_cpp_with_and_without_an_adapte
     let dir = tempfile::tempdir().unwrap();
     let from_llama_cpp = [("phi-3", Architecture::Phi3)];
     for (package, arch) in REAL.into_iter().chain(from_llama_cpp) {
-        let vocab = if package == "phi-3" {
-            llama_cpp_vocab_gguf(&models, package, dir.path())
-        } else {
-            real_vocab_gguf(&vocabs, package, dir.path())
-        };
+        let vocab = named_vocab_gguf(&vocabs, &models, package, dir.path());
         let path = dir.path().join(format!("{package}-{}.gguf", arch.as_str()));
         evolve_train::tiny::write_tiny(arch, &vocab, &path).unwrap();
         let file = evolve_gguf::read_path(&path).unwrap();

@@ -72,13 +72,16 @@ pub fn tokenizer_from_gguf(file: &GgufFile) -> Result<Tokenizer> {
 /// tokenizer of text that continues other text, which llama.cpp tokenises without the prefix
 /// (it adds one only at the start and after a special token). `None` for every other vocabulary.
 pub fn continuation_tokenizer(file: &GgufFile) -> Result<Option<Tokenizer>> {
-    let prefixed = file.get_str("tokenizer.ggml.model") == Some("llama")
-        && flag(file, "tokenizer.ggml.add_space_prefix", true);
-    if prefixed {
+    if file.get_str("tokenizer.ggml.model") == Some("llama") && adds_space_prefix(file) {
         build(file, false).map(Some)
     } else {
         Ok(None)
     }
+}
+
+/// Whether a SentencePiece vocabulary prefixes text with `▁` (llama.cpp's default: yes).
+fn adds_space_prefix(file: &GgufFile) -> bool {
+    flag(file, "tokenizer.ggml.add_space_prefix", true)
 }
 
 /// The tokenizer of `file`, with its `▁` prefix only if `space_prefix` allows one.
@@ -95,7 +98,7 @@ fn build(file: &GgufFile, space_prefix: bool) -> Result<Tokenizer> {
             let scores = numbers(file, "tokenizer.ggml.scores", tokens.len())?
                 .ok_or_else(|| meta_err("tokenizer.ggml.scores", "missing"))?;
             let unk = id("tokenizer.ggml.unknown_token_id").map(|i| tokens[i as usize].clone());
-            let space_prefix = space_prefix && flag(file, "tokenizer.ggml.add_space_prefix", true);
+            let space_prefix = space_prefix && adds_space_prefix(file);
             spm_parts(&tokens, &types, &scores, unk, space_prefix)
         }
         "gpt2" => {
