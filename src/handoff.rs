@@ -131,14 +131,10 @@ pub fn lm_studio_names(base: &str, adapter_id: i64) -> (String, String) {
 
 /// The end-of-turn tokens of a GGUF (end of turn, `eos`) as text, for Modelfile stop parameters.
 pub fn stop_tokens(file: &evolve_gguf::GgufFile) -> Vec<String> {
-    let text = |id: Option<u64>| {
-        let tokens = file.get("tokenizer.ggml.tokens")?.as_array()?;
-        tokens.get(usize::try_from(id?).ok()?)?.as_str()
-    };
     let mut stops: Vec<String> = Vec::new();
     for t in [
-        text(file.end_of_turn_id()),
-        text(file.get_u64("tokenizer.ggml.eos_token_id")),
+        file.end_of_turn_id().and_then(|id| file.token(id)),
+        file.token_text("tokenizer.ggml.eos_token_id"),
     ] {
         if let Some(t) = t.filter(|t| !t.trim().is_empty())
             && !stops.iter().any(|s| s == t)
@@ -297,6 +293,34 @@ mod tests {
             .filter(|(n, _)| n == name)
             .map(|(_, v)| v.as_str())
             .collect()
+    }
+
+    /// Phi-3's files name no end-of-turn token and end with `<|endoftext|>`; the template's
+    /// `<|end|>` must stop Ollama too.
+    #[test]
+    fn stop_words_are_the_templates_end_of_turn_and_the_eos() {
+        use evolve_gguf::Value;
+        let tokens = ["<s>", "<|endoftext|>", "<|end|>"]
+            .iter()
+            .map(|t| Value::String(t.to_string()))
+            .collect();
+        let file = evolve_gguf::GgufFile {
+            path: "phi3.gguf".into(),
+            version: 3,
+            metadata: vec![
+                ("tokenizer.ggml.tokens".into(), Value::Array(tokens)),
+                ("tokenizer.ggml.eos_token_id".into(), Value::U32(1)),
+                (
+                    "tokenizer.chat_template".into(),
+                    Value::String("<|user|>{{ m }}<|end|>".into()),
+                ),
+            ],
+            tensors: Vec::new(),
+            alignment: 32,
+            data_offset: 0,
+            file_size: 0,
+        };
+        assert_eq!(stop_tokens(&file), ["<|end|>", "<|endoftext|>"]);
     }
 
     #[test]

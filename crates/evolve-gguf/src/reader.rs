@@ -112,7 +112,11 @@ impl GgufFile {
     /// The text of the token whose id the key `id_key` holds (`tokenizer.ggml.eos_token_id`…),
     /// looked up in `tokenizer.ggml.tokens`.
     pub fn token_text(&self, id_key: &str) -> Option<&str> {
-        let id = self.get_u64(id_key)?;
+        self.token(self.get_u64(id_key)?)
+    }
+
+    /// The text of token `id` in `tokenizer.ggml.tokens`.
+    pub fn token(&self, id: u64) -> Option<&str> {
         self.get("tokenizer.ggml.tokens")?
             .as_array()?
             .get(usize::try_from(id).ok()?)?

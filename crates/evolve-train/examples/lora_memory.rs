@@ -154,18 +154,7 @@ fn step(path: &str, recompute: evolve_train::Recompute) {
         model.weight_bytes() as f64 / (1u64 << 30) as f64,
         peak_rss_gib()
     );
-    let lora = Lora::new(
-        model.config(),
-        LoraConfig {
-            rank: 16,
-            alpha: 32.0,
-            targets: LoraTarget::ALL.to_vec(),
-            ..LoraConfig::default()
-        },
-        DType::F32,
-        &Device::Cpu,
-    )
-    .unwrap();
+    let lora = rank16_adapter(&model);
     let cfg = TrainConfig {
         optim: OptimConfig {
             batch_size: 1,
@@ -192,22 +181,22 @@ fn step(path: &str, recompute: evolve_train::Recompute) {
     );
 }
 
+/// A rank-16 adapter (alpha 32) on all seven projections of `model`.
+fn rank16_adapter(model: &LlamaModel) -> Lora {
+    let config = LoraConfig {
+        rank: 16,
+        alpha: 32.0,
+        targets: LoraTarget::ALL.to_vec(),
+        ..LoraConfig::default()
+    };
+    Lora::new(model.config(), config, DType::F32, &Device::Cpu).unwrap()
+}
+
 fn merge(path: &str, out: &str) {
     let t = Instant::now();
     let model =
         LlamaModel::load_quantized(std::path::Path::new(path), &Device::Cpu, DType::F32).unwrap();
-    let lora = Lora::new(
-        model.config(),
-        LoraConfig {
-            rank: 16,
-            alpha: 32.0,
-            targets: LoraTarget::ALL.to_vec(),
-            ..LoraConfig::default()
-        },
-        DType::F32,
-        &Device::Cpu,
-    )
-    .unwrap();
+    let lora = rank16_adapter(&model);
     for (name, var) in lora.named_vars() {
         if name.ends_with("lora_b") {
             var.set(

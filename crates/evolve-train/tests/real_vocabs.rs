@@ -32,13 +32,9 @@ const CORPUS: &[&str] = &[
     "3.14159 1,000,000 2024-12-01 0x1F #### 42",
 ];
 
-/// Our tokenizer of `path`'s vocabulary gives llama.cpp's ids on every text of the corpus;
+/// Our tokenizer of `path`'s vocabulary gives llama.cpp's ids on every one of `texts`;
 /// returns how many tokens that was.
-fn assert_tokenises_as_llama_cpp(path: &Path, package: &str) -> usize {
-    assert_tokenises_texts_as_llama_cpp(path, package, CORPUS)
-}
-
-fn assert_tokenises_texts_as_llama_cpp(path: &Path, package: &str, texts: &[&str]) -> usize {
+fn assert_tokenises_as_llama_cpp(path: &Path, package: &str, texts: &[&str]) -> usize {
     let file = evolve_gguf::read_path(path).unwrap();
     let ours = tokenizer_from_gguf(&file).unwrap();
     let params = LlamaModelParams::default().with_vocab_only(true);
@@ -67,7 +63,7 @@ fn real_bpe_vocabularies_tokenise_exactly_as_llama_cpp_does() {
     let dir = tempfile::tempdir().unwrap();
     for package in ["llama3_1", "qwen2_5", "qwen3", "gpt4o", "mistral_nemo"] {
         let path = real_vocab_gguf(&vocabs, package, dir.path());
-        let total = assert_tokenises_as_llama_cpp(&path, package);
+        let total = assert_tokenises_as_llama_cpp(&path, package, CORPUS);
         eprintln!(
             "{package} (byte-level BPE): {} texts, {total} tokens, identical ids",
             CORPUS.len()
@@ -84,7 +80,7 @@ fn real_sentencepiece_vocabularies_tokenise_exactly_as_llama_cpp_does() {
     let dir = tempfile::tempdir().unwrap();
     for package in ["gemma3", "llama2"] {
         let path = real_vocab_gguf(&vocabs, package, dir.path());
-        let total = assert_tokenises_as_llama_cpp(&path, package);
+        let total = assert_tokenises_as_llama_cpp(&path, package, CORPUS);
         eprintln!(
             "{package} (SentencePiece): {} texts, {total} tokens, identical ids",
             CORPUS.len()
@@ -110,7 +106,7 @@ fn llama_cpp_vocabularies_tokenise_exactly_as_llama_cpp_does() {
         let mut texts: Vec<&str> = inp.split("\n__ggml_vocab_test__\n").collect();
         assert!(texts.len() > 30, "{name}: {} test texts", texts.len());
         texts.extend(CORPUS);
-        let total = assert_tokenises_texts_as_llama_cpp(&path, name, &texts);
+        let total = assert_tokenises_as_llama_cpp(&path, name, &texts);
         eprintln!(
             "{name} (SentencePiece, llama.cpp's file): {} texts, {total} tokens, identical ids",
             texts.len()
