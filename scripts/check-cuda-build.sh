@@ -15,6 +15,9 @@
 #   CUDA_TARGET_DIR    cargo target folder (default target/cuda, apart from the CPU build's)
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
+# The CPU build's system packages (libclang, OpenBLAS, ...), as start.sh and test.sh install them.
+source "$root/scripts/setup.sh"
+evolve_apt_install "${EVOLVE_APT_PACKAGES[@]}"
 cache="${EVOLVE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/evolve-studio}/cuda-13.4"
 export CUDA_COMPUTE_CAP="${CUDA_COMPUTE_CAP:-90}"
 started=$(date +%s)

@@ -8,7 +8,9 @@ set -euo pipefail
 # The desktop app (Tauri v2) needs WebKitGTK 4.1 and GTK 3.
 # The monitor window (eframe, OpenGL on X11) loads GL and X libraries at run time; its screenshot
 # test runs it under Xvfb with Mesa's software renderer (swrast/llvmpipe).
+# Training's dense products run in OpenBLAS (evolve-train's default `openblas` feature).
 EVOLVE_APT_PACKAGES=(build-essential pkg-config cmake clang libclang-dev libssl-dev ccache git
+  libopenblas-dev
   libwebkit2gtk-4.1-dev libgtk-3-dev librsvg2-dev libxdo-dev
   xvfb libgl1 libglx-mesa0 libgl1-mesa-dri libx11-xcb1 libxcursor1 libxi6 libxrandr2
   libxkbcommon-x11-0)

@@ -3,7 +3,8 @@
 //! scale, mask, softmax, matmul) keeps five score-sized intermediates and as many gradients —
 //! most of a block's memory and time at 256 tokens. Other devices and dtypes take it still.
 
-use super::kernel::{Float, axpy, fusable, max, slice, sum, with_cpu_slices, with_simd};
+use super::blas::product;
+use super::kernel::{Float, fusable, max, slice, sum, with_cpu_slices, with_simd};
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 use std::sync::Mutex;
@@ -86,8 +87,10 @@ impl Attention {
         (out, probs)
     }
 
-    /// Scores as `Σ_c q_i[c]·Kᵀ[c, ..=i]`: long contiguous `axpy`s instead of one short dot
-    /// product (and horizontal sum) per key.
+    /// The group's `rep` query heads are one `[rep·t, d]` matrix, so each product below is one
+    /// GEMM: `S = scale·Q·Kᵀ`, then the masked softmax row by row, then `O = P·V`. The GEMMs
+    /// also compute the scores above the diagonal (half their work) and overwrite them: at
+    /// small head sizes a GEMM is still several times faster than the causal loops.
     #[inline(always)]
     fn forward_group<T: Float>(
         &self,
@@ -97,30 +100,39 @@ impl Attention {
         n: Dims,
     ) {
         let Dims { t, d, .. } = n;
-        let scale = T::from_f64(self.scale);
-        let kt = transpose(k, t, d);
-        for r in 0..n.rep() {
-            for i in 0..t {
-                let row = &mut probs[(r * t + i) * t..][..=i];
-                let qi = &q[(r * t + i) * d..][..d];
-                for (p, &m) in row.iter_mut().zip(&self.mask[i * t..]) {
-                    *p = T::from_f32(m);
-                }
-                for (c, &qc) in qi.iter().enumerate() {
-                    axpy(row, qc * scale, &kt[c * t..][..=i]);
-                }
-                let top = max(row);
-                for p in row.iter_mut() {
-                    *p = (*p - top).exp();
-                }
-                let inv = sum(row).recip();
-                let oi = &mut out[(r * t + i) * d..][..d];
-                for (j, p) in row.iter_mut().enumerate() {
-                    *p = *p * inv;
-                    axpy(oi, *p, &v[j * d..][..d]);
-                }
+        let rows = n.rep() * t;
+        product(
+            probs,
+            (rows, t, d),
+            (q, false),
+            (k, true),
+            T::from_f64(self.scale),
+            false,
+        );
+        for (row, p) in probs.chunks_exact_mut(t).enumerate() {
+            let i = row % t;
+            let (seen, future) = p.split_at_mut(i + 1);
+            future.fill(T::ZERO);
+            for (p, &m) in seen.iter_mut().zip(&self.mask[i * t..]) {
+                *p = *p + T::from_f32(m);
+            }
+            let top = max(seen);
+            for p in seen.iter_mut() {
+                *p = (*p - top).exp();
+            }
+            let inv = sum(seen).recip();
+            for p in seen.iter_mut() {
+                *p = *p * inv;
             }
         }
+        product(
+            out,
+            (rows, d, t),
+            (probs, false),
+            (v, false),
+            T::from_f64(1.0),
+            false,
+        );
     }
 
     /// `dV = Pᵀ·dO`, `dS = P ⊙ (dO·Vᵀ − rowsum(P ⊙ dO·Vᵀ))·scale`, `dQ = dS·K`, `dK = dSᵀ·Q`.
@@ -154,6 +166,8 @@ impl Attention {
         (dq, dk, dv)
     }
 
+    /// The same products as GEMMs over the group's `[rep·t, ·]` rows: `dV = Pᵀ·dO` and
+    /// `dK = dSᵀ·Q` sum over the `rep` heads that share the key/value head by themselves.
     #[inline(always)]
     fn backward_group<T: Float>(
         &self,
@@ -164,46 +178,31 @@ impl Attention {
         n: Dims,
     ) {
         let Dims { t, d, .. } = n;
-        let scale = T::from_f64(self.scale);
-        let vt = transpose(v, t, d);
-        let mut ds = vec![T::ZERO; t];
-        for r in 0..n.rep() {
-            for i in 0..t {
-                let row = &probs[(r * t + i) * t..][..=i];
-                let gi = &grad[(r * t + i) * d..][..d];
-                let dp = &mut ds[..=i];
-                dp.fill(T::ZERO);
-                for (c, &g) in gi.iter().enumerate() {
-                    axpy(dp, g, &vt[c * t..][..=i]);
-                }
-                let weighted = row
-                    .iter()
-                    .zip(dp.iter())
-                    .fold(T::ZERO, |a, (&p, &x)| a + p * x);
-                for (j, (&p, s)) in row.iter().zip(dp.iter_mut()).enumerate() {
-                    axpy(&mut dv[j * d..][..d], p, gi);
-                    *s = p * (*s - weighted) * scale;
-                }
-                let qi = &q[(r * t + i) * d..][..d];
-                let dqi = &mut dq[(r * t + i) * d..][..d];
-                for (j, &s) in dp.iter().enumerate() {
-                    axpy(dqi, s, &k[j * d..][..d]);
-                    axpy(&mut dk[j * d..][..d], s, qi);
-                }
+        let rows = n.rep() * t;
+        let (one, scale) = (T::from_f64(1.0), T::from_f64(self.scale));
+        product(dv, (t, d, rows), (probs, true), (grad, false), one, false);
+        // dP = dO·Vᵀ, turned into dS in place.
+        let mut ds = vec![T::ZERO; rows * t];
+        product(&mut ds, (rows, t, d), (grad, false), (v, true), one, false);
+        for (row, (s, p)) in ds
+            .chunks_exact_mut(t)
+            .zip(probs.chunks_exact(t))
+            .enumerate()
+        {
+            let i = row % t;
+            let (seen, future) = s.split_at_mut(i + 1);
+            future.fill(T::ZERO);
+            let weighted = p
+                .iter()
+                .zip(seen.iter())
+                .fold(T::ZERO, |a, (&p, &x)| a + p * x);
+            for (s, &p) in seen.iter_mut().zip(p) {
+                *s = p * (*s - weighted) * scale;
             }
         }
+        product(dq, (rows, d, t), (&ds, false), (k, false), one, false);
+        product(dk, (t, d, rows), (&ds, true), (q, false), one, false);
     }
-}
-
-/// `[t, d]` → `[d, t]`.
-fn transpose<T: Float>(x: &[T], t: usize, d: usize) -> Vec<T> {
-    let mut out = vec![T::ZERO; t * d];
-    for i in 0..t {
-        for c in 0..d {
-            out[c * t + i] = x[i * d + c];
-        }
-    }
-    out
 }
 
 impl CustomOp3 for Attention {

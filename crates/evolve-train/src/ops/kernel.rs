@@ -6,7 +6,8 @@ use std::ops::{Add, Div, Mul, Sub};
 
 /// The float types the kernel runs in.
 pub(super) trait Float:
-    Copy
+    super::blas::Blas
+    + Copy
     + Send
     + Sync
     + Add<Output = Self>
@@ -14,6 +15,7 @@ pub(super) trait Float:
     + Mul<Output = Self>
     + Div<Output = Self>
     + PartialOrd
+    + 'static
 {
     const ZERO: Self;
     fn exp(self) -> Self;
@@ -121,14 +123,6 @@ pub(super) fn max<T: Float>(x: &[T]) -> T {
     }
     let m = lanes.iter().fold(x[0], |m, &v| if v > m { v } else { m });
     rest.iter().fold(m, |m, &v| if v > m { v } else { m })
-}
-
-/// `y += a·x`.
-#[inline(always)]
-pub(super) fn axpy<T: Float>(y: &mut [T], a: T, x: &[T]) {
-    for (y, &x) in y.iter_mut().zip(x) {
-        *y = *y + a * x;
-    }
 }
 
 /// Runs `f` compiled for AVX2 and FMA where the CPU has them: builds target baseline x86-64

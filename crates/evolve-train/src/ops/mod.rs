@@ -5,17 +5,19 @@
 //! function here has a finite-difference gradient test.
 
 mod attention;
+mod blas;
 mod glu;
 mod kernel;
 mod norm;
 
 use kernel::Float;
+use rayon::prelude::*;
 
 use crate::config::RopeLayout;
 use candle_core::backend::BackendStorage;
 use candle_core::quantized::QTensor;
 use candle_core::{
-    CpuStorage, CustomOp1, D, DType, Device, Layout, Result, Shape, Storage, Tensor,
+    CpuStorage, CustomOp1, CustomOp2, D, DType, Device, Layout, Result, Shape, Storage, Tensor,
 };
 
 /// `x / sqrt(mean(x²) + eps) * weight` over the last dimension (llama.cpp `rms_norm` + mul).
@@ -85,8 +87,8 @@ pub fn gelu_as_ggml(x: &Tensor) -> Result<Tensor> {
 /// `gather`) keeps several vocabulary-sized intermediates and as many gradients until the
 /// backward pass ends — on a 150k vocabulary 0.6 GB each per 1,000 positions. On the CPU this op
 /// keeps none: the forward pass writes `n` numbers, the backward pass one gradient,
-/// `g·(onehot − softmax)`, both in one sweep per row (accumulated in f64). Other devices and
-/// dtypes take the composed version.
+/// `g·(onehot − softmax)`, both in one sweep per row (sums in f64), a row per thread. Other
+/// devices and dtypes take the composed version.
 pub fn target_logprobs(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
     let fused = logits.device().is_cpu()
         && logits.is_contiguous()
@@ -109,36 +111,50 @@ struct TargetLogprobs {
     targets: Vec<u32>,
 }
 
-/// `log Σ_j exp(row_j)`, shifted by the row's maximum.
+/// `log Σ_j exp(row_j)`, shifted by the row's maximum: the exponentials in `T` (vectorized),
+/// their sum in f64 a block at a time.
+#[inline(always)]
 fn log_sum_exp<T: Float>(row: &[T]) -> f64 {
-    let max = row
-        .iter()
-        .map(|v| v.to_f64())
-        .fold(f64::NEG_INFINITY, f64::max);
-    max + row
-        .iter()
-        .map(|v| (v.to_f64() - max).exp())
-        .sum::<f64>()
-        .ln()
+    let max = kernel::max(row);
+    let mut block = [T::ZERO; 256];
+    let total: f64 = row
+        .chunks(block.len())
+        .map(|c| {
+            let block = &mut block[..c.len()];
+            for (e, &v) in block.iter_mut().zip(c) {
+                *e = (v - max).exp();
+            }
+            kernel::sum(block).to_f64()
+        })
+        .sum();
+    max.to_f64() + total.ln()
 }
 
 impl TargetLogprobs {
+    /// One row per task: a 150k vocabulary makes each row ~0.5 ms of exponentials.
     fn forward<T: Float>(&self, x: &[T], vocab: usize) -> Vec<T> {
-        x.chunks(vocab)
-            .zip(&self.targets)
-            .map(|(row, &t)| T::from_f64(row[t as usize].to_f64() - log_sum_exp(row)))
+        x.par_chunks(vocab)
+            .zip(self.targets.par_iter())
+            .map(|(row, &t)| {
+                kernel::with_simd(|| T::from_f64(row[t as usize].to_f64() - log_sum_exp(row)))
+            })
             .collect()
     }
 
     fn backward<T: Float>(&self, x: &[T], vocab: usize, grad: &[f64]) -> Vec<T> {
-        let mut out = Vec::with_capacity(x.len());
-        for ((row, &t), &g) in x.chunks(vocab).zip(&self.targets).zip(grad) {
-            let lse = log_sum_exp(row);
-            out.extend(row.iter().enumerate().map(|(j, v)| {
-                let hit = if j == t as usize { 1.0 } else { 0.0 };
-                T::from_f64(g * (hit - (v.to_f64() - lse).exp()))
-            }));
-        }
+        let mut out = vec![T::ZERO; x.len()];
+        out.par_chunks_mut(vocab)
+            .zip(x.par_chunks(vocab).zip(self.targets.par_iter().zip(grad)))
+            .for_each(|(out, (row, (&t, &g)))| {
+                kernel::with_simd(|| {
+                    let lse = T::from_f64(log_sum_exp(row));
+                    let g = T::from_f64(g);
+                    for (o, &v) in out.iter_mut().zip(row) {
+                        *o = T::ZERO - g * (v - lse).exp();
+                    }
+                    out[t as usize] = out[t as usize] + g;
+                })
+            });
         out
     }
 }
@@ -185,8 +201,26 @@ pub fn log_sigmoid(x: &Tensor) -> Result<Tensor> {
     neg_part - log1p
 }
 
-/// `x · Wᵀ` for `x` of shape `[.., in]` and `W` of shape `[out, in]`.
+/// `x · Wᵀ` for `x` of shape `[.., in]` and `W` of shape `[out, in]`, differentiable in both (the
+/// LoRA matrices). On the CPU in f32/f64 one op whose products run in [`blas::matmul`].
 pub fn linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    if kernel::fusable(&[x, w]) && x.is_contiguous() && w.is_contiguous() {
+        let dims = x.dims();
+        let n_in = dims[dims.len() - 1];
+        let rows = x.elem_count() / n_in;
+        let out = x.reshape((rows, n_in))?.apply_op2_arc(
+            w,
+            std::sync::Arc::new(Box::new(Linear) as Box<dyn CustomOp2 + Send + Sync>),
+        )?;
+        let mut out_dims = dims.to_vec();
+        *out_dims.last_mut().expect("rank ≥ 1") = w.dim(0)?;
+        return out.reshape(out_dims);
+    }
+    composed_linear(x, w)
+}
+
+/// [`linear`] as candle's matmul: what other devices and dtypes run.
+fn composed_linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
     let dims = x.dims();
     let n_in = dims[dims.len() - 1];
     let rows = x.elem_count() / n_in;
@@ -194,6 +228,44 @@ pub fn linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
     let mut out_dims = dims.to_vec();
     *out_dims.last_mut().expect("rank ≥ 1") = w.dim(0)?;
     out.reshape(out_dims)
+}
+
+/// `x·Wᵀ` with both gradients: `∂x = g·W`, `∂W = gᵀ·x`.
+struct Linear;
+
+impl CustomOp2 for Linear {
+    fn name(&self) -> &'static str {
+        "linear"
+    }
+
+    fn cpu_fwd(
+        &self,
+        x: &CpuStorage,
+        x_layout: &Layout,
+        w: &CpuStorage,
+        w_layout: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        rows_times_weight(x, x_layout, w, w_layout)
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _out: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let (grad, x) = (grad.contiguous()?, x.contiguous()?);
+        let ((m, n), (_, k)) = (grad.dims2()?, x.dims2()?);
+        let dw = kernel::with_cpu_slices!("linear", [(grad, g), (x, xs)], {
+            Tensor::from_vec(
+                blas::matmul((n, k, m), (g, true), (xs, false)),
+                (n, k),
+                x.device(),
+            )
+        })?;
+        Ok((Some(grad_times_weight(&grad, w)?), Some(dw)))
+    }
 }
 
 /// `x · Wᵀ` for a frozen weight `W: [out, in]`, differentiable in `x` only.
@@ -240,15 +312,58 @@ impl CustomOp1 for FrozenMatmul {
         let Storage::Cpu(w) = &*w_storage else {
             candle_core::bail!("frozen-linear: the weight is not on the CPU")
         };
-        let (m, k) = x_layout.shape().dims2()?;
-        let n = self.w.dim(0)?;
-        let out = x.matmul(w, (1, m, n, k), x_layout, &w_layout.transpose(0, 1)?)?;
-        Ok((out, Shape::from((m, n))))
+        rows_times_weight(x, x_layout, w, w_layout)
     }
 
     fn bwd(&self, _x: &Tensor, _out: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        Ok(Some(grad.matmul(&self.w)?))
+        Ok(Some(grad_times_weight(grad, &self.w)?))
     }
+}
+
+/// `x·Wᵀ` for CPU rows `x: [m, k]` and a weight `W: [n, k]`: through [`blas::matmul`] for
+/// contiguous f32/f64, candle's matmul otherwise.
+fn rows_times_weight(
+    x: &CpuStorage,
+    x_layout: &Layout,
+    w: &CpuStorage,
+    w_layout: &Layout,
+) -> Result<(CpuStorage, Shape)> {
+    let (m, k) = x_layout.shape().dims2()?;
+    let (n, w_cols) = w_layout.shape().dims2()?;
+    if w_cols != k {
+        candle_core::bail!("linear: rows of {k} against a {n}×{w_cols} weight");
+    }
+    let contiguous = x_layout.is_contiguous() && w_layout.is_contiguous();
+    let out = match (x, w) {
+        (CpuStorage::F32(x), CpuStorage::F32(w)) if contiguous => CpuStorage::F32(blas::matmul(
+            (m, n, k),
+            (kernel::slice(x, x_layout), false),
+            (kernel::slice(w, w_layout), true),
+        )),
+        (CpuStorage::F64(x), CpuStorage::F64(w)) if contiguous => CpuStorage::F64(blas::matmul(
+            (m, n, k),
+            (kernel::slice(x, x_layout), false),
+            (kernel::slice(w, w_layout), true),
+        )),
+        _ => x.matmul(w, (1, m, n, k), x_layout, &w_layout.transpose(0, 1)?)?,
+    };
+    Ok((out, Shape::from((m, n))))
+}
+
+/// `∂/∂x` of `x·Wᵀ`: `g·W` for `g: [m, n]`, `W: [n, k]`.
+fn grad_times_weight(grad: &Tensor, w: &Tensor) -> Result<Tensor> {
+    if !kernel::fusable(&[grad, w]) {
+        return grad.matmul(w);
+    }
+    let (grad, w) = (grad.contiguous()?, w.contiguous()?);
+    let ((m, n), (_, k)) = (grad.dims2()?, w.dims2()?);
+    kernel::with_cpu_slices!("linear", [(grad, g), (w, ws)], {
+        Tensor::from_vec(
+            blas::matmul((m, k, n), (g, false), (ws, false)),
+            (m, k),
+            grad.device(),
+        )
+    })
 }
 
 /// `x · Wᵀ` for a weight kept quantized in memory (`QTensor`, `[out, in]`), differentiable in `x`
@@ -289,16 +404,12 @@ impl CustomOp1 for QuantizedMatmul {
         let Storage::Cpu(w_cpu) = &*w_storage else {
             candle_core::bail!("quantized-linear: the weight is not on the CPU")
         };
-        let (m, k) = x_layout.shape().dims2()?;
-        let n = w.dim(0)?;
-        let out = x.matmul(w_cpu, (1, m, n, k), x_layout, &w_layout.transpose(0, 1)?)?;
-        Ok((out, Shape::from((m, n))))
+        rows_times_weight(x, x_layout, w_cpu, w_layout)
     }
 
     fn bwd(&self, _x: &Tensor, _out: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        Ok(Some(
-            grad.matmul(&self.dense(grad.dtype(), grad.device())?)?,
-        ))
+        let w = self.dense(grad.dtype(), grad.device())?;
+        Ok(Some(grad_times_weight(grad, &w)?))
     }
 }
 
@@ -592,6 +703,11 @@ mod tests {
         type Op<'a> = Box<dyn Fn(&Tensor) -> Result<Tensor> + 'a>;
         let on = |t: &Tensor, x: &Tensor| t.to_device(x.device());
         let ops: Vec<(&str, Op)> = vec![
+            ("linear", Box::new(|x: &Tensor| linear(x, &on(&w, x)?))),
+            (
+                "linear fallback",
+                Box::new(|x: &Tensor| composed_linear(x, &on(&w, x)?)),
+            ),
             (
                 "frozen_linear",
                 Box::new(|x: &Tensor| frozen_linear(x, &on(&w, x)?)),
