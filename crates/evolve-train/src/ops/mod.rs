@@ -205,29 +205,15 @@ pub fn log_sigmoid(x: &Tensor) -> Result<Tensor> {
 /// LoRA matrices). On the CPU in f32/f64 one op whose products run in [`blas::matmul`].
 pub fn linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
     if kernel::fusable(&[x, w]) && x.is_contiguous() && w.is_contiguous() {
-        let dims = x.dims();
-        let n_in = dims[dims.len() - 1];
-        let rows = x.elem_count() / n_in;
-        let out = x.reshape((rows, n_in))?.apply_op2_arc(
-            w,
-            std::sync::Arc::new(Box::new(Linear) as Box<dyn CustomOp2 + Send + Sync>),
-        )?;
-        let mut out_dims = dims.to_vec();
-        *out_dims.last_mut().expect("rank ≥ 1") = w.dim(0)?;
-        return out.reshape(out_dims);
+        let op = std::sync::Arc::new(Box::new(Linear) as Box<dyn CustomOp2 + Send + Sync>);
+        return on_rows(x, w.dim(0)?, |rows| rows.apply_op2_arc(w, op));
     }
     composed_linear(x, w)
 }
 
 /// [`linear`] as candle's matmul: what other devices and dtypes run.
 fn composed_linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
-    let dims = x.dims();
-    let n_in = dims[dims.len() - 1];
-    let rows = x.elem_count() / n_in;
-    let out = x.reshape((rows, n_in))?.matmul(&w.t()?)?;
-    let mut out_dims = dims.to_vec();
-    *out_dims.last_mut().expect("rank ≥ 1") = w.dim(0)?;
-    out.reshape(out_dims)
+    on_rows(x, w.dim(0)?, |rows| rows.matmul(&w.t()?))
 }
 
 /// `x·Wᵀ` with both gradients: `∂x = g·W`, `∂W = gᵀ·x`.
@@ -287,12 +273,18 @@ fn apply_to_rows(
     op: impl CustomOp1 + Send + Sync + 'static,
     n_out: usize,
 ) -> Result<Tensor> {
+    on_rows(x, n_out, |rows| {
+        rows.apply_op1_arc(std::sync::Arc::new(Box::new(op)))
+    })
+}
+
+/// `f` on `x` as a `[rows, n_in]` matrix, its `[rows, n_out]` result back in `x`'s leading
+/// dimensions.
+fn on_rows(x: &Tensor, n_out: usize, f: impl FnOnce(&Tensor) -> Result<Tensor>) -> Result<Tensor> {
     let dims = x.dims();
     let n_in = dims[dims.len() - 1];
     let rows = x.elem_count() / n_in;
-    let out = x
-        .reshape((rows, n_in))?
-        .apply_op1_arc(std::sync::Arc::new(Box::new(op)))?;
+    let out = f(&x.reshape((rows, n_in))?)?;
     let mut out_dims = dims.to_vec();
     *out_dims.last_mut().expect("rank ≥ 1") = n_out;
     out.reshape(out_dims)
