@@ -16,6 +16,7 @@
 //! - [`export`]: GGUF LoRA for llama.cpp, PEFT safetensors for transformers, whole or merged
 //!   models as GGUF.
 
+mod alloc;
 mod batch;
 pub mod bench;
 mod config;

@@ -331,6 +331,26 @@ impl Lora {
         Ok((base_out + delta)?)
     }
 
+    /// A frozen base layer `w` and this layer's pair as one op ([`crate::ops::lora_linear`]),
+    /// the same values as `apply` on the base's output; `None` where that op does not apply
+    /// (no pair here, dropout in effect, not on the CPU in one f32/f64 dtype).
+    pub(crate) fn fused(
+        &self,
+        layer: usize,
+        target: LoraTarget,
+        x: &Tensor,
+        w: &crate::ops::Weight,
+    ) -> Result<Option<Tensor>> {
+        let Some(pair) = self.pair(layer, target) else {
+            return Ok(None);
+        };
+        if self.config.dropout > 0.0 && self.training.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
+        let (a, b) = (pair.a.as_tensor(), pair.b.as_tensor());
+        Ok(crate::ops::lora_linear(x, w, a, b, self.scale())?)
+    }
+
     fn dropout(&self, x: &Tensor) -> Result<Tensor> {
         let p = self.config.dropout;
         if p == 0.0 || !self.training.load(Ordering::Relaxed) {

@@ -7,33 +7,21 @@ use crate::ops;
 
 mod weights;
 use crate::{Result, TrainError};
-use candle_core::quantized::{GgmlDType, QTensor, gguf_file};
+use candle_core::quantized::{GgmlDType, gguf_file};
 use candle_core::{DType, Device, Tensor, Var};
 use evolve_gguf::tiny::SplitMix64;
 use std::path::Path;
 use std::sync::Arc;
 pub use weights::WeightSource;
 
-/// A linear layer's weight `[out, in]`: dense, or kept quantized (see
-/// [`LlamaModel::load_quantized`]) and dequantized on the fly by [`ops::quantized_linear`].
-#[derive(Clone)]
-enum Matrix {
-    Dense(Tensor),
-    Quantized(Arc<QTensor>),
-}
+use crate::ops::Weight;
 
-impl Matrix {
-    fn dense(&self, dtype: DType, device: &Device) -> Result<Tensor> {
-        Ok(match self {
-            Matrix::Dense(t) => t.clone(),
-            Matrix::Quantized(q) => q.dequantize(device)?.to_dtype(dtype)?,
-        })
-    }
-
+/// Loading a linear layer's weight: dense, or kept quantized (see [`LlamaModel::load_quantized`]).
+impl Weight {
     fn bytes(&self) -> usize {
         match self {
-            Matrix::Dense(t) => t.elem_count() * t.dtype().size_in_bytes(),
-            Matrix::Quantized(q) => q.storage_size_in_bytes(),
+            Weight::Dense(t) => t.elem_count() * t.dtype().size_in_bytes(),
+            Weight::Quantized(q) => q.storage_size_in_bytes(),
         }
     }
 
@@ -42,8 +30,8 @@ impl Matrix {
     /// quantized size in memory rather than 2 GiB of f32.
     fn rows(&self, ids: &Tensor, dtype: DType, device: &Device) -> Result<Tensor> {
         match self {
-            Matrix::Dense(t) => Ok(t.index_select(ids, 0)?),
-            Matrix::Quantized(q) => {
+            Weight::Dense(t) => Ok(t.index_select(ids, 0)?),
+            Weight::Quantized(q) => {
                 let (_, cols) = q.shape().dims2()?;
                 let kind = q.dtype();
                 let row_bytes = cols / kind.block_size() * kind.type_size();
@@ -70,13 +58,13 @@ impl Matrix {
 
     /// Consecutive row blocks of `sizes` rows each (a fused matrix's parts). Quantized rows are
     /// sliced as stored: quantization blocks never straddle rows.
-    fn split_rows(&self, sizes: &[usize]) -> Result<Vec<Matrix>> {
+    fn split_rows(&self, sizes: &[usize]) -> Result<Vec<Weight>> {
         let mut out = Vec::with_capacity(sizes.len());
         let mut start = 0;
         for &n in sizes {
             out.push(match self {
-                Matrix::Dense(t) => Matrix::Dense(t.narrow(0, start, n)?.contiguous()?),
-                Matrix::Quantized(q) => {
+                Weight::Dense(t) => Weight::Dense(t.narrow(0, start, n)?.contiguous()?),
+                Weight::Quantized(q) => {
                     let (_, cols) = q.shape().dims2()?;
                     let kind = q.dtype();
                     let row_bytes = cols / kind.block_size() * kind.type_size();
@@ -87,7 +75,7 @@ impl Matrix {
                         vec![n, cols],
                         &q.device(),
                     )?;
-                    Matrix::Quantized(Arc::new(rows))
+                    Weight::Quantized(Arc::new(rows))
                 }
             });
             start += n;
@@ -99,9 +87,8 @@ impl Matrix {
     /// [`ops::frozen_linear`], so no weight gradient is ever computed or stored).
     fn linear(&self, x: &Tensor, trainable: bool) -> Result<Tensor> {
         Ok(match self {
-            Matrix::Dense(w) if trainable => ops::linear(x, w)?,
-            Matrix::Dense(w) => ops::frozen_linear(x, w)?,
-            Matrix::Quantized(q) => ops::quantized_linear(x, q)?,
+            Weight::Dense(w) if trainable => ops::linear(x, w)?,
+            frozen => ops::frozen_linear(x, frozen)?,
         })
     }
 }
@@ -133,7 +120,13 @@ impl Pass<'_> {
     }
 
     /// A block's linear layer `target` of layer `layer`, with the adapter's low-rank update.
-    fn linear(&self, layer: usize, target: LoraTarget, x: &Tensor, w: &Matrix) -> Result<Tensor> {
+    fn linear(&self, layer: usize, target: LoraTarget, x: &Tensor, w: &Weight) -> Result<Tensor> {
+        if let Some(l) = self.adapter
+            && !self.trainable
+            && let Some(y) = l.fused(layer, target, x, w)?
+        {
+            return Ok(y);
+        }
         let base = w.linear(x, self.trainable)?;
         match self.adapter {
             Some(l) => l.apply(layer, target, x, base),
@@ -145,10 +138,10 @@ impl Pass<'_> {
 #[derive(Clone)]
 struct Block {
     attn_norm: Tensor,
-    wq: Matrix,
-    wk: Matrix,
-    wv: Matrix,
-    wo: Matrix,
+    wq: Weight,
+    wk: Weight,
+    wv: Weight,
+    wo: Weight,
     /// Qwen2 has q/k/v biases; Llama has none.
     bq: Option<Tensor>,
     bk: Option<Tensor>,
@@ -160,9 +153,9 @@ struct Block {
     post_attn_norm: Option<Tensor>,
     post_ffn_norm: Option<Tensor>,
     ffn_norm: Tensor,
-    gate: Matrix,
-    up: Matrix,
-    down: Matrix,
+    gate: Weight,
+    up: Weight,
+    down: Weight,
 }
 
 impl Block {
@@ -187,7 +180,7 @@ impl Block {
         let cfg = pass.cfg;
         let (b, t, _) = h.dims3()?;
         let project = |target,
-                       w: &Matrix,
+                       w: &Weight,
                        bias: &Option<Tensor>,
                        norm: &Option<Tensor>,
                        n_heads: usize|
@@ -197,12 +190,15 @@ impl Block {
                 Some(bias) => y.broadcast_add(bias)?,
                 None => y,
             };
-            let y = y.reshape((b, t, n_heads, cfg.head_dim))?;
+            // Qwen3 norms each head: only then is the split a reshape of its own.
             let y = match norm {
-                Some(norm) => ops::rms_norm(&y, norm, cfg.rms_eps)?,
+                Some(norm) => {
+                    let y = y.reshape((b, t, n_heads, cfg.head_dim))?;
+                    ops::rms_norm(&y, norm, cfg.rms_eps)?
+                }
                 None => y,
             };
-            Ok(y.transpose(1, 2)?)
+            Ok(y)
         };
         let q = project(LoraTarget::Q, &self.wq, &self.bq, &self.q_norm, cfg.n_head)?;
         let k = project(
@@ -213,10 +209,11 @@ impl Block {
             cfg.n_head_kv,
         )?;
         let v = project(LoraTarget::V, &self.wv, &self.bv, &None, cfg.n_head_kv)?;
-        let layout = cfg.architecture.rope_layout();
         let at = pass.positions(layer);
-        let q = ops::rope(&q.contiguous()?, &at.cos, &at.sin, layout)?;
-        let k = ops::rope(&k.contiguous()?, &at.cos, &at.sin, layout)?;
+        let rotation = Some((&at.cos, &at.sin, cfg.architecture.rope_layout()));
+        let q = ops::to_heads(&q, cfg.n_head, rotation)?;
+        let k = ops::to_heads(&k, cfg.n_head_kv, rotation)?;
+        let v = ops::to_heads(&v, cfg.n_head_kv, None)?;
         let attn = ops::causal_attention(&q, &k, &v, &at.mask, cfg.attention_scale())?;
         pass.linear(layer, LoraTarget::O, &attn, &self.wo)
     }
@@ -232,7 +229,7 @@ impl Block {
         pass.linear(layer, LoraTarget::Down, &act, &self.down)
     }
 
-    fn matrices_mut(&mut self) -> [&mut Matrix; 7] {
+    fn matrices_mut(&mut self) -> [&mut Weight; 7] {
         [
             &mut self.wq,
             &mut self.wk,
@@ -251,11 +248,11 @@ impl Block {
 /// the plain matmul is used, for full-parameter training.
 pub struct LlamaModel {
     config: LlamaConfig,
-    /// `[n_vocab, n_embd]`, read by rows (`Matrix::rows`); kept quantized when the head is untied.
-    token_embd: Matrix,
+    /// `[n_vocab, n_embd]`, read by rows (`Weight::rows`); kept quantized when the head is untied.
+    token_embd: Weight,
     output_norm: Tensor,
     /// `[n_vocab, n_embd]`; the embedding itself when the file ties them.
-    output: Matrix,
+    output: Weight,
     /// Per-dimension RoPE frequency divisors in use (Llama 3's `rope_freqs`, or Phi-3's long
     /// or short LongRoPE factors).
     rope_freq_factors: Option<Vec<f32>>,
@@ -306,7 +303,7 @@ impl LlamaModel {
         })?;
         // One reader for every tensor: dense (dequantized to `dtype`) unless `keep` and the
         // file stores it in a quantized type.
-        let mut read = |name: &str, shape: &[usize], keep: bool| -> Result<Matrix> {
+        let mut read = |name: &str, shape: &[usize], keep: bool| -> Result<Weight> {
             let tensor_err = |reason: String| TrainError::Tensor {
                 name: name.into(),
                 reason,
@@ -323,12 +320,12 @@ impl LlamaModel {
             let stored_dense =
                 matches!(q.dtype(), GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16);
             if keep && !stored_dense {
-                return Ok(Matrix::Quantized(Arc::new(q)));
+                return Ok(Weight::Quantized(Arc::new(q)));
             }
             let t = q
                 .dequantize(device)
                 .map_err(|e| tensor_err(format!("cannot dequantize: {e}")))?;
-            Ok(Matrix::Dense(t.to_dtype(dtype)?))
+            Ok(Weight::Dense(t.to_dtype(dtype)?))
         };
         // With a head of its own the embedding is only gathered by rows: it may stay quantized.
         // A tied one is also the head's dense matrix.
@@ -340,8 +337,8 @@ impl LlamaModel {
         )?;
         let mut get = |name: &str, shape: &[usize]| -> Result<Tensor> {
             match read(name, shape, false)? {
-                Matrix::Dense(t) => Ok(t),
-                Matrix::Quantized(_) => unreachable!("read(.., false) is dense"),
+                Weight::Dense(t) => Ok(t),
+                Weight::Quantized(_) => unreachable!("read(.., false) is dense"),
             }
         };
         let has = |name: &str| content.tensor_infos.contains_key(name);
@@ -380,8 +377,8 @@ impl LlamaModel {
             let n = |part: &str| format!("blk.{i}.{part}");
             let mut dense = |part: &str, dim: usize| -> Result<Tensor> {
                 match read(&n(part), &[dim], false)? {
-                    Matrix::Dense(t) => Ok(t),
-                    Matrix::Quantized(_) => unreachable!("read(.., false) is dense"),
+                    Weight::Dense(t) => Ok(t),
+                    Weight::Quantized(_) => unreachable!("read(.., false) is dense"),
                 }
             };
             let mut bias = |part: &str, dim: usize| -> Result<Option<Tensor>> {
@@ -412,7 +409,7 @@ impl LlamaModel {
             };
             // Phi-3 fuses q/k/v (rows in that order) and gate/up (gate first): split once here,
             // so the blocks and adapters stay those of every other architecture.
-            let [wq, wk, wv]: [Matrix; 3] = if fused_qkv {
+            let [wq, wk, wv]: [Weight; 3] = if fused_qkv {
                 let parts = matrix("attn_qkv.weight", q + 2 * kv, e)?.split_rows(&[q, kv, kv])?;
                 parts
                     .try_into()
@@ -424,7 +421,7 @@ impl LlamaModel {
                     matrix("attn_v.weight", kv, e)?,
                 ]
             };
-            let [gate, up]: [Matrix; 2] = if config.architecture == crate::Architecture::Phi3 {
+            let [gate, up]: [Weight; 2] = if config.architecture == crate::Architecture::Phi3 {
                 let parts = matrix("ffn_up.weight", 2 * ff, e)?.split_rows(&[ff, ff])?;
                 parts
                     .try_into()
@@ -508,7 +505,7 @@ impl LlamaModel {
         let post_norm =
             || -> Result<Option<Tensor>> { Ok(if gemma3 { Some(ones(e)?) } else { None }) };
         let token_embd = random("token_embd.weight", vocab, e)?;
-        let output = Matrix::Dense(if config.tied_embeddings {
+        let output = Weight::Dense(if config.tied_embeddings {
             token_embd.clone()
         } else {
             random("output.weight", vocab, e)?
@@ -518,10 +515,10 @@ impl LlamaModel {
             let n = |part: &str| format!("blk.{i}.{part}.weight");
             blocks.push(Block {
                 attn_norm: ones(e)?,
-                wq: Matrix::Dense(random(&n("attn_q"), q, e)?),
-                wk: Matrix::Dense(random(&n("attn_k"), kv, e)?),
-                wv: Matrix::Dense(random(&n("attn_v"), kv, e)?),
-                wo: Matrix::Dense(random(&n("attn_output"), e, q)?),
+                wq: Weight::Dense(random(&n("attn_q"), q, e)?),
+                wk: Weight::Dense(random(&n("attn_k"), kv, e)?),
+                wv: Weight::Dense(random(&n("attn_v"), kv, e)?),
+                wo: Weight::Dense(random(&n("attn_output"), e, q)?),
                 bq: bias(q)?,
                 bk: bias(kv)?,
                 bv: bias(kv)?,
@@ -530,14 +527,14 @@ impl LlamaModel {
                 post_attn_norm: post_norm()?,
                 post_ffn_norm: post_norm()?,
                 ffn_norm: ones(e)?,
-                gate: Matrix::Dense(random(&n("ffn_gate"), ff, e)?),
-                up: Matrix::Dense(random(&n("ffn_up"), ff, e)?),
-                down: Matrix::Dense(random(&n("ffn_down"), e, ff)?),
+                gate: Weight::Dense(random(&n("ffn_gate"), ff, e)?),
+                up: Weight::Dense(random(&n("ffn_up"), ff, e)?),
+                down: Weight::Dense(random(&n("ffn_down"), e, ff)?),
             });
         }
         let model = LlamaModel {
             config: config.clone(),
-            token_embd: Matrix::Dense(token_embd),
+            token_embd: Weight::Dense(token_embd),
             output_norm: ones(e)?,
             output,
             rope_freq_factors: None,
@@ -560,11 +557,11 @@ impl LlamaModel {
         let (dtype, device) = (self.dtype, self.device.clone());
         for block in &mut self.blocks {
             for m in block.matrices_mut() {
-                *m = Matrix::Dense(m.dense(dtype, &device)?);
+                *m = Weight::Dense(m.dense(dtype, &device)?);
             }
         }
-        self.output = Matrix::Dense(self.output.dense(dtype, &device)?);
-        self.token_embd = Matrix::Dense(self.token_embd.dense(dtype, &device)?);
+        self.output = Weight::Dense(self.output.dense(dtype, &device)?);
+        self.token_embd = Weight::Dense(self.token_embd.dense(dtype, &device)?);
         let tied = self.config.tied_embeddings;
         let mut vars = Vec::new();
         for (name, t) in self.weights_mut() {
@@ -587,13 +584,13 @@ impl LlamaModel {
     pub fn frozen(mut self) -> Self {
         for block in &mut self.blocks {
             for m in block.matrices_mut() {
-                if let Matrix::Dense(t) = m {
+                if let Weight::Dense(t) = m {
                     *t = t.detach();
                 }
             }
         }
         for m in [&mut self.output, &mut self.token_embd] {
-            if let Matrix::Dense(t) = m {
+            if let Weight::Dense(t) = m {
                 *t = t.detach();
             }
         }
@@ -615,10 +612,10 @@ impl LlamaModel {
 
     fn weights_mut(&mut self) -> Vec<(String, &mut Tensor)> {
         let mut out = vec![("output_norm.weight".to_string(), &mut self.output_norm)];
-        if let Matrix::Dense(t) = &mut self.token_embd {
+        if let Weight::Dense(t) = &mut self.token_embd {
             out.insert(0, ("token_embd.weight".to_string(), t));
         }
-        if let Matrix::Dense(t) = &mut self.output {
+        if let Weight::Dense(t) = &mut self.output {
             out.push(("output.weight".to_string(), t));
         }
         for (i, b) in self.blocks.iter_mut().enumerate() {
@@ -669,7 +666,7 @@ impl LlamaModel {
                 ("ffn_up", up),
                 ("ffn_down", down),
             ] {
-                if let Matrix::Dense(t) = m {
+                if let Weight::Dense(t) = m {
                     out.push((n(&format!("{stem}.weight")), t));
                 }
             }

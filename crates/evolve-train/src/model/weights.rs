@@ -2,7 +2,7 @@
 //! folded in: what exports write. Computing each tensor only when it is written keeps a merged
 //! export of an 8B model at one f32 tensor beside the (quantized) model, not 32 GB.
 
-use super::{Block, LlamaModel, Matrix};
+use super::{Block, LlamaModel, Weight};
 use crate::lora::{Lora, LoraTarget};
 use crate::{Architecture, Result, TrainError};
 use candle_core::{DType, Tensor};
@@ -20,14 +20,14 @@ pub struct WeightSource<'a> {
 enum Part<'a> {
     Vector(&'a Tensor),
     /// A matrix, and the adapter pair that applies to it.
-    Matrix(&'a Matrix, Option<(usize, LoraTarget)>),
+    Weight(&'a Weight, Option<(usize, LoraTarget)>),
 }
 
 /// The parts `targets` of layer `layer`, each adapted by its pair.
-fn adapted<'a>(layer: usize, targets: &[(&'a Matrix, LoraTarget)]) -> Vec<Part<'a>> {
+fn adapted<'a>(layer: usize, targets: &[(&'a Weight, LoraTarget)]) -> Vec<Part<'a>> {
     targets
         .iter()
-        .map(|&(w, t)| Part::Matrix(w, Some((layer, t))))
+        .map(|&(w, t)| Part::Weight(w, Some((layer, t))))
         .collect()
 }
 
@@ -39,10 +39,10 @@ impl<'a> WeightSource<'a> {
                 let mut rows = 0;
                 let mut width = 0;
                 for part in &parts {
-                    let Part::Matrix(w, _) = part else {
+                    let Part::Weight(w, _) = part else {
                         unreachable!("vectors are never stacked")
                     };
-                    let (r, c) = w.dims()?;
+                    let (r, c) = w.dims2()?;
                     rows += r;
                     width = c;
                 }
@@ -65,24 +65,15 @@ impl<'a> WeightSource<'a> {
             .iter()
             .map(|part| match (part, lora) {
                 (Part::Vector(t), _) => Ok((*t).clone()),
-                (Part::Matrix(w, Some((layer, target))), Some(lora)) => {
+                (Part::Weight(w, Some((layer, target))), Some(lora)) => {
                     m.with_delta(w.dense(m.dtype, &m.device)?, lora, *layer, *target)
                 }
-                (Part::Matrix(w, _), _) => w.dense(m.dtype, &m.device),
+                (Part::Weight(w, _), _) => Ok(w.dense(m.dtype, &m.device)?),
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(match parts.as_slice() {
             [one] => one.clone(),
             many => Tensor::cat(many, 0)?,
-        })
-    }
-}
-
-impl Matrix {
-    fn dims(&self) -> Result<(usize, usize)> {
-        Ok(match self {
-            Matrix::Dense(t) => t.dims2()?,
-            Matrix::Quantized(q) => q.shape().dims2()?,
         })
     }
 }
@@ -93,7 +84,7 @@ impl LlamaModel {
     pub fn weight_sources<'a>(&'a self) -> Result<Vec<WeightSource<'a>>> {
         let source = |name: String, parts| WeightSource::new(self, name, parts);
         let vector = |t| vec![Part::Vector(t)];
-        let frozen = |w| vec![Part::Matrix(w, None)];
+        let frozen = |w| vec![Part::Weight(w, None)];
         let mut out = vec![
             source("token_embd.weight".into(), frozen(&self.token_embd))?,
             source("output_norm.weight".into(), vector(&self.output_norm))?,
@@ -104,7 +95,7 @@ impl LlamaModel {
         let phi3 = self.config.architecture == Architecture::Phi3;
         for (i, b) in self.blocks.iter().enumerate() {
             let n = |part: &str| format!("blk.{i}.{part}");
-            let adapted = |targets: &[(&'a Matrix, LoraTarget)]| adapted(i, targets);
+            let adapted = |targets: &[(&'a Weight, LoraTarget)]| adapted(i, targets);
             let Block { wq, wk, wv, wo, .. } = b;
             out.push(source(n("attn_norm.weight"), vector(&b.attn_norm))?);
             let (q, k, v) = (
@@ -195,9 +186,9 @@ impl LlamaModel {
     pub fn merged(&self, lora: &Lora) -> Result<LlamaModel> {
         self.check_adapter(lora)?;
         let detach = |t: &Tensor| t.detach().copy();
-        let merge = |layer: usize, target: LoraTarget, w: &Matrix| -> Result<Matrix> {
+        let merge = |layer: usize, target: LoraTarget, w: &Weight| -> Result<Weight> {
             let w = detach(&w.dense(self.dtype, &self.device)?)?;
-            Ok(Matrix::Dense(self.with_delta(w, lora, layer, target)?))
+            Ok(Weight::Dense(self.with_delta(w, lora, layer, target)?))
         };
         let mut blocks = Vec::with_capacity(self.blocks.len());
         for (i, b) in self.blocks.iter().enumerate() {
@@ -222,14 +213,14 @@ impl LlamaModel {
             });
         }
         let token_embd = detach(&self.token_embd.dense(self.dtype, &self.device)?)?;
-        let output = Matrix::Dense(if self.config.tied_embeddings {
+        let output = Weight::Dense(if self.config.tied_embeddings {
             token_embd.clone()
         } else {
             detach(&self.output.dense(self.dtype, &self.device)?)?
         });
         Ok(LlamaModel {
             config: self.config.clone(),
-            token_embd: Matrix::Dense(token_embd),
+            token_embd: Weight::Dense(token_embd),
             output_norm: detach(&self.output_norm)?,
             output,
             rope_freq_factors: self.rope_freq_factors.clone(),

@@ -4,7 +4,7 @@
 //! most of a block's memory and time at 256 tokens. Other devices and dtypes take it still.
 
 use super::blas::product;
-use super::kernel::{Float, fusable, max, slice, sum, with_cpu_slices, with_simd};
+use super::kernel::{Float, dot, fusable, max, slice, sum, with_cpu_slices, with_simd};
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 use std::sync::Mutex;
@@ -192,10 +192,7 @@ impl Attention {
             let i = row % t;
             let (seen, future) = s.split_at_mut(i + 1);
             future.fill(T::ZERO);
-            let weighted = p
-                .iter()
-                .zip(seen.iter())
-                .fold(T::ZERO, |a, (&p, &x)| a + p * x);
+            let weighted = dot(&p[..=i], seen);
             for (s, &p) in seen.iter_mut().zip(p) {
                 *s = p * (*s - weighted) * scale;
             }

@@ -11,14 +11,15 @@ use super::kernel::Float;
 /// data with the strides swapped.
 type Operand<'a, T> = (&'a [T], isize, isize);
 
-/// `dst[m, n] = β·lhs·rhs` with `lhs: [m, k]` and `rhs: [k, n]`, on the calling thread (or on
-/// the rayon pool with `parallel`), through the `gemm` crate for any strides.
+/// `dst[m, n] = β·lhs·rhs` (`+ dst` with `accumulate`) with `lhs: [m, k]` and `rhs: [k, n]`, on
+/// the calling thread (or on the rayon pool with `parallel`), through the `gemm` crate for any
+/// strides.
 fn strided<T: Float>(
     dst: &mut [T],
     (m, n, k): (usize, usize, usize),
     (lhs, lhs_rs, lhs_cs): Operand<T>,
     (rhs, rhs_rs, rhs_cs): Operand<T>,
-    beta: T,
+    (beta, accumulate): (T, bool),
     parallel: bool,
 ) {
     // The last element each operand is read at must lie inside its slice (gemm takes pointers).
@@ -30,7 +31,9 @@ fn strided<T: Float>(
         return;
     }
     if k == 0 {
-        dst.fill(T::ZERO);
+        if !accumulate {
+            dst.fill(T::ZERO);
+        }
         return;
     }
     assert!(last(m, k, lhs_rs, lhs_cs) < lhs.len() as isize);
@@ -42,7 +45,7 @@ fn strided<T: Float>(
         gemm::Parallelism::None
     };
     // SAFETY: every element read or written is in bounds (checked above), `dst` is borrowed
-    // exclusively, and with `read_dst` false its old contents are never read; T is f32 or f64.
+    // exclusively and fully initialised; T is f32 or f64.
     unsafe {
         gemm::gemm(
             m,
@@ -51,14 +54,14 @@ fn strided<T: Float>(
             dst.as_mut_ptr(),
             1,
             n as isize,
-            false,
+            accumulate,
             lhs.as_ptr(),
             lhs_cs,
             lhs_rs,
             rhs.as_ptr(),
             rhs_cs,
             rhs_rs,
-            T::ZERO,
+            T::from_f64(1.0),
             beta,
             false,
             false,
@@ -84,10 +87,34 @@ pub(super) fn matmul<T: Float>(
 /// calling one — for callers that already run one task per thread.
 pub(super) fn product<T: Float>(
     dst: &mut [T],
+    dims: (usize, usize, usize),
+    a: (&[T], bool),
+    b: (&[T], bool),
+    scale: T,
+    parallel: bool,
+) {
+    gemm_into(dst, dims, a, b, (scale, false), parallel);
+}
+
+/// `dst[m, n] += scale·op(a)·op(b)`, otherwise as [`product`]: a sum of products without a
+/// buffer for each.
+pub(super) fn product_add<T: Float>(
+    dst: &mut [T],
+    dims: (usize, usize, usize),
+    a: (&[T], bool),
+    b: (&[T], bool),
+    scale: T,
+    parallel: bool,
+) {
+    gemm_into(dst, dims, a, b, (scale, true), parallel);
+}
+
+fn gemm_into<T: Float>(
+    dst: &mut [T],
     (m, n, k): (usize, usize, usize),
     (a, a_transposed): (&[T], bool),
     (b, b_transposed): (&[T], bool),
-    scale: T,
+    scale: (T, bool),
     parallel: bool,
 ) {
     assert_eq!(a.len(), m * k, "matmul: left operand size");
@@ -133,7 +160,7 @@ mod openblas {
         (m, n, k): (usize, usize, usize),
         (a, a_transposed): (&[T], bool),
         b: (&[T], bool),
-        scale: T,
+        scale: (T, bool),
         parallel: bool,
     ) -> bool {
         use rayon::prelude::*;
@@ -168,14 +195,15 @@ mod openblas {
         ])
     }
 
-    /// `out[m, n] = scale·op(a)·op(b)` through `?gemm`, for dimensions that fit BLAS's `int`s.
+    /// `out[m, n] = scale·op(a)·op(b)` (`+ out` with `accumulate`) through `?gemm`, for
+    /// dimensions that fit BLAS's `int`s.
     pub(in crate::ops) trait Blas: Sized {
         fn blas(
             out: &mut [Self],
             dims: (usize, usize, usize),
             a: (&[Self], bool),
             b: (&[Self], bool),
-            scale: Self,
+            scale: (Self, bool),
         );
     }
 
@@ -196,7 +224,7 @@ mod openblas {
                     (m, n, k): (usize, usize, usize),
                     (a, a_t): (&[$t], bool),
                     (b, b_t): (&[$t], bool),
-                    scale: $t,
+                    (scale, accumulate): ($t, bool),
                 ) {
                     assert!(out.len() == m * n && a.len() == m * k && b.len() == k * n);
                     let [mi, ni, ki] = ints([m, n, k]).expect("checked by the caller");
@@ -216,7 +244,7 @@ mod openblas {
                             lda,
                             b.as_ptr(),
                             ldb,
-                            0.0,
+                            if accumulate { 1.0 } else { 0.0 },
                             out.as_mut_ptr(),
                             ni,
                         );
@@ -256,8 +284,12 @@ mod tests {
                 let want: Vec<T> = (0..m * n)
                     .map(|ij| (0..k).fold(T::ZERO, |s, l| s + at(ij / n, l) * bt(l, ij % n)))
                     .collect();
-                let got = matmul((m, n, k), (&a, a_t), (&b, b_t));
+                let mut got = matmul((m, n, k), (&a, a_t), (&b, b_t));
                 assert_eq!(got, want, "matmul, a transposed {a_t}, b transposed {b_t}");
+                let three = T::from_f64(3.0);
+                product_add(&mut got, (m, n, k), (&a, a_t), (&b, b_t), three, true);
+                let four_times: Vec<T> = want.iter().map(|&w| w * T::from_f64(4.0)).collect();
+                assert_eq!(got, four_times, "product_add, a transposed {a_t}");
                 let (mi, ni, ki) = (m as isize, n as isize, k as isize);
                 let lhs = if a_t {
                     (&a[..], 1, mi)
@@ -275,12 +307,17 @@ mod tests {
                     (m, n, k),
                     lhs,
                     rhs,
-                    T::from_f64(1.0),
+                    (T::from_f64(1.0), false),
                     true,
                 );
                 assert_eq!(
                     strided_out, want,
                     "gemm, a transposed {a_t}, b transposed {b_t}"
+                );
+                strided(&mut strided_out, (m, n, k), lhs, rhs, (three, true), true);
+                assert_eq!(
+                    strided_out, four_times,
+                    "gemm accumulating, a transposed {a_t}"
                 );
             }
         }

@@ -110,6 +110,22 @@ pub(super) fn sum<T: Float>(x: &[T]) -> T {
         .fold(lanes.iter().fold(T::ZERO, |s, &v| s + v), |s, &v| s + v)
 }
 
+/// `Σ aᵢ·bᵢ` over eight lanes, so the loop vectorizes (`a` and `b` of one length).
+#[inline(always)]
+pub(super) fn dot<T: Float>(a: &[T], b: &[T]) -> T {
+    let mut lanes = [T::ZERO; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let rest = ca.remainder().iter().zip(cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for l in 0..8 {
+            lanes[l] = lanes[l] + x[l] * y[l];
+        }
+    }
+    rest.fold(lanes.iter().fold(T::ZERO, |s, &v| s + v), |s, (&x, &y)| {
+        s + x * y
+    })
+}
+
 /// `max x` over eight lanes (`x` not empty).
 #[inline(always)]
 pub(super) fn max<T: Float>(x: &[T]) -> T {

@@ -7,8 +7,13 @@
 mod attention;
 mod blas;
 mod glu;
+mod heads;
 mod kernel;
+mod lora_linear;
 mod norm;
+
+pub use heads::{from_heads, to_heads};
+pub use lora_linear::lora_linear;
 
 use kernel::Float;
 use rayon::prelude::*;
@@ -19,6 +24,32 @@ use candle_core::quantized::QTensor;
 use candle_core::{
     CpuStorage, CustomOp1, CustomOp2, D, DType, Device, Layout, Result, Shape, Storage, Tensor,
 };
+
+/// A frozen linear layer's weight `[out, in]`: dense, or kept quantized and dequantized on the
+/// fly by the ops that multiply by it ([`frozen_linear`], [`lora_linear`]).
+#[derive(Clone)]
+pub enum Weight {
+    Dense(Tensor),
+    Quantized(std::sync::Arc<QTensor>),
+}
+
+impl Weight {
+    /// The weight as a dense tensor in `dtype`: itself, or a dequantized copy.
+    pub fn dense(&self, dtype: DType, device: &Device) -> Result<Tensor> {
+        match self {
+            Weight::Dense(t) => Ok(t.clone()),
+            Weight::Quantized(q) => q.dequantize(device)?.to_dtype(dtype),
+        }
+    }
+
+    /// `(out, in)`.
+    pub fn dims2(&self) -> Result<(usize, usize)> {
+        match self {
+            Weight::Dense(t) => t.dims2(),
+            Weight::Quantized(q) => q.shape().dims2(),
+        }
+    }
+}
 
 /// `x / sqrt(mean(x²) + eps) * weight` over the last dimension (llama.cpp `rms_norm` + mul).
 /// One fused op on the CPU in f32/f64.
@@ -260,11 +291,23 @@ impl CustomOp2 for Linear {
 /// model it would spend a third of the backward pass on weight gradients nobody uses and keep
 /// them — one model-sized buffer — until the backward pass ends. On the CPU this op computes
 /// only `∂/∂x = g·W`; other devices fall back to the plain matmul.
-pub fn frozen_linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+///
+/// A quantized weight is dequantized on the fly in both passes and dropped afterwards, so the
+/// model's resident weights stay at the quantized size (Q8_0 is 34 bytes per 32 weights, ~3.8x
+/// less than f32) at the cost of one dequantization per use. Unlike llama.cpp (and candle's
+/// `QMatMul`), the activations are not quantized: the result is exactly the dequantized-weight
+/// matmul, a smooth function of `x` with an exact gradient. (The fallback's graph holds the
+/// dequantized weight until the backward pass ends.)
+pub fn frozen_linear(x: &Tensor, w: &Weight) -> Result<Tensor> {
+    let w = match w {
+        Weight::Dense(t) => Weight::Dense(t.detach()),
+        quantized => quantized.clone(),
+    };
     if !x.device().is_cpu() || !x.is_contiguous() {
-        return linear(x, &w.detach());
+        return linear(x, &w.dense(x.dtype(), x.device())?);
     }
-    apply_to_rows(x, FrozenMatmul { w: w.detach() }, w.dim(0)?)
+    let n_out = w.dims2()?.0;
+    apply_to_rows(x, FrozenMatmul { w }, n_out)
 }
 
 /// Applies a `[rows, n_in] → [rows, n_out]` op to the last dimension of `x` (any rank).
@@ -291,7 +334,7 @@ fn on_rows(x: &Tensor, n_out: usize, f: impl FnOnce(&Tensor) -> Result<Tensor>) 
 }
 
 struct FrozenMatmul {
-    w: Tensor,
+    w: Weight,
 }
 
 impl CustomOp1 for FrozenMatmul {
@@ -300,7 +343,8 @@ impl CustomOp1 for FrozenMatmul {
     }
 
     fn cpu_fwd(&self, x: &CpuStorage, x_layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (w_storage, w_layout) = self.w.storage_and_layout();
+        let w = self.w.dense(x.dtype(), &Device::Cpu)?;
+        let (w_storage, w_layout) = w.storage_and_layout();
         let Storage::Cpu(w) = &*w_storage else {
             candle_core::bail!("frozen-linear: the weight is not on the CPU")
         };
@@ -308,7 +352,8 @@ impl CustomOp1 for FrozenMatmul {
     }
 
     fn bwd(&self, _x: &Tensor, _out: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        Ok(Some(grad_times_weight(grad, &self.w)?))
+        let w = self.w.dense(grad.dtype(), grad.device())?;
+        Ok(Some(grad_times_weight(grad, &w)?))
     }
 }
 
@@ -356,53 +401,6 @@ fn grad_times_weight(grad: &Tensor, w: &Tensor) -> Result<Tensor> {
             grad.device(),
         )
     })
-}
-
-/// `x · Wᵀ` for a weight kept quantized in memory (`QTensor`, `[out, in]`), differentiable in `x`
-/// only. Both passes dequantize the weight on the fly and drop it afterwards, so the model's
-/// resident weights stay at the quantized size (Q8_0 is 34 bytes per 32 weights, ~3.8x less
-/// than f32) at the cost of one dequantization per use.
-///
-/// Unlike llama.cpp (and candle's `QMatMul`), the activations are not quantized: the result is
-/// exactly the dequantized-weight matmul, a smooth function of `x` with an exact gradient.
-/// Non-CPU devices fall back to a plain matmul on the dequantized weight, which the autograd
-/// graph then holds until the backward pass ends.
-pub fn quantized_linear(x: &Tensor, w: &std::sync::Arc<QTensor>) -> Result<Tensor> {
-    if !x.device().is_cpu() || !x.is_contiguous() {
-        let w = w.dequantize(x.device())?.to_dtype(x.dtype())?;
-        return linear(x, &w);
-    }
-    apply_to_rows(x, QuantizedMatmul { w: w.clone() }, w.shape().dims2()?.0)
-}
-
-struct QuantizedMatmul {
-    w: std::sync::Arc<QTensor>,
-}
-
-impl QuantizedMatmul {
-    fn dense(&self, dtype: DType, device: &Device) -> Result<Tensor> {
-        self.w.dequantize(device)?.to_dtype(dtype)
-    }
-}
-
-impl CustomOp1 for QuantizedMatmul {
-    fn name(&self) -> &'static str {
-        "quantized-linear"
-    }
-
-    fn cpu_fwd(&self, x: &CpuStorage, x_layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let w = self.dense(x.dtype(), &Device::Cpu)?;
-        let (w_storage, w_layout) = w.storage_and_layout();
-        let Storage::Cpu(w_cpu) = &*w_storage else {
-            candle_core::bail!("quantized-linear: the weight is not on the CPU")
-        };
-        rows_times_weight(x, x_layout, w_cpu, w_layout)
-    }
-
-    fn bwd(&self, _x: &Tensor, _out: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        let w = self.dense(grad.dtype(), grad.device())?;
-        Ok(Some(grad_times_weight(grad, &w)?))
-    }
 }
 
 /// Rotation angles for positions `0..n_pos`: `(cos, sin)`, each `[n_pos, rope_dims/2]`.
@@ -515,9 +513,8 @@ pub fn causal_attention(
     mask: &Tensor,
     scale: f64,
 ) -> Result<Tensor> {
-    let (b, h, t, d) = q.dims4()?;
     match attention::fused(q, k, v, mask, scale)? {
-        Some(out) => out.transpose(1, 2)?.contiguous()?.reshape((b, t, h * d)),
+        Some(out) => from_heads(&out),
         None => composed_attention(q, k, v, mask, scale),
     }
 }
@@ -558,12 +555,13 @@ mod tests {
     fn frozen_linear_equals_linear_and_only_differentiates_the_input() {
         let x = randn_var(20, &[2, 3, 8], 1.0);
         let w = randn_var(21, &[5, 8], 1.0);
-        let a = frozen_linear(x.as_tensor(), w.as_tensor()).unwrap();
+        let frozen = Weight::Dense(w.as_tensor().clone());
+        let a = frozen_linear(x.as_tensor(), &frozen).unwrap();
         let b = linear(x.as_tensor(), w.as_tensor()).unwrap();
         assert_eq!(a.dims(), &[2, 3, 5]);
         let diff = max_abs_diff(&a, &b);
         assert!(diff < 1e-12, "{diff}");
-        let f = || project(&frozen_linear(x.as_tensor(), w.as_tensor())?, 22);
+        let f = || project(&frozen_linear(x.as_tensor(), &frozen)?, 22);
         assert_grad_matches("frozen_linear/x", &x, f, 48);
         // Even a variable weight gets no gradient through it: the base never trains.
         let grads = f().unwrap().backward().unwrap();
@@ -575,7 +573,8 @@ mod tests {
     }
 
     #[test]
-    fn quantized_linear_equals_the_dequantized_matmul_with_an_exact_input_gradient() {
+    fn frozen_linear_over_a_quantized_weight_equals_the_dequantized_matmul_with_an_exact_input_gradient()
+     {
         use candle_core::quantized::GgmlDType;
         let w = randn(23, &[6, 64], 0.5).to_dtype(DType::F32).unwrap();
         let q = std::sync::Arc::new(QTensor::quantize(&w, GgmlDType::Q8_0).unwrap());
@@ -597,15 +596,16 @@ mod tests {
             "q8_0 must round: the test would not see a mix-up"
         );
         let x = randn_var(24, &[2, 3, 64], 1.0);
-        let got = quantized_linear(x.as_tensor(), &q).unwrap();
+        let q = Weight::Quantized(q);
+        let got = frozen_linear(x.as_tensor(), &q).unwrap();
         assert_eq!(got.dims(), &[2, 3, 6]);
         let want = linear(x.as_tensor(), &w_deq).unwrap();
         let diff = max_abs_diff(&got, &want);
         assert!(diff < 1e-12, "{diff}");
         assert_grad_matches(
-            "quantized_linear/x",
+            "frozen_linear/quantized/x",
             &x,
-            || project(&quantized_linear(x.as_tensor(), &q)?, 25),
+            || project(&frozen_linear(x.as_tensor(), &q)?, 25),
             64,
         );
     }
@@ -687,7 +687,9 @@ mod tests {
         use candle_core::quantized::GgmlDType;
         let f32 = |t: Tensor| t.to_dtype(DType::F32).unwrap();
         let w = f32(randn(40, &[6, 32], 0.5));
-        let q = std::sync::Arc::new(QTensor::quantize(&w, GgmlDType::Q8_0).unwrap());
+        let q = Weight::Quantized(std::sync::Arc::new(
+            QTensor::quantize(&w, GgmlDType::Q8_0).unwrap(),
+        ));
         let norm = f32(randn(41, &[32], 1.0));
         let (cos, sin) = rope_tables(5, 8, 100.0, 0.5, None, DType::F32, &Device::Cpu).unwrap();
         let mask = sliding_mask(5, Some(3), DType::F32, &Device::Cpu).unwrap();
@@ -702,21 +704,21 @@ mod tests {
             ),
             (
                 "frozen_linear",
-                Box::new(|x: &Tensor| frozen_linear(x, &on(&w, x)?)),
+                Box::new(|x: &Tensor| frozen_linear(x, &Weight::Dense(on(&w, x)?))),
             ),
             (
                 "frozen_linear fallback",
                 Box::new(|x: &Tensor| {
-                    frozen_linear(&x.transpose(0, 1)?, &on(&w, x)?)?.transpose(0, 1)
+                    frozen_linear(&x.transpose(0, 1)?, &Weight::Dense(on(&w, x)?))?.transpose(0, 1)
                 }),
             ),
             (
-                "quantized_linear",
-                Box::new(|x: &Tensor| quantized_linear(x, &q)),
+                "frozen_linear quantized",
+                Box::new(|x: &Tensor| frozen_linear(x, &q)),
             ),
             (
-                "quantized_linear fallback",
-                Box::new(|x: &Tensor| quantized_linear(&x.transpose(0, 1)?, &q)?.transpose(0, 1)),
+                "frozen_linear quantized fallback",
+                Box::new(|x: &Tensor| frozen_linear(&x.transpose(0, 1)?, &q)?.transpose(0, 1)),
             ),
             (
                 "rms_norm",
@@ -751,6 +753,15 @@ mod tests {
                     let targets = Tensor::new(&[3u32, 31, 0, 7, 12, 5, 30, 1, 2, 9], x.device())?;
                     let x = x.reshape((10, 32))?;
                     log_softmax_last(&x)?.gather(&targets.unsqueeze(1)?, 1)
+                }),
+            ),
+            (
+                "to_heads + attention",
+                Box::new(|x: &Tensor| {
+                    let (cos, sin) = (on(&cos, x)?, on(&sin, x)?);
+                    let q = to_heads(x, 4, Some((&cos, &sin, RopeLayout::AdjacentPairs)))?;
+                    let v = to_heads(x, 4, None)?;
+                    causal_attention(&q, &q, &v, &on(&mask, x)?, 0.35)
                 }),
             ),
             (

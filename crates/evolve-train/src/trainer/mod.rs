@@ -257,6 +257,7 @@ pub struct Trainer<'m> {
 impl<'m> Trainer<'m> {
     pub fn new(model: &'m LlamaModel, lora: Lora, config: TrainConfig) -> Result<Self> {
         config.validate()?;
+        crate::alloc::keep_freed_memory();
         let optimizer = config.optim.adamw(lora.named_vars())?;
         Ok(Trainer {
             model,
