@@ -2,11 +2,12 @@
 //!
 //! Composed, the layer is five autograd nodes (the base product, the two LoRA products, the
 //! scale and the sum), and candle's backward pass gives every node's input a zero-filled
-//! gradient buffer and adds into it: three memory passes per node beside the arithmetic. At
-//! the tiny model's width those passes, not the products, were most of a step. Here the sum is
-//! the second product accumulating into the first's output, and the backward pass writes the
-//! three gradients directly: `∂B = gᵀ·L`, `∂A = s·(g·B)ᵀ·x`, `∂x = g·W + s·(g·B)·A`, where
-//! `L = s·x·Aᵀ` is kept from the forward pass (`rank` numbers a row).
+//! gradient buffer and adds into it: memory passes beside the arithmetic, which at the tiny
+//! model's width were a sixth of its step's profile (those additions and zero fills). Here the
+//! sum is the second product accumulating into the first's output, and the backward pass
+//! writes the three gradients directly: `∂B = gᵀ·L`, `∂A = s·(g·B)ᵀ·x` and
+//! `∂x = g·W + s·(g·B)·A`, where `L = s·x·Aᵀ` is kept from the forward pass (`rank` numbers a
+//! row).
 
 use super::Weight;
 use super::blas::{matmul, product, product_add};
@@ -29,10 +30,8 @@ pub fn lora_linear(
         Weight::Dense(w) => fusable(&[x, w]) && w.is_contiguous(),
         Weight::Quantized(_) => true,
     };
-    if !(dense_matches && fusable(&[x, a, b]) && a.is_contiguous() && b.is_contiguous()) {
-        return Ok(None);
-    }
-    if x.rank() == 0 {
+    let contiguous = a.is_contiguous() && b.is_contiguous();
+    if !(dense_matches && fusable(&[x, a, b]) && contiguous) || x.rank() == 0 {
         return Ok(None);
     }
     let op = LoraLinear {

@@ -573,8 +573,7 @@ mod tests {
     }
 
     #[test]
-    fn frozen_linear_over_a_quantized_weight_equals_the_dequantized_matmul_with_an_exact_input_gradient()
-     {
+    fn frozen_linear_of_a_quantized_weight_is_the_dequantized_matmul_with_an_exact_gradient() {
         use candle_core::quantized::GgmlDType;
         let w = randn(23, &[6, 64], 0.5).to_dtype(DType::F32).unwrap();
         let q = std::sync::Arc::new(QTensor::quantize(&w, GgmlDType::Q8_0).unwrap());
