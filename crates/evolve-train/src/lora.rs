@@ -344,18 +344,23 @@ impl Lora {
         let Some(pair) = self.pair(layer, target) else {
             return Ok(None);
         };
-        if self.config.dropout > 0.0 && self.training.load(Ordering::Relaxed) {
+        if self.dropout_in_effect() {
             return Ok(None);
         }
         let (a, b) = (pair.a.as_tensor(), pair.b.as_tensor());
         Ok(crate::ops::lora_linear(x, w, a, b, self.scale())?)
     }
 
+    /// Whether `dropout` masks anything: a nonzero rate, in training mode.
+    fn dropout_in_effect(&self) -> bool {
+        self.config.dropout > 0.0 && self.training.load(Ordering::Relaxed)
+    }
+
     fn dropout(&self, x: &Tensor) -> Result<Tensor> {
-        let p = self.config.dropout;
-        if p == 0.0 || !self.training.load(Ordering::Relaxed) {
+        if !self.dropout_in_effect() {
             return Ok(x.clone());
         }
+        let p = self.config.dropout;
         let keep = 1.0 / (1.0 - p);
         let mask: Vec<f32> = {
             let mut rng = self.dropout_rng.lock().expect("dropout rng lock");
