@@ -9,7 +9,7 @@ use evolve_core::{PairedComparison, RefinementTemplate, SamplerConfig};
 use evolve_loop::arithmetic::{
     all_held_out, gsm8k_jsonl, is_held_out, problems_split, task_template,
 };
-use evolve_loop::pairs::{PairKinds, PairStrategy};
+use evolve_loop::pairs::{PairKinds, PairRules, PairStrategy};
 use evolve_loop::run::{
     PreferenceLoss, ReferenceModel, RunConfig, RunObjective, TrainSettings, eval_answers,
 };
@@ -90,6 +90,17 @@ impl DemoSettings {
     }
 }
 
+/// One row of [`Service::compare_run_lists`].
+#[derive(Debug, Clone, Serialize)]
+pub struct ComparedRuns {
+    /// `direct` or `refine@k`.
+    pub measure: String,
+    /// `B vs A` by run id, or `pooled`.
+    pub runs: String,
+    /// `None` until both runs have that evaluation.
+    pub comparison: Option<PairedComparison>,
+}
+
 /// What the demo compares, from the same base, prompts and seeds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -157,6 +168,7 @@ impl DemoSettings {
                 refine: true,
                 keep: false,
             },
+            pair_rules: PairRules::default(),
             scorer: evolve_core::ScorerSpec::NUMERIC,
             chunk_prompts: 16,
             adapter_scale: 1.0,
@@ -384,7 +396,58 @@ impl Service {
         b: RunId,
         measure: evolve_core::EvalMeasure,
     ) -> Result<Option<PairedComparison>> {
-        let last_direct = |run: RunId| -> Result<Option<Vec<evolve_core::EvalAnswer>>> {
+        self.compare_run_sets(&[(a, b)], measure)
+    }
+
+    /// `b`'s runs against `a`'s (the i-th with the i-th, e.g. the same seed), direct and after
+    /// each refinement step both evaluated: one row per pair of runs, then (for several pairs)
+    /// one pooled over all of them.
+    pub fn compare_run_lists(&self, a: &[RunId], b: &[RunId]) -> Result<Vec<ComparedRuns>> {
+        anyhow::ensure!(
+            a.len() == b.len() && !a.is_empty(),
+            "runs A and B must be as many ({} against {}): the i-th of A is paired with the i-th of B",
+            a.len(),
+            b.len()
+        );
+        let pairs: Vec<(RunId, RunId)> = a.iter().copied().zip(b.iter().copied()).collect();
+        let mut steps = usize::MAX;
+        for &run in a.iter().chain(b) {
+            let (_, config) = evolve_loop::run::RunConfig::load(self.store(), run)?;
+            steps = steps.min(config.refine_steps);
+        }
+        let measures = std::iter::once(("direct".to_string(), evolve_core::EvalMeasure::Direct))
+            .chain(
+                (1..=steps).map(|k| (format!("refine@{k}"), evolve_core::EvalMeasure::Refined(k))),
+            );
+        let mut rows = Vec::new();
+        for (name, measure) in measures {
+            for &(x, y) in &pairs {
+                rows.push(ComparedRuns {
+                    measure: name.clone(),
+                    runs: format!("{} vs {}", y.0, x.0),
+                    comparison: self.compare_runs(x, y, measure)?,
+                });
+            }
+            if pairs.len() > 1 {
+                rows.push(ComparedRuns {
+                    measure: name.clone(),
+                    runs: "pooled".into(),
+                    comparison: self.compare_run_sets(&pairs, measure)?,
+                });
+            }
+        }
+        Ok(rows)
+    }
+
+    /// [`Service::compare_runs`] pooled over several pairs of runs (e.g. one pair per seed):
+    /// every problem of every pair is one paired observation. `None` when a run of some pair
+    /// has no evaluation of `measure` yet.
+    pub fn compare_run_sets(
+        &self,
+        pairs: &[(RunId, RunId)],
+        measure: evolve_core::EvalMeasure,
+    ) -> Result<Option<PairedComparison>> {
+        let last = |run: RunId| -> Result<Option<Vec<evolve_core::EvalAnswer>>> {
             let rounds = self.store().rounds_of_run(run)?;
             let Some(last) = rounds.last() else {
                 return Ok(None);
@@ -398,15 +461,20 @@ impl Service {
                 .find(|e| e.round_id == Some(last.id) && e.metric == metric)
                 .and_then(eval_answers))
         };
-        let (Some(x), Some(y)) = (last_direct(a)?, last_direct(b)?) else {
-            return Ok(None);
-        };
-        let by_prompt: std::collections::HashMap<i64, f64> =
-            x.iter().map(|e| (e.prompt_id, e.score)).collect();
-        let (before, after): (Vec<f64>, Vec<f64>) = y
-            .iter()
-            .filter_map(|e| Some((*by_prompt.get(&e.prompt_id)?, e.score)))
-            .unzip();
+        let (mut before, mut after) = (Vec::new(), Vec::new());
+        for &(a, b) in pairs {
+            let (Some(x), Some(y)) = (last(a)?, last(b)?) else {
+                return Ok(None);
+            };
+            let by_prompt: std::collections::HashMap<i64, f64> =
+                x.iter().map(|e| (e.prompt_id, e.score)).collect();
+            for e in &y {
+                if let Some(&s) = by_prompt.get(&e.prompt_id) {
+                    before.push(s);
+                    after.push(e.score);
+                }
+            }
+        }
         Ok(PairedComparison::of(&before, &after))
     }
 }

@@ -3,6 +3,7 @@
 mod adapters;
 mod bench;
 mod chat;
+mod compare;
 mod data;
 mod db;
 mod demo;

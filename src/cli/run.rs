@@ -33,6 +33,19 @@ pub enum RunCommand {
     },
     /// List runs
     List,
+    /// The last rounds' held-out answers of runs B against runs A, problem by problem: each
+    /// pair of runs (A's i-th with B's i-th, e.g. the same seed) and all pairs pooled
+    Compare {
+        /// Runs A, comma-separated (e.g. a baseline's seeds: 1,4)
+        #[arg(value_delimiter = ',', required = true)]
+        a: Vec<i64>,
+        /// Runs B, as many as A, in the same order
+        #[arg(value_delimiter = ',', required = true)]
+        b: Vec<i64>,
+        /// Print JSON instead of a table
+        #[arg(long)]
+        json: bool,
+    },
     /// Write a run's preference pairs as TRL JSONL (`prompt` messages, `chosen`, `rejected`)
     ExportPairs {
         run: i64,
@@ -241,6 +254,7 @@ pub fn run(cmd: RunCommand, service: &Service) -> Result<()> {
             }
             Ok(())
         }
+        RunCommand::Compare { a, b, json } => super::compare::compare(service, &a, &b, json),
         RunCommand::ExportPairs { run, out } => {
             let n = service.export_trl_pairs(RunId(run), &out)?;
             println!("wrote {n} pairs to {}", out.display());
@@ -431,12 +445,12 @@ pub fn print_status(s: &RunStatus) {
     print_scoreboard(&s.scoreboard, s.config.refine_steps);
 }
 
-fn pct(v: f64) -> String {
+pub(super) fn pct(v: f64) -> String {
     format!("{:.1}", 100.0 * v)
 }
 
 /// `+4.2 [+1.9, +6.5] 41/7` : the paired difference, its 95 % interval, wins/losses.
-fn paired(c: Option<&PairedComparison>) -> String {
+pub(super) fn paired(c: Option<&PairedComparison>) -> String {
     c.map_or("-".into(), |c| {
         format!(
             "{:+.1} [{:+.1}, {:+.1}] {}/{}",

@@ -21,6 +21,8 @@ pub struct Candidate {
     pub step: usize,
     pub text: String,
     pub score: f64,
+    /// Whether the answer ended by itself rather than at the token limit.
+    pub finished: bool,
 }
 
 /// How pairs are chosen (configurable per run; see each variant).
@@ -70,6 +72,41 @@ impl Default for PairKinds {
     }
 }
 
+/// Which answers a pair may hold beyond what their scores say (configurable per run).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PairRules {
+    pub finished: FinishedRule,
+    pub refine_target: RefineTarget,
+}
+
+/// Whether answers cut at the token limit may enter a pair ([`PairRules::finished`]). A cut
+/// answer that a lenient verifier reads as right (a stray number in an unfinished preamble) is
+/// no answer to imitate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FinishedRule {
+    /// Any answer, cut or not.
+    #[default]
+    Any,
+    /// Chosen answers must have finished; a cut answer may still be rejected.
+    Chosen,
+    /// Both answers must have finished.
+    Both,
+}
+
+/// The chosen answer of a refinement pair ([`PairRules::refine_target`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RefineTarget {
+    /// The direct pair's chosen answer, usually an independent sample of another chain.
+    #[default]
+    Chosen,
+    /// The model's own refinement of the rejected answer (on-policy): a step of a chain that
+    /// beats the step it refined. Prompts where no refinement improved get no refinement pair.
+    OwnRefinement,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct SelectedPair {
     pub kind: PairKind,
@@ -83,40 +120,105 @@ pub struct SelectedPair {
 pub fn select_pairs(
     strategy: &PairStrategy,
     kinds: PairKinds,
+    rules: PairRules,
     candidates: &[Candidate],
 ) -> Vec<SelectedPair> {
+    let pairable: Vec<Candidate> = candidates
+        .iter()
+        .filter(|c| rules.finished != FinishedRule::Both || c.finished)
+        .cloned()
+        .collect();
+    let may_choose = |c: &Candidate| rules.finished == FinishedRule::Any || c.finished;
     let base = match strategy {
-        PairStrategy::BestVsWorst { min_margin } => best_vs_worst(candidates, *min_margin),
+        PairStrategy::BestVsWorst { min_margin } => {
+            best_vs_worst(&pairable, *min_margin, &may_choose)
+        }
         PairStrategy::RefinedVsInitial { min_margin } => {
-            refined_vs_initial(candidates, *min_margin)
+            refined_vs_initial(&pairable, *min_margin, &may_choose)
         }
         PairStrategy::CorrectVsIncorrect {
             threshold,
             max_pairs,
-        } => correct_vs_incorrect(candidates, *threshold, *max_pairs),
+        } => correct_vs_incorrect(&pairable, *threshold, *max_pairs, &may_choose),
+    };
+    let distinct =
+        |(chosen, rejected): &(&Candidate, &Candidate)| chosen.text.trim() != rejected.text.trim();
+    let base: Vec<_> = base.into_iter().filter(distinct).collect();
+    let own = match rules.refine_target {
+        RefineTarget::Chosen => None,
+        RefineTarget::OwnRefinement => Some(own_refinements(strategy, &pairable, &may_choose)),
     };
     let mut out = Vec::new();
-    for (chosen, rejected) in base {
-        if chosen.text.trim() == rejected.text.trim() {
-            continue;
+    let mut emit = |kind, pairs: &[(&Candidate, &Candidate)]| {
+        out.extend(pairs.iter().map(|(chosen, rejected)| SelectedPair {
+            kind,
+            chosen: chosen.id,
+            rejected: rejected.id,
+            margin: chosen.score - rejected.score,
+        }))
+    };
+    for pair in &base {
+        let one = std::slice::from_ref(pair);
+        if kinds.direct {
+            emit(PairKind::Direct, one);
         }
-        let margin = chosen.score - rejected.score;
-        for (wanted, kind) in [
-            (kinds.direct, PairKind::Direct),
-            (kinds.refine, PairKind::Refine),
-            (kinds.keep, PairKind::Keep),
-        ] {
-            if wanted {
-                out.push(SelectedPair {
-                    kind,
-                    chosen: chosen.id,
-                    rejected: rejected.id,
-                    margin,
-                });
-            }
+        if kinds.refine && own.is_none() {
+            emit(PairKind::Refine, one);
+        }
+        if kinds.keep {
+            emit(PairKind::Keep, one);
         }
     }
+    if let (true, Some(own)) = (kinds.refine, &own) {
+        emit(PairKind::Refine, own);
+    }
     out
+}
+
+/// Within each chain, a step that beats the step it refined, paired against it: the
+/// refinement turn's own improvements. As many as the strategy pairs per prompt (one per chain
+/// for `RefinedVsInitial`), the largest gains first, then the earliest.
+fn own_refinements<'c>(
+    strategy: &PairStrategy,
+    candidates: &'c [Candidate],
+    may_choose: &dyn Fn(&Candidate) -> bool,
+) -> Vec<(&'c Candidate, &'c Candidate)> {
+    let beats = |better: &Candidate, worse: &Candidate| match strategy {
+        PairStrategy::CorrectVsIncorrect { threshold, .. } => {
+            better.score >= *threshold && worse.score < *threshold
+        }
+        PairStrategy::BestVsWorst { min_margin }
+        | PairStrategy::RefinedVsInitial { min_margin } => {
+            better.score > worse.score && better.score - worse.score >= *min_margin
+        }
+    };
+    let mut found: Vec<(&Candidate, &Candidate)> = Vec::new();
+    for refined in candidates.iter().filter(|c| c.step > 0 && may_choose(c)) {
+        let Some(previous) = candidates
+            .iter()
+            .find(|c| c.chain == refined.chain && c.step + 1 == refined.step)
+        else {
+            continue;
+        };
+        if refined.score.is_finite()
+            && previous.score.is_finite()
+            && beats(refined, previous)
+            && refined.text.trim() != previous.text.trim()
+        {
+            found.push((refined, previous));
+        }
+    }
+    found.sort_by(|a, b| {
+        let gain = |p: &(&Candidate, &Candidate)| p.0.score - p.1.score;
+        gain(b).total_cmp(&gain(a)).then(a.1.id.cmp(&b.1.id))
+    });
+    let limit = match strategy {
+        PairStrategy::CorrectVsIncorrect { max_pairs, .. } => *max_pairs,
+        PairStrategy::BestVsWorst { .. } => 1,
+        PairStrategy::RefinedVsInitial { .. } => usize::MAX,
+    };
+    found.truncate(limit);
+    found
 }
 
 /// Orders by score (descending), then by id so ties are deterministic.
@@ -126,9 +228,14 @@ fn ranked(candidates: &[Candidate]) -> Vec<&Candidate> {
     v
 }
 
-fn best_vs_worst(candidates: &[Candidate], min_margin: f64) -> Vec<(&Candidate, &Candidate)> {
+fn best_vs_worst<'c>(
+    candidates: &'c [Candidate],
+    min_margin: f64,
+    may_choose: &dyn Fn(&Candidate) -> bool,
+) -> Vec<(&'c Candidate, &'c Candidate)> {
     let r = ranked(candidates);
-    let (Some(best), Some(&worst_score)) = (r.first(), r.last().map(|c| &c.score)) else {
+    let best = r.iter().find(|c| may_choose(c));
+    let (Some(best), Some(&worst_score)) = (best, r.last().map(|c| &c.score)) else {
         return Vec::new();
     };
     // The earliest of the worst-scored answers.
@@ -144,7 +251,11 @@ fn best_vs_worst(candidates: &[Candidate], min_margin: f64) -> Vec<(&Candidate, 
     }
 }
 
-fn refined_vs_initial(candidates: &[Candidate], min_margin: f64) -> Vec<(&Candidate, &Candidate)> {
+fn refined_vs_initial<'c>(
+    candidates: &'c [Candidate],
+    min_margin: f64,
+    may_choose: &dyn Fn(&Candidate) -> bool,
+) -> Vec<(&'c Candidate, &'c Candidate)> {
     let mut chains: Vec<usize> = candidates.iter().map(|c| c.chain).collect();
     chains.sort_unstable();
     chains.dedup();
@@ -157,6 +268,7 @@ fn refined_vs_initial(candidates: &[Candidate], min_margin: f64) -> Vec<(&Candid
             let initial = of_chain.clone().find(|c| c.step == 0)?;
             let last = of_chain.max_by_key(|c| c.step)?;
             (last.step > 0
+                && may_choose(last)
                 && last.score - initial.score >= min_margin
                 && last.score > initial.score)
                 .then_some((last, initial))
@@ -164,13 +276,14 @@ fn refined_vs_initial(candidates: &[Candidate], min_margin: f64) -> Vec<(&Candid
         .collect()
 }
 
-fn correct_vs_incorrect(
-    candidates: &[Candidate],
+fn correct_vs_incorrect<'c>(
+    candidates: &'c [Candidate],
     threshold: f64,
     max_pairs: usize,
-) -> Vec<(&Candidate, &Candidate)> {
+    may_choose: &dyn Fn(&Candidate) -> bool,
+) -> Vec<(&'c Candidate, &'c Candidate)> {
     let r = ranked(candidates);
-    let correct = r.iter().filter(|c| c.score >= threshold);
+    let correct = r.iter().filter(|c| c.score >= threshold && may_choose(c));
     let mut incorrect: Vec<&Candidate> =
         r.iter().copied().filter(|c| c.score < threshold).collect();
     // Worst first, then the earliest: the clearest contrast is paired first.
@@ -338,6 +451,7 @@ mod why_tests {
             step: 0,
             text: format!("answer {id}"),
             score,
+            finished: true,
         }
     }
 

@@ -3,7 +3,7 @@
 //! would find preference pairs at all. `evolve tasks measure` tables it per task; `run start
 //! --dry-run` and the run wizard show its answers with the scorer's verdict before a run starts.
 
-use crate::pairs::{Candidate, PairKinds, PairStrategy, select_pairs};
+use crate::pairs::{Candidate, PairKinds, PairRules, PairStrategy, select_pairs};
 use evolve_core::{
     ChainStart, GenerateError, Generator, RefinementTemplate, SamplerConfig, ScoreError,
     ScoreInput, Scorer,
@@ -163,6 +163,7 @@ pub fn probe(
                     step,
                     text: a.text.clone(),
                     score: a.score,
+                    finished: a.stopped,
                 })
             })
             .collect();
@@ -171,7 +172,13 @@ pub fn probe(
             refine: false,
             keep: false,
         };
-        let pairs = select_pairs(&settings.pair_strategy, direct_only, &candidates).len();
+        let pairs = select_pairs(
+            &settings.pair_strategy,
+            direct_only,
+            PairRules::default(),
+            &candidates,
+        )
+        .len();
         for a in samples.iter().flatten() {
             unread.see(&a.details, &a.text);
         }

@@ -1,7 +1,7 @@
 //! A run's settings (stored as the run's `config_json`), their defaults and their validation.
 
 use super::RunError;
-use crate::pairs::{PairKinds, PairStrategy};
+use crate::pairs::{PairKinds, PairRules, PairStrategy};
 use evolve_core::{RefinementTemplate, SamplerConfig, ScorerSpec};
 use evolve_store::{Run, RunId, Store};
 use serde::{Deserialize, Serialize};
@@ -34,6 +34,9 @@ pub struct RunConfig {
     pub template: RefinementTemplate,
     pub pair_strategy: PairStrategy,
     pub pair_kinds: PairKinds,
+    /// Which answers may be paired: finished ones only, and whose refinement is a refinement
+    /// pair's chosen answer.
+    pub pair_rules: PairRules,
     /// Which scorer grades the answers (its string form: `numeric`, `judge:<gguf>`, …).
     pub scorer: ScorerSpec,
     /// Prompts per generation call: the unit of work a crash can lose.
@@ -212,6 +215,7 @@ impl Default for RunConfig {
             template: RefinementTemplate::default(),
             pair_strategy: PairStrategy::default(),
             pair_kinds: PairKinds::default(),
+            pair_rules: PairRules::default(),
             scorer: ScorerSpec::NUMERIC,
             chunk_prompts: 8,
             adapter_scale: 1.0,

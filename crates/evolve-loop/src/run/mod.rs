@@ -551,6 +551,7 @@ impl<'a> Orchestrator<'a> {
                 step: g.step_index as usize,
                 text: g.text,
                 score: score.value,
+                finished: g.finished,
             });
         }
         let mut made = 0;
@@ -561,6 +562,7 @@ impl<'a> Orchestrator<'a> {
             for pair in select_pairs(
                 &self.config.pair_strategy,
                 self.config.pair_kinds,
+                self.config.pair_rules,
                 candidates,
             ) {
                 self.store.insert_pair(&NewPair {
