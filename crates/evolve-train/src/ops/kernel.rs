@@ -1,12 +1,20 @@
 //! What the CPU kernels of this module share: the float types they run in (f32, and f64 for
 //! the gradient checks) and the loops LLVM vectorizes.
 
+#[cfg(feature = "openblas")]
+use super::openblas::Blas;
 use candle_core::Layout;
 use std::ops::{Add, Div, Mul, Sub};
 
+/// Without BLAS every float type takes `gemm`.
+#[cfg(not(feature = "openblas"))]
+pub(super) trait Blas {}
+#[cfg(not(feature = "openblas"))]
+impl<T> Blas for T {}
+
 /// The float types the kernel runs in.
 pub(super) trait Float:
-    super::blas::Blas
+    Blas
     + Copy
     + Send
     + Sync

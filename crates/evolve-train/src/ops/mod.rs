@@ -11,6 +11,8 @@ mod heads;
 mod kernel;
 mod lora_linear;
 mod norm;
+#[cfg(feature = "openblas")]
+mod openblas;
 
 pub use heads::{from_heads, to_heads};
 pub use lora_linear::lora_linear;
