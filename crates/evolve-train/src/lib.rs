@@ -19,7 +19,6 @@
 mod alloc;
 mod batch;
 pub mod bench;
-mod config;
 mod encode;
 mod error;
 pub mod export;
@@ -39,12 +38,12 @@ mod trainer;
 #[cfg(test)]
 mod gradcheck;
 
-pub use config::{Activation, Architecture, LlamaConfig, RopeLayout, SlidingWindow};
 pub use encode::ChatEncoder;
 pub use error::{Result, TrainError};
 pub use lora::{Lora, LoraConfig, LoraPair, LoraTarget};
 /// Which model the DPO log-ratios are measured against.
 pub use loss::Reference;
+pub use model::config::{Activation, Architecture, LlamaConfig, RopeLayout, SlidingWindow};
 pub use model::{LlamaModel, WeightSource};
 pub use optim::OptimConfig;
 pub use preference::{ADAPTER_GGUF, CHECKPOINT_DIR, LoraDpoTrainer};

@@ -4,7 +4,7 @@
 //! the adapter's [`VarMap`] are trainable. Variables are named like the llama.cpp GGUF LoRA
 //! tensors (`blk.0.attn_q.weight.lora_a`), so checkpoints and GGUF export share one naming.
 
-use crate::config::LlamaConfig;
+use crate::model::config::LlamaConfig;
 use crate::recompute::ParamGrads;
 use crate::{Result, TrainError};
 use candle_core::backprop::GradStore;

@@ -1,10 +1,11 @@
 //! A differentiable Llama/Qwen2/Qwen3/Gemma 3/Phi-3 forward pass over the dequantized weights of
 //! a GGUF file, numerically matching llama.cpp's graph for the same file.
 
-use crate::config::{Activation, LlamaConfig};
 use crate::lora::{Lora, LoraTarget};
+use crate::model::config::{Activation, LlamaConfig};
 use crate::ops;
 
+pub(crate) mod config;
 mod weights;
 use crate::{Result, TrainError};
 use candle_core::quantized::{GgmlDType, gguf_file};

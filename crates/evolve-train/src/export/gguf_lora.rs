@@ -7,8 +7,8 @@
 //! weight layout, so q/k rows need no permutation here. Phi-3's fused q/k/v and gate/up
 //! matrices get one adapter each, assembled from the parts' adapters.
 
-use crate::config::{Architecture, LlamaConfig};
 use crate::lora::{Lora, LoraPair, LoraTarget};
+use crate::model::config::{Architecture, LlamaConfig};
 use crate::{Result, TrainError};
 use candle_core::{DType, Tensor};
 use evolve_gguf::{GgufWriter, TensorData, Value};

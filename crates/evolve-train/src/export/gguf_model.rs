@@ -6,8 +6,8 @@
 //! tensor is computed (dequantized, the adapter added, quantized) only while the file is
 //! written, so memory holds the model as loaded plus one tensor in f32.
 
-use crate::config::LlamaConfig;
 use crate::lora::Lora;
+use crate::model::config::LlamaConfig;
 use crate::model::{LlamaModel, WeightSource};
 use crate::{Result, TrainError};
 use candle_core::DType;

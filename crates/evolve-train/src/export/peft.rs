@@ -7,8 +7,8 @@
 //! un-permuted back to HF's layout here. `qwen2` is converted unpermuted and needs nothing.
 
 use super::gguf_lora::{PHI3_FUSED, fuse};
-use crate::config::{Architecture, LlamaConfig};
 use crate::lora::{Lora, LoraTarget};
+use crate::model::config::{Architecture, LlamaConfig};
 use crate::{Result, TrainError};
 use candle_core::{DType, Tensor};
 use std::collections::HashMap;
@@ -133,8 +133,8 @@ pub fn export_peft(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::RopeLayout;
     use crate::gradcheck::{max_abs_diff, randn};
+    use crate::model::config::RopeLayout;
     use crate::ops::{rope, rope_tables};
     use candle_core::Device;
 

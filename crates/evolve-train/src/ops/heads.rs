@@ -9,7 +9,7 @@
 
 use super::kernel::{Float, fusable, slice};
 use super::rope;
-use crate::config::RopeLayout;
+use crate::model::config::RopeLayout;
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;

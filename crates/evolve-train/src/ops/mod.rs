@@ -20,7 +20,7 @@ pub use lora_linear::lora_linear;
 use kernel::Float;
 use rayon::prelude::*;
 
-use crate::config::RopeLayout;
+use crate::model::config::RopeLayout;
 use candle_core::backend::BackendStorage;
 use candle_core::quantized::QTensor;
 use candle_core::{
