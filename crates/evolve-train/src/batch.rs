@@ -171,7 +171,8 @@ pub fn sft_nll(logits: &Tensor, batch: &SequenceBatch) -> Result<Tensor> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gradcheck::{randn, tiny_model_f64};
+    use crate::gradcheck::randn;
+    use crate::model::tiny_model_f64;
     use crate::ops::log_softmax_last;
 
     fn pairs() -> Vec<(Vec<u32>, Vec<u32>)> {

@@ -1,7 +1,6 @@
 //! Central finite-difference gradient checks (f64), used by the tests of every custom op and
 //! of the full loss: candle drops gradients silently, so only a numerical check catches it.
 
-use crate::model::LlamaModel;
 use candle_core::{DType, Device, Result, Tensor, Var};
 use evolve_gguf::tiny::SplitMix64;
 
@@ -76,14 +75,4 @@ pub fn assert_grad_matches(
     x.set(&Tensor::from_vec(base, &shape, &Device::Cpu).unwrap())
         .unwrap();
     worst
-}
-
-/// The tiny random Llama in f64, for gradient checks (the directory must outlive the model).
-pub fn tiny_model_f64() -> (tempfile::TempDir, LlamaModel) {
-    use evolve_gguf::tiny::{TinyLlamaConfig, WeightType, write_tiny_llama};
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("tiny.gguf");
-    write_tiny_llama(&path, &TinyLlamaConfig::default(), WeightType::F32).unwrap();
-    let model = LlamaModel::load(&path, &Device::Cpu, DType::F64).unwrap();
-    (dir, model)
 }

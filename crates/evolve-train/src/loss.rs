@@ -363,8 +363,9 @@ pub fn evolve_loss(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gradcheck::{assert_grad_matches, randn, tiny_model_f64};
+    use crate::gradcheck::{assert_grad_matches, randn};
     use crate::lora::{LoraConfig, LoraTarget};
+    use crate::model::tiny_model_f64;
     use candle_core::Device;
 
     fn t(v: &[f64]) -> Tensor {

@@ -2,9 +2,11 @@
 //! folded in: what exports write. Computing each tensor only when it is written keeps a merged
 //! export of an 8B model at one f32 tensor beside the (quantized) model, not 32 GB.
 
-use super::{Block, LlamaModel, Weight};
+use super::{Block, LlamaModel};
 use crate::lora::{Lora, LoraTarget};
-use crate::{Architecture, Result, TrainError};
+use crate::model::config::Architecture;
+use crate::ops::Weight;
+use crate::{Result, TrainError};
 use candle_core::{DType, Tensor};
 
 /// One tensor of the GGUF file, by name and shape, computed by [`WeightSource::value`].
