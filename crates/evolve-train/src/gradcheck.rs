@@ -23,6 +23,11 @@ pub fn randn_var(seed: u64, shape: &[usize], std: f64) -> Var {
     Var::from_tensor(&randn(seed, shape, std)).unwrap()
 }
 
+/// A random projection turns any tensor into a scalar whose gradient exercises every entry.
+pub fn project(y: &Tensor, seed: u64) -> Result<Tensor> {
+    (y * randn(seed, y.dims(), 1.0))?.sum_all()
+}
+
 /// Asserts that `∂f/∂x` from backprop matches `(f(x+h) - f(x-h)) / 2h` on up to `max_checks`
 /// entries of `x` (spread evenly), and that the gradient is not identically zero.
 /// Returns the largest relative error seen.
@@ -75,4 +80,32 @@ pub fn assert_grad_matches(
     x.set(&Tensor::from_vec(base, &shape, &Device::Cpu).unwrap())
         .unwrap();
     worst
+}
+
+/// Asserts that `fused` and `composed`, one function computed two ways from `vars`, agree to
+/// 1e-12 in value and in each variable's gradient (or that neither has one).
+pub fn assert_same_values_and_grads(
+    name: &str,
+    vars: &[(&str, &Var)],
+    fused: Tensor,
+    composed: Tensor,
+) {
+    let grads_of = |y: Tensor| {
+        let g = project(&y, 63).unwrap().backward().unwrap();
+        let mut out = vec![Some(y.clone())];
+        out.extend(vars.iter().map(|(_, v)| g.get(v.as_tensor()).cloned()));
+        out
+    };
+    let (a, b) = (grads_of(fused), grads_of(composed));
+    let parts = std::iter::once("value").chain(vars.iter().map(|(part, _)| *part));
+    for (part, (p, q)) in parts.zip(a.iter().zip(&b)) {
+        match (p, q) {
+            (Some(p), Some(q)) => {
+                let diff = max_abs_diff(p, q);
+                assert!(diff < 1e-12, "{name} {part}: {diff:e}");
+            }
+            (None, None) => {}
+            _ => panic!("{name} {part}: a gradient on one side only"),
+        }
+    }
 }

@@ -1,13 +1,89 @@
-//! Causal attention as one CPU op: the forward pass keeps one buffer (the probabilities) and
-//! the backward pass writes the three input gradients directly. The composed version (matmul,
+//! Causal scaled dot-product attention with grouped KV heads, its masks, its composed fallback
+//! and its tests.
+//!
+//! On the CPU it is one op: the forward pass keeps one buffer (the probabilities) and the
+//! backward pass writes the three input gradients directly. The composed version (matmul,
 //! scale, mask, softmax, matmul) keeps five score-sized intermediates and as many gradients —
 //! most of a block's memory and time at 256 tokens. Other devices and dtypes take it still.
 
 use super::blas::product;
+use super::heads::from_heads;
 use super::kernel::{Float, dot, fusable, max, slice, sum, with_cpu_slices, with_simd};
-use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
+use super::logprobs::softmax_last;
+use candle_core::{CpuStorage, CustomOp3, DType, Device, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 use std::sync::Mutex;
+
+/// Additive causal mask `[t, t]`: 0 on and below the diagonal, a large negative above.
+/// (Finite, so no `inf - inf` can appear in the backward pass.)
+pub fn causal_mask(t: usize, dtype: DType, device: &Device) -> Result<Tensor> {
+    sliding_mask(t, None, dtype, device)
+}
+
+/// [`causal_mask`] that, with a `window`, also hides keys `window` or more positions back: a
+/// query at `i` sees `(i - window, i]` (llama.cpp's standard sliding window).
+pub fn sliding_mask(
+    t: usize,
+    window: Option<usize>,
+    dtype: DType,
+    device: &Device,
+) -> Result<Tensor> {
+    let window = window.unwrap_or(usize::MAX);
+    let mask: Vec<f32> = (0..t)
+        .flat_map(|i| (0..t).map(move |j| if j > i || i - j >= window { -1e9 } else { 0.0 }))
+        .collect();
+    Tensor::from_vec(mask, (t, t), device)?.to_dtype(dtype)
+}
+
+/// Repeats each key/value head `n_rep` times so that query head `h` meets kv head `h / n_rep`
+/// (grouped-query attention, same grouping as ggml's broadcast).
+pub fn repeat_kv(x: &Tensor, n_rep: usize) -> Result<Tensor> {
+    if n_rep == 1 {
+        return Ok(x.clone());
+    }
+    let (b, h_kv, t, d) = x.dims4()?;
+    x.unsqueeze(2)?
+        .broadcast_as((b, h_kv, n_rep, t, d))?
+        .contiguous()?
+        .reshape((b, h_kv * n_rep, t, d))
+}
+
+/// Causal scaled dot-product attention. `q: [b, h, t, d]`, `k, v: [b, h_kv, t, d]`, scores
+/// multiplied by `scale` (usually `1/√d`) plus `mask` (`[t, t]`, causal: from [`sliding_mask`]);
+/// returns `[b, t, h·d]`. One fused op on the CPU in f32/f64.
+pub fn causal_attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    mask: &Tensor,
+    scale: f64,
+) -> Result<Tensor> {
+    match fused(q, k, v, mask, scale)? {
+        Some(out) => from_heads(&out),
+        None => composed_attention(q, k, v, mask, scale),
+    }
+}
+
+/// [`causal_attention`] from candle primitives: what devices other than the CPU run.
+pub(super) fn composed_attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    mask: &Tensor,
+    scale: f64,
+) -> Result<Tensor> {
+    let (b, h, t, d) = q.dims4()?;
+    let n_rep = h / k.dim(1)?;
+    let k = repeat_kv(k, n_rep)?;
+    let v = repeat_kv(v, n_rep)?;
+    let scores = (q.contiguous()?.matmul(&k.t()?.contiguous()?)? * scale)?;
+    let probs = softmax_last(&scores.broadcast_add(mask)?)?;
+    probs
+        .matmul(&v.contiguous()?)?
+        .transpose(1, 2)?
+        .contiguous()?
+        .reshape((b, t, h * d))
+}
 
 /// Sizes of one call: `q: [b, h, t, d]`, `k, v: [b, h_kv, t, d]`.
 #[derive(Clone, Copy)]
@@ -26,13 +102,7 @@ impl Dims {
 }
 
 /// Returns `[b, h, t, d]`; `None` where the op does not apply (the caller composes instead).
-pub(super) fn fused(
-    q: &Tensor,
-    k: &Tensor,
-    v: &Tensor,
-    mask: &Tensor,
-    scale: f64,
-) -> Result<Option<Tensor>> {
+fn fused(q: &Tensor, k: &Tensor, v: &Tensor, mask: &Tensor, scale: f64) -> Result<Option<Tensor>> {
     if !fusable(&[q, k, v]) {
         return Ok(None);
     }
@@ -268,5 +338,133 @@ impl CustomOp3 for Attention {
             }
         );
         Ok((Some(dq), Some(dk), Some(dv)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gradcheck::{assert_grad_matches, max_abs_diff, project, randn_var};
+
+    /// `1/√d` for the attention tests' head size of 3.
+    const SCALE: f64 = 0.577_350_269_189_625_8;
+
+    #[test]
+    fn a_sliding_window_hides_keys_that_far_back_and_nothing_else() {
+        let (b, h, t, d, w) = (1, 2, 6, 3, 2);
+        let mask = sliding_mask(t, Some(w), DType::F64, &Device::Cpu).unwrap();
+        let rows: Vec<Vec<f64>> = mask.to_vec2().unwrap();
+        for (i, row) in rows.iter().enumerate() {
+            for (j, &m) in row.iter().enumerate() {
+                let visible = j <= i && i - j < w;
+                assert_eq!(m == 0.0, visible, "query {i}, key {j}");
+            }
+        }
+        assert_eq!(
+            sliding_mask(t, None, DType::F64, &Device::Cpu)
+                .unwrap()
+                .to_vec2::<f64>()
+                .unwrap(),
+            causal_mask(t, DType::F64, &Device::Cpu)
+                .unwrap()
+                .to_vec2::<f64>()
+                .unwrap()
+        );
+        // Changing the value at position 0 changes only queries 0 and 1 (window 2).
+        let q = randn_var(16, &[b, h, t, d], 1.0);
+        let k = randn_var(17, &[b, h, t, d], 1.0);
+        let v = randn_var(18, &[b, h, t, d], 1.0);
+        let out =
+            causal_attention(q.as_tensor(), k.as_tensor(), v.as_tensor(), &mask, SCALE).unwrap();
+        let first = (v.as_tensor().narrow(2, 0, 1).unwrap() + 3.0).unwrap();
+        let v2 = Tensor::cat(&[first, v.as_tensor().narrow(2, 1, t - 1).unwrap()], 2).unwrap();
+        let out2 = causal_attention(q.as_tensor(), k.as_tensor(), &v2, &mask, SCALE).unwrap();
+        let moved: Vec<f64> = (out - out2)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_keepdim(2)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        assert!(moved[0] > 0.0 && moved[1] > 0.0, "{moved:?}");
+        assert!(moved[2..].iter().all(|&m| m == 0.0), "{moved:?}");
+    }
+
+    #[test]
+    fn causal_attention_ignores_the_future_and_has_exact_gradients() {
+        let (b, h, h_kv, t, d) = (2, 4, 2, 5, 3);
+        let mask = causal_mask(t, DType::F64, &Device::Cpu).unwrap();
+        let q = randn_var(12, &[b, h, t, d], 1.0);
+        let k = randn_var(13, &[b, h_kv, t, d], 1.0);
+        let v = randn_var(14, &[b, h_kv, t, d], 1.0);
+        let out =
+            causal_attention(q.as_tensor(), k.as_tensor(), v.as_tensor(), &mask, SCALE).unwrap();
+        assert_eq!(out.dims(), &[b, t, h * d]);
+        // Position 0 only sees itself: its output is v at position 0 of the matching kv head.
+        let first = out
+            .get(0)
+            .unwrap()
+            .get(0)
+            .unwrap()
+            .to_vec1::<f64>()
+            .unwrap();
+        let v0 = v.as_tensor().get(0).unwrap();
+        for head in 0..h {
+            let want = v0
+                .get(head / 2)
+                .unwrap()
+                .get(0)
+                .unwrap()
+                .to_vec1::<f64>()
+                .unwrap();
+            assert_eq!(&first[head * d..(head + 1) * d], &want[..], "head {head}");
+        }
+        // Changing the last key must not change any earlier position.
+        let kept = k.as_tensor().narrow(2, 0, t - 1).unwrap();
+        let last = (k.as_tensor().narrow(2, t - 1, 1).unwrap() + 5.0).unwrap();
+        let k_changed = Tensor::cat(&[kept, last], 2).unwrap();
+        let out2 =
+            causal_attention(q.as_tensor(), &k_changed, v.as_tensor(), &mask, SCALE).unwrap();
+        let early = (out.narrow(1, 0, t - 1).unwrap() - out2.narrow(1, 0, t - 1).unwrap()).unwrap();
+        assert_eq!(
+            early
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f64>()
+                .unwrap(),
+            0.0
+        );
+        let f = || {
+            project(
+                &causal_attention(q.as_tensor(), k.as_tensor(), v.as_tensor(), &mask, SCALE)?,
+                15,
+            )
+        };
+        assert_grad_matches("attention/q", &q, f, 40);
+        assert_grad_matches("attention/k", &k, f, 30);
+        assert_grad_matches("attention/v", &v, f, 30);
+        // The fused op (f64 on the CPU) against the composed one, with a sliding window too.
+        let window = sliding_mask(t, Some(2), DType::F64, &Device::Cpu).unwrap();
+        for mask in [&mask, &window] {
+            let fused =
+                causal_attention(q.as_tensor(), k.as_tensor(), v.as_tensor(), mask, SCALE).unwrap();
+            let composed =
+                composed_attention(q.as_tensor(), k.as_tensor(), v.as_tensor(), mask, SCALE)
+                    .unwrap();
+            let diff = max_abs_diff(&fused, &composed);
+            assert!(diff < 1e-12, "{diff}");
+        }
+        let f = || {
+            project(
+                &causal_attention(q.as_tensor(), k.as_tensor(), v.as_tensor(), &window, SCALE)?,
+                16,
+            )
+        };
+        assert_grad_matches("windowed attention/k", &k, f, 30);
     }
 }

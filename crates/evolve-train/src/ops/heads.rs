@@ -8,14 +8,14 @@
 //! the angles negated (a rotation's transpose is its inverse).
 
 use super::kernel::{Float, fusable, slice};
-use super::rope;
+use super::rope::rope;
 use crate::model::config::RopeLayout;
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 use std::sync::Arc;
 
-/// The rotary embedding's tables (from [`super::rope_tables`]) and pairing.
+/// The rotary embedding's tables (from [`super::rope::rope_tables`]) and pairing.
 pub type Rotation<'a> = (&'a Tensor, &'a Tensor, RopeLayout);
 
 /// `y: [b, t, h·d]` (or `[b, t, h, d]`) as `[b, h, t, d]` for `heads` heads, each head's
@@ -177,7 +177,7 @@ impl CustomOp1 for Heads {
 mod tests {
     use super::*;
     use crate::gradcheck::{assert_grad_matches, max_abs_diff, randn, randn_var};
-    use crate::ops::rope_tables;
+    use crate::ops::rope::rope_tables;
     use candle_core::{Device, Var};
 
     #[test]

@@ -200,13 +200,14 @@ impl LoraLinear {
 mod tests {
     use super::*;
     use crate::gradcheck::{assert_grad_matches, max_abs_diff, randn, randn_var};
+    use crate::ops::linear::linear;
     use candle_core::quantized::{GgmlDType, QTensor};
     use candle_core::{DType, Var};
 
     fn composed(x: &Tensor, w: &Tensor, a: &Tensor, b: &Tensor, s: f64) -> Result<Tensor> {
-        let base = super::super::linear(x, w)?;
-        let low = (super::super::linear(x, a)? * s)?;
-        base + super::super::linear(&low, b)?
+        let base = linear(x, w)?;
+        let low = (linear(x, a)? * s)?;
+        base + linear(&low, b)?
     }
 
     /// Every operand random, so no term of the sum or its gradients can hide behind a zero

@@ -1,14 +1,31 @@
-//! RMS norm as one CPU op: one pass forward, one pass backward writing both gradients. The
-//! composed version (square, mean, add, sqrt, divide, multiply) keeps six hidden-sized
-//! tensors and as many gradients per norm, two to six norms per block (Qwen3 and Gemma 3 add
-//! head and output norms).
+//! RMS norm, `x / sqrt(mean(x²) + eps) · weight`: the op, its composed fallback and its tests.
+//!
+//! On the CPU it is one op: one pass forward, one pass backward writing both gradients. The
+//! composed version (square, mean, add, sqrt, divide, multiply) keeps six hidden-sized tensors
+//! and as many gradients per norm, two to six norms per block (Qwen3 and Gemma 3 add head and
+//! output norms).
 
 use super::kernel::{Float, fusable, slice, with_cpu_slices};
-use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp2, D, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+/// `x / sqrt(mean(x²) + eps) * weight` over the last dimension (llama.cpp `rms_norm` + mul).
+/// One fused op on the CPU in f32/f64.
+pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
+    match fused(x, weight, eps)? {
+        Some(y) => Ok(y),
+        None => composed_rms_norm(x, weight, eps),
+    }
+}
+
+/// [`rms_norm`] from candle primitives: what devices other than the CPU run.
+pub(super) fn composed_rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
+    let rms = (x.sqr()?.mean_keepdim(D::Minus1)? + eps)?.sqrt()?;
+    x.broadcast_div(&rms)?.broadcast_mul(weight)
+}
+
 /// `None` where the op does not apply (the caller composes instead).
-pub(super) fn fused(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Option<Tensor>> {
+fn fused(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Option<Tensor>> {
     let n = x.dim(candle_core::D::Minus1)?;
     if !fusable(&[x, weight]) || weight.dims() != [n] {
         return Ok(None);
@@ -123,5 +140,53 @@ impl CustomOp2 for RmsNorm {
             )
         });
         Ok((Some(dx), Some(dw)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gradcheck::{assert_grad_matches, assert_same_values_and_grads, project, randn_var};
+
+    /// The fused norm against its composition (f64), on more rows and elements than one task
+    /// of the kernel takes, so the tasks' partial weight gradients are summed.
+    #[test]
+    fn fused_norm_equals_its_composition_with_every_gradient() {
+        let x = randn_var(60, &[3, 50, 16], 1.0);
+        let w = randn_var(61, &[16], 1.0);
+        let (xs, ws) = (x.as_tensor(), w.as_tensor());
+        assert_same_values_and_grads(
+            "rms_norm",
+            &[("x", &x), ("w", &w)],
+            rms_norm(xs, ws, 1e-5).unwrap(),
+            composed_rms_norm(xs, ws, 1e-5).unwrap(),
+        );
+    }
+
+    #[test]
+    fn rms_norm_matches_the_definition_and_its_gradient() {
+        let x = randn_var(1, &[2, 3, 8], 1.0);
+        let w = randn_var(2, &[8], 1.0);
+        let y = rms_norm(x.as_tensor(), w.as_tensor(), 1e-5).unwrap();
+        let xv = x.as_tensor().to_vec3::<f64>().unwrap();
+        let wv = w.as_tensor().to_vec1::<f64>().unwrap();
+        let row = &xv[1][2];
+        let rms = (row.iter().map(|v| v * v).sum::<f64>() / 8.0 + 1e-5).sqrt();
+        let got = y.to_vec3::<f64>().unwrap()[1][2].clone();
+        for j in 0..8 {
+            assert!((got[j] - row[j] / rms * wv[j]).abs() < 1e-12);
+        }
+        assert_grad_matches(
+            "rms_norm/x",
+            &x,
+            || project(&rms_norm(x.as_tensor(), w.as_tensor(), 1e-5)?, 3),
+            48,
+        );
+        assert_grad_matches(
+            "rms_norm/w",
+            &w,
+            || project(&rms_norm(x.as_tensor(), w.as_tensor(), 1e-5)?, 3),
+            8,
+        );
     }
 }
