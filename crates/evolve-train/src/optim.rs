@@ -7,6 +7,7 @@ use crate::{Result, TrainError};
 use candle_core::backprop::GradStore;
 use candle_core::{Tensor, Var};
 pub use candle_nn::ParamsAdamW;
+use evolve_gguf::tiny::SplitMix64;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 
@@ -106,7 +107,7 @@ impl OptimConfig {
     pub fn micro_batches(&self, n: usize, step: usize) -> Vec<Vec<usize>> {
         let steps_per_epoch = self.steps_per_epoch(n);
         let (epoch, in_epoch) = (step / steps_per_epoch, step % steps_per_epoch);
-        let order = crate::trainer::epoch_order(self.seed, n, epoch);
+        let order = epoch_order(self.seed, n, epoch);
         let per_step = self.batch_size * self.grad_accum;
         let idx = &order
             [(in_epoch * per_step).min(order.len())..((in_epoch + 1) * per_step).min(order.len())];
@@ -124,6 +125,17 @@ impl OptimConfig {
             },
         )
     }
+}
+
+/// The example order of `epoch`: a seeded shuffle, so a resumed run sees the same order.
+fn epoch_order(seed: u64, n: usize, epoch: usize) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..n).collect();
+    let mut rng = SplitMix64::new(seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9));
+    for i in (1..n).rev() {
+        let j = (rng.next_u64() % (i as u64 + 1)) as usize;
+        order.swap(i, j);
+    }
+    order
 }
 
 /// One optimizer step `step` (0-based) of `total`: clips the accumulated gradients, sets the

@@ -2,7 +2,8 @@
 //! trainer's state, written so that a kill never leaves a half-written one behind, and read
 //! back to continue exactly where the run stopped.
 
-use super::{TrainConfig, Trainer, data_fingerprint};
+use super::config::TrainConfig;
+use super::{Trainer, data_fingerprint};
 use crate::lora::{Lora, LoraConfig};
 use crate::loss::{PreferencePair, RefLogps};
 use crate::model::LlamaModel;
