@@ -5,6 +5,7 @@ mod adapter;
 mod gguf_lora;
 mod gguf_model;
 mod peft;
+mod phi3;
 
 pub use adapter::TrainedAdapter;
 pub use gguf_lora::export_gguf_lora;

@@ -6,7 +6,7 @@
 //! adjacent pairs; our adapter was trained in that GGUF layout, so the q/k `lora_B` rows are
 //! un-permuted back to HF's layout here. `qwen2` is converted unpermuted and needs nothing.
 
-use super::gguf_lora::{PHI3_FUSED, fuse};
+use super::phi3::{LayerAdapter, layer_adapters};
 use crate::lora::{Lora, LoraTarget};
 use crate::model::config::{Architecture, LlamaConfig};
 use crate::{Result, TrainError};
@@ -45,55 +45,53 @@ pub fn export_peft(
 ) -> Result<()> {
     let cfg = lora.config();
     let mut tensors = HashMap::new();
-    // Phi-3's fused modules carry one adapter each (see `gguf_lora::fuse`), of rank k·r; the
+    // Phi-3's fused modules carry one adapter each (see `phi3::fuse`), of rank k·r; the
     // patterns give each its rank and an alpha that keeps our scale.
-    let fused = model.architecture == Architecture::Phi3;
     let mut rank_pattern = serde_json::Map::new();
     let mut alpha_pattern = serde_json::Map::new();
     let mut modules: Vec<&str> = Vec::new();
     for layer in 0..lora.n_layers() {
-        let mut done = Vec::new();
-        if fused {
-            for fused in &PHI3_FUSED {
-                let Some((a, b)) = fuse(lora, layer, fused, model)? else {
-                    continue;
-                };
-                let module = fused.hf_module;
-                let prefix = format!("base_model.model.model.layers.{layer}.{}", fused.hf_path);
-                let rank = a.dim(0)? as f64;
-                let alpha = if cfg.use_rslora {
-                    lora.scale() * rank.sqrt()
-                } else {
-                    lora.scale() * rank
-                };
-                rank_pattern.insert(module.into(), serde_json::json!(rank as usize));
-                alpha_pattern.insert(module.into(), serde_json::json!(alpha));
-                tensors.insert(format!("{prefix}.lora_A.weight"), a);
-                tensors.insert(format!("{prefix}.lora_B.weight"), b);
-                done.extend(fused.parts.iter().copied());
-                if !modules.contains(&module) {
-                    modules.push(module);
+        for adapter in layer_adapters(lora, layer, model)? {
+            match adapter {
+                LayerAdapter::Fused(fused, a, b) => {
+                    let module = fused.hf_module;
+                    let prefix = format!("base_model.model.model.layers.{layer}.{}", fused.hf_path);
+                    let rank = a.dim(0)? as f64;
+                    let alpha = if cfg.use_rslora {
+                        lora.scale() * rank.sqrt()
+                    } else {
+                        lora.scale() * rank
+                    };
+                    rank_pattern.insert(module.into(), serde_json::json!(rank as usize));
+                    alpha_pattern.insert(module.into(), serde_json::json!(alpha));
+                    tensors.insert(format!("{prefix}.lora_A.weight"), a);
+                    tensors.insert(format!("{prefix}.lora_B.weight"), b);
+                    if !modules.contains(&module) {
+                        modules.push(module);
+                    }
                 }
-            }
-        }
-        for target in LoraTarget::ALL {
-            let Some(pair) = lora.pair(layer, target).filter(|_| !done.contains(&target)) else {
-                continue;
-            };
-            let prefix = format!("base_model.model.model.layers.{layer}.{}", target.hf_path());
-            let b = pair.b.as_tensor().to_dtype(DType::F32)?;
-            let b = match (model.architecture, target) {
-                (Architecture::Llama, LoraTarget::Q) => unpermute_gguf_to_hf(&b, model.n_head)?,
-                (Architecture::Llama, LoraTarget::K) => unpermute_gguf_to_hf(&b, model.n_head_kv)?,
-                _ => b,
-            };
-            tensors.insert(
-                format!("{prefix}.lora_A.weight"),
-                pair.a.as_tensor().to_dtype(DType::F32)?,
-            );
-            tensors.insert(format!("{prefix}.lora_B.weight"), b);
-            if !modules.contains(&target.hf_module()) {
-                modules.push(target.hf_module());
+                LayerAdapter::Own(target, pair) => {
+                    let prefix =
+                        format!("base_model.model.model.layers.{layer}.{}", target.hf_path());
+                    let b = pair.b.as_tensor().to_dtype(DType::F32)?;
+                    let b = match (model.architecture, target) {
+                        (Architecture::Llama, LoraTarget::Q) => {
+                            unpermute_gguf_to_hf(&b, model.n_head)?
+                        }
+                        (Architecture::Llama, LoraTarget::K) => {
+                            unpermute_gguf_to_hf(&b, model.n_head_kv)?
+                        }
+                        _ => b,
+                    };
+                    tensors.insert(
+                        format!("{prefix}.lora_A.weight"),
+                        pair.a.as_tensor().to_dtype(DType::F32)?,
+                    );
+                    tensors.insert(format!("{prefix}.lora_B.weight"), b);
+                    if !modules.contains(&target.hf_module()) {
+                        modules.push(target.hf_module());
+                    }
+                }
             }
         }
     }
