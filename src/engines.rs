@@ -1,12 +1,23 @@
-//! One loaded llama.cpp model kept between requests: loading a real model takes seconds, and
-//! two at once may not fit in memory. Chat and the adapter check share it.
+//! How the engines run on this machine: the settings (threads, GPU layers, context), the
+//! llama.cpp options and scorer they give, and one loaded llama.cpp model kept between
+//! requests: loading a real model takes seconds, and two at once may not fit in memory. Chat
+//! and the adapter check share it.
 
-use crate::runs::EngineSettings;
 use anyhow::Result;
+use evolve_core::ScorerSpec;
 use evolve_llama::{AdapterId, EngineOptions, LlamaEngine};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
+
+/// How the engines run on this machine (not part of the run: a resume may use other threads).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct EngineSettings {
+    pub threads: Option<i32>,
+    pub gpu_layers: u32,
+    /// Context per sequence; 0 = the model's training context, capped at 4096.
+    pub n_ctx: u32,
+}
 
 struct Cached {
     path: PathBuf,
@@ -119,4 +130,20 @@ pub fn load_chat_engine(model: &Path, o: &ChatEngineOptions) -> Result<LlamaEngi
         engine.set_adapter(Some(id), o.adapter_scale)?;
     }
     Ok(engine)
+}
+
+/// The scorer `spec` names, its engine (an LLM judge's, a reward model's) loaded as `engine`
+/// says.
+pub(crate) fn judge_for(
+    spec: &ScorerSpec,
+    engine: &EngineSettings,
+) -> Result<Box<dyn evolve_core::Scorer + Send>> {
+    let mut options = evolve_llama::EngineOptions {
+        n_gpu_layers: engine.gpu_layers,
+        ..Default::default()
+    };
+    if let Some(t) = engine.threads {
+        options.n_threads = t;
+    }
+    evolve_judge::scorer_from_spec(spec, &options).map_err(anyhow::Error::msg)
 }

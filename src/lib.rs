@@ -21,24 +21,13 @@ pub use evolve_train as train;
 
 pub mod adapters;
 pub mod api;
-pub mod bench;
-pub mod catalog;
+pub mod builtin;
 pub mod chat;
 pub mod data;
-pub mod demo;
-pub mod discover;
+pub mod devtools;
 pub mod engines;
-pub mod export_path;
-pub mod fixtures;
-pub mod handoff;
-pub mod lease;
 pub mod models;
-pub mod pairs;
-pub mod progress;
 pub mod runs;
 pub mod service;
-pub mod task_model;
-pub mod tasks;
-pub mod trl_train;
 
 pub use service::Service;

@@ -41,7 +41,8 @@ fn arithmetic_file(dir: &Path, train: usize, eval: usize) -> PathBuf {
 /// refinement instruction it was trained with), with `extra` flags overriding it.
 fn start_args(model: &Path, data: &Path, extra: &[&str]) -> Vec<String> {
     let config = data.with_extension("config.json");
-    let json = serde_json::to_string(&evolve::demo::DemoSettings::default().run_config(0)).unwrap();
+    let json = serde_json::to_string(&evolve::builtin::demo::DemoSettings::default().run_config(0))
+        .unwrap();
     std::fs::write(&config, json).unwrap();
     let mut v: Vec<String> = ["run", "start", "--threads", "2", "--model"]
         .iter()
@@ -689,6 +690,32 @@ fn demo_compare_reports_paired_results_and_keeps_sizes_apart() {
         let rows = run["rows"].as_array().unwrap();
         assert_eq!(rows.len(), 2, "base and round 0: {run}");
         for row in rows {
+            // The demo's own columns (the scoreboard row's, less round, win rate and the step
+            // comparisons, which it writes as counts), whatever the scoreboard adds.
+            let columns: Vec<&str> = row
+                .as_object()
+                .unwrap()
+                .keys()
+                .map(String::as_str)
+                .collect();
+            assert_eq!(
+                columns,
+                [
+                    "direct",
+                    "label",
+                    "n",
+                    "refined",
+                    "refined_vs_base",
+                    "refined_vs_previous",
+                    "right_to_wrong",
+                    "sampled",
+                    "vs_base",
+                    "vs_previous",
+                    "wall_s",
+                    "wrong_to_right"
+                ],
+                "{row}"
+            );
             assert_eq!(row["n"], 8, "{row}");
             assert_eq!(row["refined"].as_array().unwrap().len(), 2, "refine@1, @2");
             assert_eq!(row["wrong_to_right"].as_array().unwrap().len(), 2);

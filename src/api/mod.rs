@@ -8,6 +8,7 @@
 
 mod adapters;
 mod chat;
+mod error;
 mod models;
 mod pairs;
 pub mod protocol;
@@ -24,70 +25,12 @@ use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+pub use error::{ApiError, ApiResult};
 pub use settings::Settings;
 
 /// Receives every event: its name (`chat`, `run_progress`, `run_metrics`, `run_state`) and
 /// payload. Called from worker threads, so it must be cheap and thread-safe.
 pub type EventSink = Arc<dyn Fn(&str, Value) + Send + Sync>;
-
-/// A failed command: an HTTP-like status and the one-line message the UI shows as is.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ApiError {
-    pub status: u16,
-    pub message: String,
-}
-
-impl ApiError {
-    pub fn bad(message: impl Into<String>) -> Self {
-        ApiError {
-            status: 400,
-            message: message.into(),
-        }
-    }
-    pub fn not_found(message: impl Into<String>) -> Self {
-        ApiError {
-            status: 404,
-            message: message.into(),
-        }
-    }
-    pub fn conflict(message: impl Into<String>) -> Self {
-        ApiError {
-            status: 409,
-            message: message.into(),
-        }
-    }
-}
-
-impl std::fmt::Display for ApiError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-impl std::error::Error for ApiError {}
-
-/// Service errors are nearly always about the request (a missing file, an unknown id), and the
-/// UI shows the message either way; the cause chain is joined into one line.
-impl From<anyhow::Error> for ApiError {
-    fn from(e: anyhow::Error) -> Self {
-        let message = format!("{e:#}").replace('\n', " ");
-        if e.downcast_ref::<crate::service::NotFound>().is_some() {
-            return ApiError::not_found(message);
-        }
-        if e.downcast_ref::<crate::lease::RunBusy>().is_some() {
-            return ApiError::conflict(message);
-        }
-        ApiError::bad(message)
-    }
-}
-
-impl From<evolve_store::StoreError> for ApiError {
-    fn from(e: evolve_store::StoreError) -> Self {
-        ApiError::bad(e.to_string().replace('\n', " "))
-    }
-}
-
-pub type ApiResult<T = Value> = Result<T, ApiError>;
 
 /// Every command name of `docs/api.md`, for shells that register them one by one.
 pub const COMMANDS: &[&str] = &[
@@ -218,8 +161,8 @@ impl Api {
             "adapters_list" => adapters::list(i),
             "adapter_export" => adapters::export(i, parse(cmd, args)?),
             "adapter_check" => adapters::check(i, parse(cmd, args)?),
-            "settings_get" => settings::get(i),
-            "settings_set" => settings::set(i, parse(cmd, args)?),
+            "settings_get" => settings::get(&i.settings),
+            "settings_set" => settings::set(&i.data_dir, &i.settings, parse(cmd, args)?),
             "pick_path" => Err(ApiError::bad(
                 "no file dialog in the browser: type the path on the server",
             )),

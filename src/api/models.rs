@@ -3,7 +3,7 @@
 use super::protocol::{BadLine, DatasetImport, DatasetRow, Status};
 use super::{ApiError, ApiResult, Inner, to_json};
 use crate::data::ImportOptions;
-use crate::discover::Places;
+use crate::models::discover::Places;
 use evolve_loop::dataset::DatasetFormat;
 use serde::Deserialize;
 use std::path::Path;
@@ -71,7 +71,7 @@ pub struct FetchArgs {
 
 /// Downloads a known real model (checksum verified) and registers it.
 pub fn fetch(inner: &Inner, args: FetchArgs) -> ApiResult {
-    let known = crate::catalog::known_model(&args.name)
+    let known = crate::models::catalog::known_model(&args.name)
         .ok_or_else(|| ApiError::bad(format!("no fetchable model named '{}'", args.name)))?;
     let (model, _) = inner.service()?.fetch_known_model(&known, &mut |_, _| {})?;
     Ok(serde_json::to_value(model).expect("model serialises"))

@@ -1,7 +1,7 @@
 //! Preference pairs: list with filters, review (approve, veto, edit, reset).
 
 use super::{ApiError, ApiResult, Inner};
-use crate::pairs::{PairQuery, ReviewAction, parse_review};
+use crate::data::pairs::{PairQuery, ReviewAction, parse_review};
 use evolve_store::{PairId, RunId};
 use serde::Deserialize;
 

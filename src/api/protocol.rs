@@ -2,7 +2,7 @@
 //! progress, pairs, adapters, …) are sent as they are. All of them export their TypeScript
 //! types to `ui/src/bindings` (ts-rs), which the UI imports.
 
-use crate::progress::RunProgress;
+use crate::runs::progress::RunProgress;
 use evolve_loop::scoreboard::ScoreRow;
 use evolve_store::Model;
 use serde::Serialize;

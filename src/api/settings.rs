@@ -1,9 +1,11 @@
 //! `settings_get` / `settings_set`: machine settings kept in `<data_dir>/settings.json`.
 
-use super::{ApiError, ApiResult, Inner, util::lock};
+use super::error::{ApiError, ApiResult};
+use super::util::lock;
 use evolve_core::{DataDir, SamplerConfig};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 pub const SETTINGS_FILE: &str = "settings.json";
 
@@ -81,8 +83,8 @@ impl Settings {
         }
     }
 
-    pub fn engine(&self) -> crate::runs::EngineSettings {
-        crate::runs::EngineSettings {
+    pub fn engine(&self) -> crate::engines::EngineSettings {
+        crate::engines::EngineSettings {
             threads: Some(self.threads),
             gpu_layers: self.gpu_layers,
             n_ctx: 0,
@@ -112,8 +114,8 @@ pub fn load(data_dir: &DataDir) -> anyhow::Result<Settings> {
     Ok(s)
 }
 
-pub(crate) fn get(inner: &Inner) -> ApiResult {
-    Ok(serde_json::to_value(inner.settings()).expect("settings serialise"))
+pub(crate) fn get(settings: &Mutex<Settings>) -> ApiResult {
+    Ok(serde_json::to_value(lock(settings).clone()).expect("settings serialise"))
 }
 
 #[derive(Deserialize)]
@@ -121,7 +123,8 @@ pub struct SetArgs {
     settings: Settings,
 }
 
-pub(crate) fn set(inner: &Inner, args: SetArgs) -> ApiResult {
+/// Checks and stores `args` as the settings of `data_dir`, then makes them `settings`.
+pub(crate) fn set(data_dir: &DataDir, settings: &Mutex<Settings>, args: SetArgs) -> ApiResult {
     let mut s = args.settings;
     if !(1..=MAX_THREADS).contains(&s.threads) {
         return Err(ApiError::bad(format!(
@@ -149,14 +152,14 @@ pub(crate) fn set(inner: &Inner, args: SetArgs) -> ApiResult {
             "a model folder must be an absolute path, not {f}"
         )));
     }
-    s.data_dir = inner.data_dir.root().display().to_string();
-    let path = file(&inner.data_dir);
+    s.data_dir = data_dir.root().display().to_string();
+    let path = file(data_dir);
     let text = serde_json::to_string_pretty(&s).expect("settings serialise");
     // Written beside and renamed, so a crash never leaves half a settings file.
     let partial = path.with_extension("json.partial");
     std::fs::write(&partial, text)
         .and_then(|_| std::fs::rename(&partial, &path))
         .map_err(|e| ApiError::bad(format!("cannot write {}: {e}", path.display())))?;
-    *lock(&inner.settings) = s.clone();
+    *lock(settings) = s.clone();
     Ok(serde_json::to_value(s).expect("settings serialise"))
 }

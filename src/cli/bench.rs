@@ -1,7 +1,7 @@
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
-use evolve::bench::train::{StepTiming, TrainBench};
-use evolve::bench::{
+use evolve::devtools::bench::train::{StepTiming, TrainBench};
+use evolve::devtools::bench::{
     BenchRow, ReferenceRow, bench_sample, default_tools_dir, find_reference, run_reference,
 };
 use evolve::gguf::tiny::{TinyLlamaConfig, WeightType, write_tiny_llama};
@@ -60,7 +60,7 @@ pub struct TrainArgs {
     /// Recompute each block's activations in the backward pass: auto, always or never (ours
     /// only; the reference keeps them, as TRL does by default)
     #[arg(long, default_value = "auto")]
-    recompute: evolve::bench::train::Recompute,
+    recompute: evolve::devtools::bench::train::Recompute,
     /// Measure in this process and print one JSON line (what each turn runs)
     #[arg(long, hide = true)]
     one: bool,
@@ -101,8 +101,8 @@ impl TrainArgs {
             prompt_tokens: self.prompt_tokens,
             rank: self.rank,
             threads: self.threads(),
-            dtype: evolve::bench::train::dtype(&self.dtype)?,
-            device: evolve::bench::train::device(&self.device)?,
+            dtype: evolve::devtools::bench::train::dtype(&self.dtype)?,
+            device: evolve::devtools::bench::train::device(&self.device)?,
             recompute: self.recompute,
         };
         bench.validate()?;
@@ -120,8 +120,8 @@ fn check(args: &TrainArgs, bench: &TrainBench) -> Result<()> {
     };
     let dir = tempfile::tempdir()?;
     let model = match &bench.shape {
-        evolve::bench::train::Shape::File(path) => path.clone(),
-        evolve::bench::train::Shape::Tiny => {
+        evolve::devtools::bench::train::Shape::File(path) => path.clone(),
+        evolve::devtools::bench::train::Shape::Tiny => {
             let path = dir.path().join("tiny.gguf");
             write_tiny_llama(&path, &TinyLlamaConfig::default(), WeightType::F32)?;
             path

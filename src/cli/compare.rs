@@ -1,10 +1,25 @@
 //! `evolve run compare`: the last rounds of two sets of runs, problem by problem, per pair of
-//! runs and pooled (e.g. two methods over the same seeds).
+//! runs and pooled (e.g. two methods over the same seeds); and how a comparison is written.
 
-use super::run::{paired, pct};
 use anyhow::Result;
 use evolve::Service;
+use evolve::core::PairedComparison;
 use evolve::store::RunId;
+
+/// Run ids given as one argument, `1,4,7` (so that A and B are two positional arguments).
+#[derive(Debug, Clone)]
+pub struct RunList(pub Vec<i64>);
+
+pub fn run_list(s: &str) -> Result<RunList, String> {
+    s.split(',')
+        .map(|id| {
+            id.trim()
+                .parse()
+                .map_err(|_| format!("'{id}' is not a run id (expected ids like 1,4)"))
+        })
+        .collect::<Result<_, _>>()
+        .map(RunList)
+}
 
 pub fn compare(service: &Service, a: &[i64], b: &[i64], json: bool) -> Result<()> {
     let ids = |v: &[i64]| v.iter().map(|&i| RunId(i)).collect::<Vec<_>>();
@@ -36,4 +51,22 @@ pub fn compare(service: &Service, a: &[i64], b: &[i64], json: bool) -> Result<()
         "(held-out accuracy ×100 of each run's last round, greedy; pooled: every problem of every pair)"
     );
     Ok(())
+}
+
+pub(super) fn pct(v: f64) -> String {
+    format!("{:.1}", 100.0 * v)
+}
+
+/// `+4.2 [+1.9, +6.5] 41/7` : the paired difference, its 95 % interval, wins/losses.
+pub(super) fn paired(c: Option<&PairedComparison>) -> String {
+    c.map_or("-".into(), |c| {
+        format!(
+            "{:+.1} [{:+.1}, {:+.1}] {}/{}",
+            100.0 * c.diff,
+            100.0 * c.ci_low,
+            100.0 * c.ci_high,
+            c.wins,
+            c.losses
+        )
+    })
 }

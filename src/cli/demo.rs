@@ -5,8 +5,8 @@ use super::run::{EngineArgs, drive_with};
 use anyhow::{Context, Result};
 use clap::Args;
 use evolve::Service;
+use evolve::builtin::demo::{DemoSettings, REAL_MODEL_TASK, Variant, VariantResult};
 use evolve::core::{EvalMeasure, PairedComparison, RoundState};
-use evolve::demo::{DemoSettings, REAL_MODEL_TASK, Variant, VariantResult};
 use evolve::method::run::{Progress, RunConfig};
 use evolve::method::tasks::BuiltinTask;
 use evolve::store::{DatasetId, RunId};
@@ -67,7 +67,7 @@ pub fn demo(args: DemoArgs, service: &Service) -> Result<()> {
     let task = args.task.or_else(|| {
         args.model
             .as_deref()
-            .and_then(evolve::catalog::known_model)
+            .and_then(evolve::models::catalog::known_model)
             .map(|_| REAL_MODEL_TASK)
     });
     let base = task.map_or_else(DemoSettings::default, DemoSettings::for_task);
@@ -97,7 +97,7 @@ pub fn demo(args: DemoArgs, service: &Service) -> Result<()> {
     }
     let (model, path) = match &args.model {
         // A known model is fetched first if need be (checksum verified).
-        Some(spec) => match evolve::catalog::known_model(spec) {
+        Some(spec) => match evolve::models::catalog::known_model(spec) {
             Some(known) => service.fetch_known_model(&known, &mut |_, _| {})?,
             None => {
                 let file = service.resolve_model(spec)?;
@@ -273,22 +273,24 @@ fn print_comparison(results: &[VariantResult], comparisons: &[Comparison], refin
                 "{:<15} {:>4} {:<8} {:>6.1}",
                 r.variant.name(),
                 r.seed,
-                row.label,
-                100.0 * row.direct
+                row.score.label,
+                100.0 * row.score.direct
             );
             for k in 0..refine_steps {
                 line += &format!(
                     " {:>9}",
-                    row.refined
+                    row.score
+                        .refined
                         .get(k)
                         .map_or("-".into(), |v| format!("{:.1}", 100.0 * v))
                 );
             }
             let sampled = row
+                .score
                 .sampled
                 .map_or("-".into(), |v| format!("{:.1}", 100.0 * v));
-            let vs = row.vs_base.as_ref().map_or("-".into(), ci);
-            let fix = match (row.wrong_to_right.first(), row.right_to_wrong.first()) {
+            let vs = row.score.vs_base.as_ref().map_or("-".into(), ci);
+            let fix = match (row.wrong_to_right().first(), row.right_to_wrong().first()) {
                 (Some(a), Some(b)) => format!("{a}/{b}"),
                 _ => "-".into(),
             };
@@ -335,36 +337,19 @@ fn ci(c: &PairedComparison) -> String {
     )
 }
 
-/// `base` with the fields of the JSON object in `path` replacing its own, recursively (so a
-/// file may name only `train.lr`). Rounds and prompts per round stay the demo's: the dataset
-/// was made for them.
+/// `base` with the JSON object in `path` laid over it ([`RunConfig::overlay`], as `run start
+/// --config` does). Rounds and prompts per round stay the demo's: the dataset was made for them.
 fn overlay(base: &RunConfig, path: &std::path::Path) -> Result<RunConfig> {
-    fn merge(into: &mut serde_json::Value, from: serde_json::Value) {
-        match (into, from) {
-            (serde_json::Value::Object(a), serde_json::Value::Object(b)) => {
-                for (k, v) in b {
-                    merge(a.entry(k).or_insert(serde_json::Value::Null), v);
-                }
-            }
-            (slot, v) => *slot = v,
-        }
-    }
     let text =
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let patch: serde_json::Value =
+    let mut patch: serde_json::Value =
         serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?;
-    anyhow::ensure!(
-        patch.is_object(),
-        "{} must hold a JSON object",
-        path.display()
-    );
-    let mut value = serde_json::to_value(base)?;
-    merge(&mut value, patch);
-    let mut config: RunConfig = serde_json::from_value(value)
-        .with_context(|| format!("{} does not fit a run configuration", path.display()))?;
-    config.rounds = base.rounds;
-    config.prompts_per_round = base.prompts_per_round;
-    Ok(config)
+    if let Some(fields) = patch.as_object_mut() {
+        fields.remove("rounds");
+        fields.remove("prompts_per_round");
+    }
+    base.overlay(&patch)
+        .with_context(|| format!("{}", path.display()))
 }
 
 #[cfg(test)]
@@ -390,6 +375,6 @@ mod tests {
         );
         std::fs::write(&path, r#"{"train": {"lr": "fast"}}"#).unwrap();
         let err = format!("{:#}", overlay(&base, &path).unwrap_err());
-        assert!(err.contains("does not fit a run configuration"), "{err}");
+        assert!(err.contains("the settings do not fit a run"), "{err}");
     }
 }

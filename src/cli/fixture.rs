@@ -1,8 +1,8 @@
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
-use evolve::fixtures::{AdapterFixture, write_tiny};
+use evolve::builtin::task_model::{Mix, TaskModelConfig, train_task_model};
+use evolve::devtools::fixtures::{AdapterFixture, write_tiny};
 use evolve::gguf::tiny::{TinyLlamaConfig, WeightType};
-use evolve::task_model::{Mix, TaskModelConfig, train_task_model};
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
@@ -238,7 +238,7 @@ fn task(args: TaskArgs) -> Result<()> {
         n => Some(n.parse().context("--eval takes all, none or a number")?),
     };
     if let Some(n) = eval {
-        let r = evolve::task_model::task_report(&args.out, n, 2, 8)?;
+        let r = evolve::builtin::task_model::task_report(&args.out, n, 2, 8)?;
         let pct = |x: f64| format!("{:.1}%", 100.0 * x);
         println!(
             "held-out, {} problems ({} carry into the tens):",

@@ -1,7 +1,7 @@
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use evolve::Service;
-use evolve::discover::{FoundModel, Places};
+use evolve::models::discover::{FoundModel, Places};
 use evolve::store::Model;
 use std::path::{Path, PathBuf};
 
@@ -66,7 +66,7 @@ pub fn run(cmd: ModelsCommand, service: &Service) -> Result<()> {
             );
         }
         ModelsCommand::Fetch { name } => {
-            let known = evolve::catalog::known_model(&name)
+            let known = evolve::models::catalog::known_model(&name)
                 .with_context(|| format!("no fetchable model named '{name}' (known: smollm2)"))?;
             // In MB (the bar's counts are whole numbers); no bar when the cached copy is used.
             let mut bar = None;

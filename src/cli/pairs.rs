@@ -5,7 +5,7 @@ use anyhow::Result;
 use clap::Subcommand;
 use evolve::Service;
 use evolve::core::PairKind;
-use evolve::pairs::{PairQuery, PairView, ReviewAction, parse_review};
+use evolve::data::pairs::{PairQuery, PairView, ReviewAction, parse_review};
 use evolve::store::{PairId, RunId};
 
 #[derive(Subcommand)]

@@ -1,6 +1,6 @@
 //! Progress bars (indicatif) for long work: training steps, and the phases of a run.
 
-use evolve::progress::RunEvent;
+use evolve::runs::progress::RunEvent;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};

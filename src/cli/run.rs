@@ -1,14 +1,15 @@
 //! `evolve run …`: start, resume, watch and export EVOLVE runs.
 
+use super::compare::{paired, pct};
 use super::progress::RunProgress;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use evolve::Service;
-use evolve::core::PairedComparison;
+use evolve::engines::EngineSettings;
 use evolve::method::pairs::PairStrategy;
 use evolve::method::run::{Progress, RunConfig, RunError};
-use evolve::progress::RunTracker;
-use evolve::runs::{EngineSettings, RunStatus, ScoreRow};
+use evolve::runs::progress::RunTracker;
+use evolve::runs::{RunStatus, ScoreRow};
 use evolve::store::{DatasetId, RunId};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -37,11 +38,11 @@ pub enum RunCommand {
     /// pair of runs (A's i-th with B's i-th, e.g. the same seed) and all pairs pooled
     Compare {
         /// Runs A, comma-separated (e.g. a baseline's seeds: 1,4)
-        #[arg(value_delimiter = ',', required = true)]
-        a: Vec<i64>,
+        #[arg(value_parser = super::compare::run_list)]
+        a: super::compare::RunList,
         /// Runs B, as many as A, in the same order
-        #[arg(value_delimiter = ',', required = true)]
-        b: Vec<i64>,
+        #[arg(value_parser = super::compare::run_list)]
+        b: super::compare::RunList,
         /// Print JSON instead of a table
         #[arg(long)]
         json: bool,
@@ -254,7 +255,7 @@ pub fn run(cmd: RunCommand, service: &Service) -> Result<()> {
             }
             Ok(())
         }
-        RunCommand::Compare { a, b, json } => super::compare::compare(service, &a, &b, json),
+        RunCommand::Compare { a, b, json } => super::compare::compare(service, &a.0, &b.0, json),
         RunCommand::ExportPairs { run, out } => {
             let n = service.export_trl_pairs(RunId(run), &out)?;
             println!("wrote {n} pairs to {}", out.display());
@@ -443,24 +444,6 @@ pub fn print_status(s: &RunStatus) {
         return;
     }
     print_scoreboard(&s.scoreboard, s.config.refine_steps);
-}
-
-pub(super) fn pct(v: f64) -> String {
-    format!("{:.1}", 100.0 * v)
-}
-
-/// `+4.2 [+1.9, +6.5] 41/7` : the paired difference, its 95 % interval, wins/losses.
-pub(super) fn paired(c: Option<&PairedComparison>) -> String {
-    c.map_or("-".into(), |c| {
-        format!(
-            "{:+.1} [{:+.1}, {:+.1}] {}/{}",
-            100.0 * c.diff,
-            100.0 * c.ci_low,
-            100.0 * c.ci_high,
-            c.wins,
-            c.losses
-        )
-    })
 }
 
 /// The held-out scoreboard: scores, then each row against the base and the row above, and

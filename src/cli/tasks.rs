@@ -4,8 +4,8 @@ use super::run::EngineArgs;
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use evolve::Service;
+use evolve::data::tasks::{MeasureSettings, TaskMeasure};
 use evolve::method::tasks::BuiltinTask;
-use evolve::tasks::{MeasureSettings, TaskMeasure};
 use std::path::PathBuf;
 
 #[derive(Subcommand)]
@@ -48,7 +48,7 @@ pub fn run(cmd: TasksCommand, service: &Service) -> Result<()> {
     match cmd {
         TasksCommand::List => {
             for t in BuiltinTask::ALL {
-                let (train, _) = t.problems(1, 0, evolve::tasks::TASK_SEED)?;
+                let (train, _) = t.problems(1, 0, evolve::data::tasks::TASK_SEED)?;
                 println!(
                     "{:<13} {} ({} problems), e.g. \"{}\"",
                     t.name(),

@@ -1,11 +1,11 @@
-//! `evolve train`: LoRA on a TRL preference file, outside any run (`evolve::trl_train`).
+//! `evolve train`: LoRA on a TRL preference file, outside any run (`evolve::adapters::trl_train`).
 
 use super::progress::steps_bar;
 use anyhow::{Result, bail};
 use clap::Args;
+use evolve::adapters::trl_train::{TrainJob, read_trl_pairs};
 use evolve::core::Objective;
 use evolve::method::run::TrainSettings;
-use evolve::trl_train::{TrainJob, read_trl_pairs};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 

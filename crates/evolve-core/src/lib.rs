@@ -14,6 +14,7 @@ pub mod refine;
 pub mod rng;
 pub mod sampling;
 pub mod score;
+mod score_error;
 pub mod scorer_spec;
 pub mod stats;
 pub mod train;
@@ -31,9 +32,10 @@ pub use paths::DataDir;
 pub use refine::{ChainStart, RefinementStep, RefinementTemplate, refine_chain, refine_chains};
 pub use sampling::SamplerConfig;
 pub use score::{
-    Extraction, ScoreError, ScoreInput, ScoreValue, Scorer, extract_final_number,
-    final_answer_after_marker, normalise_number,
+    Extraction, ScoreInput, ScoreValue, Scorer, extract_final_number, final_answer_after_marker,
+    normalise_number,
 };
+pub use score_error::ScoreError;
 pub use scorer_spec::{ParseScorerError, SCORER_FORMS, ScorerSpec, Verifier};
 pub use stats::PairedComparison;
 pub use train::{

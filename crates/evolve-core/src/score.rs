@@ -1,5 +1,6 @@
 //! Scoring answers: the one trait behind verifiers, LLM judges, reward models and remote judges.
 
+use crate::ScoreError;
 use serde::{Deserialize, Serialize};
 
 /// What a scorer sees: the question, the dataset's gold answer when it has one, and the answer.
@@ -15,15 +16,6 @@ pub struct ScoreInput<'a> {
 pub struct ScoreValue {
     pub value: f64,
     pub details: serde_json::Value,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum ScoreError {
-    /// The scorer cannot judge this prompt at all (e.g. a verifier without a gold answer).
-    #[error("{scorer} cannot score this prompt: {reason}")]
-    Unscorable { scorer: String, reason: String },
-    #[error("{scorer} failed: {reason}")]
-    Failed { scorer: String, reason: String },
 }
 
 pub trait Scorer {

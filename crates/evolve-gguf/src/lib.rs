@@ -11,6 +11,7 @@
 //! - [`ModelSummary`] is what `evolve models info` prints.
 
 mod error;
+mod header;
 mod quant;
 mod reader;
 mod shapes;
@@ -22,16 +23,10 @@ mod writer;
 pub mod tiny;
 
 pub use error::GgufError;
+pub use header::{DEFAULT_ALIGNMENT, GGUF_MAGIC, GGUF_VERSION};
 pub use quant::{dequantize_q8_0, f16_bytes_to_f32, quantize_q8_0, tensor_to_f32};
 pub use reader::{GgufFile, MAX_METADATA_VALUES, TensorInfo, read_path};
 pub use summary::ModelSummary;
 pub use types::GgmlType;
 pub use value::Value;
 pub use writer::{GgufWriter, TensorData, TensorProducer};
-
-/// The four bytes every GGUF file starts with.
-pub const GGUF_MAGIC: [u8; 4] = *b"GGUF";
-/// The version [`GgufWriter`] writes.
-pub const GGUF_VERSION: u32 = 3;
-/// ggml's default tensor-data alignment, used when `general.alignment` is absent.
-pub const DEFAULT_ALIGNMENT: u64 = 32;

@@ -7,7 +7,9 @@
 //! - `pairwise.rs`: [`PairwiseJudge`] with the position swap, [`win_rate`].
 //! - `reward.rs`: [`RewardModelScorer`], a GGUF classification head on llama.cpp.
 //! - `spec.rs`: [`scorer_from_spec`].
+//! - `error.rs`: [`JudgeError`], why a scorer could not be built.
 
+mod error;
 mod llm;
 mod pairwise;
 pub mod prompt;
@@ -15,6 +17,7 @@ mod reward;
 mod spec;
 pub mod verify;
 
+pub use error::JudgeError;
 pub use llm::{DEFAULT_JUDGE_MAX_TOKENS, LlmJudge};
 pub use pairwise::{
     PairVerdict, PairwiseJudge, WinRate, Winner, combine, win_rate, win_rate_with_references,

@@ -7,6 +7,7 @@
 //! a pooled hidden state that means nothing, so the file is inspected first and refused with a
 //! clear message.
 
+use crate::JudgeError;
 use evolve_core::{ScoreError, ScoreInput, ScoreValue, Scorer};
 use llama_cpp_2::context::params::{LlamaContextParams, LlamaPoolingType};
 use llama_cpp_2::llama_batch::LlamaBatch;
@@ -55,9 +56,12 @@ fn file_name(path: &Path) -> String {
 }
 
 /// Reads the GGUF header and refuses a file without a classification head, in one line.
-pub fn inspect_reward_head(path: &Path) -> Result<RewardHead, String> {
+pub fn inspect_reward_head(path: &Path) -> Result<RewardHead, JudgeError> {
     let file = file_name(path);
-    let gguf = evolve_gguf::read_path(path).map_err(|e| format!("{file}: {e}"))?;
+    let gguf = evolve_gguf::read_path(path).map_err(|source| JudgeError::Gguf {
+        file: file.clone(),
+        source,
+    })?;
     let arch = gguf.architecture().unwrap_or("").to_string();
     let tensors: Vec<String> = ["cls.weight", "cls.output.weight"]
         .iter()
@@ -66,17 +70,17 @@ pub fn inspect_reward_head(path: &Path) -> Result<RewardHead, String> {
         .collect();
     let rank_pooling = gguf.get_u64(&format!("{arch}.pooling_type")) == Some(RANK_POOLING);
     if tensors.is_empty() && !rank_pooling {
-        return Err(format!(
+        return Err(JudgeError::NotARewardModel(format!(
             "{file} has no classification head (a reward model needs one, e.g. a *-RM GGUF \
              converted with llama.cpp's convert_hf_to_gguf.py); use a verifier or an LLM judge instead"
-        ));
+        )));
     }
     if !HEAD_ARCHITECTURES.contains(&arch.as_str()) {
-        return Err(format!(
+        return Err(JudgeError::NotARewardModel(format!(
             "{file} has a classification head but llama.cpp runs heads only for the {} \
              architectures, not '{arch}'; use a verifier or an LLM judge instead",
             HEAD_ARCHITECTURES.join(", ")
-        ));
+        )));
     }
     let labels = match gguf.get(&format!("{arch}.classifier.output_labels")) {
         Some(evolve_gguf::Value::Array(items)) => items
@@ -122,21 +126,25 @@ pub struct RewardModelScorer {
 
 impl RewardModelScorer {
     /// Inspects the file (see [`inspect_reward_head`]), then loads it with llama.cpp.
-    pub fn load(path: &Path, options: RewardOptions) -> Result<Self, String> {
+    pub fn load(path: &Path, options: RewardOptions) -> Result<Self, JudgeError> {
         let head = inspect_reward_head(path)?;
-        evolve_llama::check_before_llama_cpp(path).map_err(|e| e.to_string())?;
+        evolve_llama::check_before_llama_cpp(path)?;
         let params = LlamaModelParams::default().with_n_gpu_layers(options.n_gpu_layers);
-        let backend = evolve_llama::backend().map_err(|e| e.to_string())?;
-        let model = LlamaModel::load_from_file(backend, path, &params)
-            .map_err(|e| format!("llama.cpp could not load {}: {e}", file_name(path)))?;
+        let backend = evolve_llama::backend()?;
+        let model = LlamaModel::load_from_file(backend, path, &params).map_err(|source| {
+            JudgeError::Load {
+                file: file_name(path),
+                source,
+            }
+        })?;
         // A softmax over a single output is always 1: such a file cannot rank anything.
         if SOFTMAX_ARCHITECTURES.contains(&head.architecture.as_str()) && model.n_cls_out() < 2 {
-            return Err(format!(
+            return Err(JudgeError::NotARewardModel(format!(
                 "{} has a one-output head on '{}', where llama.cpp applies a softmax, so every \
                  score would be 1; use a verifier or an LLM judge instead",
                 file_name(path),
                 head.architecture
-            ));
+            )));
         }
         Ok(Self {
             model,

@@ -1,6 +1,6 @@
 //! [`scorer_from_spec`]: builds the scorer a [`ScorerSpec`] names (CLI, run configs, the UI).
 
-use crate::{LlmJudge, RewardModelScorer};
+use crate::{JudgeError, LlmJudge, RewardModelScorer};
 use evolve_core::{Scorer, ScorerSpec};
 use evolve_llama::{EngineOptions, LlamaEngine};
 use evolve_remote::{RemoteGenerator, RemoteOptions};
@@ -19,12 +19,12 @@ pub const JUDGE_API_KEY_ENV: &str = "EVOLVE_JUDGE_API_KEY";
 pub fn scorer_from_spec(
     spec: &ScorerSpec,
     engine_options: &EngineOptions,
-) -> Result<Box<dyn Scorer + Send>, String> {
+) -> Result<Box<dyn Scorer + Send>, JudgeError> {
     Ok(match spec {
         ScorerSpec::Verifier(v) => crate::verify::verifier(v),
         ScorerSpec::Judge(path) => {
-            let engine = LlamaEngine::load(path, engine_options.clone())
-                .map_err(|e| format!("scorer '{spec}': {e}"))?;
+            let engine =
+                LlamaEngine::load(path, engine_options.clone()).map_err(|e| failed(spec, e))?;
             Box::new(LlmJudge::new(Box::new(engine), spec.to_string()))
         }
         ScorerSpec::RemoteJudge { url, model } => {
@@ -34,8 +34,7 @@ pub fn scorer_from_spec(
             Box::new(remote_judge(url, model.clone(), key)?)
         }
         ScorerSpec::Reward(path) => Box::new(
-            RewardModelScorer::load(path, engine_options.into())
-                .map_err(|e| format!("scorer '{spec}': {e}"))?,
+            RewardModelScorer::load(path, engine_options.into()).map_err(|e| failed(spec, e))?,
         ),
     })
 }
@@ -46,7 +45,7 @@ pub fn remote_judge(
     base_url: &str,
     model: Option<String>,
     api_key: Option<String>,
-) -> Result<LlmJudge, String> {
+) -> Result<LlmJudge, JudgeError> {
     let name = ScorerSpec::RemoteJudge {
         url: base_url.to_string(),
         model: model.clone(),
@@ -55,6 +54,17 @@ pub fn remote_judge(
     let mut options = RemoteOptions::new(base_url);
     options.model = model;
     options.api_key = api_key;
-    let generator = RemoteGenerator::new(options).map_err(|e| format!("scorer '{name}': {e}"))?;
+    let generator = RemoteGenerator::new(options).map_err(|e| failed(&name, e))?;
     Ok(LlmJudge::new(Box::new(generator), name))
+}
+
+/// The engine behind the scorer `spec` could not start, and why.
+fn failed(
+    spec: &impl std::fmt::Display,
+    source: impl std::error::Error + Send + Sync + 'static,
+) -> JudgeError {
+    JudgeError::Scorer {
+        spec: spec.to_string(),
+        source: Box::new(source),
+    }
 }

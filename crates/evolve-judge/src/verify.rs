@@ -169,9 +169,9 @@ pub fn verifier(v: &Verifier) -> Box<dyn Scorer + Send> {
 }
 
 /// Builds a verifier from its string form; a spec naming a model-based scorer is refused.
-pub fn verifier_by_name(name: &str) -> Result<Box<dyn Scorer + Send>, String> {
-    match name.parse::<ScorerSpec>().map_err(|e| e.to_string())? {
+pub fn verifier_by_name(name: &str) -> Result<Box<dyn Scorer + Send>, crate::JudgeError> {
+    match name.parse::<ScorerSpec>()? {
         ScorerSpec::Verifier(v) => Ok(verifier(&v)),
-        other => Err(format!("scorer '{other}' is not a rule-based verifier")),
+        other => Err(crate::JudgeError::NotAVerifier(other)),
     }
 }

@@ -18,7 +18,7 @@ fn scorer_from_spec(
         .parse()
         .map_err(|e: evolve_core::ParseScorerError| e.0)?;
     spec.check_files().map_err(|e| e.0)?;
-    evolve_judge::scorer_from_spec(&spec, opts)
+    evolve_judge::scorer_from_spec(&spec, opts).map_err(|e| e.to_string())
 }
 use evolve_llama::LlamaEngine;
 
@@ -68,7 +68,8 @@ fn reward_model_refuses_a_chat_model_in_one_clear_line() {
     let path = tiny_llama();
     let err = RewardModelScorer::load(&path, (&engine_options()).into())
         .err()
-        .expect("a model without a head must be refused");
+        .expect("a model without a head must be refused")
+        .to_string();
     assert_eq!(
         err,
         "tiny.gguf has no classification head (a reward model needs one, e.g. a *-RM GGUF \
@@ -79,7 +80,9 @@ fn reward_model_refuses_a_chat_model_in_one_clear_line() {
 
 #[test]
 fn reward_model_refuses_a_head_on_an_architecture_llama_cpp_cannot_run_it_on() {
-    let err = inspect_reward_head(&tiny_llama_with_head()).unwrap_err();
+    let err = inspect_reward_head(&tiny_llama_with_head())
+        .unwrap_err()
+        .to_string();
     assert!(
         err.starts_with("tiny-llama-cls.gguf has a classification head but llama.cpp runs heads only for the bert,"),
         "{err}"
@@ -87,7 +90,8 @@ fn reward_model_refuses_a_head_on_an_architecture_llama_cpp_cannot_run_it_on() {
     assert!(err.contains("not 'llama'"), "{err}");
     let err = RewardModelScorer::load(&tiny_qwen3_one_output(), (&engine_options()).into())
         .err()
-        .unwrap();
+        .unwrap()
+        .to_string();
     assert!(err.contains("every score would be 1"), "{err}");
 }
 

@@ -54,7 +54,7 @@ fn other_verifiers_and_names() {
     let mut pat = verifier_by_name("pattern:^{").unwrap();
     assert_eq!(score(pat.as_mut(), "{x}", None), 1.0);
     assert_eq!(score(pat.as_mut(), "x{", None), 0.0);
-    let err = verifier_by_name("vibes").err().unwrap();
+    let err = verifier_by_name("vibes").err().unwrap().to_string();
     assert!(err.contains("unknown scorer 'vibes'"), "{err}");
 }
 

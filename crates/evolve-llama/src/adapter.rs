@@ -8,14 +8,14 @@
 //! the tensor and both shapes.
 
 use crate::LlamaError;
-use crate::engine::LlamaEngine;
 use evolve_gguf::{GgufFile, Value};
-use llama_cpp_2::model::LlamaLoraAdapter;
+use llama_cpp_2::context::LlamaContext;
+use llama_cpp_2::model::{LlamaLoraAdapter, LlamaModel};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-/// Handle of an adapter loaded into a [`LlamaEngine`]; only meaningful for that engine.
+/// Handle of an adapter loaded into a [`crate::LlamaEngine`]; only meaningful for that engine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct AdapterId(pub(crate) usize);
 
@@ -30,64 +30,86 @@ pub struct AdapterInfo {
     pub targets: Vec<String>,
 }
 
-pub(crate) struct LoadedAdapter {
-    pub info: AdapterInfo,
+struct LoadedAdapter {
+    info: AdapterInfo,
     /// Owned by the model in llama.cpp (freed with it); the mutex only gives the `&mut` that
     /// `lora_adapter_set` asks for while contexts borrow the engine immutably.
-    pub handle: Mutex<LlamaLoraAdapter>,
+    handle: Mutex<LlamaLoraAdapter>,
 }
 
-impl LlamaEngine {
-    /// Loads a GGUF LoRA adapter after checking it fits this model.
-    /// Loaded adapters stay in memory until the engine is dropped; loading does not activate.
-    pub fn load_adapter(&mut self, path: &Path) -> Result<AdapterId, LlamaError> {
+/// The adapters loaded into one engine's model, and the one its contexts apply. llama.cpp
+/// frees an adapter with its model, so the engine owns this registry beside the model.
+#[derive(Default)]
+pub(crate) struct Adapters {
+    loaded: Vec<LoadedAdapter>,
+    active: Option<(AdapterId, f32)>,
+    /// The base model's tensor table, read on the first adapter load.
+    base_tensors: Option<BaseTensors>,
+}
+
+impl Adapters {
+    /// Loads the GGUF LoRA adapter `path` into `model` (read from `model_path`) after checking
+    /// it fits the model. Loading does not activate it.
+    pub fn load(
+        &mut self,
+        model: &mut LlamaModel,
+        model_path: &Path,
+        path: &Path,
+    ) -> Result<AdapterId, LlamaError> {
         if !path.is_file() {
             return Err(LlamaError::NotFound(path.to_path_buf()));
         }
         if self.base_tensors.is_none() {
-            let base = evolve_gguf::read_path(self.path()).map_err(|e| LlamaError::Load {
-                path: self.path().to_path_buf(),
+            let base = evolve_gguf::read_path(model_path).map_err(|e| LlamaError::Load {
+                path: model_path.to_path_buf(),
                 reason: e.to_string(),
             })?;
             self.base_tensors = Some(BaseTensors::from_gguf(&base));
         }
         let info = validate_adapter(path, self.base_tensors.as_ref().expect("read above"))?;
-        let handle =
-            self.model
-                .lora_adapter_init(path)
-                .map_err(|e| LlamaError::AdapterMismatch {
-                    path: path.to_path_buf(),
-                    reason: format!("llama.cpp refused it: {e}"),
-                })?;
-        self.adapters.push(LoadedAdapter {
+        let handle = model
+            .lora_adapter_init(path)
+            .map_err(|e| LlamaError::AdapterMismatch {
+                path: path.to_path_buf(),
+                reason: format!("llama.cpp refused it: {e}"),
+            })?;
+        self.loaded.push(LoadedAdapter {
             info,
             handle: Mutex::new(handle),
         });
-        Ok(AdapterId(self.adapters.len() - 1))
+        Ok(AdapterId(self.loaded.len() - 1))
     }
 
-    /// Chooses the adapter later calls run with (`None`: the base model). Switching never
-    /// reloads the base; `scale` multiplies the adapter's update (1.0 = as trained).
-    pub fn set_adapter(
-        &mut self,
-        adapter: Option<AdapterId>,
-        scale: f32,
-    ) -> Result<(), LlamaError> {
+    /// Chooses the adapter contexts apply (`None`: the base model) at `scale`.
+    pub fn set_active(&mut self, adapter: Option<AdapterId>, scale: f32) -> Result<(), LlamaError> {
         if let Some(id) = adapter
-            && id.0 >= self.adapters.len()
+            && id.0 >= self.loaded.len()
         {
             return Err(LlamaError::Context(format!("no adapter with id {}", id.0)));
         }
-        self.active_adapter = adapter.map(|id| (id, scale));
+        self.active = adapter.map(|id| (id, scale));
         Ok(())
     }
 
-    pub fn active_adapter(&self) -> Option<(AdapterId, f32)> {
-        self.active_adapter
+    pub fn active(&self) -> Option<(AdapterId, f32)> {
+        self.active
     }
 
-    pub fn adapter_info(&self, id: AdapterId) -> Option<&AdapterInfo> {
-        self.adapters.get(id.0).map(|a| &a.info)
+    pub fn info(&self, id: AdapterId) -> Option<&AdapterInfo> {
+        self.loaded.get(id.0).map(|a| &a.info)
+    }
+
+    /// Applies the active adapter to a fresh context.
+    pub fn apply(&self, ctx: &mut LlamaContext<'_>) -> Result<(), LlamaError> {
+        if let Some((id, scale)) = self.active {
+            let mut handle = self.loaded[id.0]
+                .handle
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            ctx.lora_adapter_set(&mut handle, scale)
+                .map_err(|e| LlamaError::Context(format!("cannot apply adapter: {e}")))?;
+        }
+        Ok(())
     }
 }
 

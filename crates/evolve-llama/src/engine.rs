@@ -6,7 +6,7 @@
 //! in `batch.rs`, log-probabilities in `logprob.rs`.)
 
 use crate::LlamaError;
-use crate::adapter::{AdapterId, BaseTensors, LoadedAdapter};
+use crate::adapter::{AdapterId, AdapterInfo, Adapters};
 use crate::chat_template::{ChatTemplate, RenderOptions};
 use crate::sampler::build_sampler;
 use crate::stream::TextStream;
@@ -96,10 +96,7 @@ pub struct LlamaEngine {
     pub(crate) model: LlamaModel,
     path: PathBuf,
     pub(crate) options: EngineOptions,
-    pub(crate) adapters: Vec<LoadedAdapter>,
-    pub(crate) active_adapter: Option<(AdapterId, f32)>,
-    /// The base model's tensor table, read on the first adapter load.
-    pub(crate) base_tensors: Option<BaseTensors>,
+    adapters: Adapters,
     /// The vocabulary's end-of-generation tokens (EOS, EOT, …), for `ignore_eos`.
     pub(crate) eog_tokens: Vec<LlamaToken>,
     /// The file's own chat template (`None`: it has none; `Err`: it does not compile).
@@ -133,12 +130,34 @@ impl LlamaEngine {
             eog_tokens,
             path: path.to_path_buf(),
             options,
-            adapters: Vec::new(),
-            active_adapter: None,
-            base_tensors: None,
+            adapters: Adapters::default(),
             jinja,
             stats: Mutex::new(EngineStats::default()),
         })
+    }
+
+    /// Loads a GGUF LoRA adapter after checking it fits this model.
+    /// Loaded adapters stay in memory until the engine is dropped; loading does not activate.
+    pub fn load_adapter(&mut self, path: &Path) -> Result<AdapterId, LlamaError> {
+        self.adapters.load(&mut self.model, &self.path, path)
+    }
+
+    /// Chooses the adapter later calls run with (`None`: the base model). Switching never
+    /// reloads the base; `scale` multiplies the adapter's update (1.0 = as trained).
+    pub fn set_adapter(
+        &mut self,
+        adapter: Option<AdapterId>,
+        scale: f32,
+    ) -> Result<(), LlamaError> {
+        self.adapters.set_active(adapter, scale)
+    }
+
+    pub fn active_adapter(&self) -> Option<(AdapterId, f32)> {
+        self.adapters.active()
+    }
+
+    pub fn adapter_info(&self, id: AdapterId) -> Option<&AdapterInfo> {
+        self.adapters.info(id)
     }
 
     pub fn stats(&self) -> EngineStats {
@@ -310,14 +329,7 @@ impl LlamaEngine {
             .model
             .new_context(backend()?, params)
             .map_err(|e| LlamaError::Context(e.to_string()))?;
-        if let Some((id, scale)) = self.active_adapter {
-            let mut handle = self.adapters[id.0]
-                .handle
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            ctx.lora_adapter_set(&mut handle, scale)
-                .map_err(|e| LlamaError::Context(format!("cannot apply adapter: {e}")))?;
-        }
+        self.adapters.apply(&mut ctx)?;
         Ok(ctx)
     }
 

@@ -7,7 +7,8 @@
 //! - `engine.rs`: model, adapters, single-sequence chat generation.
 //! - `batch.rs`: many samples decoded together, prompts evaluated once.
 //! - `logprob.rs`: log-probability of a given answer.
-//! - `adapter.rs`: LoRA adapter validation.
+//! - `adapter.rs`: the engine's adapter registry ([`LlamaEngine`] owns it) and LoRA adapter
+//!   validation.
 //! - `generator.rs`: the engine behind [`evolve_core::Generator`].
 
 mod adapter;

@@ -71,15 +71,22 @@ impl Problem {
     /// Column sums from the ones up, the carry into column `drop_carry` (if any) forgotten;
     /// later carries follow the written sums and the final line assembles them.
     fn worked(&self, drop_carry: Option<usize>) -> String {
+        self.columns(|col, da, db, carry| {
+            let carry = if drop_carry == Some(col) { 0 } else { carry };
+            (carry, da + db + carry)
+        })
+    }
+
+    /// The column sums, units first, then `#### total`. `column(col, da, db, carry)` gives the
+    /// carry written in column `col` and the sum written there, so a slip changes either.
+    fn columns(&self, mut column: impl FnMut(usize, u32, u32, u32) -> (u32, u32)) -> String {
         let mut lines = Vec::new();
         let (mut a, mut b, mut carry, mut total, mut place) = (self.a, self.b, 0, 0u32, 1u32);
         let mut col = 0;
         while a > 0 || b > 0 {
             let (da, db) = (a % 10, b % 10);
-            if drop_carry == Some(col) {
-                carry = 0;
-            }
-            let s = da + db + carry;
+            let s;
+            (carry, s) = column(col, da, db, carry);
             lines.push(if carry > 0 {
                 format!("{da}+{db}+{carry}={s}")
             } else {
@@ -133,11 +140,7 @@ impl Problem {
         let digits = self.a.max(self.b).to_string().len();
         let wrong_col = (rng.next_u64() % digits as u64) as usize;
         let delta = 1 + (rng.next_u64() % 3) as u32;
-        let mut lines = Vec::new();
-        let (mut a, mut b, mut carry, mut total, mut place) = (self.a, self.b, 0, 0u32, 1u32);
-        let mut col = 0;
-        while a > 0 || b > 0 {
-            let (da, db) = (a % 10, b % 10);
+        self.columns(|col, da, db, carry| {
             let mut s = da + db + carry;
             if col == wrong_col {
                 s = if s >= delta && rng.next_u64().is_multiple_of(2) {
@@ -146,20 +149,8 @@ impl Problem {
                     s + delta
                 };
             }
-            lines.push(if carry > 0 {
-                format!("{da}+{db}+{carry}={s}")
-            } else {
-                format!("{da}+{db}={s}")
-            });
-            carry = s / 10;
-            let last = a < 10 && b < 10;
-            total += if last { s * place } else { (s % 10) * place };
-            place *= 10;
-            (a, b) = (a / 10, b / 10);
-            col += 1;
-        }
-        lines.push(format!("#### {total}"));
-        lines.join("\n")
+            (carry, s)
+        })
     }
 }
 

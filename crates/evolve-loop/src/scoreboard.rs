@@ -1,7 +1,7 @@
 //! The held-out scoreboard of a run: the untrained model, then each round's adapter, with
 //! paired comparisons computed from the per-problem answers every evaluation keeps.
 
-use crate::run::{WinRateDetails, eval_answers};
+use crate::run::evaluate::{WinRateDetails, eval_answers};
 use evolve_core::{EvalAnswer, EvalMeasure, EvalMetric, EvalSubject, PairedComparison};
 use evolve_store::{Evaluation, RunId, Store, StoreError};
 use serde::Serialize;

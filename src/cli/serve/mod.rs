@@ -23,7 +23,7 @@ use std::convert::Infallible;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
-use ticket::Tickets;
+use ticket::{Tickets, new_token, same_token};
 use tokio::sync::broadcast;
 
 /// The built web UI (`scripts/build-ui.sh` writes it), embedded so the binary serves it anywhere.
@@ -68,19 +68,6 @@ fn loopback(host: &str) -> Result<IpAddr> {
         );
     }
     Ok(ip)
-}
-
-/// 32 random bytes from the operating system, hex-encoded.
-fn new_token() -> Result<String> {
-    let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("no OS random source: {e}"))?;
-    Ok(hex::encode(bytes))
-}
-
-/// Compares without an early exit, so the time taken says nothing about how much matched.
-fn same_token(given: &str, token: &str) -> bool {
-    let (a, b) = (given.as_bytes(), token.as_bytes());
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 pub fn serve(args: ServeArgs, data_dir: DataDir) -> Result<()> {

@@ -2,6 +2,7 @@
 //! header, and the access token must not travel in a URL (URLs end up in logs, history and
 //! `Referer`s). So the page trades its token for a ticket in an authenticated POST and opens the
 //! stream with that: a ticket works once, within [`TICKET_TTL`], and reveals nothing else.
+//! Tickets and the access token are both random tokens, compared in constant time.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -11,6 +12,19 @@ pub const TICKET_TTL: Duration = Duration::from_secs(30);
 /// Unused tickets kept at most; the oldest go first (a page asks for one per connect).
 const MAX_TICKETS: usize = 64;
 
+/// 32 random bytes from the operating system, hex-encoded.
+pub fn new_token() -> anyhow::Result<String> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("no OS random source: {e}"))?;
+    Ok(hex::encode(bytes))
+}
+
+/// Compares without an early exit, so the time taken says nothing about how much matched.
+pub fn same_token(given: &str, token: &str) -> bool {
+    let (a, b) = (given.as_bytes(), token.as_bytes());
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 #[derive(Default)]
 pub struct Tickets {
     issued: Mutex<HashMap<String, Instant>>,
@@ -18,7 +32,7 @@ pub struct Tickets {
 
 impl Tickets {
     pub fn issue(&self) -> anyhow::Result<String> {
-        let ticket = super::new_token()?;
+        let ticket = new_token()?;
         let now = Instant::now();
         let mut issued = self.issued.lock().unwrap_or_else(|p| p.into_inner());
         issued.retain(|_, at| now.duration_since(*at) < TICKET_TTL);
@@ -37,10 +51,7 @@ impl Tickets {
     pub fn redeem(&self, ticket: &str) -> bool {
         let mut issued = self.issued.lock().unwrap_or_else(|p| p.into_inner());
         // Compared in constant time, like the token.
-        let found = issued
-            .keys()
-            .find(|t| super::same_token(ticket, t))
-            .cloned();
+        let found = issued.keys().find(|t| same_token(ticket, t)).cloned();
         match found.and_then(|t| issued.remove(&t)) {
             Some(at) => at.elapsed() < TICKET_TTL,
             None => false,

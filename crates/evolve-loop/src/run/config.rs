@@ -1,6 +1,6 @@
 //! A run's settings (stored as the run's `config_json`), their defaults and their validation.
 
-use super::RunError;
+use super::error::RunError;
 use crate::pairs::{PairKinds, PairRules, PairStrategy};
 use evolve_core::{RefinementTemplate, SamplerConfig, ScorerSpec};
 use evolve_store::{Run, RunId, Store};

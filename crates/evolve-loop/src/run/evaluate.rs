@@ -2,7 +2,9 @@
 //! answer per problem, every answer kept with its score (the scoreboard compares rounds problem
 //! by problem), and the judged win rate over the previous model.
 
-use super::{Orchestrator, Progress, RunError, name_prompt};
+use super::collect::{TokenProgress, seed_for};
+use super::error::name_prompt;
+use super::{Orchestrator, Progress, RunError};
 use evolve_core::RoundState;
 use evolve_core::{
     ChainStart, EvalAnswer, EvalMeasure, EvalMetric, EvalSubject, GenerationRequest, SamplerConfig,
@@ -68,7 +70,7 @@ impl Orchestrator<'_> {
                 })
                 .collect();
             // Tokens and finished answers as progress: 500 problems take many minutes.
-            let mut tokens = super::TokenProgress::new(&mut *self.progress).counting(
+            let mut tokens = TokenProgress::new(&mut *self.progress).counting(
                 r,
                 RoundState::Evaluating,
                 starts.len() * (steps + 1),
@@ -104,7 +106,7 @@ impl Orchestrator<'_> {
                     .generator
                     .format_chat(&self.config.template.render_question(&p.prompt))?;
                 let sampler = SamplerConfig {
-                    seed: super::seed_for(SAMPLED_EVAL_SEED, 0, p.id, 0),
+                    seed: seed_for(SAMPLED_EVAL_SEED, 0, p.id, 0),
                     max_tokens: self.config.eval_sampler.max_tokens,
                     ..self.config.sampler.clone()
                 };

@@ -2,7 +2,7 @@
 //! create` when Ollama is installed) and LM Studio (a merged GGUF in its models folder, where
 //! discovery and LM Studio both find it).
 
-use crate::discover::OllamaModel;
+use crate::models::discover::OllamaModel;
 use anyhow::{Result, bail};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -348,8 +348,8 @@ mod tests {
     fn an_ollama_base_passes_on_its_template_system_prompt_and_parameters() {
         let template = "{{- if .System }}<|im_start|>system\n{{ .System }}<|im_end|>\n{{ end }}<|im_start|>user\n{{ .Prompt }}<|im_end|>\n<|im_start|>assistant\n";
         let base = OllamaModel {
-            found: crate::discover::FoundModel {
-                source: crate::discover::ModelSource::Ollama,
+            found: crate::models::discover::FoundModel {
+                source: crate::models::discover::ModelSource::Ollama,
                 name: "smollm2:135m".into(),
                 path: "/blobs/sha256-0".into(),
                 size: Some(1),

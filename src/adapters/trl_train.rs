@@ -2,8 +2,8 @@
 //! format), outside any run. DPO or IPO on the pairs, or SFT on their chosen answers; a GGUF
 //! LoRA out (and PEFT on request); stopped with a checkpoint and resumed to the same bytes.
 
-use crate::engines::EngineCache;
-use crate::runs::{EngineSettings, trainer_for};
+use crate::engines::{EngineCache, EngineSettings};
+use crate::runs::trainer_for;
 use anyhow::{Context, Result, bail};
 use evolve_core::{Objective, PairKind, PreferenceTrainer, StepReport, TrainExample};
 use evolve_loop::run::{RunConfig, TrainSettings};

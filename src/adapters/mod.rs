@@ -5,18 +5,20 @@
 //! Listing and resolving need the database; exporting and checking take seconds to minutes, so
 //! they run on an [`AdapterSource`] without holding it.
 
+pub mod export_path;
+pub mod handoff;
+pub mod trl_train;
+
 use crate::Service;
-use crate::discover::{self, Places};
-use crate::engines::EngineCache;
-use crate::export_path::{check_free, check_written, commit_partial, fresh_partial, target_in};
-use crate::handoff;
-use crate::runs::EngineSettings;
+use crate::engines::{EngineCache, EngineSettings};
+use crate::models::discover::{self, Places};
 use crate::service::NotFound;
 use anyhow::{Context, Result, bail};
 use evolve_core::{ExportFormat, SamplerConfig};
 use evolve_store::{Adapter, AdapterId, RunId, Store};
 use evolve_train::CHECKPOINT_WEIGHTS;
 use evolve_train::export::TrainedAdapter;
+use export_path::{check_free, check_written, commit_partial, fresh_partial, target_in};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 

@@ -4,9 +4,8 @@
 //! run wizard use these.
 
 use crate::Service;
-use crate::runs::EngineSettings;
+use crate::engines::{EngineSettings, judge_for};
 use anyhow::Result;
-use evolve_core::ScorerSpec;
 use evolve_loop::probe::{ProbeRow, ProbeSettings, ProbeSummary, probe};
 use evolve_loop::tasks::BuiltinTask;
 use evolve_store::{DatasetId, NewPrompt};
@@ -57,20 +56,6 @@ impl Service {
         let mut generator = evolve_llama::LlamaEngine::load(model, options)?;
         Ok(probe(&mut generator, scorer, prompts, settings)?)
     }
-}
-
-pub(crate) fn judge_for(
-    spec: &ScorerSpec,
-    engine: &EngineSettings,
-) -> Result<Box<dyn evolve_core::Scorer + Send>> {
-    let mut options = evolve_llama::EngineOptions {
-        n_gpu_layers: engine.gpu_layers,
-        ..Default::default()
-    };
-    if let Some(t) = engine.threads {
-        options.n_threads = t;
-    }
-    evolve_judge::scorer_from_spec(spec, &options).map_err(anyhow::Error::msg)
 }
 
 /// Train prompts a dry run answers: enough to see how the scorer reads the model, quick even

@@ -1,4 +1,11 @@
-//! Registering GGUF models: validation, checksum and the supported-architecture gate.
+//! Models: the GGUF checks every registration goes through (validation, checksum, the
+//! supported-architecture gate, training memory), the registered models
+//! ([`registry`]), the real models one can fetch ([`catalog`]) and those already on this
+//! machine ([`discover`]).
+
+pub mod catalog;
+pub mod discover;
+pub mod registry;
 
 use anyhow::{Context, Result, bail};
 use evolve_gguf::GgufFile;

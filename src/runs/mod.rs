@@ -3,7 +3,11 @@
 //! for sampling, the scorer its spec names (a verifier, an LLM judge, a reward model), candle
 //! LoRA-DPO for training.
 
+pub mod lease;
+pub mod progress;
+
 use crate::Service;
+use crate::engines::EngineSettings;
 use anyhow::{Context, Result, bail};
 use evolve_core::{PairKind, RoundState, RunState};
 use evolve_loop::run::{
@@ -18,15 +22,6 @@ use evolve_train::{LoraConfig, LoraDpoTrainer, Reference, TrainConfig};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 
-/// How the engines run on this machine (not part of the run: a resume may use other threads).
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct EngineSettings {
-    pub threads: Option<i32>,
-    pub gpu_layers: u32,
-    /// Context per sequence; 0 = the model's training context, capped at 4096.
-    pub n_ctx: u32,
-}
-
 impl Service {
     /// The run settings `model` starts with, the same in every shell (`run start` without
     /// flags, the app's run wizard untouched): the built-in task model's own (its short
@@ -34,11 +29,11 @@ impl Service {
     /// model the loop's defaults with the held-out evaluation capped at 100 prompts, because a
     /// whole large eval split every round takes hours.
     pub fn run_config_for(&self, model: &evolve_store::Model) -> RunConfig {
-        if crate::demo::is_task_model(
+        if crate::builtin::demo::is_task_model(
             std::path::Path::new(&model.path),
             model.display_name.as_deref(),
         ) {
-            crate::demo::DemoSettings::default().run_config(0)
+            crate::builtin::demo::DemoSettings::default().run_config(0)
         } else {
             user_model_run_config()
         }
@@ -242,7 +237,7 @@ impl Service {
             progress(p)
         };
         let mut generator = self.load_engine(&model_path, engine, &config)?;
-        let mut scorer = crate::tasks::judge_for(&config.scorer, engine)?;
+        let mut scorer = crate::engines::judge_for(&config.scorer, engine)?;
         let mut trainer = trainer_for(&model_path, &config.train);
         let adapters = self.data_dir().adapters();
         let mut orchestrator = Orchestrator::new(
@@ -305,7 +300,7 @@ impl Service {
         let store = self.store();
         // Another process drives it: its state is that process's to write.
         if let Err(e) = outcome
-            && e.downcast_ref::<crate::lease::RunBusy>().is_some()
+            && e.downcast_ref::<crate::runs::lease::RunBusy>().is_some()
         {
             return Ok(self.run(id)?.state);
         }

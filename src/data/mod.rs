@@ -1,5 +1,8 @@
 //! Prompt datasets in the store: import (validated, split) and listing.
 
+pub mod pairs;
+pub mod tasks;
+
 use crate::Service;
 use anyhow::{Context, Result};
 use evolve_loop::dataset::{DatasetFormat, ImportReport, import_file, split_eval};

@@ -3,16 +3,16 @@
 //! first start and the end-to-end tests all use these.
 
 use crate::Service;
-use crate::task_model::{EVAL_SEED, TASK_MODEL_FILE, TaskModelConfig};
+use crate::builtin::task_model::{EVAL_SEED, TASK_MODEL_FILE, TaskModelConfig};
 use anyhow::{Context, Result};
 use evolve_core::{PairedComparison, RefinementTemplate, SamplerConfig};
 use evolve_loop::arithmetic::{
     all_held_out, gsm8k_jsonl, is_held_out, problems_split, task_template,
 };
 use evolve_loop::pairs::{PairKinds, PairRules, PairStrategy};
-use evolve_loop::run::{
-    PreferenceLoss, ReferenceModel, RunConfig, RunObjective, TrainSettings, eval_answers,
-};
+use evolve_loop::run::evaluate::eval_answers;
+use evolve_loop::run::{PreferenceLoss, ReferenceModel, RunConfig, RunObjective, TrainSettings};
+use evolve_loop::scoreboard::ScoreRow;
 use evolve_loop::tasks::BuiltinTask;
 use evolve_store::{DatasetId, Model, NewPrompt, RunId};
 use serde::Serialize;
@@ -23,7 +23,7 @@ pub const TASK_MODEL_NAME: &str = "tiny task (built in)";
 
 /// The task model, trained by `evolve fixture task` and checked in: the app and the tests use
 /// these bytes, nobody trains it at run time.
-pub const TASK_MODEL_GGUF: &[u8] = include_bytes!("../models/tiny-task.gguf");
+pub const TASK_MODEL_GGUF: &[u8] = include_bytes!("../../models/tiny-task.gguf");
 
 /// Whether a model is the built-in task model (by registered name or file name).
 pub fn is_task_model(path: &std::path::Path, display_name: Option<&str>) -> bool {
@@ -312,24 +312,41 @@ impl Service {
     }
 }
 
-/// One row of a demo's results: a model state of one run.
-#[derive(Debug, Clone, Serialize)]
+/// One row of a demo's results: a model state of one run, its scoreboard row with the time
+/// its round took.
+#[derive(Debug, Clone)]
 pub struct ResultRow {
-    pub label: String,
-    pub n: usize,
-    pub direct: f64,
-    pub refined: Vec<f64>,
-    pub sampled: Option<f64>,
-    pub vs_base: Option<PairedComparison>,
-    pub vs_previous: Option<PairedComparison>,
-    /// refine@K against the base's and the previous row's refine@K.
-    pub refined_vs_base: Option<PairedComparison>,
-    pub refined_vs_previous: Option<PairedComparison>,
-    /// Per refinement step: problems it turned wrong → right and right → wrong.
-    pub wrong_to_right: Vec<usize>,
-    pub right_to_wrong: Vec<usize>,
+    pub score: ScoreRow,
     /// Seconds the round took (collection to evaluation), when it ran in one go.
     pub wall_s: Option<f64>,
+}
+
+impl ResultRow {
+    /// Per refinement step: problems it turned wrong → right.
+    pub fn wrong_to_right(&self) -> Vec<usize> {
+        self.score.refine_steps.iter().map(|c| c.wins).collect()
+    }
+
+    /// Per refinement step: problems it turned right → wrong.
+    pub fn right_to_wrong(&self) -> Vec<usize> {
+        self.score.refine_steps.iter().map(|c| c.losses).collect()
+    }
+}
+
+/// The demo's JSON keeps its own columns: the scoreboard row's, less the round, the win rate
+/// and the step comparisons (written as their wrong → right and right → wrong counts).
+impl Serialize for ResultRow {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut row = serde_json::to_value(&self.score).map_err(serde::ser::Error::custom)?;
+        let columns = row.as_object_mut().expect("a scoreboard row is an object");
+        for left_out in ["round", "win_rate", "refine_steps"] {
+            columns.remove(left_out);
+        }
+        columns.insert("wrong_to_right".into(), self.wrong_to_right().into());
+        columns.insert("right_to_wrong".into(), self.right_to_wrong().into());
+        columns.insert("wall_s".into(), self.wall_s.into());
+        row.serialize(serializer)
+    }
 }
 
 /// One run of the demo: a variant with a seed.
@@ -357,17 +374,7 @@ impl Service {
             .scoreboard
             .iter()
             .map(|r| ResultRow {
-                label: r.label.clone(),
-                n: r.n,
-                direct: r.direct,
-                refined: r.refined.clone(),
-                sampled: r.sampled,
-                vs_base: r.vs_base.clone(),
-                vs_previous: r.vs_previous.clone(),
-                refined_vs_base: r.refined_vs_base.clone(),
-                refined_vs_previous: r.refined_vs_previous.clone(),
-                wrong_to_right: r.refine_steps.iter().map(|c| c.wins).collect(),
-                right_to_wrong: r.refine_steps.iter().map(|c| c.losses).collect(),
+                score: r.clone(),
                 wall_s: r.round.and_then(|i| round_wall_s.get(i).copied().flatten()),
             })
             .collect();
