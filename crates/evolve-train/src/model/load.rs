@@ -1,7 +1,8 @@
 //! Building a [`LlamaModel`]: from a GGUF file's weights (dequantized, or the matrices kept
 //! quantized), or freshly initialised for pretraining from scratch.
 
-use super::{Block, LlamaModel};
+use super::block::Block;
+use super::llama::LlamaModel;
 use crate::model::config::{Architecture, LlamaConfig};
 use crate::ops::Weight;
 use crate::{Result, TrainError};

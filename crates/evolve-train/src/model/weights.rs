@@ -2,7 +2,8 @@
 //! folded in: what exports write. Computing each tensor only when it is written keeps a merged
 //! export of an 8B model at one f32 tensor beside the (quantized) model, not 32 GB.
 
-use super::{Block, LlamaModel};
+use super::block::Block;
+use super::llama::LlamaModel;
 use crate::lora::{Lora, LoraTarget};
 use crate::model::config::Architecture;
 use crate::ops::Weight;

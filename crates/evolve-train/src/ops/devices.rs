@@ -1,7 +1,6 @@
 //! The training ops on every device this build can run on give the CPU's values and input
 //! gradients, and on the CPU each custom op's fallback gives the op's.
 
-use super::Weight;
 use super::attention::{causal_attention, composed_attention, sliding_mask};
 use super::glu::{composed_silu_mul, gelu_as_ggml, silu_mul};
 use super::heads::to_heads;
@@ -9,6 +8,7 @@ use super::linear::{composed_linear, frozen_linear, linear};
 use super::logprobs::{log_softmax_last, target_logprobs};
 use super::norm::{composed_rms_norm, rms_norm};
 use super::rope::{rope, rope_tables};
+use super::weight::Weight;
 use crate::gradcheck::randn;
 use crate::model::config::RopeLayout;
 use candle_core::quantized::QTensor;

@@ -2,9 +2,9 @@
 //! full-parameter training) or over a frozen, possibly quantized weight ([`frozen_linear`]),
 //! each one CPU op whose products run in [`super::blas`], with candle's matmul as fallback.
 
-use super::Weight;
 use super::blas;
 use super::kernel;
+use super::weight::Weight;
 use candle_core::backend::BackendStorage;
 use candle_core::{
     CpuStorage, CustomOp1, CustomOp2, Device, Layout, Result, Shape, Storage, Tensor,

@@ -9,9 +9,9 @@
 //! `∂x = g·W + s·(g·B)·A`, where `L = s·x·Aᵀ` is kept from the forward pass (`rank` numbers a
 //! row).
 
-use super::Weight;
 use super::blas::{matmul, product, product_add};
 use super::kernel::{Float, fusable, slice, with_cpu_slices};
+use super::weight::Weight;
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp3, Device, Layout, Result, Shape, Storage, Tensor};
 use std::sync::{Arc, Mutex};

@@ -3,7 +3,7 @@
 //! back to continue exactly where the run stopped.
 
 use super::config::TrainConfig;
-use super::{Trainer, data_fingerprint};
+use super::train::{Trainer, data_fingerprint};
 use crate::lora::{Lora, LoraConfig};
 use crate::loss::{PreferencePair, RefLogps};
 use crate::model::LlamaModel;

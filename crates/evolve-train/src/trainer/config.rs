@@ -159,7 +159,26 @@ mod tests {
 
     #[test]
     fn auto_recomputes_when_the_kept_activations_would_take_half_the_free_memory() {
-        let cfg = crate::bench::Shape::Qwen05b.config().unwrap();
+        // Qwen2.5-0.5B's dimensions (`evolve bench train`'s `0.5b` shape).
+        let cfg = LlamaConfig {
+            architecture: crate::model::config::Architecture::Qwen2,
+            n_embd: 896,
+            n_layer: 24,
+            n_head: 14,
+            n_head_kv: 2,
+            head_dim: 64,
+            n_ff: 4864,
+            n_vocab: 151_936,
+            context_length: 4096,
+            rope_dims: 64,
+            rope_freq_base: 1_000_000.0,
+            rope_freq_scale: 1.0,
+            rms_eps: 1e-6,
+            tied_embeddings: true,
+            sliding_window: None,
+            rope_attn_factor: 1.0,
+            rope_original_context: None,
+        };
         let data = vec![PreferencePair::new(
             PairKind::Direct,
             vec![1; 128],
