@@ -31,17 +31,17 @@ struct Cached {
 #[derive(Default)]
 pub struct EngineCache(Mutex<Option<Cached>>);
 
-/// The cache, held: [`EngineLease::select`] gives the engine for a model and adapter.
-pub struct EngineLease<'a>(MutexGuard<'a, Option<Cached>>);
+/// The cache, held: [`EngineGuard::select`] gives the engine for a model and adapter.
+pub struct EngineGuard<'a>(MutexGuard<'a, Option<Cached>>);
 
 impl EngineCache {
-    pub fn lock(&self) -> EngineLease<'_> {
+    pub fn lock(&self) -> EngineGuard<'_> {
         // A panic mid-generation leaves the engine usable; the next request reselects.
-        EngineLease(self.0.lock().unwrap_or_else(|p| p.into_inner()))
+        EngineGuard(self.0.lock().unwrap_or_else(|p| p.into_inner()))
     }
 }
 
-impl EngineLease<'_> {
+impl EngineGuard<'_> {
     /// The engine for `model` with `adapter` applied (or none), loading the model unless it
     /// is the cached one with the same settings.
     pub fn select(

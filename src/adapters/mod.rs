@@ -17,7 +17,7 @@ use anyhow::{Context, Result, bail};
 use evolve_core::{ExportFormat, SamplerConfig};
 use evolve_store::{Adapter, AdapterId, RunId, Store};
 use evolve_train::CHECKPOINT_WEIGHTS;
-use evolve_train::export::TrainedAdapter;
+use evolve_train::export::AdapterFiles;
 use export_path::{check_free, check_written, commit_partial, fresh_partial, target_in};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -289,7 +289,7 @@ impl AdapterSource {
     }
 
     /// The base model and the adapter's trained weights (the checkpoint saved next to its GGUF).
-    fn trained(&self) -> Result<TrainedAdapter> {
+    fn trained(&self) -> Result<AdapterFiles> {
         let weights = Path::new(&self.adapter.path)
             .parent()
             .unwrap_or(Path::new("."))
@@ -300,7 +300,7 @@ impl AdapterSource {
                 weights.display()
             );
         }
-        TrainedAdapter::load(
+        AdapterFiles::load(
             &self.base_model,
             &weights,
             self.adapter.rank as usize,
@@ -312,9 +312,9 @@ impl AdapterSource {
     /// Base and adapter on the same prompt: greedy text and next-token logits. An adapter that
     /// leaves every logit unchanged is not applied (a wrong base model, an empty adapter).
     pub fn check(&self, engines: &EngineCache, settings: &EngineSettings) -> Result<AdapterCheck> {
-        let mut lease = engines.lock();
+        let mut guard = engines.lock();
         let mut run = |adapter: Option<&Path>| -> Result<(Vec<f32>, String)> {
-            let engine = lease.select(&self.base_model, adapter, settings)?;
+            let engine = guard.select(&self.base_model, adapter, settings)?;
             let prompt = engine
                 .format_user_prompt(CHECK_PROMPT)
                 .unwrap_or_else(|_| CHECK_PROMPT.to_string());

@@ -108,7 +108,7 @@ impl TrainJob<'_> {
         let mut peft = None;
         if trained.completed && self.peft {
             let weights = self.out_dir.join(evolve_train::CHECKPOINT_WEIGHTS);
-            let adapter = evolve_train::export::TrainedAdapter::load(
+            let adapter = evolve_train::export::AdapterFiles::load(
                 self.model,
                 &weights,
                 trained.rank,
@@ -131,8 +131,8 @@ impl TrainJob<'_> {
     /// template (as in a run), text prompts used as written (as TRL does).
     fn examples(&self) -> Result<Vec<TrainExample>> {
         let engines = EngineCache::default();
-        let mut lease = engines.lock();
-        let engine = lease.select(self.model, None, &EngineSettings::default())?;
+        let mut guard = engines.lock();
+        let engine = guard.select(self.model, None, &EngineSettings::default())?;
         self.pairs
             .iter()
             .map(|(line, p)| {

@@ -140,7 +140,7 @@ fn event(
 }
 
 fn run_job(inner: &Inner, job: &Job) {
-    let mut lease = inner.engines.lock();
+    let mut guard = inner.engines.lock();
     let settings = inner.settings();
     let sampler = settings
         .sampler
@@ -155,7 +155,7 @@ fn run_job(inner: &Inner, job: &Job) {
             adapter: adapter.as_ref().map(|a| a.0),
         };
         let result = Service::open(inner.data_dir.clone()).and_then(|service| {
-            let engine = lease.select(
+            let engine = guard.select(
                 &job.model,
                 adapter.as_ref().map(|(_, p)| p.as_path()),
                 &engine_settings,

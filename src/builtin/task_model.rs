@@ -11,7 +11,8 @@
 
 use anyhow::{Context, Result};
 use evolve_core::ChatMessage;
-use evolve_gguf::tiny::{SplitMix64, TinyLlamaConfig, WeightType, write_tiny_llama};
+use evolve_core::rng::SplitMix64;
+use evolve_gguf::tiny::{TinyLlamaConfig, WeightType, write_tiny_llama};
 use evolve_loop::arithmetic::{Problem, all_held_out, problems_split, task_template};
 use evolve_train::export::{TokenizerMetadata, export_gguf_model};
 use evolve_train::optim::LrSchedule;

@@ -5,7 +5,7 @@
 use anyhow::{Result, bail};
 use evolve_gguf::ModelSummary;
 use evolve_gguf::tiny::{TinyLlamaConfig, WeightType, rewrite_as_qwen2, write_tiny_llama};
-use evolve_train::export::TrainedAdapter;
+use evolve_train::export::AdapterFiles;
 use std::path::{Path, PathBuf};
 
 /// A tiny random model of `arch` at `out`: `llama`; `qwen2` (the same weights with q/k/v biases,
@@ -65,8 +65,8 @@ impl AdapterFixture<'_> {
         }
         std::fs::create_dir_all(self.out)?;
         let t = match &self.weights {
-            Some(w) => TrainedAdapter::load(self.model, w, self.rank, self.alpha)?,
-            None => TrainedAdapter::random(self.model, self.rank, self.alpha, self.seed, self.std)?,
+            Some(w) => AdapterFiles::load(self.model, w, self.rank, self.alpha)?,
+            None => AdapterFiles::random(self.model, self.rank, self.alpha, self.seed, self.std)?,
         };
         t.save_weights(&self.out.join(evolve_train::CHECKPOINT_WEIGHTS))?;
         t.export_gguf_lora(&self.out.join("adapter.gguf"))?;

@@ -39,5 +39,5 @@ pub use score_error::ScoreError;
 pub use scorer_spec::{ParseScorerError, SCORER_FORMS, ScorerSpec, Verifier};
 pub use stats::PairedComparison;
 pub use train::{
-    Objective, PreferenceTrainer, StepReport, TrainError, TrainExample, TrainedAdapter,
+    Objective, PreferenceTrainer, StepReport, TrainExample, TrainFailed, TrainedAdapter,
 };

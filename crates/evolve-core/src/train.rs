@@ -82,7 +82,7 @@ pub struct TrainedAdapter {
 
 #[derive(Debug, thiserror::Error)]
 #[error("training failed: {0}")]
-pub struct TrainError(pub String);
+pub struct TrainFailed(pub String);
 
 /// What a training run optimises.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -105,7 +105,7 @@ pub trait PreferenceTrainer {
         init_adapter: Option<&Path>,
         out_dir: &Path,
         on_step: &mut dyn FnMut(&StepReport) -> bool,
-    ) -> Result<TrainedAdapter, TrainError>;
+    ) -> Result<TrainedAdapter, TrainFailed>;
 
     /// [`Self::train_for`] the preference objective.
     fn train(
@@ -114,7 +114,7 @@ pub trait PreferenceTrainer {
         init_adapter: Option<&Path>,
         out_dir: &Path,
         on_step: &mut dyn FnMut(&StepReport) -> bool,
-    ) -> Result<TrainedAdapter, TrainError> {
+    ) -> Result<TrainedAdapter, TrainFailed> {
         self.train_for(
             Objective::Preference,
             examples,

@@ -21,7 +21,7 @@ pub struct AdapterId(pub(crate) usize);
 
 /// What the validation learned about an adapter.
 #[derive(Debug, Clone, PartialEq)]
-pub struct AdapterInfo {
+pub struct LoadedAdapter {
     pub path: PathBuf,
     /// `adapter.lora.alpha`; llama.cpp scales the update by `scale * alpha / rank` when it is set.
     pub alpha: Option<f32>,
@@ -30,8 +30,9 @@ pub struct AdapterInfo {
     pub targets: Vec<String>,
 }
 
-struct LoadedAdapter {
-    info: AdapterInfo,
+/// A loaded adapter in the registry: what validation learned, and llama.cpp's handle.
+struct AdapterSlot {
+    info: LoadedAdapter,
     /// Owned by the model in llama.cpp (freed with it); the mutex only gives the `&mut` that
     /// `lora_adapter_set` asks for while contexts borrow the engine immutably.
     handle: Mutex<LlamaLoraAdapter>,
@@ -41,7 +42,7 @@ struct LoadedAdapter {
 /// frees an adapter with its model, so the engine owns this registry beside the model.
 #[derive(Default)]
 pub(crate) struct Adapters {
-    loaded: Vec<LoadedAdapter>,
+    loaded: Vec<AdapterSlot>,
     active: Option<(AdapterId, f32)>,
     /// The base model's tensor table, read on the first adapter load.
     base_tensors: Option<BaseTensors>,
@@ -73,7 +74,7 @@ impl Adapters {
                 path: path.to_path_buf(),
                 reason: format!("llama.cpp refused it: {e}"),
             })?;
-        self.loaded.push(LoadedAdapter {
+        self.loaded.push(AdapterSlot {
             info,
             handle: Mutex::new(handle),
         });
@@ -95,7 +96,7 @@ impl Adapters {
         self.active
     }
 
-    pub fn info(&self, id: AdapterId) -> Option<&AdapterInfo> {
+    pub fn info(&self, id: AdapterId) -> Option<&LoadedAdapter> {
         self.loaded.get(id.0).map(|a| &a.info)
     }
 
@@ -135,7 +136,10 @@ impl BaseTensors {
 /// The ggml dims of a base tensor's `lora_a` and `lora_b`, as far as found.
 type LoraPair<'a> = (Option<&'a [u64]>, Option<&'a [u64]>);
 
-pub(crate) fn validate_adapter(path: &Path, base: &BaseTensors) -> Result<AdapterInfo, LlamaError> {
+pub(crate) fn validate_adapter(
+    path: &Path,
+    base: &BaseTensors,
+) -> Result<LoadedAdapter, LlamaError> {
     let fail = |reason: String| LlamaError::AdapterMismatch {
         path: path.to_path_buf(),
         reason,
@@ -212,7 +216,7 @@ pub(crate) fn validate_adapter(path: &Path, base: &BaseTensors) -> Result<Adapte
         check_shapes(name, base_dims, a, b).map_err(fail)?;
         rank = Some(a[1]);
     }
-    Ok(AdapterInfo {
+    Ok(LoadedAdapter {
         path: path.to_path_buf(),
         alpha,
         rank: rank.unwrap_or(0),

@@ -6,7 +6,7 @@
 //! in `batch.rs`, log-probabilities in `logprob.rs`.)
 
 use crate::LlamaError;
-use crate::adapter::{AdapterId, AdapterInfo, Adapters};
+use crate::adapter::{AdapterId, Adapters, LoadedAdapter};
 use crate::chat_template::{ChatTemplate, RenderOptions};
 use crate::sampler::build_sampler;
 use crate::stream::TextStream;
@@ -156,7 +156,7 @@ impl LlamaEngine {
         self.adapters.active()
     }
 
-    pub fn adapter_info(&self, id: AdapterId) -> Option<&AdapterInfo> {
+    pub fn adapter_info(&self, id: AdapterId) -> Option<&LoadedAdapter> {
         self.adapters.info(id)
     }
 

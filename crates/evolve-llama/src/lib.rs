@@ -21,7 +21,7 @@ mod logprob;
 mod sampler;
 mod stream;
 
-pub use adapter::{AdapterId, AdapterInfo};
+pub use adapter::{AdapterId, LoadedAdapter};
 pub use engine::{
     EngineOptions, EngineStats, FALLBACK_CHAT_TEMPLATE, GenerationOutput, LlamaEngine, backend,
     check_before_llama_cpp,

@@ -5,7 +5,7 @@
 use evolve_core::{
     ChatMessage, Completion, GenerateError, GenerationEvent, GenerationRequest, Generator,
     Objective, PairVerdict, PairwiseJudge, PreferenceTrainer, RoundState, RunState, ScoreError,
-    ScoreInput, ScoreValue, Scorer, StepReport, TrainError, TrainExample, TrainedAdapter, Winner,
+    ScoreInput, ScoreValue, Scorer, StepReport, TrainExample, TrainFailed, TrainedAdapter, Winner,
 };
 use evolve_judge::verify::NumericFinalAnswer;
 use evolve_loop::run::{
@@ -120,7 +120,7 @@ impl PreferenceTrainer for FakeTrainer {
         _init: Option<&Path>,
         out_dir: &Path,
         on_step: &mut dyn FnMut(&StepReport) -> bool,
-    ) -> Result<TrainedAdapter, TrainError> {
+    ) -> Result<TrainedAdapter, TrainFailed> {
         self.objectives.push(objective);
         // The generator reports tokens [1, 2, 3] for every answer.
         let sampled = Some(vec![1u32, 2, 3]);

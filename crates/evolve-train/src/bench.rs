@@ -287,13 +287,8 @@ impl TrainBench {
     /// gradients in PEFT's layout) and `dir/check.json` (token ids, β, our loss) for the
     /// reference to recompute. Returns our loss.
     pub fn write_check(&self, model: &Path, dir: &Path) -> Result<f64> {
-        let adapter = crate::export::TrainedAdapter::random(
-            model,
-            self.rank,
-            2.0 * self.rank as f64,
-            7,
-            0.02,
-        )?;
+        let adapter =
+            crate::export::AdapterFiles::random(model, self.rank, 2.0 * self.rank as f64, 7, 0.02)?;
         let config = LlamaConfig::from_gguf(&evolve_gguf::read_path(model)?)?;
         let data = self.data(config.n_vocab);
         let train = TrainConfig {

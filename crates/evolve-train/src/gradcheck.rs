@@ -2,7 +2,7 @@
 //! of the full loss: candle drops gradients silently, so only a numerical check catches it.
 
 use candle_core::{DType, Device, Result, Tensor, Var};
-use evolve_gguf::tiny::SplitMix64;
+use evolve_core::rng::SplitMix64;
 
 /// Largest absolute element-wise difference of two same-shaped tensors, as f64.
 pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {

@@ -10,7 +10,7 @@ use crate::{Result, TrainError};
 use candle_core::backprop::GradStore;
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::VarMap;
-use evolve_gguf::tiny::SplitMix64;
+use evolve_core::rng::SplitMix64;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Mutex;

@@ -7,7 +7,7 @@ use crate::{Result, TrainError};
 use candle_core::backprop::GradStore;
 use candle_core::{Tensor, Var};
 pub use candle_nn::ParamsAdamW;
-use evolve_gguf::tiny::SplitMix64;
+use evolve_core::rng::SplitMix64;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 

@@ -246,12 +246,12 @@ impl PreferenceTrainer for LoraDpoTrainer {
         init_adapter: Option<&Path>,
         out_dir: &Path,
         on_step: &mut dyn FnMut(&StepReport) -> bool,
-    ) -> std::result::Result<TrainedAdapter, evolve_core::TrainError> {
+    ) -> std::result::Result<TrainedAdapter, evolve_core::TrainFailed> {
         std::fs::create_dir_all(out_dir).map_err(|e| {
-            evolve_core::TrainError(format!("cannot create {}: {e}", out_dir.display()))
+            evolve_core::TrainFailed(format!("cannot create {}: {e}", out_dir.display()))
         })?;
         self.run(objective, examples, init_adapter, out_dir, on_step)
-            .map_err(|e| evolve_core::TrainError(e.to_string()))
+            .map_err(|e| evolve_core::TrainFailed(e.to_string()))
     }
 }
 

@@ -5,7 +5,7 @@ mod common;
 
 use candle_core::{DType, Device, Tensor};
 use common::{llama_cpp, random_pairs, rel_error, tiny_llama, tiny_qwen2};
-use evolve_gguf::tiny::SplitMix64;
+use evolve_core::rng::SplitMix64;
 use evolve_gguf::{GgmlType, read_path};
 use evolve_train::export::{
     TokenizerMetadata, WeightType, export_gguf_lora, export_gguf_merged, export_gguf_model,

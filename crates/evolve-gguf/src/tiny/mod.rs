@@ -9,7 +9,7 @@ mod vocab;
 use std::path::Path;
 use std::str::FromStr;
 
-pub use evolve_core::rng::SplitMix64;
+use evolve_core::rng::SplitMix64;
 pub use vocab::{
     BOS_ID, EOS_ID, IM_END_ID, IM_START_ID, UNK_ID, VocabEntry, tiny_vocab, token_type,
 };

@@ -16,7 +16,7 @@ pub enum RunError {
         source: evolve_core::ScoreError,
     },
     #[error(transparent)]
-    Train(#[from] evolve_core::TrainError),
+    Train(#[from] evolve_core::TrainFailed),
     /// A prompt the generator refused (e.g. longer than the context), named so it can be fixed.
     #[error(
         "prompt #{idx} of the dataset (\"{preview}\") cannot be sampled: {reason}; shorten or remove it, lower max_tokens or raise the context, then resume"

@@ -11,12 +11,12 @@ use std::path::Path;
 /// A base model and a LoRA adapter's trained weights on it. The base is loaded as training
 /// loads it (`LlamaModel::load_quantized`: quantized matrices stay quantized, f32 otherwise), so
 /// an adapter export of an 8B Q4_K model holds ~4 GB rather than 32 GB of f32 weights.
-pub struct TrainedAdapter {
+pub struct AdapterFiles {
     model: LlamaModel,
     lora: Lora,
 }
 
-impl TrainedAdapter {
+impl AdapterFiles {
     /// The base model `base` and the adapter checkpoint `weights` (`adapter.safetensors`) of
     /// rank `rank` and scale `alpha`.
     pub fn load(base: &Path, weights: &Path, rank: usize, alpha: f64) -> Result<Self> {
@@ -28,7 +28,7 @@ impl TrainedAdapter {
         };
         let mut lora = Lora::new(model.config(), config, model.master_dtype(), model.device())?;
         lora.load_weights(weights)?;
-        Ok(TrainedAdapter { model, lora })
+        Ok(AdapterFiles { model, lora })
     }
 
     /// The base `base` with a fresh adapter of rank `rank` whose `B` is random (normal, standard
@@ -52,7 +52,7 @@ impl TrainedAdapter {
                 var.set(&Tensor::from_vec(values, var.shape(), var.device())?)?;
             }
         }
-        Ok(TrainedAdapter { model, lora })
+        Ok(AdapterFiles { model, lora })
     }
 
     /// The adapter's weights as a checkpoint (`adapter.safetensors`), as training saves them.

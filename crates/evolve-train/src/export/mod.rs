@@ -7,7 +7,7 @@ mod gguf_model;
 mod peft;
 mod phi3;
 
-pub use adapter::TrainedAdapter;
+pub use adapter::AdapterFiles;
 pub use gguf_lora::export_gguf_lora;
 pub use gguf_model::{TokenizerMetadata, WeightType, export_gguf_merged, export_gguf_model};
 pub use peft::{

@@ -8,7 +8,7 @@ use crate::ops::Weight;
 use crate::{Result, TrainError};
 use candle_core::quantized::{GgmlDType, gguf_file};
 use candle_core::{DType, Device, Tensor};
-use evolve_gguf::tiny::SplitMix64;
+use evolve_core::rng::SplitMix64;
 use std::path::Path;
 use std::sync::Arc;
 

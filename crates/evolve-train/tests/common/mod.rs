@@ -2,7 +2,8 @@
 #![allow(dead_code)]
 
 use candle_core::{DType, Device, Tensor};
-use evolve_gguf::tiny::{SplitMix64, TinyLlamaConfig, WeightType, write_tiny_llama};
+use evolve_core::rng::SplitMix64;
+use evolve_gguf::tiny::{TinyLlamaConfig, WeightType, write_tiny_llama};
 use evolve_train::export::export_gguf_lora;
 use evolve_train::{LlamaModel, Lora, LoraConfig, OptimConfig, TrainConfig, Trainer};
 use std::path::{Path, PathBuf};
