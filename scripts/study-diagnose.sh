@@ -39,15 +39,18 @@ if [[ "${1:-}" != --report ]]; then
   fi
   "$evolve" --data-dir "$dir" models fetch smollm2 >/dev/null
   wanted="${EVOLVE_ARMS:-}"
-  # Arm by arm, every seed of an arm before the next arm: each finished arm is a paired answer.
-  for arm in "${arms[@]}"; do
-    read -r name method settings <<<"$arm"
-    [[ -z "$wanted" || " $wanted " == *" $name "* ]] || continue
-    echo "$settings" >"$dir/arms/$name.json"
-    echo "== $name ($method $settings), $seeds seeds, $(date -u +%FT%TZ)" | tee -a "$dir/study.log"
-    "$evolve" --data-dir "$dir" demo --model smollm2 --rounds 1 --eval-prompts 300 \
-      --variant "$method" --seeds "$seeds" --config "$dir/arms/$name.json" \
-      --json "$dir/arms/$name.results.json" 2>&1 | tee -a "$dir/study.log"
+  # Seed by seed: every arm's first seed before any arm's second (an arm already done for a seed
+  # is reused, not rerun).
+  for ((n = 1; n <= seeds; n++)); do
+    for arm in "${arms[@]}"; do
+      read -r name method settings <<<"$arm"
+      [[ -z "$wanted" || " $wanted " == *" $name "* ]] || continue
+      echo "$settings" >"$dir/arms/$name.json"
+      echo "== $name ($method $settings), seeds 0..$((n - 1)), $(date -u +%FT%TZ)" | tee -a "$dir/study.log"
+      "$evolve" --data-dir "$dir" demo --model smollm2 --rounds 1 --eval-prompts 300 \
+        --variant "$method" --seeds "$n" --config "$dir/arms/$name.json" \
+        --json "$dir/arms/$name.results.json" 2>&1 | tee -a "$dir/study.log"
+    done
   done
   exit 0
 fi

@@ -753,6 +753,41 @@ fn demo_compare_reports_paired_results_and_keeps_sizes_apart() {
         "refine@1 compared too"
     );
 
+    // `run compare` gives the same paired comparison, and pools pairs of runs problem by problem.
+    let id = |i: usize| runs[i]["run_id"].as_i64().unwrap().to_string();
+    let (dpo, evo) = (id(1), id(0));
+    let (dpo, evo) = (dpo.as_str(), evo.as_str());
+    let out = evolve(dir.path(), &["run", "compare", dpo, evo, "--json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let measures: Vec<&str> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["measure"].as_str().unwrap())
+        .collect();
+    assert_eq!(measures, ["direct", "refine@1", "refine@2"]);
+    assert_eq!(rows[0]["comparison"], results["comparisons"][0]["direct"]);
+    let (dpo2, evo2) = (format!("{dpo},{dpo}"), format!("{evo},{evo}"));
+    let (dpo2, evo2) = (dpo2.as_str(), evo2.as_str());
+    let out = evolve(dir.path(), &["run", "compare", dpo2, evo2, "--json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let pooled = &rows[2];
+    assert_eq!(pooled["runs"], "pooled", "{rows}");
+    assert_eq!(pooled["comparison"]["n"], 16);
+    assert_eq!(
+        pooled["comparison"]["diff"],
+        results["comparisons"][0]["direct"]["diff"]
+    );
+    let out = evolve(dir.path(), &["run", "compare", dpo2, evo]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("must be as many (2 against 1)"),
+        "{}",
+        text(&out.stderr)
+    );
+
     // Another size in the same data directory gets its own dataset; the first is untouched,
     // and rerunning the first command reuses its finished runs.
     let out = evolve(dir.path(), &small("6"));
