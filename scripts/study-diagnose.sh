@@ -90,9 +90,11 @@ for arm in "${arms[@]}"; do
   read -r name _ _ <<<"$arm"
   for against in $(base_of "$name") $([[ "$name" == evolve-* ]] && echo idpo); do
     [[ -f "$dir/arms/$name.results.json" && -f "$dir/arms/$against.results.json" ]] || continue
+    # The seeds both arms have: the i-th run of each list is seed i.
     a=$(runs_of "$against"); b=$(runs_of "$name")
-    n=$(( $(tr -cd , <<<"$a" | wc -c) < $(tr -cd , <<<"$b" | wc -c) ? $(tr -cd , <<<"$a" | wc -c) : $(tr -cd , <<<"$b" | wc -c) ))
-    a=$(cut -d, -f1-$((n + 1)) <<<"$a"); b=$(cut -d, -f1-$((n + 1)) <<<"$b")
+    na=$(awk -F, '{print NF}' <<<"$a"); nb=$(awk -F, '{print NF}' <<<"$b")
+    n=$((na < nb ? na : nb))
+    a=$(cut -d, -f1-"$n" <<<"$a"); b=$(cut -d, -f1-"$n" <<<"$b")
     echo "== $name against $against (runs $b against $a)"
     "$evolve" --data-dir "$dir" run compare "$a" "$b"
     echo

@@ -1,8 +1,11 @@
 //! The crate edges of docs/architecture.md, checked: shells → facade → method and engines →
 //! core. A new dependency that crosses a layer fails here, naming the crate and the edge.
 
+#[path = "support/tree.rs"]
+mod tree;
 use std::collections::BTreeMap;
 use std::path::Path;
+use tree::rust_files;
 
 /// The `evolve*` crates a manifest's `[dependencies]` name (dev-dependencies are free).
 fn evolve_deps(manifest: &Path) -> Vec<String> {
@@ -122,18 +125,4 @@ fn shells_do_not_reach_the_store_or_an_engine() {
             }
         }
     }
-}
-
-/// Every `.rs` file under `dir`, in subfolders too.
-fn rust_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            out.extend(rust_files(&path));
-        } else if path.extension().is_some_and(|e| e == "rs") {
-            out.push(path);
-        }
-    }
-    out
 }

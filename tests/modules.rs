@@ -9,8 +9,11 @@
 //! a name that file only re-exports (`pub use engine::LlamaEngine` in lib.rs) leads on to the
 //! file it comes from, while the re-export itself is an edge of the re-exporting file.
 
+#[path = "support/tree.rs"]
+mod tree;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::{Path, PathBuf};
+use tree::rust_files;
 
 /// The most lines a source file may have, not counting its `#[cfg(test)]` module.
 const MAX_LINES: usize = 600;
@@ -99,20 +102,6 @@ fn relative(root: &Path, path: &Path) -> String {
         .unwrap_or(path)
         .to_string_lossy()
         .into_owned()
-}
-
-/// Every `.rs` file under `dir`, in subfolders too.
-fn rust_files(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            out.extend(rust_files(&path));
-        } else if path.extension().is_some_and(|e| e == "rs") {
-            out.push(path);
-        }
-    }
-    out
 }
 
 /// Lines of `text` outside a top-level `#[cfg(test)] mod … { … }` (rustfmt closes it with a

@@ -403,12 +403,14 @@ impl Service {
         b: RunId,
         measure: evolve_core::EvalMeasure,
     ) -> Result<Option<PairedComparison>> {
-        self.compare_run_sets(&[(a, b)], measure)
+        Ok(self
+            .paired_scores(a, b, measure)?
+            .and_then(|(before, after)| PairedComparison::of(&before, &after)))
     }
 
     /// `b`'s runs against `a`'s (the i-th with the i-th, e.g. the same seed), direct and after
     /// each refinement step both evaluated: one row per pair of runs, then (for several pairs)
-    /// one pooled over all of them.
+    /// one pooled over all of them, every problem of every pair one paired observation.
     pub fn compare_run_lists(&self, a: &[RunId], b: &[RunId]) -> Result<Vec<ComparedRuns>> {
         anyhow::ensure!(
             a.len() == b.len() && !a.is_empty(),
@@ -428,32 +430,46 @@ impl Service {
             );
         let mut rows = Vec::new();
         for (name, measure) in measures {
+            // `None` once some pair lacks the evaluation: nothing pooled then.
+            let mut pooled = Some((Vec::new(), Vec::new()));
             for &(x, y) in &pairs {
+                let scores = self.paired_scores(x, y, measure)?;
                 rows.push(ComparedRuns {
                     measure: name.clone(),
                     runs: format!("{} vs {}", y.0, x.0),
-                    comparison: self.compare_runs(x, y, measure)?,
+                    comparison: scores
+                        .as_ref()
+                        .and_then(|(before, after)| PairedComparison::of(before, after)),
                 });
+                pooled =
+                    pooled
+                        .zip(scores)
+                        .map(|((mut all_before, mut all_after), (before, after))| {
+                            all_before.extend(before);
+                            all_after.extend(after);
+                            (all_before, all_after)
+                        });
             }
             if pairs.len() > 1 {
                 rows.push(ComparedRuns {
-                    measure: name.clone(),
+                    measure: name,
                     runs: "pooled".into(),
-                    comparison: self.compare_run_sets(&pairs, measure)?,
+                    comparison: pooled
+                        .and_then(|(before, after)| PairedComparison::of(&before, &after)),
                 });
             }
         }
         Ok(rows)
     }
 
-    /// [`Service::compare_runs`] pooled over several pairs of runs (e.g. one pair per seed):
-    /// every problem of every pair is one paired observation. `None` when a run of some pair
-    /// has no evaluation of `measure` yet.
-    pub fn compare_run_sets(
+    /// The scores of `a`'s and `b`'s last rounds on the problems both were evaluated on, in
+    /// the same order; `None` when either lacks an evaluation of `measure`.
+    fn paired_scores(
         &self,
-        pairs: &[(RunId, RunId)],
+        a: RunId,
+        b: RunId,
         measure: evolve_core::EvalMeasure,
-    ) -> Result<Option<PairedComparison>> {
+    ) -> Result<Option<(Vec<f64>, Vec<f64>)>> {
         let last = |run: RunId| -> Result<Option<Vec<evolve_core::EvalAnswer>>> {
             let rounds = self.store().rounds_of_run(run)?;
             let Some(last) = rounds.last() else {
@@ -468,20 +484,15 @@ impl Service {
                 .find(|e| e.round_id == Some(last.id) && e.metric == metric)
                 .and_then(eval_answers))
         };
-        let (mut before, mut after) = (Vec::new(), Vec::new());
-        for &(a, b) in pairs {
-            let (Some(x), Some(y)) = (last(a)?, last(b)?) else {
-                return Ok(None);
-            };
-            let by_prompt: std::collections::HashMap<i64, f64> =
-                x.iter().map(|e| (e.prompt_id, e.score)).collect();
-            for e in &y {
-                if let Some(&s) = by_prompt.get(&e.prompt_id) {
-                    before.push(s);
-                    after.push(e.score);
-                }
-            }
-        }
-        Ok(PairedComparison::of(&before, &after))
+        let (Some(x), Some(y)) = (last(a)?, last(b)?) else {
+            return Ok(None);
+        };
+        let by_prompt: std::collections::HashMap<i64, f64> =
+            x.iter().map(|e| (e.prompt_id, e.score)).collect();
+        Ok(Some(
+            y.iter()
+                .filter_map(|e| Some((*by_prompt.get(&e.prompt_id)?, e.score)))
+                .unzip(),
+        ))
     }
 }
