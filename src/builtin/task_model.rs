@@ -347,6 +347,7 @@ pub fn task_report(
         .map(|q| ChainStart {
             question: q,
             first_answer: None,
+            first_seed: None,
         })
         .collect();
     let template = task_template();

@@ -119,6 +119,29 @@ pub enum GenerateError {
     Engine(Box<dyn std::error::Error + Send + Sync>),
 }
 
+/// A chain step is one answer: refuses requests of `n != 1` before any work.
+pub fn check_chain_requests(requests: &[GenerationRequest]) -> Result<(), GenerateError> {
+    match requests.iter().position(|r| r.n != 1) {
+        Some(request) => Err(chain_step_error(request, requests[request].n)),
+        None => Ok(()),
+    }
+}
+
+fn chain_step_error(request: usize, n: usize) -> GenerateError {
+    GenerateError::InvalidRequest {
+        request,
+        reason: format!("a chain step is one answer, not n = {n}"),
+    }
+}
+
+/// The next turn of a chain: the whole conversation so far (formatted by the generator) and
+/// how to sample its answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FollowUp {
+    pub messages: Vec<ChatMessage>,
+    pub sampler: SamplerConfig,
+}
+
 /// Something that turns prompts into sampled answers.
 pub trait Generator {
     /// Formats a conversation with the model's chat template, ending with the assistant's turn.
@@ -134,6 +157,75 @@ pub trait Generator {
         requests: &[GenerationRequest],
         events: &mut dyn FnMut(GenerationEvent) -> bool,
     ) -> Result<Vec<Vec<Completion>>, GenerateError>;
+
+    /// Runs chains of answers: request `r` (its `n` must be 1) is sampled, then
+    /// `follow(r, chain)` is asked for the turn that continues the chain (a refinement
+    /// conversation that restates the one so far), formatted with [`Generator::format_chat`],
+    /// and so on until it answers `None`. Result `[r]` is chain `r`'s completions in order;
+    /// events carry `request = r` and `sample` = the step.
+    ///
+    /// This default runs every chain's next step together, one [`Generator::generate_batch`]
+    /// call per step. An engine with a prompt cache overrides it to continue each chain where
+    /// its previous answer left the cache, evaluating only what the follow-up adds. Cancellation
+    /// as in `generate_batch`: every chain ends with the step that was running.
+    fn generate_chains(
+        &mut self,
+        requests: &[GenerationRequest],
+        follow: &mut dyn FnMut(usize, &[Completion]) -> Option<FollowUp>,
+        events: &mut dyn FnMut(GenerationEvent) -> bool,
+    ) -> Result<Vec<Vec<Completion>>, GenerateError> {
+        check_chain_requests(requests)?;
+        let mut chains: Vec<Vec<Completion>> = vec![Vec::new(); requests.len()];
+        let mut pending: Vec<(usize, GenerationRequest)> =
+            requests.iter().cloned().enumerate().collect();
+        while !pending.is_empty() {
+            let (owners, batch): (Vec<usize>, Vec<GenerationRequest>) = pending.drain(..).unzip();
+            let steps: Vec<usize> = owners.iter().map(|&c| chains[c].len()).collect();
+            let mut cancelled = false;
+            let mut forward = |event: GenerationEvent| {
+                let event = match event {
+                    GenerationEvent::Token { request, text, .. } => GenerationEvent::Token {
+                        request: owners[request],
+                        sample: steps[request],
+                        text,
+                    },
+                    GenerationEvent::Finished {
+                        request, stopped, ..
+                    } => GenerationEvent::Finished {
+                        request: owners[request],
+                        sample: steps[request],
+                        stopped,
+                    },
+                };
+                cancelled = !events(event);
+                !cancelled
+            };
+            let results = self
+                .generate_batch(&batch, &mut forward)
+                .map_err(|e| match e {
+                    GenerateError::InvalidRequest { request, reason } => {
+                        GenerateError::InvalidRequest {
+                            request: owners[request],
+                            reason,
+                        }
+                    }
+                    other => other,
+                })?;
+            for (&c, samples) in owners.iter().zip(results) {
+                chains[c].extend(samples.into_iter().take(1));
+            }
+            if cancelled {
+                break;
+            }
+            for &c in &owners {
+                if let Some(next) = follow(c, &chains[c]) {
+                    let prompt = self.format_chat(&next.messages)?;
+                    pending.push((c, GenerationRequest::new(prompt, next.sampler, 1)));
+                }
+            }
+        }
+        Ok(chains)
+    }
 
     /// Applies a LoRA adapter file to the following generations (`None`: the base model).
     /// Generators that cannot apply adapters refuse rather than silently ignore one.

@@ -21,7 +21,8 @@ pub mod train;
 
 pub use eval::{EvalAnswer, EvalMeasure, EvalMetric, EvalSubject};
 pub use generate::{
-    ChatMessage, Completion, GenerateError, GenerationEvent, GenerationRequest, Generator, Role,
+    ChatMessage, Completion, FollowUp, GenerateError, GenerationEvent, GenerationRequest,
+    Generator, Role, check_chain_requests,
 };
 pub use kinds::{
     AdapterFormat, ExportFormat, GenerationKind, PairKind, ParseKindError, ReviewState, RoundState,

@@ -7,7 +7,7 @@
 
 use crate::SamplerConfig;
 use crate::generate::{
-    ChatMessage, Completion, GenerateError, GenerationEvent, GenerationRequest, Generator,
+    ChatMessage, Completion, FollowUp, GenerateError, GenerationEvent, GenerationRequest, Generator,
 };
 use serde::{Deserialize, Serialize};
 
@@ -103,6 +103,9 @@ pub struct RefinementStep {
 pub struct ChainStart<'a> {
     pub question: &'a str,
     pub first_answer: Option<&'a str>,
+    /// Seed of the direct answer when it is not the chain's own (collection draws each
+    /// (prompt, sample) with its own seed, shared by every method).
+    pub first_seed: Option<u32>,
 }
 
 /// Generates the direct answer (unless `first_answer` is given) and `steps` refinements.
@@ -123,6 +126,7 @@ pub fn refine_chain(
     let start = ChainStart {
         question,
         first_answer,
+        first_seed: None,
     };
     let mut chains = refine_chains(
         generator,
@@ -135,14 +139,16 @@ pub fn refine_chain(
     Ok(chains.pop().unwrap_or_default())
 }
 
-/// Runs many chains in lockstep: step `k` of every chain is one
-/// [`Generator::generate_batch`] call, so the engine decodes the chains together (and evaluates
-/// a prompt they share, such as step 0 of chains with the same question, once).
+/// Runs many chains through [`Generator::generate_chains`]: each chain's direct answer (unless
+/// given) and `steps` refinements, the engine free to continue a chain from the cache its
+/// previous answer left (a refinement restates the conversation so far).
 ///
-/// Chain `c` samples step `k` with seed `sampler.seed + c * (steps + 1) + k`, so chain 0 is
-/// exactly [`refine_chain`]. Events come as `(chain, event)` with the event's `request` set to
-/// the step index and `sample` to 0. If `events` returns `false`, every chain ends with the
-/// step that was running (its partial answer included, where it had started).
+/// Chain `c` samples step `k` with seed `sampler.seed + c * (steps + 1) + k` (step 0 with its
+/// `first_seed` if it has one), so chain 0 is exactly [`refine_chain`] and a chain's answers do
+/// not depend on what runs beside it. Events
+/// come as `(chain, event)` with the event's `request` set to the step index and `sample` to 0.
+/// If `events` returns `false`, every chain ends with the step that was running (its partial
+/// answer included, where it had started).
 pub fn refine_chains(
     generator: &mut dyn Generator,
     starts: &[ChainStart<'_>],
@@ -151,13 +157,21 @@ pub fn refine_chains(
     sampler: &SamplerConfig,
     events: &mut dyn FnMut(usize, GenerationEvent) -> bool,
 ) -> Result<Vec<Vec<RefinementStep>>, GenerateError> {
-    let seed = |chain: usize, step: usize| {
-        sampler
+    let seeded = |chain: usize, step: usize| SamplerConfig {
+        seed: sampler
             .seed
-            .wrapping_add((chain * (steps + 1) + step) as u32)
+            .wrapping_add((chain * (steps + 1) + step) as u32),
+        ..sampler.clone()
     };
-    let mut first_prompts = Vec::with_capacity(starts.len());
+    // The conversation that asks for step `step` of chain `c`, after `previous`.
+    let messages = |c: usize, step: usize, previous: Option<&str>| match previous {
+        Some(answer) if step > 0 => template.render_messages(starts[c].question, answer),
+        _ => template.render_question(starts[c].question),
+    };
     let mut chains: Vec<Vec<RefinementStep>> = Vec::with_capacity(starts.len());
+    // Chains with something to generate, and the request of their first generated step.
+    let mut owners = Vec::new();
+    let mut first = Vec::new();
     for (c, start) in starts.iter().enumerate() {
         let prompt = generator.format_chat(&template.render_question(start.question))?;
         let given = start.first_answer.map(|answer| RefinementStep {
@@ -170,88 +184,88 @@ pub fn refine_chains(
                 prompt_tokens: 0,
                 stopped: true,
                 duration_ms: 0,
-                seed: seed(c, 0),
+                seed: seeded(c, 0).seed,
             },
         });
-        chains.push(given.into_iter().collect());
-        first_prompts.push(prompt);
-    }
-    for step in 0..=steps {
-        let mut owners = Vec::new();
-        let mut requests = Vec::new();
-        for (c, chain) in chains
-            .iter()
-            .enumerate()
-            .filter(|(_, chain)| chain.len() == step)
-        {
-            let prompt = match chain.last() {
-                None => first_prompts[c].clone(),
-                Some(prev) => generator.format_chat(
-                    &template.render_messages(starts[c].question, &prev.completion.text),
-                )?,
-            };
-            let cfg = SamplerConfig {
-                seed: seed(c, step),
-                ..sampler.clone()
-            };
-            requests.push(GenerationRequest::new(prompt, cfg, 1));
-            owners.push(c);
-        }
-        if requests.is_empty() {
-            continue;
-        }
-        let mut cancelled = false;
-        let mut forward = |event: GenerationEvent| {
-            let (chain, event) = match event {
-                GenerationEvent::Token { request, text, .. } => (
-                    owners[request],
-                    GenerationEvent::Token {
-                        request: step,
-                        sample: 0,
-                        text,
-                    },
+        let step = usize::from(given.is_some());
+        if step <= steps {
+            let (prompt, sampler) = match start.first_answer {
+                Some(answer) => (
+                    generator.format_chat(&messages(c, step, Some(answer)))?,
+                    seeded(c, step),
                 ),
-                GenerationEvent::Finished {
-                    request, stopped, ..
-                } => (
-                    owners[request],
-                    GenerationEvent::Finished {
-                        request: step,
-                        sample: 0,
-                        stopped,
-                    },
-                ),
-            };
-            cancelled = !events(chain, event);
-            !cancelled
-        };
-        // A refused request is reported by its chain's index, which is what callers know.
-        let results = generator
-            .generate_batch(&requests, &mut forward)
-            .map_err(|e| match e {
-                GenerateError::InvalidRequest { request, reason } => {
-                    GenerateError::InvalidRequest {
-                        request: owners[request],
-                        reason,
-                    }
+                None => {
+                    let mut sampler = seeded(c, 0);
+                    sampler.seed = start.first_seed.unwrap_or(sampler.seed);
+                    (prompt, sampler)
                 }
-                other => other,
-            })?;
-        for ((request, samples), &c) in requests.into_iter().zip(results).zip(&owners) {
-            if let Some(completion) = samples.into_iter().next() {
-                chains[c].push(RefinementStep {
-                    step_index: step,
-                    parent_index: step.checked_sub(1),
-                    prompt: request.prompt,
-                    completion,
-                });
-            }
+            };
+            owners.push(c);
+            first.push(GenerationRequest::new(prompt, sampler, 1));
         }
-        if cancelled {
-            break;
+        chains.push(given.into_iter().collect());
+    }
+    // Step of each generated chain's first answer (1 when step 0 was given).
+    let offset: Vec<usize> = owners.iter().map(|&c| chains[c].len()).collect();
+    let generated = generator
+        .generate_chains(
+            &first,
+            &mut |i, done| {
+                let step = offset[i] + done.len();
+                (step <= steps).then(|| FollowUp {
+                    messages: messages(owners[i], step, done.last().map(|d| d.text.as_str())),
+                    sampler: seeded(owners[i], step),
+                })
+            },
+            &mut |event| {
+                let (GenerationEvent::Token {
+                    request: i, sample, ..
+                }
+                | GenerationEvent::Finished {
+                    request: i, sample, ..
+                }) = event;
+                events(owners[i], tagged(event, offset[i] + sample))
+            },
+        )
+        // A refused request is reported by its chain's index, which is what callers know.
+        .map_err(|e| match e {
+            GenerateError::InvalidRequest { request, reason } => GenerateError::InvalidRequest {
+                request: owners[request],
+                reason,
+            },
+            other => other,
+        })?;
+    for (i, completions) in generated.into_iter().enumerate() {
+        let c = owners[i];
+        for completion in completions {
+            let step = chains[c].len();
+            let previous = chains[c].last().map(|s| s.completion.text.as_str());
+            let prompt = generator.format_chat(&messages(c, step, previous))?;
+            chains[c].push(RefinementStep {
+                step_index: step,
+                parent_index: step.checked_sub(1),
+                prompt,
+                completion,
+            });
         }
     }
     Ok(chains)
+}
+
+/// `event` as refine_chains reports it: `request` is the step, `sample` 0.
+fn tagged(event: GenerationEvent, step: usize) -> GenerationEvent {
+    match event {
+        GenerationEvent::Token { text, .. } => GenerationEvent::Token {
+            request: step,
+            sample: 0,
+            text,
+        },
+        GenerationEvent::Finished { stopped, .. } => GenerationEvent::Finished {
+            request: step,
+            sample: 0,
+            stopped,
+        },
+    }
 }
 
 #[cfg(test)]
@@ -391,20 +405,23 @@ mod tests {
     }
 
     #[test]
-    fn chains_run_in_lockstep_one_batch_per_step_with_their_own_seeds() {
+    fn chains_advance_together_one_batch_per_step_with_their_own_seeds() {
         let mut g = Scripted { calls: 0 };
         let starts = [
             ChainStart {
                 question: "Q1",
                 first_answer: None,
+                first_seed: None,
             },
             ChainStart {
                 question: "Q2",
                 first_answer: Some("given"),
+                first_seed: None,
             },
             ChainStart {
                 question: "Q1",
                 first_answer: None,
+                first_seed: None,
             },
         ];
         let mut seen = Vec::new();
@@ -449,9 +466,9 @@ mod tests {
         }
         assert_eq!(chains[1][0].completion.text, "given");
         assert!(chains[1][1].prompt.contains("[user]Q2[assistant]given"));
-        // At step 1 chain 2 is the third request of the second call.
+        // Every chain's next step goes in one call: chain 2 is the third request of each.
         assert!(
-            chains[2][1].prompt.contains("[assistant]answer1.1"),
+            chains[2][1].prompt.contains("[assistant]answer1.2"),
             "{}",
             chains[2][1].prompt
         );

@@ -1,36 +1,48 @@
-//! Batched sampling with shared prompts and continuous batching.
+//! Batched sampling with a prompt cache and continuous batching.
 //!
-//! EVOLVE samples many answers per prompt, so the work is mostly "same prompt, n answers".
-//! Each distinct prompt is evaluated once; another slot that needs it gets a copy of its KV cells
-//! (`llama_memory_seq_cp`), and the prompt's last logits row is kept so every sample draws its
-//! first token from it. Then all live sequences advance together, one token each per
-//! `llama_decode`. A finished sample frees its slot for the next waiting one: a sample of the
-//! same prompt just trims the answer off that sequence and keeps the prompt cells.
+//! EVOLVE samples many answers per prompt, so the work is mostly "same prompt, n answers", and
+//! then refines each answer with a conversation that restates it. Every slot (sequence) keeps
+//! the tokens whose KV cells it holds; a sample admitted to a slot starts from the longest
+//! prefix of its prompt that its own cells or another slot's hold (another slot's cells are
+//! copied with `llama_memory_seq_cp`, then trimmed), and only the rest is evaluated. A prompt
+//! whose logits were already computed is not evaluated at all: its samples draw their first
+//! token from the kept logits row. Then all live sequences advance together, one token each per
+//! `llama_decode`; a finished sample frees its slot for the next waiting one.
+//!
+//! **Chains** ([`LlamaEngine::generate_chains`]): when a chain's answer is finished, its next
+//! turn (a refinement conversation: question, that answer, instruction) is admitted to the same
+//! slot at once, so its prompt's prefix — the question and the answer just generated — is still
+//! in the cache and only the instruction is evaluated. The prompt is the template's rendering of
+//! the whole conversation, tokenised as always; the cache only saves evaluating the prefix it
+//! shares with what the slot holds (an answer whose re-tokenised text differs from its sampled
+//! tokens shares less). A follow-up too long for its slot's cells runs in a later pass with a
+//! context sized for it.
 //!
 //! **One KV stream per slot.** In llama.cpp's unified KV cache every query attends over the cells
 //! of all sequences (masked), so a decode of B tokens costs B × (all B sequences' cells): on the
 //! CPU, flash attention over a 64-slot unified cache took as long as the weights' matmuls
 //! (measured with `perf` on SmolLM2-135M). With a stream per sequence each token attends to its
-//! own cells only. The price: sharing a prompt between slots copies its stream instead of
-//! tagging the same cells, and a decode splits into one llama.cpp micro-batch per run of
-//! consecutive live slots.
+//! own cells only. The price: sharing a prefix between slots copies a whole stream (llama.cpp
+//! copies only whole sequences between streams) and trims it, and a decode splits into one
+//! llama.cpp micro-batch per run of consecutive live slots.
 //!
 //! **Context policy.** A request is refused up front ([`LlamaError::ContextOverflow`]) if its
 //! prompt plus `max_tokens` exceeds the per-sequence context ([`LlamaEngine::n_ctx_per_sequence`]).
-//! Every slot's stream is sized for the longest prompt plus the longest answer, so a decode can
-//! never run out of cells mid-answer.
+//! Every slot's stream is sized for the longest prompt plus the longest answer (for chains,
+//! room for a follow-up that restates both), so a decode never runs out of cells mid-answer.
 //!
 //! **Determinism.** Sample `i` uses its own sampler chain seeded `seed + i`, so results are
 //! reproducible for the same requests, options and build. On the CPU backend a sample was also
-//! bit-identical across slot layouts and to [`LlamaEngine::generate`] with its seed (the tests
-//! assert it on the tiny model); a backend that picks kernels by batch size (GPU) may change
-//! the logits in the last bits, and then a sampled token can differ.
+//! bit-identical across slot layouts, with and without the prompt cache, and to
+//! [`LlamaEngine::generate`] with its seed (the tests assert it on the tiny model); a backend
+//! that picks kernels by batch size (GPU) may change the logits in the last bits, and then a
+//! sampled token can differ.
 
 use crate::LlamaError;
 use crate::engine::LlamaEngine;
 use crate::sampler::{build_sampler, sample_from_logits};
 use crate::stream::TextStream;
-use evolve_core::{Completion, GenerationEvent, GenerationRequest, SamplerConfig};
+use evolve_core::{Completion, FollowUp, GenerationEvent, GenerationRequest, SamplerConfig};
 use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::sampling::LlamaSampler;
@@ -38,22 +50,38 @@ use llama_cpp_2::token::LlamaToken;
 use llama_cpp_2::vocab::LlamaVocab;
 use std::time::Instant;
 
-/// One distinct prompt (requests with the same prompt text share it), and the logits that
-/// follow it, kept once it was evaluated.
+/// Asked, when step `index` of chain `request` has finished, for the chain's next turn.
+pub type FollowFn<'f> = dyn FnMut(usize, &[Completion]) -> Option<FollowUp> + 'f;
+
+/// One distinct prompt (jobs with the same prompt tokens share it), and the logits that follow
+/// it, kept once it was evaluated.
 struct PromptGroup {
     tokens: Vec<LlamaToken>,
     first_logits: Option<Vec<f32>>,
-    /// Samples of all its requests, and the longest answer any of them may grow.
+    /// Samples of all its jobs, and the longest answer any of them may grow.
     n_samples: usize,
     max_new: usize,
+}
+
+/// A sample to draw: sample (or chain step) `index` of request `request`.
+struct Job {
+    tokens: Vec<LlamaToken>,
+    request: usize,
+    index: usize,
+    sampler: SamplerConfig,
+    /// The slot a chain's next step continues in.
+    slot: Option<usize>,
+    started: Instant,
 }
 
 /// A sample being decoded in a slot (sequence id = slot index).
 struct LiveSample {
     group: usize,
     request: usize,
-    sample: usize,
+    index: usize,
     seed: u32,
+    max_tokens: usize,
+    started: Instant,
     sampler: LlamaSampler,
     stream: TextStream,
     tokens: Vec<i32>,
@@ -81,11 +109,10 @@ impl LiveSample {
         &mut self,
         logits: &[f32],
         vocab: &LlamaVocab<'_>,
-        max_tokens: usize,
         engine: &LlamaEngine,
         events: &mut dyn FnMut(GenerationEvent) -> bool,
     ) -> Advance {
-        if self.tokens.len() >= max_tokens {
+        if self.tokens.len() >= self.max_tokens {
             return Advance::Done { stopped: false };
         }
         let token = sample_from_logits(&mut self.sampler, logits);
@@ -97,18 +124,29 @@ impl LiveSample {
         let pushed = self.stream.push(&vocab.token_to_piece(token, false, None));
         let go_on = events(GenerationEvent::Token {
             request: self.request,
-            sample: self.sample,
+            sample: self.index,
             text: pushed.text,
         });
         if pushed.stopped {
             Advance::Done { stopped: true }
         } else if !go_on {
             Advance::Cancelled
-        } else if self.tokens.len() == max_tokens {
+        } else if self.tokens.len() == self.max_tokens {
             Advance::Done { stopped: false }
         } else {
             self.pending = Some(token);
             Advance::Continue
+        }
+    }
+
+    fn completion(&self, prompt_tokens: usize, stopped: bool) -> Completion {
+        Completion {
+            text: self.stream.text().to_string(),
+            tokens: self.tokens.clone(),
+            prompt_tokens,
+            stopped,
+            duration_ms: self.started.elapsed().as_millis() as u64,
+            seed: self.seed,
         }
     }
 }
@@ -117,32 +155,52 @@ impl LiveSample {
 #[derive(Debug, PartialEq, Eq)]
 struct BatchSize {
     n_slots: usize,
-    /// KV cells in all: each slot's stream holds the longest prompt and the longest answer.
-    kv_cells: usize,
+    /// KV cells of each slot's stream.
+    cells_per_slot: usize,
     /// Tokens one decode may carry: a whole prompt, or one token per slot.
     n_batch: usize,
 }
 
 impl BatchSize {
-    fn plan(groups: &[PromptGroup], n_parallel: usize) -> Self {
+    /// `chains`: leave room in every stream for a follow-up restating the longest prompt and
+    /// answer (plus an instruction) and its own answer; `n_ctx` caps a stream.
+    fn plan(groups: &[PromptGroup], n_parallel: usize, chains: bool, n_ctx: usize) -> Self {
         let n_samples: usize = groups.iter().map(|g| g.n_samples).sum();
         let n_slots = n_parallel.clamp(1, n_samples.max(1));
         let longest_prompt = groups.iter().map(|g| g.tokens.len()).max().unwrap_or(1);
         let max_new = groups.iter().map(|g| g.max_new).max().unwrap_or(0);
+        let first = longest_prompt + max_new;
+        let cells_per_slot = if chains {
+            (2 * first + 64).min(n_ctx).max(first)
+        } else {
+            first
+        };
         Self {
             n_slots,
-            kv_cells: n_slots * (longest_prompt + max_new),
-            n_batch: longest_prompt.max(n_slots),
+            cells_per_slot,
+            n_batch: if chains {
+                cells_per_slot
+            } else {
+                longest_prompt
+            }
+            .max(n_slots),
         }
     }
 }
 
-enum Slot {
-    Empty,
-    Live(Box<LiveSample>),
-    /// A finished sample of this prompt group whose cells are still in the KV cache, so the
-    /// next sample of the same prompt can reuse them.
-    Residue(usize),
+/// A sequence of the context: what it holds and who decodes in it.
+#[derive(Default)]
+struct Slot {
+    live: Option<Box<LiveSample>>,
+    /// The tokens whose KV cells this sequence holds, at positions `0..cells.len()`.
+    cells: Vec<LlamaToken>,
+}
+
+/// How a pass of the batch ended.
+enum PassEnd {
+    /// Follow-ups that did not fit their slot, to run in a pass sized for them.
+    Done(Vec<Job>),
+    Cancelled,
 }
 
 impl LlamaEngine {
@@ -154,62 +212,122 @@ impl LlamaEngine {
         requests: &[GenerationRequest],
         events: &mut dyn FnMut(GenerationEvent) -> bool,
     ) -> Result<Vec<Vec<Completion>>, LlamaError> {
-        let started = Instant::now();
-        let mut groups: Vec<PromptGroup> = Vec::new();
-        // (group, request, sample) in group order, so that samples of one prompt run back to back.
-        let mut queue: Vec<(usize, usize, usize)> = Vec::new();
-        for (r, req) in requests.iter().enumerate().filter(|(_, req)| req.n > 0) {
-            let tokens: Vec<LlamaToken> = self
-                .tokenize(&req.prompt)
-                .into_iter()
-                .map(LlamaToken)
-                .collect();
-            let in_request = |e: LlamaError| LlamaError::Request {
+        self.run_jobs(requests, None, events)
+    }
+
+    /// Chains of answers (every request's `n` must be 1): when step `k` of chain `r` is done,
+    /// `follow(r, chain)` gives its next turn, which continues in the same slot from the cache
+    /// (module docs). Result `[r]` is the chain; events carry `sample` = the step. See
+    /// [`evolve_core::Generator::generate_chains`].
+    pub fn generate_chains(
+        &self,
+        requests: &[GenerationRequest],
+        follow: &mut FollowFn<'_>,
+        events: &mut dyn FnMut(GenerationEvent) -> bool,
+    ) -> Result<Vec<Vec<Completion>>, LlamaError> {
+        if let Some(r) = requests.iter().position(|r| r.n != 1) {
+            return Err(LlamaError::Request {
                 request: r,
-                source: Box::new(e),
-            };
-            if tokens.is_empty() {
-                return Err(in_request(LlamaError::EmptyPrompt));
-            }
-            self.check_fits(tokens.len(), req.sampler.max_tokens)
-                .map_err(in_request)?;
-            let g = match groups.iter().position(|g| g.tokens == tokens) {
-                Some(g) => g,
-                None => {
-                    groups.push(PromptGroup {
-                        tokens,
-                        first_logits: None,
-                        n_samples: 0,
-                        max_new: 0,
-                    });
-                    groups.len() - 1
-                }
-            };
-            groups[g].n_samples += req.n;
-            groups[g].max_new = groups[g].max_new.max(req.sampler.max_tokens as usize);
-            queue.extend((0..req.n).map(|i| (g, r, i)));
+                source: Box::new(LlamaError::Decode(format!(
+                    "a chain step is one answer, not n = {}",
+                    requests[r].n
+                ))),
+            });
         }
-        queue.sort_by_key(|&(g, _, _)| g);
+        self.run_jobs(requests, Some(follow), events)
+    }
+
+    fn run_jobs(
+        &self,
+        requests: &[GenerationRequest],
+        mut follow: Option<&mut FollowFn<'_>>,
+        events: &mut dyn FnMut(GenerationEvent) -> bool,
+    ) -> Result<Vec<Vec<Completion>>, LlamaError> {
+        let started = Instant::now();
+        let mut jobs = Vec::new();
+        for (r, req) in requests.iter().enumerate().filter(|(_, req)| req.n > 0) {
+            let tokens = self
+                .prompt_tokens(&req.prompt, req.sampler.max_tokens)
+                .map_err(|e| LlamaError::Request {
+                    request: r,
+                    source: Box::new(e),
+                })?;
+            jobs.extend((0..req.n).map(|i| Job {
+                tokens: tokens.clone(),
+                request: r,
+                index: i,
+                sampler: SamplerConfig {
+                    seed: req.sample_seed(i),
+                    ..req.sampler.clone()
+                },
+                slot: None,
+                started,
+            }));
+        }
         let mut results: Vec<Vec<Option<Completion>>> =
             requests.iter().map(|r| vec![None; r.n]).collect();
-        if queue.is_empty() {
-            return Ok(collect(results));
+        while !jobs.is_empty() {
+            match self.run_pass(jobs, &mut follow, &mut results, events)? {
+                PassEnd::Done(deferred) => jobs = deferred,
+                PassEnd::Cancelled => break,
+            }
         }
+        Ok(results
+            .into_iter()
+            .map(|r| r.into_iter().map_while(|c| c).collect())
+            .collect())
+    }
 
-        let size = BatchSize::plan(&groups, self.options.n_parallel);
-        let n_slots = size.n_slots;
-        let n_batch = size.n_batch;
-        let mut ctx = self.new_context(size.kv_cells as u32, n_batch as u32, n_slots as u32)?;
+    /// The prompt's tokens, refused if it is empty or cannot fit one sequence with its answer.
+    fn prompt_tokens(&self, prompt: &str, max_tokens: u32) -> Result<Vec<LlamaToken>, LlamaError> {
+        let tokens: Vec<LlamaToken> = self.tokenize(prompt).into_iter().map(LlamaToken).collect();
+        if tokens.is_empty() {
+            return Err(LlamaError::EmptyPrompt);
+        }
+        self.check_fits(tokens.len(), max_tokens)?;
+        Ok(tokens)
+    }
 
+    /// One context: runs `jobs` (and the follow-ups of chains that fit their slot) to the end.
+    fn run_pass(
+        &self,
+        jobs: Vec<Job>,
+        follow: &mut Option<&mut FollowFn<'_>>,
+        results: &mut [Vec<Option<Completion>>],
+        events: &mut dyn FnMut(GenerationEvent) -> bool,
+    ) -> Result<PassEnd, LlamaError> {
+        let mut groups: Vec<PromptGroup> = Vec::new();
+        let mut queue: Vec<(usize, Job)> = Vec::new();
+        for job in jobs {
+            let g = group_of(&mut groups, &job);
+            queue.push((g, job));
+        }
+        // Samples of one prompt back to back, so they find its cells in a slot.
+        queue.sort_by_key(|(g, _)| *g);
+        let size = BatchSize::plan(
+            &groups,
+            self.options.n_parallel,
+            follow.is_some(),
+            self.n_ctx_per_sequence() as usize,
+        );
+        let mut ctx = self.new_context(
+            (size.n_slots * size.cells_per_slot) as u32,
+            size.n_batch as u32,
+            size.n_slots as u32,
+        )?;
         let vocab = self.model.vocab();
-        let mut slots: Vec<Slot> = (0..n_slots).map(|_| Slot::Empty).collect();
-        let mut next = 0;
-        let mut batch = LlamaBatch::new(n_batch, 1);
-        let mut cancelled = false;
-        'decode: loop {
+        let mut slots: Vec<Slot> = (0..size.n_slots).map(|_| Slot::default()).collect();
+        let mut queue = queue.into_iter();
+        let mut follow_ups: Vec<Job> = Vec::new();
+        let mut deferred: Vec<Job> = Vec::new();
+        let mut batch = LlamaBatch::new(size.n_batch, 1);
+        loop {
             // Sample one token for every live sequence; finished ones leave their slot.
-            for slot in slots.iter_mut() {
-                let Slot::Live(live) = slot else { continue };
+            let mut cancelled = false;
+            for (s, slot) in slots.iter_mut().enumerate() {
+                let Some(live) = slot.live.as_mut() else {
+                    continue;
+                };
                 let logits = match live.row {
                     None => groups[live.group]
                         .first_logits
@@ -217,8 +335,7 @@ impl LlamaEngine {
                         .expect("prompt evaluated on admission"),
                     Some(row) => ctx.get_logits_ith(row),
                 };
-                let max_tokens = requests[live.request].sampler.max_tokens as usize;
-                let stopped = match live.advance(logits, &vocab, max_tokens, self, events) {
+                let stopped = match live.advance(logits, &vocab, self, events) {
                     Advance::Continue => continue,
                     Advance::Cancelled => {
                         cancelled = true;
@@ -226,7 +343,8 @@ impl LlamaEngine {
                     }
                     Advance::Done { stopped } => stopped,
                 };
-                let (g, r, i) = (live.group, live.request, live.sample);
+                let mut live = slot.live.take().expect("live");
+                let (r, i) = (live.request, live.index);
                 let tail = live.stream.finish();
                 if !tail.is_empty() {
                     cancelled |= !events(GenerationEvent::Token {
@@ -235,72 +353,77 @@ impl LlamaEngine {
                         text: tail,
                     });
                 }
-                results[r][i] = Some(completion(live, groups[g].tokens.len(), stopped, started));
+                let done = live.completion(groups[live.group].tokens.len(), stopped);
+                store(results, r, i, done);
                 cancelled |= !events(GenerationEvent::Finished {
                     request: r,
                     sample: i,
                     stopped,
                 });
-                *slot = Slot::Residue(g);
                 if cancelled {
                     break;
+                }
+                if let Some(follow) = follow.as_deref_mut() {
+                    let chain: Vec<Completion> = results[r].iter().flatten().cloned().collect();
+                    if let Some(next) = follow(r, &chain) {
+                        let prompt = self.format_chat(&next.messages)?;
+                        let tokens = self
+                            .prompt_tokens(&prompt, next.sampler.max_tokens)
+                            .map_err(|e| LlamaError::Request {
+                                request: r,
+                                source: Box::new(e),
+                            })?;
+                        follow_ups.push(Job {
+                            tokens,
+                            request: r,
+                            index: i + 1,
+                            sampler: next.sampler,
+                            slot: Some(s),
+                            started: Instant::now(),
+                        });
+                    }
                 }
             }
             if cancelled {
                 for slot in &mut slots {
-                    if let Slot::Live(live) = slot {
+                    if let Some(live) = slot.live.as_mut() {
                         live.stream.finish();
-                        results[live.request][live.sample] = Some(completion(
-                            live,
-                            groups[live.group].tokens.len(),
-                            false,
-                            started,
-                        ));
+                        let cut = live.completion(groups[live.group].tokens.len(), false);
+                        store(results, live.request, live.index, cut);
                     }
                 }
-                break 'decode;
+                return Ok(PassEnd::Cancelled);
             }
 
-            // Admit waiting samples into free slots only now: evaluating a prompt replaces the
-            // context's logits, which the samples above had to read first.
-            for s in 0..n_slots {
-                if matches!(slots[s], Slot::Live(_)) || next == queue.len() {
+            // Admit waiting samples only now: evaluating a prompt replaces the context's logits,
+            // which the samples above had to read first. A chain's next step goes first, into
+            // the slot that holds its conversation.
+            for job in std::mem::take(&mut follow_ups) {
+                let s = job.slot.expect("follow-ups name their slot");
+                if job.tokens.len() + job.sampler.max_tokens as usize > size.cells_per_slot {
+                    deferred.push(Job { slot: None, ..job });
                     continue;
                 }
-                let (g, r, i) = queue[next];
-                next += 1;
-                self.place_prompt(&mut ctx, &mut batch, &slots, s, g, &mut groups[g])?;
-                let cfg = SamplerConfig {
-                    seed: requests[r].sample_seed(i),
-                    ..requests[r].sampler.clone()
-                };
-                slots[s] = Slot::Live(Box::new(LiveSample {
-                    group: g,
-                    request: r,
-                    sample: i,
-                    seed: cfg.seed,
-                    sampler: build_sampler(&cfg, self.model.n_vocab(), &self.eog_tokens),
-                    stream: TextStream::new(&cfg.stop),
-                    tokens: Vec::new(),
-                    pos: groups[g].tokens.len() as i32,
-                    row: None,
-                    pending: None,
-                }));
+                let g = group_of(&mut groups, &job);
+                self.admit(&mut ctx, &mut batch, &mut slots, s, g, &mut groups[g], job)?;
             }
-            for (s, slot) in slots.iter_mut().enumerate() {
-                if matches!(slot, Slot::Residue(_)) {
-                    clear_seq(&mut ctx, s)?;
-                    *slot = Slot::Empty;
+            for s in 0..slots.len() {
+                if slots[s].live.is_some() {
+                    continue;
                 }
+                let Some((g, job)) = queue.next() else { break };
+                self.admit(&mut ctx, &mut batch, &mut slots, s, g, &mut groups[g], job)?;
             }
-            if !slots.iter().any(|s| matches!(s, Slot::Live(_))) {
+            if slots.iter().all(|s| s.live.is_none()) {
                 break;
             }
 
             // Feed every sampled token in one decode.
             batch.clear();
             for (s, slot) in slots.iter_mut().enumerate() {
-                let Slot::Live(live) = slot else { continue };
+                let Some(live) = slot.live.as_mut() else {
+                    continue;
+                };
                 let Some(token) = live.pending.take() else {
                     continue;
                 };
@@ -309,93 +432,137 @@ impl LlamaEngine {
                     .add(token, live.pos, &[s as i32], true)
                     .map_err(|e| LlamaError::Decode(e.to_string()))?;
                 live.pos += 1;
+                slot.cells.push(token);
             }
             if batch.n_tokens() > 0 {
                 self.decode(&mut ctx, &mut batch)?;
             }
         }
-        Ok(collect(results))
+        Ok(PassEnd::Done(deferred))
     }
 
-    /// Gives slot `s` the KV cells of prompt group `g`: trimmed from its own previous sample of
-    /// `g`, tagged from another sequence holding it, or, failing both, evaluated.
+    /// Starts `job` in slot `s` with prompt group `g`'s cells in place (see `place_prompt`).
+    #[allow(clippy::too_many_arguments)]
+    fn admit(
+        &self,
+        ctx: &mut LlamaContext<'_>,
+        batch: &mut LlamaBatch<'_>,
+        slots: &mut [Slot],
+        s: usize,
+        g: usize,
+        group: &mut PromptGroup,
+        job: Job,
+    ) -> Result<(), LlamaError> {
+        self.place_prompt(ctx, batch, slots, s, group)?;
+        let cfg = job.sampler;
+        slots[s].live = Some(Box::new(LiveSample {
+            group: g,
+            request: job.request,
+            index: job.index,
+            seed: cfg.seed,
+            max_tokens: cfg.max_tokens as usize,
+            started: job.started,
+            sampler: build_sampler(&cfg, self.model.n_vocab(), &self.eog_tokens),
+            stream: TextStream::new(&cfg.stop),
+            tokens: Vec::new(),
+            pos: group.tokens.len() as i32,
+            row: None,
+            pending: None,
+        }));
+        Ok(())
+    }
+
+    /// Gives slot `s` the KV cells of `group`'s prompt: the longest prefix of it that the slot
+    /// itself or another slot holds is kept (another's cells copied in), the rest evaluated.
+    /// Without the prompt cache (`EngineOptions::reuse_prefix` off) only a whole prompt is
+    /// reused, as a shared prompt of several samples.
     fn place_prompt(
         &self,
         ctx: &mut LlamaContext<'_>,
         batch: &mut LlamaBatch<'_>,
-        slots: &[Slot],
+        slots: &mut [Slot],
         s: usize,
-        g: usize,
         group: &mut PromptGroup,
     ) -> Result<(), LlamaError> {
-        let n_prompt = group.tokens.len() as u32;
-        if matches!(slots[s], Slot::Residue(held) if held == g) {
-            ctx.clear_kv_cache_seq(Some(s as u32), Some(n_prompt), None)
-                .map_err(|e| LlamaError::Decode(e.to_string()))?;
-            return Ok(());
-        }
-        clear_seq(ctx, s)?;
-        let holder = slots.iter().enumerate().position(|(h, slot)| {
-            h != s
-                && match slot {
-                    Slot::Live(live) => live.group == g,
-                    Slot::Residue(held) => *held == g,
-                    Slot::Empty => false,
-                }
-        });
-        if let (Some(h), Some(_)) = (holder, &group.first_logits) {
-            // Between streams llama.cpp copies only whole sequences (a partial range aborts the
-            // process), so the holder's answer comes along and is trimmed off.
+        let prompt = &group.tokens;
+        let usable = |n: usize| n == prompt.len() || (self.options.reuse_prefix && n > 0);
+        let common = |cells: &[LlamaToken]| {
+            let n = cells.iter().zip(prompt).take_while(|(a, b)| a == b).count();
+            if usable(n) { n } else { 0 }
+        };
+        let own = common(&slots[s].cells);
+        let other = (0..slots.len())
+            .filter(|&h| h != s)
+            .map(|h| (common(&slots[h].cells), h))
+            .max_by_key(|&(n, h)| (n, std::cmp::Reverse(h)));
+        let mut keep = own;
+        if let Some((n, h)) = other
+            && n > own
+        {
+            clear_seq(ctx, s, 0)?;
             ctx.copy_kv_cache_seq(h as i32, s as i32, None, None)
                 .map_err(|e| LlamaError::Decode(e.to_string()))?;
-            ctx.clear_kv_cache_seq(Some(s as u32), Some(n_prompt), None)
-                .map_err(|e| LlamaError::Decode(e.to_string()))?;
-            return Ok(());
+            slots[s].cells = slots[h].cells.clone();
+            keep = n;
         }
-        batch.clear();
-        for (p, &t) in group.tokens.iter().enumerate() {
-            batch
-                .add(t, p as i32, &[s as i32], p + 1 == group.tokens.len())
-                .map_err(|e| LlamaError::Decode(e.to_string()))?;
+        // The first token's logits come from the group, or from evaluating at least its last token.
+        if keep == prompt.len() && group.first_logits.is_none() {
+            keep -= 1;
         }
-        self.count(|st| {
-            st.prompt_evals += 1;
-            st.prompt_tokens_evaluated += group.tokens.len() as u64;
-        });
-        self.decode(ctx, batch)?;
-        group.first_logits = Some(ctx.get_logits_ith(batch.n_tokens() - 1).to_vec());
+        clear_seq(ctx, s, keep)?;
+        slots[s].cells.truncate(keep);
+        if keep < prompt.len() {
+            batch.clear();
+            for (p, &t) in prompt.iter().enumerate().skip(keep) {
+                batch
+                    .add(t, p as i32, &[s as i32], p + 1 == prompt.len())
+                    .map_err(|e| LlamaError::Decode(e.to_string()))?;
+            }
+            self.count(|st| {
+                st.prompt_evals += 1;
+                st.prompt_tokens_evaluated += (prompt.len() - keep) as u64;
+            });
+            self.decode(ctx, batch)?;
+            group.first_logits = Some(ctx.get_logits_ith(batch.n_tokens() - 1).to_vec());
+        }
+        self.count(|st| st.prompt_tokens_reused += keep as u64);
+        slots[s].cells.extend_from_slice(&prompt[keep..]);
         Ok(())
     }
 }
 
-fn clear_seq(ctx: &mut LlamaContext<'_>, s: usize) -> Result<(), LlamaError> {
-    ctx.clear_kv_cache_seq(Some(s as u32), None, None)
+/// The group of `job`'s prompt tokens, added if new.
+fn group_of(groups: &mut Vec<PromptGroup>, job: &Job) -> usize {
+    let g = match groups.iter().position(|g| g.tokens == job.tokens) {
+        Some(g) => g,
+        None => {
+            groups.push(PromptGroup {
+                tokens: job.tokens.clone(),
+                first_logits: None,
+                n_samples: 0,
+                max_new: 0,
+            });
+            groups.len() - 1
+        }
+    };
+    groups[g].n_samples += 1;
+    groups[g].max_new = groups[g].max_new.max(job.sampler.max_tokens as usize);
+    g
+}
+
+/// Puts a finished (or cut) sample at `[r][i]`; a chain's step `i` may be past the end.
+fn store(results: &mut [Vec<Option<Completion>>], r: usize, i: usize, c: Completion) {
+    if results[r].len() <= i {
+        results[r].resize(i + 1, None);
+    }
+    results[r][i] = Some(c);
+}
+
+/// Drops the cells of sequence `s` from position `from` on.
+fn clear_seq(ctx: &mut LlamaContext<'_>, s: usize, from: usize) -> Result<(), LlamaError> {
+    ctx.clear_kv_cache_seq(Some(s as u32), Some(from as u32), None)
         .map(|_| ())
         .map_err(|e| LlamaError::Decode(e.to_string()))
-}
-
-fn completion(
-    live: &LiveSample,
-    prompt_tokens: usize,
-    stopped: bool,
-    started: Instant,
-) -> Completion {
-    Completion {
-        text: live.stream.text().to_string(),
-        tokens: live.tokens.clone(),
-        prompt_tokens,
-        stopped,
-        duration_ms: started.elapsed().as_millis() as u64,
-        seed: live.seed,
-    }
-}
-
-/// Drops samples that never started (cancellation); started ones form a prefix of each request.
-fn collect(results: Vec<Vec<Option<Completion>>>) -> Vec<Vec<Completion>> {
-    results
-        .into_iter()
-        .map(|r| r.into_iter().map_while(|c| c).collect())
-        .collect()
 }
 
 #[cfg(test)]
@@ -416,22 +583,39 @@ mod tests {
         let groups = [group(30, 8, 100), group(40, 8, 50)];
         // 16 samples on 4 slots: any slot may hold the 40-token prompt and grow 100.
         assert_eq!(
-            BatchSize::plan(&groups, 4),
+            BatchSize::plan(&groups, 4, false, 4096),
             BatchSize {
                 n_slots: 4,
-                kv_cells: 4 * (40 + 100),
+                cells_per_slot: 40 + 100,
                 n_batch: 40
             }
         );
-        assert_eq!(BatchSize::plan(&groups, 1).kv_cells, 40 + 100);
+        assert_eq!(
+            BatchSize::plan(&groups, 1, false, 4096).cells_per_slot,
+            40 + 100
+        );
         // Fewer samples than slots: no idle slots are sized.
         assert_eq!(
-            BatchSize::plan(&[group(5, 2, 10)], 8),
+            BatchSize::plan(&[group(5, 2, 10)], 8, false, 4096),
             BatchSize {
                 n_slots: 2,
-                kv_cells: 2 * (5 + 10),
+                cells_per_slot: 5 + 10,
                 n_batch: 5
             }
         );
+    }
+
+    #[test]
+    fn chain_slots_leave_room_for_a_follow_up_within_the_context() {
+        let groups = [group(40, 8, 100)];
+        let size = BatchSize::plan(&groups, 4, true, 4096);
+        assert_eq!(size.cells_per_slot, 2 * 140 + 64);
+        assert_eq!(
+            size.n_batch, size.cells_per_slot,
+            "a follow-up's prompt fits one decode"
+        );
+        // Capped by the per-sequence context, never below the first prompt and answer.
+        assert_eq!(BatchSize::plan(&groups, 4, true, 200).cells_per_slot, 200);
+        assert_eq!(BatchSize::plan(&groups, 4, true, 100).cells_per_slot, 140);
     }
 }

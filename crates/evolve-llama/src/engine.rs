@@ -56,6 +56,10 @@ pub struct EngineOptions {
     /// A llama.cpp built-in template name (`chatml`, `llama3`, `mistral-v7`, …) used instead of
     /// the model's own `tokenizer.chat_template`; `None` uses the model's.
     pub chat_template: Option<String>,
+    /// Batched sampling starts a prompt from the longest prefix some sequence's cache holds
+    /// (a shared system prompt, a chain's conversation so far); off, only a whole prompt shared
+    /// by several samples is reused.
+    pub reuse_prefix: bool,
 }
 
 impl Default for EngineOptions {
@@ -67,6 +71,7 @@ impl Default for EngineOptions {
             n_ctx: 0,
             n_parallel: 8,
             chat_template: None,
+            reuse_prefix: true,
         }
     }
 }
@@ -87,6 +92,8 @@ pub struct EngineStats {
     /// Prompts evaluated (a prompt shared by several samples counts once).
     pub prompt_evals: u64,
     pub prompt_tokens_evaluated: u64,
+    /// Prompt tokens whose cells were already in the cache (not evaluated).
+    pub prompt_tokens_reused: u64,
     pub generated_tokens: u64,
     /// `llama_decode` calls.
     pub decode_calls: u64,

@@ -3,7 +3,8 @@
 use crate::LlamaError;
 use crate::engine::LlamaEngine;
 use evolve_core::{
-    ChatMessage, Completion, GenerateError, GenerationEvent, GenerationRequest, Generator,
+    ChatMessage, Completion, FollowUp, GenerateError, GenerationEvent, GenerationRequest,
+    Generator, check_chain_requests,
 };
 
 impl From<LlamaError> for GenerateError {
@@ -29,6 +30,18 @@ impl Generator for LlamaEngine {
         events: &mut dyn FnMut(GenerationEvent) -> bool,
     ) -> Result<Vec<Vec<Completion>>, GenerateError> {
         Ok(LlamaEngine::generate_batch(self, requests, events)?)
+    }
+
+    fn generate_chains(
+        &mut self,
+        requests: &[GenerationRequest],
+        follow: &mut dyn FnMut(usize, &[Completion]) -> Option<FollowUp>,
+        events: &mut dyn FnMut(GenerationEvent) -> bool,
+    ) -> Result<Vec<Vec<Completion>>, GenerateError> {
+        check_chain_requests(requests)?;
+        Ok(LlamaEngine::generate_chains(
+            self, requests, follow, events,
+        )?)
     }
 
     fn use_adapter(

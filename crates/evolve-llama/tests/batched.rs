@@ -353,6 +353,7 @@ fn refinement_chains_run_together_and_chain_zero_equals_a_lone_chain() {
     let starts = [ChainStart {
         question,
         first_answer: None,
+        first_seed: None,
     }; 4];
     let cfg = sampling(9, 8);
     engine.reset_stats();
@@ -447,4 +448,157 @@ fn throughput_single_vs_batched() {
             engine.stats()
         );
     }
+}
+
+/// What [`chains_with_cache`] measured.
+struct CachedChains {
+    /// Text and tokens of every step.
+    steps: Vec<Vec<(String, Vec<i32>)>>,
+    evaluated: u64,
+    reused: u64,
+    /// Tokens of each refinement's question turn (its prompt's least shared prefix), summed.
+    question_turns: u64,
+}
+
+/// Chains of answers and refinements with the prompt cache on or off.
+fn chains_with_cache(reuse_prefix: bool, chat_template: Option<&str>) -> CachedChains {
+    let mut engine = LlamaEngine::load(
+        &tiny_path(WeightType::F32),
+        EngineOptions {
+            reuse_prefix,
+            chat_template: chat_template.map(str::to_string),
+            n_parallel: 3,
+            // Byte-soup answers re-tokenise long in the tiny vocabulary.
+            n_ctx: 512,
+            ..options()
+        },
+    )
+    .unwrap();
+    // Distinct questions: with greedy answers, equal questions would make equal prompts that
+    // are shared with or without the cache.
+    let starts = [
+        "What is 7*6?",
+        "Name a colour.",
+        "What is 2+2?",
+        "Count to three.",
+    ]
+    .map(|question| ChainStart {
+        question,
+        first_answer: None,
+        first_seed: None,
+    });
+    let short = RefinementTemplate::MultiTurn {
+        system: None,
+        instruction: "Better?".into(),
+    };
+    let chains = refine_chains(
+        &mut engine,
+        &starts,
+        2,
+        &short,
+        // Greedy: the cache changes how a prompt's cells are computed (one decode or two), which
+        // moves logits in their last bits; a temperature draw can then land on a neighbour token,
+        // an argmax practically never.
+        &SamplerConfig::greedy(10),
+        &mut |_, _| true,
+    )
+    .unwrap();
+    for chain in &chains {
+        for step in chain {
+            // The sequence the answer came from is the template's rendering of the whole
+            // conversation, however much of it was in the cache.
+            assert_eq!(
+                step.completion.prompt_tokens,
+                engine.tokenize(&step.prompt).len()
+            );
+        }
+    }
+    let stats = engine.stats();
+    CachedChains {
+        steps: chains
+            .iter()
+            .map(|c| {
+                c.iter()
+                    .map(|s| (s.completion.text.clone(), s.completion.tokens.clone()))
+                    .collect()
+            })
+            .collect(),
+        evaluated: stats.prompt_tokens_evaluated,
+        reused: stats.prompt_tokens_reused,
+        question_turns: chains
+            .iter()
+            .map(|c| 2 * engine.tokenize(&c[0].prompt).len() as u64)
+            .sum(),
+    }
+}
+
+#[test]
+fn a_refinement_continues_from_its_answers_cache_and_samples_the_same_answers() {
+    for template in [None, Some("llama3"), Some("gemma")] {
+        let cached = chains_with_cache(true, template);
+        let fresh = chains_with_cache(false, template);
+        assert_eq!(
+            cached.steps, fresh.steps,
+            "{template:?}: the cache changed an answer"
+        );
+        assert!(cached.steps.iter().all(|c| c.len() == 3));
+        // Same prompts either way; with the cache every refinement starts at least from its
+        // question's turn, which its slot holds. (The random model's answers are byte soup
+        // that re-tokenises differently, so here little of the answer itself is shared.)
+        assert_eq!(
+            cached.evaluated + cached.reused,
+            fresh.evaluated + fresh.reused
+        );
+        assert!(cached.evaluated < fresh.evaluated, "{template:?}");
+        assert!(
+            cached.reused >= cached.question_turns,
+            "{template:?}: reused {} with the cache, question turns {}",
+            cached.reused,
+            cached.question_turns
+        );
+    }
+}
+
+#[test]
+fn a_follow_up_longer_than_its_slot_runs_in_a_later_pass_with_the_same_answer() {
+    // A refinement instruction far longer than the question and answer: the follow-up cannot
+    // fit the slot sized for them, and must run in a pass of its own rather than fail.
+    let long = RefinementTemplate::MultiTurn {
+        system: None,
+        instruction: "Please improve it. ".repeat(5),
+    };
+    let run = |reuse_prefix| {
+        let mut engine = LlamaEngine::load(
+            &tiny_path(WeightType::F32),
+            EngineOptions {
+                reuse_prefix,
+                ..options()
+            },
+        )
+        .unwrap();
+        let starts = [ChainStart {
+            question: "Hi?",
+            first_answer: None,
+            first_seed: None,
+        }; 2];
+        refine_chains(
+            &mut engine,
+            &starts,
+            1,
+            &long,
+            &sampling(3, 6),
+            &mut |_, _| true,
+        )
+        .unwrap()
+        .into_iter()
+        .map(|c| {
+            c.into_iter()
+                .map(|s| s.completion.tokens)
+                .collect::<Vec<_>>()
+        })
+        .collect::<Vec<_>>()
+    };
+    let cached = run(true);
+    assert!(cached.iter().all(|c| c.len() == 2));
+    assert_eq!(cached, run(false));
 }

@@ -97,6 +97,7 @@ pub fn probe(
         .map(|(q, _)| ChainStart {
             question: q,
             first_answer: None,
+            first_seed: None,
         })
         .collect();
     let greedy = match &settings.greedy {

@@ -207,6 +207,7 @@ pub fn engine_options() -> EngineOptions {
         n_ctx: 0,
         n_parallel: 2,
         chat_template: None,
+        reuse_prefix: true,
     }
 }
 

@@ -27,6 +27,7 @@ pub fn options() -> EngineOptions {
         n_ctx: 256,
         n_parallel: 8,
         chat_template: None,
+        reuse_prefix: true,
     }
 }
 

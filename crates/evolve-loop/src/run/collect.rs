@@ -56,6 +56,17 @@ impl Orchestrator<'_> {
         let total = prompts.len() * n;
         let mut done = total - todo.len();
         for chunk in todo.chunks(self.config.chunk_prompts * n) {
+            if self.refines_in_collection() {
+                self.collect_chains(r, round, chunk, adapter)?;
+                done += chunk.len();
+                self.report(Progress::Work {
+                    round: r,
+                    state: RoundState::Collecting,
+                    done,
+                    total,
+                })?;
+                continue;
+            }
             let mut requests = Vec::with_capacity(chunk.len());
             for (p, s) in chunk {
                 let prompt = self
@@ -95,6 +106,108 @@ impl Orchestrator<'_> {
                 state: RoundState::Collecting,
                 done,
                 total,
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Whether this round's answers are refined: then each answer is refined as soon as it is
+    /// sampled, in the same call, so the engine continues from the answer's cache.
+    fn refines_in_collection(&self) -> bool {
+        self.config.refine_steps > 0 && self.config.trains_on_refinements()
+    }
+
+    /// A chunk's answers and their refinement chains, stored once the whole chunk is done.
+    /// Seeds are those of separate collection and refinement: each (prompt, sample) its own
+    /// for the answer, and the refinement chunk's for the steps.
+    fn collect_chains(
+        &mut self,
+        r: usize,
+        round: &Round,
+        chunk: &[(&Prompt, usize)],
+        adapter: Option<AdapterId>,
+    ) -> Result<(), RunError> {
+        let k = self.config.refine_steps;
+        let starts: Vec<ChainStart> = chunk
+            .iter()
+            .map(|(p, s)| ChainStart {
+                question: &p.prompt,
+                first_answer: None,
+                first_seed: Some(seed_for(self.config.sampler.seed, r, p.id, *s)),
+            })
+            .collect();
+        let sampler = SamplerConfig {
+            seed: seed_for(self.config.sampler.seed, r, PromptId(-1), 0),
+            ..self.config.sampler.clone()
+        };
+        let mut tokens = TokenProgress::new(&mut *self.progress);
+        let chains = refine_chains(
+            self.engines.generator,
+            &starts,
+            k,
+            &self.config.template,
+            &sampler,
+            &mut |_, event| tokens.on_event(&event),
+        )
+        .map_err(|e| name_prompt(e.into(), |i| chunk[i].0))?;
+        tokens.flush();
+        if tokens.paused || chains.iter().any(|c| c.len() != k + 1) {
+            return Err(RunError::Paused);
+        }
+        for ((p, s), mut chain) in chunk.iter().zip(chains) {
+            let refinements = chain.split_off(1);
+            let first = chain.pop().expect("a chain starts with its answer");
+            let c = first.completion;
+            let parent = self.store.insert_generation(&NewGeneration {
+                round_id: Some(round.id),
+                prompt_id: Some(p.id),
+                sample_index: *s as i64,
+                adapter_id: adapter,
+                ..NewGeneration::from_completion(
+                    GenerationKind::Sample,
+                    &c,
+                    first.prompt,
+                    SamplerConfig {
+                        seed: c.seed,
+                        ..self.config.sampler.clone()
+                    },
+                )
+            })?;
+            self.store_refinements(round, (p.id, *s), parent, 0, refinements, &sampler, adapter)?;
+        }
+        Ok(())
+    }
+
+    /// Stores the refinements of a chain after its step `reached`, `parent`, as its children.
+    #[allow(clippy::too_many_arguments)]
+    fn store_refinements(
+        &mut self,
+        round: &Round,
+        (p, s): (PromptId, usize),
+        mut parent: evolve_store::GenerationId,
+        reached: usize,
+        refinements: Vec<evolve_core::RefinementStep>,
+        sampler: &SamplerConfig,
+        adapter: Option<AdapterId>,
+    ) -> Result<(), RunError> {
+        for step in refinements {
+            let c = step.completion;
+            parent = self.store.insert_generation(&NewGeneration {
+                round_id: Some(round.id),
+                prompt_id: Some(p),
+                parent_id: Some(parent),
+                step_index: (reached + step.step_index) as i64,
+                sample_index: s as i64,
+                adapter_id: adapter,
+                ..NewGeneration::from_completion(
+                    GenerationKind::Refinement,
+                    &c,
+                    step.prompt,
+                    SamplerConfig {
+                        seed: c.seed,
+                        ..sampler.clone()
+                    },
+                )
             })?;
         }
         Ok(())
@@ -161,6 +274,7 @@ impl Orchestrator<'_> {
                 .map(|(p, _, last)| ChainStart {
                     question: &by_id[p].prompt,
                     first_answer: Some(&last.text),
+                    first_seed: None,
                 })
                 .collect();
             // refine_chains samples its step j with `seed + j`; offset so that is global step reached + j.
@@ -182,29 +296,18 @@ impl Orchestrator<'_> {
             if tokens.paused {
                 return Err(RunError::Paused);
             }
-            for ((p, s, last), chain) in chunk.iter().zip(results) {
-                let mut parent = last.id;
+            for ((p, s, last), mut chain) in chunk.iter().zip(results) {
                 // chain[0] is the given answer; chain[j] is its j-th refinement.
-                for step in chain.into_iter().skip(1) {
-                    let c = step.completion;
-                    parent = self.store.insert_generation(&NewGeneration {
-                        round_id: Some(round.id),
-                        prompt_id: Some(*p),
-                        parent_id: Some(parent),
-                        step_index: (reached + step.step_index) as i64,
-                        sample_index: *s as i64,
-                        adapter_id: adapter,
-                        ..NewGeneration::from_completion(
-                            GenerationKind::Refinement,
-                            &c,
-                            step.prompt,
-                            SamplerConfig {
-                                seed: c.seed,
-                                ..sampler.clone()
-                            },
-                        )
-                    })?;
-                }
+                let refinements = chain.split_off(1);
+                self.store_refinements(
+                    round,
+                    (*p, *s),
+                    last.id,
+                    reached,
+                    refinements,
+                    &sampler,
+                    adapter,
+                )?;
             }
             done += chunk.len();
             self.report(Progress::Work {

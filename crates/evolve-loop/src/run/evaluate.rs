@@ -67,6 +67,7 @@ impl Orchestrator<'_> {
                 .map(|p| ChainStart {
                     question: &p.prompt,
                     first_answer: None,
+                    first_seed: None,
                 })
                 .collect();
             // Tokens and finished answers as progress: 500 problems take many minutes.
