@@ -17,18 +17,20 @@ dir="${EVOLVE_STUDY_DIR:-target/diagnose}"
 seeds="${EVOLVE_SEEDS:-2}"
 mkdir -p "$dir/arms"
 
-# name  method  settings laid over the study's (`evolve demo --config`)
+# name  method  settings laid over the study's (`evolve demo --config`). Every arm names its
+# `pair_rules.finished`: this diagnosis made `chosen` the default, and the arms compare against
+# the `any` that runs used before.
 arms=(
-  "idpo iterative-dpo {}"
-  "evolve evolve {}"
+  "idpo iterative-dpo {\"pair_rules\":{\"finished\":\"any\"}}"
+  "evolve evolve {\"pair_rules\":{\"finished\":\"any\"}}"
   "evolve-finished evolve {\"pair_rules\":{\"finished\":\"chosen\"}}"
-  "evolve-nll0 evolve {\"train\":{\"nll_weight\":0}}"
-  "evolve-own evolve {\"pair_rules\":{\"refine_target\":\"own_refinement\"}}"
-  "idpo-2x iterative-dpo {\"train\":{\"epochs\":2}}"
-  "evolve-refine-only evolve {\"pair_kinds\":{\"direct\":false}}"
-  "evolve-lambda0.25 evolve {\"train\":{\"lambda_refine\":0.25}}"
+  "evolve-nll0 evolve {\"pair_rules\":{\"finished\":\"any\"},\"train\":{\"nll_weight\":0}}"
+  "evolve-own evolve {\"pair_rules\":{\"finished\":\"any\",\"refine_target\":\"own_refinement\"}}"
+  "idpo-2x iterative-dpo {\"pair_rules\":{\"finished\":\"any\"},\"train\":{\"epochs\":2}}"
+  "evolve-refine-only evolve {\"pair_rules\":{\"finished\":\"any\"},\"pair_kinds\":{\"direct\":false}}"
+  "evolve-lambda0.25 evolve {\"pair_rules\":{\"finished\":\"any\"},\"train\":{\"lambda_refine\":0.25}}"
   "idpo-finished iterative-dpo {\"pair_rules\":{\"finished\":\"chosen\"}}"
-  "evolve-sft evolve {\"train\":{\"sft_warmup\":true}}"
+  "evolve-sft evolve {\"pair_rules\":{\"finished\":\"any\"},\"train\":{\"sft_warmup\":true}}"
 )
 
 evolve="$dir/bin/evolve"

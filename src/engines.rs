@@ -17,6 +17,9 @@ pub struct EngineSettings {
     pub gpu_layers: u32,
     /// Context per sequence; 0 = the model's training context, capped at 4096.
     pub n_ctx: u32,
+    /// Evaluate every prompt whole instead of starting from the longest prefix in the cache
+    /// (to measure what the prompt cache saves; answers agree up to float rounding).
+    pub no_prompt_cache: bool,
 }
 
 struct Cached {
@@ -91,6 +94,7 @@ pub fn engine_options(
     let mut options = EngineOptions {
         n_gpu_layers: settings.gpu_layers,
         n_parallel,
+        reuse_prefix: !settings.no_prompt_cache,
         ..EngineOptions::default()
     };
     if let Some(t) = settings.threads {

@@ -160,3 +160,60 @@ fn fixture_random_takes_the_model_shape_from_its_options() {
         assert!(info.contains(line), "{line:?} missing in:\n{info}");
     }
 }
+
+/// `evolve bench round` on the tiny task model, shrunk to 2 prompts × 2 samples × 1 refinement
+/// and 2 held-out problems: a row per phase, in the round's order, tokens where it generates.
+#[test]
+fn bench_round_prints_each_phase_with_its_time_and_tokens() {
+    let model = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/tiny-task.gguf");
+    let out = evolve(&[
+        "bench",
+        "round",
+        "--model",
+        model.to_str().unwrap(),
+        "--prompts",
+        "2",
+        "--samples",
+        "2",
+        "--refine",
+        "1",
+        "--eval",
+        "2",
+        "--threads",
+        "1",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Vec<Vec<&str>> = stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix('|'))
+        .map(|l| l.split('|').map(str::trim).collect::<Vec<_>>())
+        .filter(|c| c[1].parse::<f64>().is_ok())
+        .collect();
+    let phases: Vec<&str> = rows.iter().map(|c| c[0]).collect();
+    for wanted in ["sampling", "scoring", "pairing", "training", "evaluating", "round"] {
+        assert!(phases.contains(&wanted), "{wanted} missing: {stdout}");
+    }
+    assert!(
+        phases.iter().position(|p| *p == "sampling") < phases.iter().position(|p| *p == "training"),
+        "{stdout}"
+    );
+    let tokens = |phase: &str| -> usize {
+        rows.iter()
+            .filter(|c| c[0] == phase)
+            .map(|c| c[2].parse::<usize>().unwrap())
+            .sum()
+    };
+    // Sampling generates the answers and their refinements; evaluation the held-out answers.
+    assert!(tokens("sampling") > 0, "{stdout}");
+    assert!(tokens("evaluating") > 0, "{stdout}");
+    assert_eq!(tokens("training"), 0, "{stdout}");
+    let secs = |c: &Vec<&str>| c[1].parse::<f64>().unwrap();
+    let round = rows.iter().find(|c| c[0] == "round").unwrap();
+    let phases_total: f64 = rows.iter().filter(|c| c[0] != "round").map(secs).sum();
+    assert!(secs(round) >= phases_total * 0.99, "{stdout}");
+}

@@ -87,7 +87,7 @@ impl Settings {
         crate::engines::EngineSettings {
             threads: Some(self.threads),
             gpu_layers: self.gpu_layers,
-            n_ctx: 0,
+            ..Default::default()
         }
     }
 }

@@ -14,6 +14,9 @@ pub enum BenchCommand {
     /// One LoRA-DPO training step (reference forward, policy forward and backward, AdamW),
     /// next to PyTorch + PEFT (scripts/bench/dpo_reference.py)
     Train(TrainArgs),
+    /// One round of the real-model study (SmolLM2 on `smallest`), each phase's wall time and
+    /// tokens/s, on a fresh data folder
+    Round(super::bench_round::RoundArgs),
 }
 
 #[derive(Args)]
@@ -300,6 +303,7 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
     let args = match cmd {
         BenchCommand::Sample(args) => args,
         BenchCommand::Train(args) => return train(args),
+        BenchCommand::Round(args) => return super::bench_round::run(args),
     };
     if args.batch.is_empty()
         || args.batch.contains(&0)

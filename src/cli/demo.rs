@@ -55,7 +55,7 @@ pub struct DemoArgs {
     engine: EngineArgs,
 }
 
-fn parse_variant(s: &str) -> Result<Variant, String> {
+pub(super) fn parse_variant(s: &str) -> Result<Variant, String> {
     Variant::ALL
         .into_iter()
         .find(|v| v.name() == s)

@@ -2,6 +2,7 @@
 
 mod adapters;
 mod bench;
+mod bench_round;
 mod chat;
 mod compare;
 mod data;

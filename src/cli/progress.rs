@@ -107,10 +107,15 @@ impl RunProgress {
                 round,
                 state,
                 seconds,
+                tokens,
             } => {
                 self.bar.finish_and_clear();
+                let speed = match tokens {
+                    0 => String::new(),
+                    n => format!(", {n} tokens at {:.0} tok/s", *n as f64 / seconds.max(1e-3)),
+                };
                 self.bar.println(format!(
-                    "round {round}: {} done in {seconds:.1} s",
+                    "round {round}: {} done in {seconds:.1} s{speed}",
                     state.as_str()
                 ));
             }

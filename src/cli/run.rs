@@ -63,6 +63,9 @@ pub struct EngineArgs {
     /// Model layers offloaded to the GPU (needs a CUDA build)
     #[arg(long, default_value_t = 0)]
     gpu_layers: u32,
+    /// Evaluate every prompt whole, without the prompt cache (to measure what it saves)
+    #[arg(long)]
+    no_prompt_cache: bool,
 }
 
 impl EngineArgs {
@@ -71,6 +74,7 @@ impl EngineArgs {
             threads: self.threads,
             gpu_layers: self.gpu_layers,
             n_ctx: 0,
+            no_prompt_cache: self.no_prompt_cache,
         }
     }
 }

@@ -40,11 +40,12 @@ pub struct MetricPoint {
 /// What a shell shows of a run while it works.
 #[derive(Debug, Clone, PartialEq)]
 pub enum RunEvent<'a> {
-    /// A phase of a round finished after `seconds`.
+    /// A phase of a round finished after `seconds`, having generated `tokens`.
     PhaseDone {
         round: usize,
         state: RoundState,
         seconds: f64,
+        tokens: usize,
     },
     /// The current phase moved; `milestone` marks a phase start or end, which a throttled
     /// display should not drop.
@@ -125,6 +126,7 @@ impl RunTracker {
                         round: r,
                         state: s,
                         seconds: self.phase_started.elapsed().as_secs_f64(),
+                        tokens: self.tokens,
                     });
                 }
                 self.phase_started = Instant::now();

@@ -258,3 +258,16 @@ fn own_refinement_targets_pair_a_step_with_the_step_it_improved() {
         "a direct and a refinement pair, both the cut fix against the first answer"
     );
 }
+
+#[test]
+fn new_runs_choose_finished_answers_and_stored_runs_without_rules_keep_choosing_any() {
+    use evolve_loop::run::RunConfig;
+    assert_eq!(RunConfig::default().pair_rules.finished, FinishedRule::Chosen);
+    assert_eq!(PairRules::default().finished, FinishedRule::Chosen);
+    // A run stored before the rules existed resumes as it began.
+    let mut stored = serde_json::to_value(RunConfig::default()).unwrap();
+    stored.as_object_mut().unwrap().remove("pair_rules");
+    let old: RunConfig = serde_json::from_value(stored).unwrap();
+    assert_eq!(old.pair_rules, PairRules::unrestricted());
+    assert_eq!(old.pair_rules.finished, FinishedRule::Any);
+}

@@ -36,6 +36,7 @@ pub struct RunConfig {
     pub pair_kinds: PairKinds,
     /// Which answers may be paired: finished ones only, and whose refinement is a refinement
     /// pair's chosen answer.
+    #[serde(default = "PairRules::unrestricted")]
     pub pair_rules: PairRules,
     /// Which scorer grades the answers (its string form: `numeric`, `judge:<gguf>`, …).
     pub scorer: ScorerSpec,
