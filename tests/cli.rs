@@ -133,6 +133,41 @@ fn models_info_rejects_bad_files_with_one_clear_line() {
 }
 
 #[test]
+fn models_add_and_info_refuse_a_fifo_instead_of_blocking_on_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("model.gguf");
+    let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success());
+    for command in ["info", "add"] {
+        // Opening a FIFO blocks until a writer comes: a check that is missing hangs, so the
+        // command runs with a deadline.
+        let mut child = Command::new(env!("CARGO_BIN_EXE_evolve"))
+            .args(["models", command, fifo.to_str().unwrap()])
+            .env("EVOLVE_DATA_DIR", dir.path())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while child.try_wait().unwrap().is_none() {
+            if std::time::Instant::now() > deadline {
+                child.kill().unwrap();
+                panic!("`models {command}` blocked on a FIFO");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let out = child.wait_with_output().unwrap();
+        assert!(!out.status.success(), "models {command}");
+        let err = stderr(&out);
+        assert!(
+            err.contains("is not a regular file (a FIFO, socket or device)")
+                && err.contains("model.gguf"),
+            "models {command}: {err}"
+        );
+    }
+}
+
+#[test]
 fn models_add_registers_once_and_lists() {
     let dir = tempfile::tempdir().unwrap();
     let model = tiny_model(dir.path(), "q8_0");
