@@ -460,6 +460,18 @@ fn settings_persist_and_keep_the_data_dir() {
     assert_eq!(reopened.call("settings_get", json!({})).unwrap(), stored);
     s["threads"] = json!(0);
     assert!(f.api.call("settings_set", json!({"settings": s})).is_err());
+    let mut relative = stored.clone();
+    relative["export_dir"] = json!("exports");
+    let e = f
+        .api
+        .call("settings_set", json!({"settings": relative}))
+        .unwrap_err();
+    assert!(
+        e.message
+            .contains("the export folder must be an absolute path, not exports"),
+        "{}",
+        e.message
+    );
     // Every engine and sampler value is range-checked, the error naming the field.
     for (field, value, says) in [
         ("threads", json!(5000), "threads must be between 1 and 1024"),
