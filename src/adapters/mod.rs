@@ -199,20 +199,26 @@ impl AdapterSource {
             _ => None,
         };
         let is_dir = matches!(format, ExportFormat::Peft | ExportFormat::Ollama);
-        let partial = fresh_partial(&target, is_dir)?;
+        let mut partial = fresh_partial(&target, is_dir)?;
         let source = Path::new(&self.adapter.path);
-        let copy = |to: &Path| {
-            std::fs::copy(source, to)
+        let copy = |to: &mut std::fs::File, name: &Path| {
+            let mut from = std::fs::File::open(source)
+                .with_context(|| format!("cannot read {}", source.display()))?;
+            std::io::copy(&mut from, to)
                 .map(drop)
-                .with_context(|| format!("cannot copy {} to {}", source.display(), to.display()))
+                .with_context(|| format!("cannot copy {} to {}", source.display(), name.display()))
         };
         let written = (|| -> Result<()> {
             match (format, &trained) {
-                (ExportFormat::GgufLora, _) => copy(&partial)?,
+                (ExportFormat::GgufLora, _) => copy(partial.file()?, &target)?,
                 (ExportFormat::Ollama, _) => {
+                    // A folder of our own, made afresh: its files are new names in it.
                     let (_, text) = ollama.as_ref().expect("made above");
-                    copy(&partial.join(OLLAMA_ADAPTER))?;
-                    std::fs::write(partial.join("Modelfile"), text)
+                    let to = partial.path.join(OLLAMA_ADAPTER);
+                    let mut file = std::fs::File::create_new(&to)
+                        .with_context(|| format!("cannot write {}", to.display()))?;
+                    copy(&mut file, &to)?;
+                    std::fs::write(partial.path.join("Modelfile"), text)
                         .context("cannot write the Modelfile")?;
                 }
                 (ExportFormat::Peft, Some(t)) => {
@@ -220,24 +226,27 @@ impl AdapterSource {
                         Some(name) => Some(name.to_string()),
                         None => crate::models::hf_name(&crate::models::inspect(&self.base_model)?),
                     };
-                    t.export_peft(&partial, name.as_deref())
+                    t.export_peft(&partial.path, name.as_deref())
                         .context("export failed")?;
                 }
                 (ExportFormat::MergedGguf | ExportFormat::LmStudio, Some(t)) => {
-                    t.export_merged_gguf(&partial, &self.base_model)
+                    let file = partial.file()?.try_clone()?;
+                    t.export_merged_gguf(file, &target, &self.base_model)
                         .context("export failed")?;
                 }
                 (ExportFormat::TrlPairs, _) => {
                     let Some(run) = self.run else {
                         bail!("adapter {id} did not come from a run: it has no pairs");
                     };
-                    service.export_trl_pairs(run, &partial)?;
+                    let (lines, _) = service.trl_pairs_jsonl(run)?;
+                    std::io::Write::write_all(partial.file()?, lines.as_bytes())
+                        .with_context(|| format!("cannot write {}", target.display()))?;
                 }
                 _ => unreachable!("the weights are loaded for PEFT and merged exports"),
             }
             Ok(())
         })();
-        commit_partial(&partial, &target, written)?;
+        commit_partial(partial, &target, written)?;
         let path = check_written(&folder, &target)?;
         let note = match (format, ollama) {
             (ExportFormat::Ollama, Some((name, _))) => {
