@@ -71,6 +71,34 @@ fn models_register_list_and_refuse_bad_files() {
 }
 
 #[test]
+fn a_models_prompt_format_is_listed_and_set() {
+    let f = fixture();
+    let id = tiny_model(&f);
+    let listed = f.api.call("models_list", json!({})).unwrap();
+    assert_eq!(
+        (
+            &listed[0]["prompt_format"],
+            &listed[0]["prompt_format_chosen"]
+        ),
+        (&json!("template"), &json!(false))
+    );
+    let set = |format: Value| {
+        f.api
+            .call("models_set_format", json!({"id": id, "format": format}))
+    };
+    let model = set(json!("plain")).unwrap();
+    assert_eq!(
+        (&model["prompt_format"], &model["prompt_format_chosen"]),
+        (&json!("plain"), &json!(true))
+    );
+    assert_eq!(f.api.call("models_list", json!({})).unwrap()[0], model);
+    let err = set(json!("no-such")).unwrap_err();
+    assert_eq!(err.status, 400);
+    assert!(err.message.contains("unknown prompt format"), "{err}");
+    assert_eq!(set(Value::Null).unwrap()["prompt_format"], "template");
+}
+
+#[test]
 fn dataset_import_reports_bad_lines_by_number() {
     let f = fixture();
     let file = f.root.join("gsm.jsonl");

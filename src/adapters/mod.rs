@@ -14,7 +14,7 @@ use crate::engines::{EngineCache, EngineSettings};
 use crate::models::discover::{self, Places};
 use crate::service::NotFound;
 use anyhow::{Context, Result, bail};
-use evolve_core::{ExportFormat, SamplerConfig};
+use evolve_core::{ExportFormat, PromptFormat, SamplerConfig};
 use evolve_store::{Adapter, AdapterId, RunId, Store};
 use evolve_train::CHECKPOINT_WEIGHTS;
 use evolve_train::export::AdapterFiles;
@@ -47,6 +47,8 @@ pub struct AdapterSource {
     pub base_model: PathBuf,
     /// What the base model is called (its label, else `general.name`, else the file's name).
     pub base_name: String,
+    /// How the base model formats conversations (the adapter check prompts with it).
+    pub prompt_format: PromptFormat,
     pub run: Option<RunId>,
 }
 
@@ -135,6 +137,7 @@ impl Service {
         })?;
         let (run, _) = origin(store, &adapter)?;
         let base_model = PathBuf::from(&base.path);
+        let prompt_format = base.prompt_format.clone();
         let base_name = base
             .display_name
             .or(base.name)
@@ -148,6 +151,7 @@ impl Service {
             adapter,
             base_model,
             base_name,
+            prompt_format,
             run,
         })
     }
@@ -323,7 +327,12 @@ impl AdapterSource {
     pub fn check(&self, engines: &EngineCache, settings: &EngineSettings) -> Result<AdapterCheck> {
         let mut guard = engines.lock();
         let mut run = |adapter: Option<&Path>| -> Result<(Vec<f32>, String)> {
-            let engine = guard.select(&self.base_model, adapter, settings)?;
+            let engine = guard.select(
+                &self.base_model,
+                adapter,
+                settings,
+                Some(&self.prompt_format),
+            )?;
             let prompt = engine
                 .format_user_prompt(CHECK_PROMPT)
                 .unwrap_or_else(|_| CHECK_PROMPT.to_string());

@@ -263,7 +263,7 @@ impl Service {
     ) -> Result<evolve_llama::LlamaEngine> {
         // Every chain of a chunk decodes in parallel.
         let parallel = (config.chunk_prompts * config.samples).clamp(1, 64);
-        let options = crate::engines::engine_options(model, s, parallel)?;
+        let options = self.engine_options(model, s, parallel)?;
         Ok(evolve_llama::LlamaEngine::load(model, options)?)
     }
 

@@ -280,7 +280,7 @@ impl LlamaEngine {
                     sample: i,
                     seed: cfg.seed,
                     sampler: build_sampler(&cfg, self.model.n_vocab(), &self.eog_tokens),
-                    stream: TextStream::new(&cfg.stop),
+                    stream: self.text_stream(&cfg.stop),
                     tokens: Vec::new(),
                     pos: groups[g].tokens.len() as i32,
                     row: None,
