@@ -932,4 +932,34 @@ fn adapters_are_handed_to_ollama_and_lm_studio_where_discovery_finds_them() {
         (&json!(true), &json!("Q8_0")),
         "{merged}"
     );
+    let template = |path: &str| {
+        evolve::gguf::read_path(std::path::Path::new(path))
+            .unwrap()
+            .get_str("tokenizer.chat_template")
+            .map(String::from)
+    };
+    let base_template = template(base.to_str().unwrap());
+    assert_eq!(template(merged["path"].as_str().unwrap()), base_template);
+
+    // A base given the plain format: the merged file carries the plain template, the
+    // Modelfile the plain template and its stop.
+    let set = json!({"id": model, "format": "plain"});
+    f.api.call("models_set_format", set).unwrap();
+    let export = |format: &str| {
+        let args = json!({"adapter_id": id, "format": format, "dir": exports, "overwrite": true});
+        let out = f.api.call("adapter_export", args).unwrap();
+        out["path"].as_str().unwrap().to_string()
+    };
+    let plain = evolve::core::prompt_format::PLAIN_JINJA_TEMPLATE;
+    assert_eq!(template(&export("merged_gguf")), Some(plain.to_string()));
+    let modelfile = std::path::Path::new(&export("ollama")).join("Modelfile");
+    let modelfile = std::fs::read_to_string(modelfile).unwrap();
+    assert!(
+        modelfile.contains("TEMPLATE \"\"\"{{- $answered := false }}"),
+        "{modelfile}"
+    );
+    assert!(
+        modelfile.contains("PARAMETER stop \"\nQuestion:\""),
+        "{modelfile}"
+    );
 }

@@ -47,7 +47,8 @@ pub struct AdapterSource {
     pub base_model: PathBuf,
     /// What the base model is called (its label, else `general.name`, else the file's name).
     pub base_name: String,
-    /// How the base model formats conversations (the adapter check prompts with it).
+    /// How the base model formats conversations (checks prompt with it; an Ollama export
+    /// writes the plain format's template).
     pub prompt_format: PromptFormat,
     pub run: Option<RunId>,
 }
@@ -234,8 +235,11 @@ impl AdapterSource {
                         .context("export failed")?;
                 }
                 (ExportFormat::MergedGguf | ExportFormat::LmStudio, Some(t)) => {
+                    // A plain-format base gets the plain template, so LM Studio prompts it so.
+                    let template = (self.prompt_format == PromptFormat::Plain)
+                        .then_some(evolve_core::prompt_format::PLAIN_JINJA_TEMPLATE);
                     let file = partial.file()?.try_clone()?;
-                    t.export_merged_gguf(file, &target, &self.base_model)
+                    t.export_merged_gguf(file, &target, &self.base_model, template)
                         .context("export failed")?;
                 }
                 (ExportFormat::TrlPairs, _) => {
@@ -295,6 +299,7 @@ impl AdapterSource {
             },
             adapter: &target.join(OLLAMA_ADAPTER),
             ollama_base: base_ollama.as_ref(),
+            prompt_format: &self.prompt_format,
             stops: handoff::stop_tokens(&base_file),
             name: &name,
         };

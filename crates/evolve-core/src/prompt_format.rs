@@ -166,6 +166,10 @@ pub fn render_plain(messages: &[ChatMessage]) -> String {
     out
 }
 
+/// [`render_plain`] as a Jinja chat template (transformers' conventions), for exported files:
+/// LM Studio, llama.cpp and transformers then prompt the model as EVOLVE did.
+pub const PLAIN_JINJA_TEMPLATE: &str = r#"{%- set ns = namespace(answered=false) -%}{%- for m in messages -%}{%- if m.role == 'system' -%}{{ m.content | trim }}{{ '\n\n' }}{%- elif m.role == 'user' -%}{%- if not ns.answered -%}Question: {% endif -%}{{ m.content | trim }}{{ '\n' }}{%- else -%}{%- if ns.answered -%}A better answer{%- else -%}Answer{%- endif -%}: {{ m.content | trim }}{{ '\n' }}{%- set ns.answered = true -%}{%- endif -%}{%- endfor -%}{%- if add_generation_prompt -%}{%- if ns.answered -%}A better answer{%- else -%}Answer{%- endif -%}:{%- endif -%}"#;
+
 impl fmt::Display for PromptFormat {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

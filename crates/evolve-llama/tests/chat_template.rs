@@ -77,6 +77,29 @@ fn a_base_model_without_a_template_gets_plain_text() {
 }
 
 #[test]
+fn the_plain_jinja_template_renders_as_the_plain_format() {
+    use evolve_core::prompt_format::{PLAIN_JINJA_TEMPLATE, render_plain};
+    use evolve_llama::chat_template::{ChatTemplate, RenderOptions};
+    let template = ChatTemplate::new(PLAIN_JINJA_TEMPLATE, "<s>", "</s>").unwrap();
+    for messages in [
+        vec![ChatMessage::user(" What is 2+2?")],
+        vec![
+            ChatMessage::system("Answer briefly."),
+            ChatMessage::user("What is 2+2?"),
+            ChatMessage::assistant(" 5\n"),
+            ChatMessage::user("Check it and correct it."),
+            ChatMessage::assistant("4"),
+            ChatMessage::user("Once more."),
+        ],
+    ] {
+        let jinja = template
+            .render(&messages, RenderOptions::default())
+            .unwrap();
+        assert_eq!(jinja, render_plain(&messages));
+    }
+}
+
+#[test]
 fn an_instruct_model_without_a_template_gets_its_familys_built_in() {
     let dir = tempfile::tempdir().unwrap();
     let path = model_without_template(dir.path(), "tiny-instruct.gguf");

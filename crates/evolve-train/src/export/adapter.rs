@@ -121,18 +121,30 @@ impl AdapterFiles {
         export_peft(&self.lora, self.model.config(), out, base_name)
     }
 
-    /// The base with the adapter merged in, as a Q8_0 GGUF with the base's tokenizer, written
-    /// a tensor at a time (the base stays as loaded: quantized matrices quantized).
-    /// `out` is the file the caller created (new, empty), written through its handle; `path`
-    /// names it in errors.
-    pub fn export_merged_gguf(&self, out: std::fs::File, path: &Path, base: &Path) -> Result<()> {
+    /// The base with the adapter merged in, as a Q8_0 GGUF with the base's tokenizer (its chat
+    /// template replaced by `chat_template` when given), written a tensor at a time (the base
+    /// stays as loaded: quantized matrices quantized). `out` is the file the caller created
+    /// (new, empty), written through its handle; `path` names it in errors.
+    pub fn export_merged_gguf(
+        &self,
+        out: std::fs::File,
+        path: &Path,
+        base: &Path,
+        chat_template: Option<&str>,
+    ) -> Result<()> {
+        let mut tokenizer = TokenizerMetadata::CopyFrom(base).entries()?;
+        if let Some(template) = chat_template {
+            const KEY: &str = "tokenizer.chat_template";
+            tokenizer.retain(|(k, _)| k != KEY);
+            tokenizer.push((KEY.into(), evolve_gguf::Value::String(template.into())));
+        }
         export_gguf_merged_into(
             &self.model,
             &self.lora,
             out,
             path,
             WeightType::Q8_0,
-            TokenizerMetadata::CopyFrom(base),
+            TokenizerMetadata::Given(tokenizer),
         )
     }
 }

@@ -24,7 +24,7 @@ pub enum TokenizerMetadata<'a> {
 }
 
 impl TokenizerMetadata<'_> {
-    fn entries(&self) -> Result<Vec<(String, Value)>> {
+    pub(crate) fn entries(&self) -> Result<Vec<(String, Value)>> {
         match self {
             TokenizerMetadata::CopyFrom(path) => Ok(evolve_gguf::read_path(path)?
                 .metadata
