@@ -99,6 +99,43 @@ fn a_models_prompt_format_is_listed_and_set() {
 }
 
 #[test]
+fn a_registered_models_format_reaches_the_engines_of_runs_and_chat() {
+    use evolve::core::{ChatMessage, PromptFormat};
+    use evolve::engines::{ChatEngineOptions, EngineSettings};
+    let f = fixture();
+    let id = tiny_model(&f);
+    let path = f.root.join("tiny.gguf");
+    let set = json!({"id": id, "format": "plain"});
+    f.api.call("models_set_format", set).unwrap();
+    let service = Service::open(f.api.data_dir().clone()).unwrap();
+    // Runs, dry runs and `tasks measure` load their engine with these options.
+    let options = service
+        .engine_options(&path, &EngineSettings::default(), 1)
+        .unwrap();
+    assert_eq!(options.prompt_format, Some(PromptFormat::Plain));
+    let (engine, warning) = service
+        .load_chat_engine(&path, &ChatEngineOptions::default())
+        .unwrap();
+    let hi = [ChatMessage::user("hi")];
+    assert_eq!(engine.format_chat(&hi).unwrap(), "Question: hi\nAnswer:");
+    assert_eq!(warning, None, "a chosen format is no surprise");
+    // A format given for one chat wins; a file not registered keeps its own default.
+    let llama3 = PromptFormat::Builtin("llama3".into());
+    let one_chat = ChatEngineOptions {
+        prompt_format: Some(llama3.clone()),
+        ..ChatEngineOptions::default()
+    };
+    let (engine, _) = service.load_chat_engine(&path, &one_chat).unwrap();
+    assert_eq!(engine.prompt_format(), &llama3);
+    let other = f.root.join("other.gguf");
+    write_tiny_llama(&other, &TinyLlamaConfig::default(), WeightType::Q8_0).unwrap();
+    let options = service
+        .engine_options(&other, &EngineSettings::default(), 1)
+        .unwrap();
+    assert_eq!(options.prompt_format, None);
+}
+
+#[test]
 fn dataset_import_reports_bad_lines_by_number() {
     let f = fixture();
     let file = f.root.join("gsm.jsonl");
