@@ -4,7 +4,7 @@
 //! and the adapter check share it.
 
 use anyhow::Result;
-use evolve_core::ScorerSpec;
+use evolve_core::{PromptFormat, ScorerSpec};
 use evolve_llama::{AdapterId, EngineOptions, LlamaEngine};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -45,13 +45,15 @@ impl EngineCache {
 }
 
 impl EngineGuard<'_> {
-    /// The engine for `model` with `adapter` applied (or none), loading the model unless it
-    /// is the cached one with the same settings.
+    /// The engine for `model` with `adapter` applied (or none), formatting as `format` says
+    /// (`None`: the file's default), loading the model unless it is the cached one with the
+    /// same settings.
     pub fn select(
         &mut self,
         model: &Path,
         adapter: Option<&Path>,
         settings: &EngineSettings,
+        format: Option<&PromptFormat>,
     ) -> Result<&mut LlamaEngine> {
         let slot: &mut Option<Cached> = &mut self.0;
         if slot
@@ -80,6 +82,7 @@ impl EngineGuard<'_> {
             }),
         };
         cached.engine.set_adapter(id, 1.0)?;
+        cached.engine.set_prompt_format(format.cloned());
         Ok(&mut cached.engine)
     }
 }
@@ -109,31 +112,70 @@ pub fn engine_options(
     Ok(options)
 }
 
-/// How `evolve chat` loads a model: llama.cpp's own chat template by name if asked, and an
+impl crate::Service {
+    /// [`engine_options`] with the prompt format of `model` when it is registered.
+    pub fn engine_options(
+        &self,
+        model: &Path,
+        settings: &EngineSettings,
+        n_parallel: usize,
+    ) -> Result<EngineOptions> {
+        Ok(EngineOptions {
+            prompt_format: self.prompt_format_for(model)?,
+            ..engine_options(model, settings, n_parallel)?
+        })
+    }
+}
+
+/// How `evolve chat` loads a model: a prompt format (`None`: the file's default), and an
 /// adapter file at a scale.
 #[derive(Debug, Clone, Default)]
 pub struct ChatEngineOptions {
     pub threads: Option<i32>,
-    pub chat_template: Option<String>,
+    pub prompt_format: Option<PromptFormat>,
     pub adapter: Option<PathBuf>,
     pub adapter_scale: f32,
 }
 
-/// A model loaded for one chat session (the app keeps its model in an [`EngineCache`]).
-pub fn load_chat_engine(model: &Path, o: &ChatEngineOptions) -> Result<LlamaEngine> {
-    let mut options = EngineOptions {
-        chat_template: o.chat_template.clone(),
-        ..Default::default()
-    };
-    if let Some(t) = o.threads {
-        options.n_threads = t;
+impl crate::Service {
+    /// A model loaded for one chat session (the app keeps its model in an [`EngineCache`]), and
+    /// a warning when it gets the plain prompt format by default: a file not registered that
+    /// looks like a base model (a registered one was warned about when it was added). The
+    /// format is `o.prompt_format`, else the registered model's, else the file's default.
+    pub fn load_chat_engine(
+        &self,
+        model: &Path,
+        o: &ChatEngineOptions,
+    ) -> Result<(LlamaEngine, Option<String>)> {
+        let registered = match &o.prompt_format {
+            Some(_) => None,
+            None => self.registered_model_at(model)?,
+        };
+        let mut options = EngineOptions {
+            prompt_format: o.prompt_format.clone(),
+            ..Default::default()
+        };
+        if let Some(m) = &registered {
+            options.prompt_format = Some(m.prompt_format.clone());
+        }
+        if let Some(t) = o.threads {
+            options.n_threads = t;
+        }
+        let explicit = options.prompt_format.is_some();
+        let mut engine = LlamaEngine::load(model, options)?;
+        if let Some(path) = &o.adapter {
+            let id = engine.load_adapter(path)?;
+            engine.set_adapter(Some(id), o.adapter_scale)?;
+        }
+        let warning = (!explicit && *engine.prompt_format() == PromptFormat::Plain).then(|| {
+            let name = model.file_name().unwrap_or(model.as_os_str());
+            crate::models::base_model_warning(
+                &name.to_string_lossy(),
+                "`--prompt-format`, or register it with `evolve models add` and use `evolve models set-format`",
+            )
+        });
+        Ok((engine, warning))
     }
-    let mut engine = LlamaEngine::load(model, options)?;
-    if let Some(path) = &o.adapter {
-        let id = engine.load_adapter(path)?;
-        engine.set_adapter(Some(id), o.adapter_scale)?;
-    }
-    Ok(engine)
 }
 
 /// The scorer `spec` names, its engine (an LLM judge's, a reward model's) loaded as `engine`

@@ -71,6 +71,71 @@ fn models_register_list_and_refuse_bad_files() {
 }
 
 #[test]
+fn a_models_prompt_format_is_listed_and_set() {
+    let f = fixture();
+    let id = tiny_model(&f);
+    let listed = f.api.call("models_list", json!({})).unwrap();
+    assert_eq!(
+        (
+            &listed[0]["prompt_format"],
+            &listed[0]["prompt_format_chosen"]
+        ),
+        (&json!("template"), &json!(false))
+    );
+    let set = |format: Value| {
+        f.api
+            .call("models_set_format", json!({"id": id, "format": format}))
+    };
+    let model = set(json!("plain")).unwrap();
+    assert_eq!(
+        (&model["prompt_format"], &model["prompt_format_chosen"]),
+        (&json!("plain"), &json!(true))
+    );
+    assert_eq!(f.api.call("models_list", json!({})).unwrap()[0], model);
+    let err = set(json!("no-such")).unwrap_err();
+    assert_eq!(err.status, 400);
+    assert!(err.message.contains("unknown prompt format"), "{err}");
+    assert_eq!(set(Value::Null).unwrap()["prompt_format"], "template");
+}
+
+#[test]
+fn a_registered_models_format_reaches_the_engines_of_runs_and_chat() {
+    use evolve::core::{ChatMessage, PromptFormat};
+    use evolve::engines::{ChatEngineOptions, EngineSettings};
+    let f = fixture();
+    let id = tiny_model(&f);
+    let path = f.root.join("tiny.gguf");
+    let set = json!({"id": id, "format": "plain"});
+    f.api.call("models_set_format", set).unwrap();
+    let service = Service::open(f.api.data_dir().clone()).unwrap();
+    // Runs, dry runs and `tasks measure` load their engine with these options.
+    let options = service
+        .engine_options(&path, &EngineSettings::default(), 1)
+        .unwrap();
+    assert_eq!(options.prompt_format, Some(PromptFormat::Plain));
+    let (engine, warning) = service
+        .load_chat_engine(&path, &ChatEngineOptions::default())
+        .unwrap();
+    let hi = [ChatMessage::user("hi")];
+    assert_eq!(engine.format_chat(&hi).unwrap(), "Question: hi\nAnswer:");
+    assert_eq!(warning, None, "a chosen format is no surprise");
+    // A format given for one chat wins; a file not registered keeps its own default.
+    let llama3 = PromptFormat::Builtin("llama3".into());
+    let one_chat = ChatEngineOptions {
+        prompt_format: Some(llama3.clone()),
+        ..ChatEngineOptions::default()
+    };
+    let (engine, _) = service.load_chat_engine(&path, &one_chat).unwrap();
+    assert_eq!(engine.prompt_format(), &llama3);
+    let other = f.root.join("other.gguf");
+    write_tiny_llama(&other, &TinyLlamaConfig::default(), WeightType::Q8_0).unwrap();
+    let options = service
+        .engine_options(&other, &EngineSettings::default(), 1)
+        .unwrap();
+    assert_eq!(options.prompt_format, None);
+}
+
+#[test]
 fn dataset_import_reports_bad_lines_by_number() {
     let f = fixture();
     let file = f.root.join("gsm.jsonl");
@@ -460,6 +525,18 @@ fn settings_persist_and_keep_the_data_dir() {
     assert_eq!(reopened.call("settings_get", json!({})).unwrap(), stored);
     s["threads"] = json!(0);
     assert!(f.api.call("settings_set", json!({"settings": s})).is_err());
+    let mut relative = stored.clone();
+    relative["export_dir"] = json!("exports");
+    let e = f
+        .api
+        .call("settings_set", json!({"settings": relative}))
+        .unwrap_err();
+    assert!(
+        e.message
+            .contains("the export folder must be an absolute path, not exports"),
+        "{}",
+        e.message
+    );
     // Every engine and sampler value is range-checked, the error naming the field.
     for (field, value, says) in [
         ("threads", json!(5000), "threads must be between 1 and 1024"),
@@ -891,5 +968,35 @@ fn adapters_are_handed_to_ollama_and_lm_studio_where_discovery_finds_them() {
         (&merged["trainable"], &merged["quantization"]),
         (&json!(true), &json!("Q8_0")),
         "{merged}"
+    );
+    let template = |path: &str| {
+        evolve::gguf::read_path(std::path::Path::new(path))
+            .unwrap()
+            .get_str("tokenizer.chat_template")
+            .map(String::from)
+    };
+    let base_template = template(base.to_str().unwrap());
+    assert_eq!(template(merged["path"].as_str().unwrap()), base_template);
+
+    // A base given the plain format: the merged file carries the plain template, the
+    // Modelfile the plain template and its stop.
+    let set = json!({"id": model, "format": "plain"});
+    f.api.call("models_set_format", set).unwrap();
+    let export = |format: &str| {
+        let args = json!({"adapter_id": id, "format": format, "dir": exports, "overwrite": true});
+        let out = f.api.call("adapter_export", args).unwrap();
+        out["path"].as_str().unwrap().to_string()
+    };
+    let plain = evolve::core::prompt_format::PLAIN_JINJA_TEMPLATE;
+    assert_eq!(template(&export("merged_gguf")), Some(plain.to_string()));
+    let modelfile = std::path::Path::new(&export("ollama")).join("Modelfile");
+    let modelfile = std::fs::read_to_string(modelfile).unwrap();
+    assert!(
+        modelfile.contains("TEMPLATE \"\"\"{{- $answered := false }}"),
+        "{modelfile}"
+    );
+    assert!(
+        modelfile.contains("PARAMETER stop \"\nQuestion:\""),
+        "{modelfile}"
     );
 }

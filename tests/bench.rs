@@ -195,7 +195,14 @@ fn bench_round_prints_each_phase_with_its_time_and_tokens() {
         .filter(|c| c[1].parse::<f64>().is_ok())
         .collect();
     let phases: Vec<&str> = rows.iter().map(|c| c[0]).collect();
-    for wanted in ["sampling", "scoring", "pairing", "training", "evaluating", "round"] {
+    for wanted in [
+        "sampling",
+        "scoring",
+        "pairing",
+        "training",
+        "evaluating",
+        "round",
+    ] {
         assert!(phases.contains(&wanted), "{wanted} missing: {stdout}");
     }
     assert!(

@@ -133,6 +133,41 @@ fn models_info_rejects_bad_files_with_one_clear_line() {
 }
 
 #[test]
+fn models_add_and_info_refuse_a_fifo_instead_of_blocking_on_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("model.gguf");
+    let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success());
+    for command in ["info", "add"] {
+        // Opening a FIFO blocks until a writer comes: a check that is missing hangs, so the
+        // command runs with a deadline.
+        let mut child = Command::new(env!("CARGO_BIN_EXE_evolve"))
+            .args(["models", command, fifo.to_str().unwrap()])
+            .env("EVOLVE_DATA_DIR", dir.path())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while child.try_wait().unwrap().is_none() {
+            if std::time::Instant::now() > deadline {
+                child.kill().unwrap();
+                panic!("`models {command}` blocked on a FIFO");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let out = child.wait_with_output().unwrap();
+        assert!(!out.status.success(), "models {command}");
+        let err = stderr(&out);
+        assert!(
+            err.contains("is not a regular file (a FIFO, socket or device)")
+                && err.contains("model.gguf"),
+            "models {command}: {err}"
+        );
+    }
+}
+
+#[test]
 fn models_add_registers_once_and_lists() {
     let dir = tempfile::tempdir().unwrap();
     let model = tiny_model(dir.path(), "q8_0");
@@ -162,6 +197,112 @@ fn models_add_registers_once_and_lists() {
         stderr(&out).contains("no registered model with id 7"),
         "{}",
         stderr(&out)
+    );
+}
+
+/// A copy of the tiny model without `tokenizer.chat_template`, as `dir/name`.
+fn model_without_template(dir: &Path, name: &str) -> PathBuf {
+    use evolve::gguf::{GgufWriter, TensorData};
+    let source = evolve::gguf::read_path(&tiny_model(dir, "q8_0")).unwrap();
+    let mut w = GgufWriter::new();
+    for (key, value) in &source.metadata {
+        if key != "tokenizer.chat_template" && key != "general.alignment" {
+            w.add_metadata(key.clone(), value.clone());
+        }
+    }
+    for t in &source.tensors {
+        let bytes = source.read_tensor_bytes(&t.name).unwrap();
+        let data = TensorData::Raw {
+            ggml_type: t.ggml_type,
+            bytes,
+        };
+        w.add_tensor(t.name.clone(), t.dims.clone(), data).unwrap();
+    }
+    let path = dir.join(name);
+    w.write_to_path(&path).unwrap();
+    path
+}
+
+#[test]
+fn a_model_without_a_template_gets_the_plain_format_with_one_warning_and_can_be_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = model_without_template(dir.path(), "base.gguf");
+    let add = || evolve(dir.path(), &["models", "add", model.to_str().unwrap()]);
+    let out = add();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        stderr(&out).trim(),
+        "warning: evolve-tiny-random has no chat template and looks like a base model: \
+         using the plain prompt format (change with `evolve models set-format 1 NAME`)"
+    );
+    let out = add();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stderr(&out), "", "warned once, when it was registered");
+    // Chatting with the registered model says nothing more; with a file not registered, it warns.
+    let chat = |model: &str| {
+        let args = [
+            "chat",
+            "--model",
+            model,
+            "--max-tokens",
+            "4",
+            "--threads",
+            "1",
+            "hi",
+        ];
+        let out = evolve(dir.path(), &args);
+        assert!(out.status.success(), "{}", stderr(&out));
+        stderr(&out)
+    };
+    assert!(!chat("1").contains("warning"));
+    let copy = model_without_template(dir.path(), "copy.gguf");
+    let err = chat(copy.to_str().unwrap());
+    assert!(
+        err.contains("warning: copy.gguf has no chat template"),
+        "{err}"
+    );
+
+    let format = || {
+        let out = evolve(dir.path(), &["models", "list", "--json"]);
+        let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        (
+            list[0]["prompt_format"].clone(),
+            list[0]["prompt_format_chosen"].clone(),
+        )
+    };
+    let info = || stdout(&evolve(dir.path(), &["models", "info", "1"]));
+    assert_eq!(format(), ("plain".into(), false.into()));
+    assert!(
+        info().contains("prompt format: plain (no chat template, and it looks like a base model)"),
+        "{}",
+        info()
+    );
+    let set = |f: &str| evolve(dir.path(), &["models", "set-format", "1", f]);
+    let out = set("llama3");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(format(), ("llama3".into(), true.into()));
+    assert!(
+        info().contains("prompt format: llama3 (chosen)"),
+        "{}",
+        info()
+    );
+    for (bad, says) in [
+        ("template", "model 1 has no chat template of its own"),
+        ("nonsense", "unknown prompt format 'nonsense'"),
+    ] {
+        let out = set(bad);
+        assert!(!out.status.success());
+        assert!(stderr(&out).contains(says), "{}", stderr(&out));
+    }
+    assert_eq!(format(), ("llama3".into(), true.into()));
+    assert!(set("default").status.success());
+    assert_eq!(format(), ("plain".into(), false.into()));
+    // A file not registered shows its default too.
+    let out = evolve(dir.path(), &["models", "info", copy.to_str().unwrap()]);
+    assert!(
+        stdout(&out).contains("prompt format: plain"),
+        "{}",
+        stdout(&out)
     );
 }
 

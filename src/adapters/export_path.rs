@@ -75,47 +75,73 @@ pub fn check_free(target: &Path, overwrite: bool) -> Result<()> {
     Ok(())
 }
 
-/// A new, empty place beside `target` in its folder for an export to be written into: a file
-/// (or, with `dir`, a folder) created afresh, never an existing file or a symbolic link, so a
-/// crash leaves at most a `.partial` behind and never half an export under the real name.
-pub fn fresh_partial(target: &Path, dir: bool) -> Result<PathBuf> {
+/// A new, empty place beside `target` in its folder for an export to be written into.
+pub struct Partial {
+    pub path: PathBuf,
+    /// The file created for a file export, to write through: reopening it by name could
+    /// follow whatever was put under that name meanwhile. `None` for a folder export, and once
+    /// a writer took it.
+    pub file: Option<std::fs::File>,
+}
+
+impl Partial {
+    /// The partial file, open for writing.
+    pub fn file(&mut self) -> Result<&mut std::fs::File> {
+        match &mut self.file {
+            Some(f) => Ok(f),
+            None => bail!("{} is not a file being written", self.path.display()),
+        }
+    }
+}
+
+/// A file (or, with `dir`, a folder) created afresh beside `target`, never an existing file or
+/// a symbolic link, so a crash leaves at most a `.partial` behind and never half an export
+/// under the real name.
+pub fn fresh_partial(target: &Path, dir: bool) -> Result<Partial> {
     let name = target
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     for attempt in 0..100u32 {
-        let partial =
+        let path =
             target.with_file_name(format!(".{name}.{}-{attempt}.partial", std::process::id()));
         let made = if dir {
-            std::fs::create_dir(&partial)
+            std::fs::create_dir(&path).map(|()| None)
         } else {
             std::fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
-                .open(&partial)
-                .map(drop)
+                .open(&path)
+                .map(Some)
         };
         match made {
-            Ok(()) => return Ok(partial),
+            Ok(file) => return Ok(Partial { path, file }),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(e) => bail!("cannot create {}: {e}", partial.display()),
+            Err(e) => bail!("cannot create {}: {e}", path.display()),
         }
     }
     bail!("cannot create a temporary file beside {}", target.display())
 }
 
 /// Moves a finished `partial` onto `target` (replacing an old export, which `check_free`
-/// allowed). A failed export removes its partial instead.
-pub fn commit_partial(partial: &Path, target: &Path, result: Result<()>) -> Result<()> {
+/// allowed), its file synced first. A failed export removes its partial instead.
+pub fn commit_partial(partial: Partial, target: &Path, result: Result<()>) -> Result<()> {
+    let path = &partial.path;
+    let result = result.and_then(|()| match &partial.file {
+        Some(f) => f
+            .sync_all()
+            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display())),
+        None => Ok(()),
+    });
     if let Err(e) = result {
-        let _ = std::fs::remove_dir_all(partial).or_else(|_| std::fs::remove_file(partial));
+        let _ = std::fs::remove_dir_all(path).or_else(|_| std::fs::remove_file(path));
         return Err(e);
     }
     if target.is_dir() && !target.is_symlink() {
         std::fs::remove_dir_all(target)
             .map_err(|e| anyhow::anyhow!("cannot replace {}: {e}", target.display()))?;
     }
-    std::fs::rename(partial, target)
+    std::fs::rename(path, target)
         .map_err(|e| anyhow::anyhow!("cannot move the export to {}: {e}", target.display()))
 }
 
@@ -160,6 +186,25 @@ mod tests {
         assert!(check_written(&canon, &canon.join("y")).is_err());
         std::fs::write(folder.join("z"), b"1").unwrap();
         assert!(check_written(&canon, &canon.join("z")).is_ok());
+    }
+
+    #[test]
+    fn a_partial_file_is_written_through_the_handle_that_created_it() {
+        use std::io::Write;
+        let tmp = tempfile::tempdir().unwrap();
+        let outside = tmp.path().join("outside");
+        std::fs::write(&outside, b"keep").unwrap();
+        let target = tmp.path().join("export.gguf");
+        let mut partial = fresh_partial(&target, false).unwrap();
+        // The name swapped for a link to another file while the export runs.
+        std::fs::remove_file(&partial.path).unwrap();
+        std::os::unix::fs::symlink(&outside, &partial.path).unwrap();
+        partial.file().unwrap().write_all(b"export").unwrap();
+        assert_eq!(std::fs::read(&outside).unwrap(), b"keep");
+
+        let mut folder = fresh_partial(&tmp.path().join("peft"), true).unwrap();
+        assert!(folder.path.is_dir());
+        assert!(folder.file().is_err());
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 use crate::models::discover::OllamaModel;
 use anyhow::{Result, bail};
+use evolve_core::PromptFormat;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -36,6 +37,9 @@ pub struct ModelfileSpec<'a> {
     pub adapter: &'a Path,
     /// The base as Ollama knows it: its template, system prompt and parameters are repeated.
     pub ollama_base: Option<&'a OllamaModel>,
+    /// The base's prompt format: for a base Ollama does not know, the plain format is written
+    /// as the template (Ollama reads any other from the GGUF).
+    pub prompt_format: &'a PromptFormat,
     /// Stop strings (the base's end-of-turn tokens) for a base Ollama does not know.
     pub stops: Vec<String>,
     /// The name `ollama create` gives it.
@@ -77,7 +81,12 @@ pub fn modelfile(spec: &ModelfileSpec) -> Result<String> {
             }
         }
     } else {
-        parameters.extend(spec.stops.iter().map(|s| ("stop".to_string(), s.clone())));
+        if *spec.prompt_format == PromptFormat::Plain {
+            let _ = writeln!(out, "TEMPLATE {}", quote(PLAIN_OLLAMA_TEMPLATE)?);
+        }
+        let stops = spec.stops.iter().map(|s| s.as_str());
+        let stops = stops.chain(spec.prompt_format.stops().iter().copied());
+        parameters.extend(stops.map(|s| ("stop".to_string(), s.to_string())));
     }
     for (key, value) in parameters {
         if key.is_empty() || !key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
@@ -93,6 +102,18 @@ pub fn modelfile(spec: &ModelfileSpec) -> Result<String> {
     }
     Ok(out)
 }
+
+/// [`evolve_core::prompt_format::render_plain`] in Ollama's template language (Go's
+/// text/template over `.Messages`): the first question as `Question: …`, answers as `Answer: …`
+/// (later ones `A better answer: …`), what follows an answer as written.
+pub const PLAIN_OLLAMA_TEMPLATE: &str = r#"{{- $answered := false }}
+{{- range .Messages }}
+{{- if eq .Role "system" }}{{ .Content }}
+
+{{ else if eq .Role "user" }}{{ if $answered }}{{ .Content }}{{ else }}Question: {{ .Content }}{{ end }}
+{{ else if eq .Role "assistant" }}{{ if $answered }}A better answer{{ else }}Answer{{ end }}: {{ .Content }}
+{{ $answered = true }}{{ end }}
+{{- end }}{{ if $answered }}A better answer{{ else }}Answer{{ end }}:"#;
 
 /// `base` as lower-case letters, digits, dots and dashes (at most 40), for file and model names.
 pub fn slug(base: &str) -> String {
@@ -330,6 +351,7 @@ mod tests {
             from: "/models/My Models/smollm2.gguf".into(),
             adapter: Path::new("/exports/adapter-3-ollama/adapter.gguf"),
             ollama_base: None,
+            prompt_format: &PromptFormat::Template,
             stops: vec!["<|im_end|>".into(), "</s>".into()],
             name: "evolve-smollm2:adapter-3",
         };
@@ -341,7 +363,24 @@ mod tests {
             ["/exports/adapter-3-ollama/adapter.gguf"]
         );
         assert_eq!(get(&cmds, "stop"), ["<|im_end|>", "</s>"]);
+        assert!(get(&cmds, "template").is_empty());
         assert!(text.starts_with("# adapter 3 (run 1, round 2)"), "{text}");
+    }
+
+    #[test]
+    fn a_plain_format_base_gets_the_plain_template_and_its_stop() {
+        let spec = ModelfileSpec {
+            title: "adapter 4 on Gemma 3 270M".into(),
+            from: "/models/gemma-3-270m.gguf".into(),
+            adapter: Path::new("/exports/adapter-4-ollama/adapter.gguf"),
+            ollama_base: None,
+            prompt_format: &PromptFormat::Plain,
+            stops: vec!["<eos>".into()],
+            name: "evolve-gemma:adapter-4",
+        };
+        let cmds = parse(&modelfile(&spec).unwrap()).unwrap();
+        assert_eq!(get(&cmds, "template"), [PLAIN_OLLAMA_TEMPLATE]);
+        assert_eq!(get(&cmds, "stop"), ["<eos>", "\nQuestion:"]);
     }
 
     #[test]
@@ -376,6 +415,7 @@ mod tests {
             from: "smollm2:135m".into(),
             adapter: Path::new("/e/adapter.gguf"),
             ollama_base: Some(&base),
+            prompt_format: &PromptFormat::Plain,
             stops: vec!["ignored".into()],
             name: "evolve-smollm2-135m:adapter-9",
         };

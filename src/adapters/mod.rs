@@ -14,7 +14,7 @@ use crate::engines::{EngineCache, EngineSettings};
 use crate::models::discover::{self, Places};
 use crate::service::NotFound;
 use anyhow::{Context, Result, bail};
-use evolve_core::{ExportFormat, SamplerConfig};
+use evolve_core::{ExportFormat, PromptFormat, SamplerConfig};
 use evolve_store::{Adapter, AdapterId, RunId, Store};
 use evolve_train::CHECKPOINT_WEIGHTS;
 use evolve_train::export::AdapterFiles;
@@ -47,6 +47,9 @@ pub struct AdapterSource {
     pub base_model: PathBuf,
     /// What the base model is called (its label, else `general.name`, else the file's name).
     pub base_name: String,
+    /// How the base model formats conversations (checks prompt with it; an Ollama export
+    /// writes the plain format's template).
+    pub prompt_format: PromptFormat,
     pub run: Option<RunId>,
 }
 
@@ -135,6 +138,7 @@ impl Service {
         })?;
         let (run, _) = origin(store, &adapter)?;
         let base_model = PathBuf::from(&base.path);
+        let prompt_format = base.prompt_format.clone();
         let base_name = base
             .display_name
             .or(base.name)
@@ -148,6 +152,7 @@ impl Service {
             adapter,
             base_model,
             base_name,
+            prompt_format,
             run,
         })
     }
@@ -199,20 +204,26 @@ impl AdapterSource {
             _ => None,
         };
         let is_dir = matches!(format, ExportFormat::Peft | ExportFormat::Ollama);
-        let partial = fresh_partial(&target, is_dir)?;
+        let mut partial = fresh_partial(&target, is_dir)?;
         let source = Path::new(&self.adapter.path);
-        let copy = |to: &Path| {
-            std::fs::copy(source, to)
+        let copy = |to: &mut std::fs::File, name: &Path| {
+            let mut from = std::fs::File::open(source)
+                .with_context(|| format!("cannot read {}", source.display()))?;
+            std::io::copy(&mut from, to)
                 .map(drop)
-                .with_context(|| format!("cannot copy {} to {}", source.display(), to.display()))
+                .with_context(|| format!("cannot copy {} to {}", source.display(), name.display()))
         };
         let written = (|| -> Result<()> {
             match (format, &trained) {
-                (ExportFormat::GgufLora, _) => copy(&partial)?,
+                (ExportFormat::GgufLora, _) => copy(partial.file()?, &target)?,
                 (ExportFormat::Ollama, _) => {
+                    // A folder of our own, made afresh: its files are new names in it.
                     let (_, text) = ollama.as_ref().expect("made above");
-                    copy(&partial.join(OLLAMA_ADAPTER))?;
-                    std::fs::write(partial.join("Modelfile"), text)
+                    let to = partial.path.join(OLLAMA_ADAPTER);
+                    let mut file = std::fs::File::create_new(&to)
+                        .with_context(|| format!("cannot write {}", to.display()))?;
+                    copy(&mut file, &to)?;
+                    std::fs::write(partial.path.join("Modelfile"), text)
                         .context("cannot write the Modelfile")?;
                 }
                 (ExportFormat::Peft, Some(t)) => {
@@ -220,24 +231,30 @@ impl AdapterSource {
                         Some(name) => Some(name.to_string()),
                         None => crate::models::hf_name(&crate::models::inspect(&self.base_model)?),
                     };
-                    t.export_peft(&partial, name.as_deref())
+                    t.export_peft(&partial.path, name.as_deref())
                         .context("export failed")?;
                 }
                 (ExportFormat::MergedGguf | ExportFormat::LmStudio, Some(t)) => {
-                    t.export_merged_gguf(&partial, &self.base_model)
+                    // A plain-format base gets the plain template, so LM Studio prompts it so.
+                    let template = (self.prompt_format == PromptFormat::Plain)
+                        .then_some(evolve_core::prompt_format::PLAIN_JINJA_TEMPLATE);
+                    let file = partial.file()?.try_clone()?;
+                    t.export_merged_gguf(file, &target, &self.base_model, template)
                         .context("export failed")?;
                 }
                 (ExportFormat::TrlPairs, _) => {
                     let Some(run) = self.run else {
                         bail!("adapter {id} did not come from a run: it has no pairs");
                     };
-                    service.export_trl_pairs(run, &partial)?;
+                    let (lines, _) = service.trl_pairs_jsonl(run)?;
+                    std::io::Write::write_all(partial.file()?, lines.as_bytes())
+                        .with_context(|| format!("cannot write {}", target.display()))?;
                 }
                 _ => unreachable!("the weights are loaded for PEFT and merged exports"),
             }
             Ok(())
         })();
-        commit_partial(&partial, &target, written)?;
+        commit_partial(partial, &target, written)?;
         let path = check_written(&folder, &target)?;
         let note = match (format, ollama) {
             (ExportFormat::Ollama, Some((name, _))) => {
@@ -282,6 +299,7 @@ impl AdapterSource {
             },
             adapter: &target.join(OLLAMA_ADAPTER),
             ollama_base: base_ollama.as_ref(),
+            prompt_format: &self.prompt_format,
             stops: handoff::stop_tokens(&base_file),
             name: &name,
         };
@@ -314,7 +332,12 @@ impl AdapterSource {
     pub fn check(&self, engines: &EngineCache, settings: &EngineSettings) -> Result<AdapterCheck> {
         let mut guard = engines.lock();
         let mut run = |adapter: Option<&Path>| -> Result<(Vec<f32>, String)> {
-            let engine = guard.select(&self.base_model, adapter, settings)?;
+            let engine = guard.select(
+                &self.base_model,
+                adapter,
+                settings,
+                Some(&self.prompt_format),
+            )?;
             let prompt = engine
                 .format_user_prompt(CHECK_PROMPT)
                 .unwrap_or_else(|_| CHECK_PROMPT.to_string());

@@ -132,7 +132,8 @@ impl TrainJob<'_> {
     fn examples(&self) -> Result<Vec<TrainExample>> {
         let engines = EngineCache::default();
         let mut guard = engines.lock();
-        let engine = guard.select(self.model, None, &EngineSettings::default())?;
+        // A file, not a registered model: its default format (as `evolve chat FILE`).
+        let engine = guard.select(self.model, None, &EngineSettings::default(), None)?;
         self.pairs
             .iter()
             .map(|(line, p)| {

@@ -6,7 +6,7 @@ use super::util::{lock, rfc3339};
 use super::{ApiError, ApiResult, Flags, Inner, to_json};
 use crate::Service;
 use crate::chat::{ChatEvent, TurnSettings, check_chat_settings};
-use evolve_core::{RefinementTemplate, ScorerSpec};
+use evolve_core::{PromptFormat, RefinementTemplate, ScorerSpec};
 use evolve_store::{AdapterId, ChatId, ModelId};
 use serde::Deserialize;
 use serde_json::Value;
@@ -41,6 +41,7 @@ struct Job {
     chat: ChatId,
     question: String,
     model: PathBuf,
+    format: PromptFormat,
     template: RefinementTemplate,
     /// `(variant name, adapter id and file)` in the order they stream.
     variants: Vec<(&'static str, Option<(AdapterId, PathBuf)>)>,
@@ -100,6 +101,7 @@ pub fn send(inner: &Arc<Inner>, args: SendArgs) -> ApiResult {
         question,
         template,
         model: model_path,
+        format: model.prompt_format.clone(),
         variants,
         refine_steps: args.refine_steps,
         scorer,
@@ -159,6 +161,7 @@ fn run_job(inner: &Inner, job: &Job) {
                 &job.model,
                 adapter.as_ref().map(|(_, p)| p.as_path()),
                 &engine_settings,
+                Some(&job.format),
             )?;
             service.answer_turn(engine, job.chat, &job.question, &turn, &mut |e| {
                 if job.cancel.load(Ordering::Relaxed) {

@@ -44,7 +44,7 @@ pub fn add(inner: &Inner, args: AddArgs) -> ApiResult {
         .as_deref()
         .map(str::trim)
         .filter(|n| !n.is_empty());
-    let (model, _) = service.add_model(Path::new(path), name)?;
+    let model = service.add_model(Path::new(path), name)?.model;
     Ok(serde_json::to_value(model).expect("model serialises"))
 }
 
@@ -55,6 +55,26 @@ pub fn discover(inner: &Inner) -> ApiResult {
     // Reading every header takes a moment: on its own connection, as `models_add`.
     let found = crate::Service::open(inner.data_dir.clone())?.discover_models(&places)?;
     Ok(to_json(found))
+}
+
+#[derive(Deserialize)]
+pub struct SetFormatArgs {
+    id: i64,
+    /// `plain`, `template` or a llama.cpp built-in template's name; `null`: the file's default.
+    format: Option<String>,
+}
+
+/// Chooses how conversations are formatted for a registered model; returns the model.
+pub fn set_format(inner: &Inner, args: SetFormatArgs) -> ApiResult {
+    let format = args
+        .format
+        .map(|f| f.parse::<evolve_core::PromptFormat>())
+        .transpose()
+        .map_err(ApiError::bad)?;
+    let model = inner
+        .service()?
+        .set_model_prompt_format(evolve_store::ModelId(args.id), format.as_ref())?;
+    Ok(serde_json::to_value(model).expect("model serialises"))
 }
 
 /// The built-in model: the tiny arithmetic task model shipped in the binary, written into the

@@ -92,6 +92,17 @@ impl Settings {
     }
 }
 
+/// A folder setting must be absolute: a relative one would resolve against whichever folder
+/// the app or the CLI happened to start in.
+fn check_absolute(what: &str, folder: &str) -> ApiResult<()> {
+    if Path::new(folder.trim()).is_absolute() {
+        return Ok(());
+    }
+    Err(ApiError::bad(format!(
+        "{what} must be an absolute path, not {folder}"
+    )))
+}
+
 fn file(data_dir: &DataDir) -> PathBuf {
     data_dir.root().join(SETTINGS_FILE)
 }
@@ -142,15 +153,10 @@ pub(crate) fn set(data_dir: &DataDir, settings: &Mutex<Settings>, args: SetArgs)
     if s.export_dir.trim().is_empty() {
         return Err(ApiError::bad("the export folder must not be empty"));
     }
+    check_absolute("the export folder", &s.export_dir)?;
     s.model_folders.retain(|f| !f.trim().is_empty());
-    if let Some(f) = s
-        .model_folders
-        .iter()
-        .find(|f| !Path::new(f.trim()).is_absolute())
-    {
-        return Err(ApiError::bad(format!(
-            "a model folder must be an absolute path, not {f}"
-        )));
+    for f in &s.model_folders {
+        check_absolute("a model folder", f)?;
     }
     s.data_dir = data_dir.root().display().to_string();
     let path = file(data_dir);

@@ -259,7 +259,7 @@ impl Service {
             std::fs::rename(&partial, &path)
                 .with_context(|| format!("cannot write {}", path.display()))?;
         }
-        let (model, _) = self.add_model(&path, Some(TASK_MODEL_NAME))?;
+        let model = self.add_model(&path, Some(TASK_MODEL_NAME))?.model;
         Ok((model, path))
     }
 

@@ -2,8 +2,9 @@ use anyhow::Result;
 use clap::Args;
 use evolve::Service;
 use evolve::chat::{ChatEvent, TurnSettings};
+use evolve::core::PromptFormat;
 use evolve::core::SamplerConfig;
-use evolve::engines::{ChatEngineOptions, load_chat_engine};
+use evolve::engines::ChatEngineOptions;
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 
@@ -27,9 +28,11 @@ pub struct SamplingArgs {
     /// Strength of the adapter
     #[arg(long, default_value_t = 1.0, requires = "adapter")]
     adapter_scale: f32,
-    /// llama.cpp built-in chat template to use instead of the model's (chatml, llama3, ...)
-    #[arg(long, value_name = "NAME")]
-    chat_template: Option<String>,
+    /// How to format the conversation: plain (plain text, for base models), template (the
+    /// file's own chat template) or a llama.cpp built-in template (chatml, llama3, gemma, ...)
+    /// [default: the registered model's, else the file's own template, else by its name]
+    #[arg(long, value_name = "FORMAT", alias = "chat-template")]
+    prompt_format: Option<PromptFormat>,
     /// CPU threads [default: all cores]
     #[arg(long)]
     threads: Option<i32>,
@@ -48,7 +51,7 @@ impl SamplingArgs {
     fn engine_options(&self) -> ChatEngineOptions {
         ChatEngineOptions {
             threads: self.threads,
-            chat_template: self.chat_template.clone(),
+            prompt_format: self.prompt_format.clone(),
             adapter: self.adapter.clone(),
             adapter_scale: self.adapter_scale,
         }
@@ -104,7 +107,10 @@ fn converse(
     prompt: Option<&str>,
     sampling: &SamplingArgs,
 ) -> Result<()> {
-    let mut engine = load_chat_engine(model, &sampling.engine_options())?;
+    let (mut engine, warning) = service.load_chat_engine(model, &sampling.engine_options())?;
+    if let Some(warning) = warning {
+        eprintln!("warning: {warning}");
+    }
     let sampler = sampling.sampler();
     let template = service.refinement_template_for(model)?;
     let settings = TurnSettings {

@@ -101,7 +101,7 @@ pub fn demo(args: DemoArgs, service: &Service) -> Result<()> {
             Some(known) => service.fetch_known_model(&known, &mut |_, _| {})?,
             None => {
                 let file = service.resolve_model(spec)?;
-                let (model, _) = service.add_model(&file, None)?;
+                let model = service.add_model(&file, None)?.model;
                 (model, file)
             }
         },

@@ -1,8 +1,10 @@
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use evolve::Service;
+use evolve::core::PromptFormat;
+use evolve::models::describe_prompt_format;
 use evolve::models::discover::{FoundModel, Places};
-use evolve::store::Model;
+use evolve::store::{Model, ModelId};
 use std::path::{Path, PathBuf};
 
 #[derive(Subcommand)]
@@ -19,8 +21,17 @@ pub enum ModelsCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Show a GGUF file's metadata: architecture, parameters, context, chat template, quantization
+    /// Show a GGUF file's metadata: architecture, parameters, context, chat template, prompt
+    /// format, quantization
     Info(InfoArgs),
+    /// Choose how conversations are formatted for a registered model
+    SetFormat {
+        /// The id of a registered model
+        id: i64,
+        /// plain (plain text, for base models), template (the file's own chat template), a
+        /// llama.cpp built-in template (chatml, llama3, gemma, ...), or default
+        format: String,
+    },
     /// The GGUF models already on this machine: LM Studio, Ollama, the llama.cpp and Hugging
     /// Face caches and the folders of Settings, with whether EVOLVE can train them
     Discover {
@@ -55,7 +66,8 @@ impl InfoArgs {
 pub fn run(cmd: ModelsCommand, service: &Service) -> Result<()> {
     match cmd {
         ModelsCommand::Add { path, name } => {
-            let (model, summary) = service.add_model(&path, name.as_deref())?;
+            let added = service.add_model(&path, name.as_deref())?;
+            let (model, summary) = (added.model, added.summary);
             println!(
                 "registered model {} '{}' ({}, {} parameters, {})",
                 model.id,
@@ -64,6 +76,9 @@ pub fn run(cmd: ModelsCommand, service: &Service) -> Result<()> {
                 summary.parameter_count,
                 summary.quantization
             );
+            if let Some(warning) = added.warning {
+                eprintln!("warning: {warning}");
+            }
         }
         ModelsCommand::Fetch { name } => {
             let known = evolve::models::catalog::known_model(&name)
@@ -98,17 +113,18 @@ pub fn run(cmd: ModelsCommand, service: &Service) -> Result<()> {
                 );
             } else {
                 println!(
-                    "{:>4}  {:<28} {:<8} {:>12}  {:<8} path",
-                    "id", "name", "arch", "parameters", "quant"
+                    "{:>4}  {:<28} {:<8} {:>12}  {:<8} {:<10} path",
+                    "id", "name", "arch", "parameters", "quant", "format"
                 );
                 for m in models {
                     println!(
-                        "{:>4}  {:<28} {:<8} {:>12}  {:<8} {}",
+                        "{:>4}  {:<28} {:<8} {:>12}  {:<8} {:<10} {}",
                         m.id,
                         label(&m),
                         m.architecture.as_deref().unwrap_or("-"),
                         m.parameter_count.unwrap_or(0),
                         m.quantization.as_deref().unwrap_or("-"),
+                        m.prompt_format.to_string(),
                         m.path
                     );
                 }
@@ -128,7 +144,21 @@ pub fn run(cmd: ModelsCommand, service: &Service) -> Result<()> {
         }
         ModelsCommand::Info(args) => {
             let path = service.resolve_model(&args.model)?;
-            print_info(&path, args.json)?;
+            let registered = service.registered_model_at(&path)?;
+            print_info(&path, registered.as_ref(), args.json)?;
+        }
+        ModelsCommand::SetFormat { id, format } => {
+            let format = match format.trim() {
+                "default" => None,
+                f => Some(f.parse::<PromptFormat>().map_err(anyhow::Error::msg)?),
+            };
+            let model = service.set_model_prompt_format(ModelId(id), format.as_ref())?;
+            println!(
+                "model {} '{}': prompt format {}",
+                model.id,
+                label(&model),
+                describe_prompt_format(&model.prompt_format, model.prompt_format_chosen)
+            );
         }
     }
     Ok(())
@@ -186,16 +216,26 @@ fn label(m: &Model) -> &str {
 }
 
 pub fn info_of_path(args: &InfoArgs) -> Result<()> {
-    print_info(Path::new(&args.model), args.json)
+    print_info(Path::new(&args.model), None, args.json)
 }
 
-fn print_info(path: &Path, json: bool) -> Result<()> {
+/// The file's summary and its prompt format: the registered model's when it is one, else the
+/// file's default.
+fn print_info(path: &Path, registered: Option<&Model>, json: bool) -> Result<()> {
     let file = evolve::models::inspect(path)?;
     let summary = file.summary();
+    let (format, chosen) = match registered {
+        Some(m) => (m.prompt_format.clone(), m.prompt_format_chosen),
+        None => (evolve::models::default_prompt_format(&file, path), false),
+    };
     if json {
-        println!("{}", serde_json::to_string_pretty(&summary)?);
+        let mut value = serde_json::to_value(&summary)?;
+        value["prompt_format"] = serde_json::json!(format);
+        value["prompt_format_chosen"] = serde_json::json!(chosen);
+        println!("{}", serde_json::to_string_pretty(&value)?);
     } else {
         print!("{}", summary.to_text());
+        println!("prompt format: {}", describe_prompt_format(&format, chosen));
         if let Err(e) = evolve::models::check_trainable(&file) {
             println!("note: {e}");
         }

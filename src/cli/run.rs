@@ -209,7 +209,11 @@ pub fn run(cmd: RunCommand, service: &Service) -> Result<()> {
     match cmd {
         RunCommand::Start(args) => {
             let model_path = service.resolve_model(&args.model)?;
-            let (model, _) = service.add_model(&model_path, None)?;
+            let added = service.add_model(&model_path, None)?;
+            if let Some(warning) = &added.warning {
+                eprintln!("warning: {warning}");
+            }
+            let model = added.model;
             let mut config = args.config(service.run_config_for(&model))?;
             // A built-in task brings its verifier unless another scorer is asked for.
             if let Some(task) = args.data.strip_prefix("task:")

@@ -52,7 +52,7 @@ impl Service {
         engine: &EngineSettings,
     ) -> Result<(Vec<ProbeRow>, ProbeSummary)> {
         let chains = prompts.len() * settings.samples.max(1);
-        let options = crate::engines::engine_options(model, engine, chains.clamp(1, 64))?;
+        let options = self.engine_options(model, engine, chains.clamp(1, 64))?;
         let mut generator = evolve_llama::LlamaEngine::load(model, options)?;
         Ok(probe(&mut generator, scorer, prompts, settings)?)
     }

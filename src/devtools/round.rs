@@ -69,7 +69,7 @@ impl Service {
             Some(known) => self.fetch_known_model(&known, &mut |_, _| {})?.0,
             None => {
                 self.add_model(&self.resolve_model(&settings.model)?, None)?
-                    .0
+                    .model
             }
         };
         let dataset =

@@ -87,7 +87,7 @@ impl Service {
         if !model.is_fetched() {
             download(model, &target, progress)?;
         }
-        let (row, _) = self.add_model(&target, Some(model.display_name))?;
+        let row = self.add_model(&target, Some(model.display_name))?.model;
         Ok((row, target))
     }
 }

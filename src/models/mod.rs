@@ -23,6 +23,33 @@ pub fn trainable_architectures() -> Vec<&'static str> {
         .collect()
 }
 
+/// The warning for a model that gets the plain prompt format because it has no chat template
+/// and looks like a base model; `change` says how to choose another format.
+pub fn base_model_warning(name: &str, change: &str) -> String {
+    format!(
+        "{name} has no chat template and looks like a base model: using the plain prompt format (change with {change})"
+    )
+}
+
+/// The prompt format the file at `path` gets unless one is chosen (as the engine decides).
+pub fn default_prompt_format(file: &GgufFile, path: &Path) -> evolve_core::PromptFormat {
+    evolve_llama::default_prompt_format(file, path)
+}
+
+/// A model's prompt format for people: the format, and why it is the one used.
+pub fn describe_prompt_format(format: &evolve_core::PromptFormat, chosen: bool) -> String {
+    use evolve_core::PromptFormat;
+    let why = match (chosen, format) {
+        (true, _) => "chosen",
+        (false, PromptFormat::Template) => "the file's own chat template",
+        (false, PromptFormat::Builtin(_)) => {
+            "no chat template, and the name says instruct: its family's llama.cpp template"
+        }
+        (false, PromptFormat::Plain) => "no chat template, and it looks like a base model",
+    };
+    format!("{format} ({why})")
+}
+
 /// Reads and validates a GGUF file's header, metadata and tensor table.
 pub fn inspect(path: &Path) -> Result<GgufFile> {
     Ok(evolve_gguf::read_path(path)?)

@@ -263,7 +263,7 @@ impl Service {
     ) -> Result<evolve_llama::LlamaEngine> {
         // Every chain of a chunk decodes in parallel.
         let parallel = (config.chunk_prompts * config.samples).clamp(1, 64);
-        let options = crate::engines::engine_options(model, s, parallel)?;
+        let options = self.engine_options(model, s, parallel)?;
         Ok(evolve_llama::LlamaEngine::load(model, options)?)
     }
 
@@ -379,9 +379,20 @@ impl Service {
 }
 
 impl Service {
-    /// Writes the run's pairs (vetoed ones left out, edits applied) as TRL JSONL; refinement
-    /// pairs carry the refinement conversation as their prompt. Returns how many were written.
+    /// Writes the run's pairs as TRL JSONL ([`Service::trl_pairs_jsonl`]) to `out`. Returns
+    /// how many were written.
     pub fn export_trl_pairs(&self, run: RunId, out: &std::path::Path) -> Result<usize> {
+        let (lines, n) = self.trl_pairs_jsonl(run)?;
+        if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)?;
+        }
+        std::fs::write(out, lines).with_context(|| format!("cannot write {}", out.display()))?;
+        Ok(n)
+    }
+
+    /// The run's pairs (vetoed ones left out, edits applied) as TRL JSONL lines, and how many;
+    /// refinement pairs carry the refinement conversation as their prompt.
+    pub fn trl_pairs_jsonl(&self, run: RunId) -> Result<(String, usize)> {
         use evolve_core::ReviewState;
         let store = self.store();
         let row = store
@@ -414,10 +425,6 @@ impl Service {
                 n += 1;
             }
         }
-        if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)?;
-        }
-        std::fs::write(out, lines).with_context(|| format!("cannot write {}", out.display()))?;
-        Ok(n)
+        Ok((lines, n))
     }
 }

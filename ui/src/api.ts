@@ -114,6 +114,7 @@ export interface Commands {
   models_use_builtin: [Record<string, never>, Model];
   models_fetch: [{ name: string }, Model];
   models_discover: [Record<string, never>, FoundModel[]];
+  models_set_format: [{ id: number; format: string | null }, Model];
   datasets_list: [Record<string, never>, Dataset[]];
   datasets_import: [{ path: string; format: string | null; name: string | null }, DatasetImport];
   chat_send: [ChatSendArgs, ChatStarted];

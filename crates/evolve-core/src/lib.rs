@@ -10,6 +10,7 @@ pub mod memory;
 pub mod pairwise;
 pub mod panic;
 pub mod paths;
+pub mod prompt_format;
 pub mod refine;
 pub mod rng;
 pub mod sampling;
@@ -30,6 +31,7 @@ pub use kinds::{
 };
 pub use pairwise::{PairVerdict, PairwiseJudge, WinRate, Winner};
 pub use paths::DataDir;
+pub use prompt_format::PromptFormat;
 pub use refine::{ChainStart, RefinementStep, RefinementTemplate, refine_chain, refine_chains};
 pub use sampling::SamplerConfig;
 pub use score::{

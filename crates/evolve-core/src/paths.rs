@@ -61,6 +61,20 @@ impl DataDir {
     }
 }
 
+/// What a file with metadata `meta` is when it is not a regular file (`"a directory"`, `"a
+/// FIFO, socket or device"`), `None` for a regular file. Check (with `std::fs::metadata`) before
+/// opening a file to read: opening a FIFO for reading blocks until a writer comes, and a device
+/// may never end.
+pub fn not_a_regular_file(meta: &std::fs::Metadata) -> Option<&'static str> {
+    if meta.is_file() {
+        None
+    } else if meta.is_dir() {
+        Some("a directory")
+    } else {
+        Some("a FIFO, socket or device")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -70,6 +84,20 @@ mod tests {
         let d = DataDir::resolve(Some(Path::new("/tmp/x"))).unwrap();
         assert_eq!(d.database(), Path::new("/tmp/x/evolve.db"));
         assert_eq!(d.adapters(), Path::new("/tmp/x/adapters"));
+    }
+
+    #[test]
+    fn only_regular_files_pass() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("f");
+        std::fs::write(&file, b"x").unwrap();
+        let kind = |p: &Path| not_a_regular_file(&std::fs::metadata(p).unwrap());
+        assert_eq!(kind(&file), None);
+        assert_eq!(kind(dir.path()), Some("a directory"));
+        let fifo = dir.path().join("fifo");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        assert!(made.unwrap().success());
+        assert_eq!(kind(&fifo), Some("a FIFO, socket or device"));
     }
 
     #[test]

@@ -8,6 +8,9 @@ pub enum GgufError {
     #[error("not a GGUF file: {} is empty", .path.display())]
     Empty { path: PathBuf },
 
+    #[error("not a GGUF file: {} is not a regular file ({kind}): give a .gguf file", .path.display())]
+    NotAFile { path: PathBuf, kind: &'static str },
+
     /// `magic` holds the first (up to 4) bytes, already escaped for display.
     #[error("not a GGUF file: {} (starts with \"{magic}\", expected \"GGUF\")", .path.display())]
     NotGguf { path: PathBuf, magic: String },

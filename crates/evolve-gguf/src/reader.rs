@@ -200,6 +200,14 @@ pub fn read_path(path: &Path) -> Result<GgufFile, GgufError> {
         path: path.to_path_buf(),
         source,
     };
+    // Checked before opening: opening a FIFO for reading blocks until a writer comes.
+    let meta = std::fs::metadata(path).map_err(io_err)?;
+    if let Some(kind) = evolve_core::paths::not_a_regular_file(&meta) {
+        return Err(GgufError::NotAFile {
+            path: path.to_path_buf(),
+            kind,
+        });
+    }
     let file = File::open(path).map_err(io_err)?;
     let file_size = file.metadata().map_err(io_err)?.len();
     if file_size == 0 {

@@ -144,32 +144,44 @@ impl<'a> GgufWriter<'a> {
 
     /// Write the file (via `<path>.tmp` + rename).
     pub fn write_to_path(&self, path: &Path) -> Result<(), GgufError> {
-        let alignment = self.alignment()?;
-        for (key, value) in &self.metadata {
-            check_homogeneous(key, value)?;
-        }
         let mut tmp_name = path.as_os_str().to_owned();
         tmp_name.push(".tmp");
         let tmp = PathBuf::from(tmp_name);
-        let write_err = |source| GgufError::Write {
-            path: path.to_path_buf(),
-            source,
-        };
-
-        let result = File::create(&tmp).map_err(write_err).and_then(|file| {
-            let mut out = BufWriter::new(file);
-            self.write_contents(&mut out, alignment, &write_err)?;
-            let file = out.into_inner().map_err(|e| write_err(e.into_error()))?;
-            file.sync_all().map_err(write_err)
-        });
+        let result = File::create(&tmp)
+            .map_err(|source| GgufError::Write {
+                path: path.to_path_buf(),
+                source,
+            })
+            .and_then(|file| self.write_to_file(file, path));
         if let Err(e) = result {
             let _ = std::fs::remove_file(&tmp);
             return Err(e);
         }
-        std::fs::rename(&tmp, path).map_err(|e| {
+        std::fs::rename(&tmp, path).map_err(|source| {
             let _ = std::fs::remove_file(&tmp);
-            write_err(e)
+            GgufError::Write {
+                path: path.to_path_buf(),
+                source,
+            }
         })
+    }
+
+    /// Write the file into `file` (new and empty, open for writing) and sync it; `path` only
+    /// names it in errors. For a caller that created the file itself and must not reopen it
+    /// by name.
+    pub fn write_to_file(&self, file: File, path: &Path) -> Result<(), GgufError> {
+        let alignment = self.alignment()?;
+        for (key, value) in &self.metadata {
+            check_homogeneous(key, value)?;
+        }
+        let write_err = |source| GgufError::Write {
+            path: path.to_path_buf(),
+            source,
+        };
+        let mut out = BufWriter::new(file);
+        self.write_contents(&mut out, alignment, &write_err)?;
+        let file = out.into_inner().map_err(|e| write_err(e.into_error()))?;
+        file.sync_all().map_err(write_err)
     }
 
     /// `general.alignment` if the caller set one (must be a power of two), else the default.

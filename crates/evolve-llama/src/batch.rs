@@ -463,7 +463,7 @@ impl LlamaEngine {
             max_tokens: cfg.max_tokens as usize,
             started: job.started,
             sampler: build_sampler(&cfg, self.model.n_vocab(), &self.eog_tokens),
-            stream: TextStream::new(&cfg.stop),
+            stream: self.text_stream(&cfg.stop),
             tokens: Vec::new(),
             pos: group.tokens.len() as i32,
             row: None,

@@ -10,7 +10,7 @@ use crate::adapter::{AdapterId, Adapters, LoadedAdapter};
 use crate::chat_template::{ChatTemplate, RenderOptions};
 use crate::sampler::build_sampler;
 use crate::stream::TextStream;
-use evolve_core::{ChatMessage, SamplerConfig};
+use evolve_core::{ChatMessage, PromptFormat, SamplerConfig};
 use evolve_gguf::GgufFile;
 use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::context::params::LlamaContextParams;
@@ -23,9 +23,6 @@ use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 use std::time::Instant;
-
-/// Built-in llama.cpp template used when a model ships no `tokenizer.chat_template`.
-pub const FALLBACK_CHAT_TEMPLATE: &str = "chatml";
 
 static BACKEND: OnceLock<Result<LlamaBackend, String>> = OnceLock::new();
 
@@ -53,9 +50,9 @@ pub struct EngineOptions {
     pub n_ctx: u32,
     /// Most sequences batched sampling decodes together (its slots).
     pub n_parallel: usize,
-    /// A llama.cpp built-in template name (`chatml`, `llama3`, `mistral-v7`, …) used instead of
-    /// the model's own `tokenizer.chat_template`; `None` uses the model's.
-    pub chat_template: Option<String>,
+    /// How conversations are formatted; `None`: the file's default
+    /// ([`PromptFormat::default_for`]).
+    pub prompt_format: Option<PromptFormat>,
     /// Batched sampling starts a prompt from the longest prefix some sequence's cache holds
     /// (a shared system prompt, a chain's conversation so far); off, only a whole prompt shared
     /// by several samples is reused.
@@ -70,7 +67,7 @@ impl Default for EngineOptions {
             n_gpu_layers: 0,
             n_ctx: 0,
             n_parallel: 8,
-            chat_template: None,
+            prompt_format: None,
             reuse_prefix: true,
         }
     }
@@ -108,6 +105,9 @@ pub struct LlamaEngine {
     pub(crate) eog_tokens: Vec<LlamaToken>,
     /// The file's own chat template (`None`: it has none; `Err`: it does not compile).
     jinja: Option<Result<ChatTemplate, String>>,
+    /// The file's default prompt format, and the one in use.
+    default_format: PromptFormat,
+    format: PromptFormat,
     stats: Mutex<EngineStats>,
 }
 
@@ -118,6 +118,11 @@ impl LlamaEngine {
         }
         let header = check_before_llama_cpp(path)?;
         let jinja = model_chat_template(&header);
+        let default_format = default_prompt_format(&header, path);
+        let format = options
+            .prompt_format
+            .clone()
+            .unwrap_or(default_format.clone());
         let params = LlamaModelParams::default().with_n_gpu_layers(options.n_gpu_layers);
         let model = LlamaModel::load_from_file(backend()?, path, &params).map_err(|e| {
             LlamaError::Load {
@@ -138,6 +143,8 @@ impl LlamaEngine {
             path: path.to_path_buf(),
             options,
             adapters: Adapters::default(),
+            format,
+            default_format,
             jinja,
             stats: Mutex::new(EngineStats::default()),
         })
@@ -251,54 +258,74 @@ impl LlamaEngine {
         self.format_chat(&[ChatMessage::user(user)])
     }
 
-    /// Formats a conversation with the model's chat template, ending with the assistant's
-    /// generation prompt.
-    ///
-    /// Template policy: `EngineOptions::chat_template` (a llama.cpp built-in name) if set; else
-    /// the model's own Jinja template rendered as transformers renders it
-    /// ([`crate::chat_template`]); else, for a model that ships none, ChatML
-    /// ([`FALLBACK_CHAT_TEMPLATE`]), the most common format. A template that cannot be applied
-    /// is an error naming the override, never a silently different prompt.
+    /// The prompt format in use.
+    pub fn prompt_format(&self) -> &PromptFormat {
+        &self.format
+    }
+
+    /// The format the file gets unless one is chosen ([`PromptFormat::default_for`]).
+    pub fn default_prompt_format(&self) -> &PromptFormat {
+        &self.default_format
+    }
+
+    /// Formats the following conversations as `format` (`None`: the file's default).
+    pub fn set_prompt_format(&mut self, format: Option<PromptFormat>) {
+        self.format = format.unwrap_or_else(|| self.default_format.clone());
+    }
+
+    /// A text stream ending at `stops` and at the prompt format's own stop strings.
+    pub(crate) fn text_stream(&self, stops: &[String]) -> TextStream {
+        let mut all = stops.to_vec();
+        all.extend(self.format.stops().iter().map(|s| s.to_string()));
+        TextStream::new(&all)
+    }
+
+    /// Formats a conversation as the prompt format says, ending where the assistant's answer
+    /// starts: the model's own Jinja template rendered as transformers renders it
+    /// ([`crate::chat_template`]), a llama.cpp built-in template, or plain text
+    /// ([`evolve_core::prompt_format::render_plain`]). A template that cannot be applied is an
+    /// error naming it, never a silently different prompt.
     pub fn format_chat(&self, messages: &[ChatMessage]) -> Result<String, LlamaError> {
         let template_error = |reason: String| LlamaError::ChatTemplate {
             path: self.path.clone(),
             reason,
         };
-        if self.options.chat_template.is_none()
-            && let Some(template) = &self.jinja
-        {
-            let template = template
-                .as_ref()
-                .map_err(|e| template_error(format!("the model's own template: {e}")))?;
-            let text = template
-                .render(messages, RenderOptions::default())
-                .map_err(|e| template_error(format!("the model's own template: {e}")))?;
-            // The template prints BOS itself, and tokenising adds one when the vocabulary asks:
-            // keep one, as transformers' tokenizer does.
-            let bos = template.bos_token();
-            return Ok(match text.strip_prefix(bos) {
-                Some(rest) if !bos.is_empty() && self.model.vocab().should_add_bos() => {
-                    rest.to_string()
-                }
-                _ => text,
-            });
+        match &self.format {
+            PromptFormat::Plain => Ok(evolve_core::prompt_format::render_plain(messages)),
+            PromptFormat::Builtin(name) => self.format_chat_builtin(name, messages),
+            PromptFormat::Template => {
+                let template = self
+                    .jinja
+                    .as_ref()
+                    .ok_or_else(|| template_error("the model has no chat template".into()))?
+                    .as_ref()
+                    .map_err(|e| template_error(format!("the model's own template: {e}")))?;
+                let text = template
+                    .render(messages, RenderOptions::default())
+                    .map_err(|e| template_error(format!("the model's own template: {e}")))?;
+                // The template prints BOS itself, and tokenising adds one when the vocabulary
+                // asks: keep one, as transformers' tokenizer does.
+                let bos = template.bos_token();
+                Ok(match text.strip_prefix(bos) {
+                    Some(rest) if !bos.is_empty() && self.model.vocab().should_add_bos() => {
+                        rest.to_string()
+                    }
+                    _ => text,
+                })
+            }
         }
-        self.format_chat_builtin(messages)
     }
 
-    /// llama.cpp's built-in templates: the override, or ChatML for a model without a template.
-    fn format_chat_builtin(&self, messages: &[ChatMessage]) -> Result<String, LlamaError> {
+    /// llama.cpp's built-in template `name`.
+    fn format_chat_builtin(
+        &self,
+        name: &str,
+        messages: &[ChatMessage],
+    ) -> Result<String, LlamaError> {
         use llama_cpp_2::model::{LlamaChatMessage, LlamaChatTemplate};
         let template_error = |reason: String| LlamaError::ChatTemplate {
             path: self.path.clone(),
             reason,
-        };
-        let (name, source) = match &self.options.chat_template {
-            Some(name) => (name.as_str(), format!("'{name}'")),
-            None => (
-                FALLBACK_CHAT_TEMPLATE,
-                format!("the fallback '{FALLBACK_CHAT_TEMPLATE}' (the model has none)"),
-            ),
         };
         let tmpl = LlamaChatTemplate::new(name).map_err(|e| template_error(e.to_string()))?;
         let msgs = messages
@@ -308,7 +335,7 @@ impl LlamaEngine {
             .map_err(|e| LlamaError::Decode(format!("chat message: {e}")))?;
         self.model
             .apply_chat_template(&tmpl, &msgs, true)
-            .map_err(|e| template_error(format!("{source} template cannot be applied ({e})")))
+            .map_err(|e| template_error(format!("the '{name}' template cannot be applied ({e})")))
     }
 
     fn context(&self, n_tokens_needed: usize) -> Result<LlamaContext<'_>, LlamaError> {
@@ -391,7 +418,7 @@ impl LlamaEngine {
         self.decode(&mut ctx, &mut batch)?;
 
         let vocab = self.model.vocab();
-        let mut stream = TextStream::new(&sampler_cfg.stop);
+        let mut stream = self.text_stream(&sampler_cfg.stop);
         let mut out_tokens = Vec::new();
         let mut stopped = false;
         let mut pos = prompt_tokens.len() as i32;
@@ -445,6 +472,21 @@ pub fn check_before_llama_cpp(path: &Path) -> Result<GgufFile, LlamaError> {
     let file = evolve_gguf::read_path(path).map_err(|e| fail(e.to_string()))?;
     file.check_consistency().map_err(fail)?;
     Ok(file)
+}
+
+/// The format `file` (at `path`) gets unless one is chosen: by its template, architecture,
+/// `general.name` and file name ([`PromptFormat::default_for`]).
+pub fn default_prompt_format(file: &GgufFile, path: &Path) -> PromptFormat {
+    let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+    let names: Vec<&str> = [file.get_str("general.name"), file_name.as_deref()]
+        .into_iter()
+        .flatten()
+        .collect();
+    PromptFormat::default_for(
+        file.get("tokenizer.chat_template").is_some(),
+        file.get_str("general.architecture").unwrap_or_default(),
+        &names,
+    )
 }
 
 /// The file's `tokenizer.chat_template`, compiled, with the texts of its BOS and EOS tokens.

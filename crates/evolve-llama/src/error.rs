@@ -21,7 +21,7 @@ pub enum LlamaError {
     #[error("llama.cpp decode failed: {0}")]
     Decode(String),
     #[error(
-        "cannot format a chat for {}: {reason}; choose a llama.cpp built-in template with --chat-template (e.g. chatml, llama3, mistral-v7)",
+        "cannot format a chat for {}: {reason}; choose another prompt format: `evolve models set-format MODEL plain|template|NAME` (NAME a llama.cpp built-in template such as chatml, llama3, gemma), or `--prompt-format` for one chat",
         path.display()
     )]
     ChatTemplate { path: PathBuf, reason: String },

@@ -23,8 +23,8 @@ mod stream;
 
 pub use adapter::{AdapterId, LoadedAdapter};
 pub use engine::{
-    EngineOptions, EngineStats, FALLBACK_CHAT_TEMPLATE, GenerationOutput, LlamaEngine, backend,
-    check_before_llama_cpp,
+    EngineOptions, EngineStats, GenerationOutput, LlamaEngine, backend, check_before_llama_cpp,
+    default_prompt_format,
 };
 pub use error::LlamaError;
 pub use logprob::{SequenceLogprob, log_softmax_at};

@@ -4,8 +4,8 @@ mod common;
 
 use common::{options, tiny_engine, tiny_path};
 use evolve_core::{
-    ChainStart, ChatMessage, GenerationEvent, GenerationRequest, RefinementTemplate, SamplerConfig,
-    refine_chain, refine_chains,
+    ChainStart, ChatMessage, GenerationEvent, GenerationRequest, PromptFormat, RefinementTemplate,
+    SamplerConfig, refine_chain, refine_chains,
 };
 use evolve_gguf::tiny::WeightType;
 use evolve_llama::{EngineOptions, LlamaEngine, LlamaError};
@@ -466,7 +466,7 @@ fn chains_with_cache(reuse_prefix: bool, chat_template: Option<&str>) -> CachedC
         &tiny_path(WeightType::F32),
         EngineOptions {
             reuse_prefix,
-            chat_template: chat_template.map(str::to_string),
+            prompt_format: chat_template.map(|n| PromptFormat::Builtin(n.into())),
             n_parallel: 3,
             // Byte-soup answers re-tokenise long in the tiny vocabulary.
             n_ctx: 512,
@@ -534,7 +534,8 @@ fn chains_with_cache(reuse_prefix: bool, chat_template: Option<&str>) -> CachedC
 
 #[test]
 fn a_refinement_continues_from_its_answers_cache_and_samples_the_same_answers() {
-    for template in [None, Some("llama3"), Some("gemma")] {
+    // The tiny model has no template of its own: `None` is the plain format.
+    for template in [None, Some("chatml"), Some("llama3"), Some("gemma")] {
         let cached = chains_with_cache(true, template);
         let fresh = chains_with_cache(false, template);
         assert_eq!(

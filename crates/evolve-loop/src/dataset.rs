@@ -164,12 +164,7 @@ pub fn import_file_capped(
     };
     // Checked before opening: opening a FIFO for reading blocks until a writer comes.
     let meta = std::fs::metadata(path).map_err(io)?;
-    if !meta.is_file() {
-        let kind = if meta.is_dir() {
-            "a directory"
-        } else {
-            "a FIFO, socket or device"
-        };
+    if let Some(kind) = evolve_core::paths::not_a_regular_file(&meta) {
         return Err(DatasetError::NotAFile { path: name(), kind });
     }
     if meta.len() > limit {

@@ -204,7 +204,7 @@ fn own_refinement_targets_pair_a_step_with_the_step_it_improved() {
     };
     let rules = PairRules {
         refine_target: RefineTarget::OwnRefinement,
-        ..PairRules::default()
+        ..PairRules::unrestricted()
     };
     // Chain 0: right, then broken. Chain 1: wrong, then fixed. Chain 2: wrong, stays wrong.
     let cands = [
@@ -262,7 +262,10 @@ fn own_refinement_targets_pair_a_step_with_the_step_it_improved() {
 #[test]
 fn new_runs_choose_finished_answers_and_stored_runs_without_rules_keep_choosing_any() {
     use evolve_loop::run::RunConfig;
-    assert_eq!(RunConfig::default().pair_rules.finished, FinishedRule::Chosen);
+    assert_eq!(
+        RunConfig::default().pair_rules.finished,
+        FinishedRule::Chosen
+    );
     assert_eq!(PairRules::default().finished, FinishedRule::Chosen);
     // A run stored before the rules existed resumes as it began.
     let mut stored = serde_json::to_value(RunConfig::default()).unwrap();

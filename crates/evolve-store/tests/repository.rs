@@ -48,6 +48,35 @@ fn add_model_is_idempotent_on_sha_and_path() {
 }
 
 #[test]
+fn a_models_prompt_format_defaults_from_its_file_and_can_be_chosen() {
+    let (_dir, store) = open();
+    let base = store.add_model(&new_model("/m/base.gguf", "aa")).unwrap();
+    let mut with_template = new_model("/m/chat.gguf", "bb");
+    with_template.metadata = serde_json::json!({"chat_template": "{{ messages }}"});
+    let chat = store.add_model(&with_template).unwrap();
+    let instruct = store
+        .add_model(&new_model("/m/tiny-llama-instruct.gguf", "cc"))
+        .unwrap();
+    let format = |id| {
+        let m = store.get_model(id).unwrap().unwrap();
+        (m.prompt_format.to_string(), m.prompt_format_chosen)
+    };
+    assert_eq!(format(base), ("plain".into(), false));
+    assert_eq!(format(chat), ("template".into(), false));
+    assert_eq!(format(instruct), ("chatml".into(), false));
+
+    let llama3 = evolve_core::PromptFormat::Builtin("llama3".into());
+    store.set_model_prompt_format(base, Some(&llama3)).unwrap();
+    assert_eq!(format(base), ("llama3".into(), true));
+    store.set_model_prompt_format(base, None).unwrap();
+    assert_eq!(format(base), ("plain".into(), false));
+    assert!(matches!(
+        store.set_model_prompt_format(ModelId(99), None),
+        Err(StoreError::NotFound { what: "model", .. })
+    ));
+}
+
+#[test]
 fn a_model_used_by_a_run_cannot_be_removed() {
     let (_dir, store) = open();
     let s = seed(&store);

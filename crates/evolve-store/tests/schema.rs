@@ -31,7 +31,7 @@ fn fresh_database_is_migrated_to_latest_in_wal_mode_and_reopening_is_a_no_op() {
     let (_dir, path) = temp_db();
     let store = Store::open(&path).unwrap();
     assert_eq!(store.schema_version().unwrap(), LATEST_VERSION);
-    assert_eq!(LATEST_VERSION, 8);
+    assert_eq!(LATEST_VERSION, 9);
     assert_eq!(store.path(), path.as_path());
     let counts = store.counts().unwrap();
     for table in ALL_TABLES {

@@ -5,4 +5,13 @@ export type Model = { id: ModelId, path: string, sha256: string, file_size: numb
 /**
  * User-chosen label (schema v3); `None` means show `name` or the file name.
  */
-display_name: string | null, added_at: number, };
+display_name: string | null, added_at: number, 
+/**
+ * How conversations are formatted for it: the user's choice, else the default for the
+ * file ([`PromptFormat::default_for`]).
+ */
+prompt_format: string, 
+/**
+ * Whether the user chose `prompt_format` (schema v9).
+ */
+prompt_format_chosen: boolean, };

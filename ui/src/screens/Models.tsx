@@ -123,7 +123,40 @@ function Discovered({ onAdded }: { onAdded: () => void }) {
   );
 }
 
-function ModelCard({ m }: { m: Model }) {
+/** Prompt formats offered besides the model's current one (any llama.cpp built-in works on the CLI). */
+const FORMATS = ["plain", "template", "chatml", "llama3", "gemma", "phi3", "mistral-v7"];
+
+/** How conversations are formatted for the model; changing it applies to chat, runs and exports. */
+function PromptFormatChoice({ m, onChanged }: { m: Model; onChanged: () => void }) {
+  const [error, setError] = useState<string | null>(null);
+  const hasTemplate = typeof m.metadata?.chat_template === "string";
+  const options = [...new Set([m.prompt_format, ...FORMATS])].filter((f) => f !== "template" || hasTemplate);
+  async function choose(value: string) {
+    setError(null);
+    try {
+      await call("models_set_format", { id: m.id, format: value === "default" ? null : value });
+      onChanged();
+    } catch (e) {
+      setError(errorText(e));
+    }
+  }
+  return (
+    <>
+      <select value={m.prompt_format} onChange={(e) => void choose((e.target as HTMLSelectElement).value)} data-testid={`model-format-${m.id}`}>
+        {options.map((f) => (
+          <option key={f} value={f}>
+            {f}
+          </option>
+        ))}
+        {m.prompt_format_chosen && <option value="default">default for the file</option>}
+      </select>
+      {!m.prompt_format_chosen && m.prompt_format === "plain" && <div class="muted small">no chat template: looks like a base model</div>}
+      <ErrorBanner error={error} onClose={() => setError(null)} />
+    </>
+  );
+}
+
+function ModelCard({ m, onChanged }: { m: Model; onChanged: () => void }) {
   const meta = Object.entries(m.metadata ?? {}).filter(([, v]) => typeof v !== "object" || v === null);
   return (
     <article class="card model" data-testid={`model-${m.id}`}>
@@ -153,6 +186,12 @@ function ModelCard({ m }: { m: Model }) {
         <div>
           <dt>Size</dt>
           <dd>{fmtBytes(m.file_size)}</dd>
+        </div>
+        <div>
+          <dt>Prompt format</dt>
+          <dd>
+            <PromptFormatChoice m={m} onChanged={onChanged} />
+          </dd>
         </div>
       </dl>
       {meta.length > 0 && (
@@ -318,7 +357,7 @@ export function Models({ onChange }: { onChange: () => void }) {
         <ErrorBanner error={models.error} />
         <div class="model-grid">
           {(models.data ?? []).map((m) => (
-            <ModelCard key={m.id} m={m} />
+            <ModelCard key={m.id} m={m} onChanged={() => void models.reload()} />
           ))}
         </div>
         <Discovered

@@ -206,7 +206,7 @@ pub fn engine_options() -> EngineOptions {
         n_gpu_layers: 0,
         n_ctx: 0,
         n_parallel: 2,
-        chat_template: None,
+        prompt_format: None,
         reuse_prefix: true,
     }
 }

@@ -26,7 +26,7 @@ pub fn options() -> EngineOptions {
         n_gpu_layers: 0,
         n_ctx: 256,
         n_parallel: 8,
-        chat_template: None,
+        prompt_format: None,
         reuse_prefix: true,
     }
 }

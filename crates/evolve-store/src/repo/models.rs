@@ -3,6 +3,7 @@
 use crate::error::Context;
 use crate::sql::{json, now_ms, to_json};
 use crate::{ModelId, Store, StoreError};
+use evolve_core::PromptFormat;
 use rusqlite::{OptionalExtension, Row, params};
 use serde::Serialize;
 
@@ -37,13 +38,27 @@ pub struct Model {
     /// User-chosen label (schema v3); `None` means show `name` or the file name.
     pub display_name: Option<String>,
     pub added_at: i64,
+    /// How conversations are formatted for it: the user's choice, else the default for the
+    /// file ([`PromptFormat::default_for`]).
+    #[ts(type = "string")]
+    pub prompt_format: PromptFormat,
+    /// Whether the user chose `prompt_format` (schema v9).
+    pub prompt_format_chosen: bool,
 }
 
 const COLUMNS: &str = "id, path, sha256, file_size, architecture, name, parameter_count, context_length, \
-                       quantization, metadata_json, display_name, added_at";
+                       quantization, metadata_json, display_name, added_at, prompt_format";
 
 fn model_from_row(row: &Row) -> rusqlite::Result<Model> {
-    Ok(Model {
+    let chosen: Option<String> = row.get("prompt_format")?;
+    let chosen = chosen
+        .map(|f| {
+            f.parse::<PromptFormat>().map_err(|e| {
+                rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, e.into())
+            })
+        })
+        .transpose()?;
+    let mut model = Model {
         id: row.get("id")?,
         path: row.get("path")?,
         sha256: row.get("sha256")?,
@@ -56,7 +71,29 @@ fn model_from_row(row: &Row) -> rusqlite::Result<Model> {
         metadata: json(row, "metadata_json")?,
         display_name: row.get("display_name")?,
         added_at: row.get("added_at")?,
-    })
+        prompt_format_chosen: chosen.is_some(),
+        prompt_format: PromptFormat::Plain,
+    };
+    model.prompt_format = chosen.unwrap_or_else(|| default_format(&model));
+    Ok(model)
+}
+
+/// The format a registered model gets unless one is chosen, from what was read at
+/// registration: whether the file has a template (`chat_template` of the stored summary), its
+/// architecture, `general.name` and file name (as the engine decides from the file).
+fn default_format(m: &Model) -> PromptFormat {
+    let file_name = std::path::Path::new(&m.path)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned());
+    let names: Vec<&str> = [m.name.as_deref(), file_name.as_deref()]
+        .into_iter()
+        .flatten()
+        .collect();
+    PromptFormat::default_for(
+        m.metadata["chat_template"].is_string(),
+        m.architecture.as_deref().unwrap_or_default(),
+        &names,
+    )
 }
 
 impl Store {
@@ -123,6 +160,19 @@ impl Store {
         let changed = self.conn.execute(
             "UPDATE models SET display_name = ?2 WHERE id = ?1",
             params![id, display_name],
+        )?;
+        super::one_row_changed(changed, "model", id.0)
+    }
+
+    /// Chooses the model's prompt format (`None`: back to the default for its file).
+    pub fn set_model_prompt_format(
+        &self,
+        id: ModelId,
+        format: Option<&PromptFormat>,
+    ) -> Result<(), StoreError> {
+        let changed = self.conn.execute(
+            "UPDATE models SET prompt_format = ?2 WHERE id = ?1",
+            params![id, format.map(PromptFormat::to_string)],
         )?;
         super::one_row_changed(changed, "model", id.0)
     }

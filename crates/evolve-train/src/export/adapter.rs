@@ -1,7 +1,9 @@
 //! An adapter trained here, loaded back with its base model for the exports that need the
 //! weights themselves (PEFT, merged GGUF) rather than its GGUF LoRA file.
 
-use super::{TokenizerMetadata, WeightType, export_gguf_lora, export_gguf_merged, export_peft};
+use super::{
+    TokenizerMetadata, WeightType, export_gguf_lora, export_gguf_merged_into, export_peft,
+};
 use crate::loss::{PreferencePair, evolve_loss, reference_logps};
 use crate::{LlamaModel, Lora, LoraConfig, Result, TrainConfig};
 use candle_core::{DType, Device, Tensor};
@@ -119,15 +121,30 @@ impl AdapterFiles {
         export_peft(&self.lora, self.model.config(), out, base_name)
     }
 
-    /// The base with the adapter merged in, as a Q8_0 GGUF with the base's tokenizer, written
-    /// a tensor at a time (the base stays as loaded: quantized matrices quantized).
-    pub fn export_merged_gguf(&self, out: &Path, base: &Path) -> Result<()> {
-        export_gguf_merged(
+    /// The base with the adapter merged in, as a Q8_0 GGUF with the base's tokenizer (its chat
+    /// template replaced by `chat_template` when given), written a tensor at a time (the base
+    /// stays as loaded: quantized matrices quantized). `out` is the file the caller created
+    /// (new, empty), written through its handle; `path` names it in errors.
+    pub fn export_merged_gguf(
+        &self,
+        out: std::fs::File,
+        path: &Path,
+        base: &Path,
+        chat_template: Option<&str>,
+    ) -> Result<()> {
+        let mut tokenizer = TokenizerMetadata::CopyFrom(base).entries()?;
+        if let Some(template) = chat_template {
+            const KEY: &str = "tokenizer.chat_template";
+            tokenizer.retain(|(k, _)| k != KEY);
+            tokenizer.push((KEY.into(), evolve_gguf::Value::String(template.into())));
+        }
+        export_gguf_merged_into(
             &self.model,
             &self.lora,
             out,
+            path,
             WeightType::Q8_0,
-            TokenizerMetadata::CopyFrom(base),
+            TokenizerMetadata::Given(tokenizer),
         )
     }
 }

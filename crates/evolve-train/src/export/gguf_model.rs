@@ -24,7 +24,7 @@ pub enum TokenizerMetadata<'a> {
 }
 
 impl TokenizerMetadata<'_> {
-    fn entries(&self) -> Result<Vec<(String, Value)>> {
+    pub(crate) fn entries(&self) -> Result<Vec<(String, Value)>> {
         match self {
             TokenizerMetadata::CopyFrom(path) => Ok(evolve_gguf::read_path(path)?
                 .metadata
@@ -45,7 +45,7 @@ pub fn export_gguf_model(
     weight_type: WeightType,
     tokenizer: TokenizerMetadata<'_>,
 ) -> Result<()> {
-    write_model(model, None, path, weight_type, tokenizer)
+    write_model(model, None, path, None, weight_type, tokenizer)
 }
 
 /// Writes `model` with `lora` folded into its weights (`W + s·B·A`), as
@@ -58,13 +58,29 @@ pub fn export_gguf_merged(
     tokenizer: TokenizerMetadata<'_>,
 ) -> Result<()> {
     model.check_adapter(lora)?;
-    write_model(model, Some(lora), path, weight_type, tokenizer)
+    write_model(model, Some(lora), path, None, weight_type, tokenizer)
 }
 
+/// [`export_gguf_merged`] into `file`, which the caller created (new, empty) and which is
+/// written through its handle, never reopened by name; `path` names it in errors.
+pub fn export_gguf_merged_into(
+    model: &LlamaModel,
+    lora: &Lora,
+    file: std::fs::File,
+    path: &Path,
+    weight_type: WeightType,
+    tokenizer: TokenizerMetadata<'_>,
+) -> Result<()> {
+    model.check_adapter(lora)?;
+    write_model(model, Some(lora), path, Some(file), weight_type, tokenizer)
+}
+
+/// Writes the model into `file` when given, else to `path` (beside it, then renamed).
 fn write_model(
     model: &LlamaModel,
     lora: Option<&Lora>,
     path: &Path,
+    file: Option<std::fs::File>,
     weight_type: WeightType,
     tokenizer: TokenizerMetadata<'_>,
 ) -> Result<()> {
@@ -107,7 +123,10 @@ fn write_model(
             TensorData::F32(factors.clone()),
         )?;
     }
-    w.write_to_path(path)?;
+    match file {
+        Some(file) => w.write_to_file(file, path)?,
+        None => w.write_to_path(path)?,
+    }
     Ok(())
 }
 
