@@ -330,9 +330,10 @@ impl Unread {
 /// Why a round's answers gave no pair, in words for the user: every answer scored the same
 /// (and, for a verifier, how many answers it could not read: the usual cause is a scorer that
 /// expects another answer format), or no prompt had a right and a wrong answer, or the
-/// strategy's margin was not met.
+/// strategy's margin was not met — and how many answers `rules` kept out for being cut.
 pub fn why_no_pairs(
     strategy: &PairStrategy,
+    rules: PairRules,
     by_prompt: &[Vec<Candidate>],
     unread: &Unread,
 ) -> String {
@@ -350,6 +351,21 @@ pub fn why_no_pairs(
     } else {
         String::new()
     };
+    // Cut answers the rules kept out of pairs: the usual cause on a model that writes long.
+    let cut = all.iter().filter(|c| !c.finished).count();
+    let cut = match rules.finished {
+        FinishedRule::Any => String::new(),
+        _ if cut == 0 => String::new(),
+        rule => format!(
+            "; {cut} of the {n} answers were cut at the token limit, and pair_rules.finished = {} keeps them out (raise max_tokens, or set it to any)",
+            if rule == FinishedRule::Both {
+                "both"
+            } else {
+                "chosen"
+            }
+        ),
+    };
+    let unread = unread + &cut;
     let first = all[0].score;
     if all.iter().all(|c| c.score == first) {
         let verdict = match strategy {
@@ -473,6 +489,7 @@ mod why_tests {
         let zeros = vec![vec![c(1, 0.0), c(2, 0.0)], vec![c(3, 0.0)]];
         let why = why_no_pairs(
             &strategy,
+            PairRules::default(),
             &zeros,
             &Unread {
                 count: 3,
@@ -488,22 +505,46 @@ mod why_tests {
             "{why}"
         );
         let ones = vec![vec![c(1, 1.0), c(2, 1.0)]];
-        assert!(why_no_pairs(&strategy, &ones, &Unread::default()).contains("all right"));
+        assert!(
+            why_no_pairs(&strategy, PairRules::default(), &ones, &Unread::default())
+                .contains("all right")
+        );
         // Right and wrong answers, but never for the same prompt.
         let split = vec![vec![c(1, 1.0)], vec![c(2, 0.0)]];
-        let why = why_no_pairs(&strategy, &split, &Unread::default());
+        let why = why_no_pairs(&strategy, PairRules::default(), &split, &Unread::default());
         assert!(
             why.starts_with("no prompt had both a right and a wrong answer (1 of 2 answers right"),
             "{why}"
         );
         let margin = PairStrategy::BestVsWorst { min_margin: 0.5 };
         assert!(
-            why_no_pairs(&margin, &[vec![c(1, 0.2), c(2, 0.3)]], &Unread::default())
-                .contains("margin 0.5")
+            why_no_pairs(
+                &margin,
+                PairRules::default(),
+                &[vec![c(1, 0.2), c(2, 0.3)]],
+                &Unread::default()
+            )
+            .contains("margin 0.5")
         );
         assert_eq!(
-            why_no_pairs(&strategy, &[], &Unread::default()),
+            why_no_pairs(&strategy, PairRules::default(), &[], &Unread::default()),
             "no answer was scored"
         );
+        // Right answers that were cut: the rule is named, and only when it applies.
+        let mut right_cut = c(1, 1.0);
+        right_cut.finished = false;
+        let cut = vec![vec![right_cut, c(2, 0.0)], vec![c(3, 1.0)]];
+        let why = why_no_pairs(&strategy, PairRules::default(), &cut, &Unread::default());
+        assert!(
+            why.contains("1 of the 3 answers were cut at the token limit, and pair_rules.finished = chosen keeps them out"),
+            "{why}"
+        );
+        let why = why_no_pairs(
+            &strategy,
+            PairRules::unrestricted(),
+            &cut,
+            &Unread::default(),
+        );
+        assert!(!why.contains("cut at the token limit"), "{why}");
     }
 }

@@ -196,6 +196,7 @@ pub fn probe(
     if settings.samples > 0 && summary.with_pairs == 0 {
         summary.no_pairs = Some(crate::pairs::why_no_pairs(
             &settings.pair_strategy,
+            PairRules::default(),
             &all_candidates,
             &unread,
         ));

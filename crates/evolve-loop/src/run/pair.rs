@@ -65,7 +65,12 @@ impl Orchestrator<'_> {
         })?;
         let note = (made == 0 && stored.is_empty()).then(|| {
             let candidates: Vec<Vec<Candidate>> = by_prompt.into_values().collect();
-            let why = crate::pairs::why_no_pairs(&self.config.pair_strategy, &candidates, &unread);
+            let why = crate::pairs::why_no_pairs(
+                &self.config.pair_strategy,
+                self.config.pair_rules,
+                &candidates,
+                &unread,
+            );
             format!("no preference pairs, so nothing to train: {why}")
         });
         self.store.set_round_note(round.id, note.as_deref())?;
