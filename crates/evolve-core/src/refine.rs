@@ -145,10 +145,9 @@ pub fn refine_chain(
 ///
 /// Chain `c` samples step `k` with seed `sampler.seed + c * (steps + 1) + k` (step 0 with its
 /// `first_seed` if it has one), so chain 0 is exactly [`refine_chain`] and a chain's answers do
-/// not depend on what runs beside it. Events
-/// come as `(chain, event)` with the event's `request` set to the step index and `sample` to 0.
-/// If `events` returns `false`, every chain ends with the step that was running (its partial
-/// answer included, where it had started).
+/// not depend on what runs beside it. Events come as `(chain, event)` with the event's
+/// `request` set to the step index and `sample` to 0. If `events` returns `false`, every chain
+/// ends with the step that was running (its partial answer included, where it had started).
 pub fn refine_chains(
     generator: &mut dyn Generator,
     starts: &[ChainStart<'_>],
