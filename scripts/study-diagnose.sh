@@ -31,6 +31,7 @@ arms=(
   "evolve-lambda0.25 evolve {\"pair_rules\":{\"finished\":\"any\"},\"train\":{\"lambda_refine\":0.25}}"
   "idpo-finished iterative-dpo {\"pair_rules\":{\"finished\":\"chosen\"}}"
   "evolve-sft evolve {\"pair_rules\":{\"finished\":\"any\"},\"train\":{\"sft_warmup\":true}}"
+  "evolve-finished-own evolve {\"pair_rules\":{\"finished\":\"chosen\",\"refine_target\":\"own_refinement\"}}"
 )
 
 evolve="$dir/bin/evolve"
@@ -87,7 +88,7 @@ for arm in "${arms[@]}"; do
   echo "== $name: runs $(runs_of "$name")"
 done
 echo
-base_of() { case "$1" in idpo) echo "";; idpo-*) echo idpo;; evolve) echo idpo;; *) echo evolve;; esac; }
+base_of() { case "$1" in idpo) echo "";; idpo-*) echo idpo;; evolve) echo idpo;; evolve-finished-*) echo evolve-finished;; *) echo evolve;; esac; }
 for arm in "${arms[@]}"; do
   read -r name _ _ <<<"$arm"
   for against in $(base_of "$name") $([[ "$name" == evolve-* ]] && echo idpo); do
