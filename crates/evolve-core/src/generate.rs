@@ -120,17 +120,60 @@ pub enum GenerateError {
 }
 
 /// A chain step is one answer: refuses requests of `n != 1` before any work.
-pub fn check_chain_requests(requests: &[GenerationRequest]) -> Result<(), GenerateError> {
+fn check_chain_requests(requests: &[GenerationRequest]) -> Result<(), GenerateError> {
     match requests.iter().position(|r| r.n != 1) {
-        Some(request) => Err(chain_step_error(request, requests[request].n)),
+        Some(request) => Err(GenerateError::InvalidRequest {
+            request,
+            reason: format!(
+                "a chain step is one answer, not n = {}",
+                requests[request].n
+            ),
+        }),
         None => Ok(()),
     }
 }
 
-fn chain_step_error(request: usize, n: usize) -> GenerateError {
-    GenerateError::InvalidRequest {
-        request,
-        reason: format!("a chain step is one answer, not n = {n}"),
+impl GenerateError {
+    /// This error with a refused request's index mapped through `owners` (request `i` of a
+    /// sub-batch is `owners[i]` of the caller's).
+    pub fn for_owners(self, owners: &[usize]) -> Self {
+        match self {
+            GenerateError::InvalidRequest { request, reason } => GenerateError::InvalidRequest {
+                request: owners[request],
+                reason,
+            },
+            other => other,
+        }
+    }
+}
+
+impl GenerationEvent {
+    /// The `(request, sample)` the event is about.
+    pub fn ids(&self) -> (usize, usize) {
+        match self {
+            GenerationEvent::Token {
+                request, sample, ..
+            }
+            | GenerationEvent::Finished {
+                request, sample, ..
+            } => (*request, *sample),
+        }
+    }
+
+    /// The same event about `(request, sample)`.
+    pub fn retagged(self, request: usize, sample: usize) -> Self {
+        match self {
+            GenerationEvent::Token { text, .. } => GenerationEvent::Token {
+                request,
+                sample,
+                text,
+            },
+            GenerationEvent::Finished { stopped, .. } => GenerationEvent::Finished {
+                request,
+                sample,
+                stopped,
+            },
+        }
     }
 }
 
@@ -183,34 +226,13 @@ pub trait Generator {
             let steps: Vec<usize> = owners.iter().map(|&c| chains[c].len()).collect();
             let mut cancelled = false;
             let mut forward = |event: GenerationEvent| {
-                let event = match event {
-                    GenerationEvent::Token { request, text, .. } => GenerationEvent::Token {
-                        request: owners[request],
-                        sample: steps[request],
-                        text,
-                    },
-                    GenerationEvent::Finished {
-                        request, stopped, ..
-                    } => GenerationEvent::Finished {
-                        request: owners[request],
-                        sample: steps[request],
-                        stopped,
-                    },
-                };
-                cancelled = !events(event);
+                let (request, _) = event.ids();
+                cancelled = !events(event.retagged(owners[request], steps[request]));
                 !cancelled
             };
             let results = self
                 .generate_batch(&batch, &mut forward)
-                .map_err(|e| match e {
-                    GenerateError::InvalidRequest { request, reason } => {
-                        GenerateError::InvalidRequest {
-                            request: owners[request],
-                            reason,
-                        }
-                    }
-                    other => other,
-                })?;
+                .map_err(|e| e.for_owners(&owners))?;
             for (&c, samples) in owners.iter().zip(results) {
                 chains[c].extend(samples.into_iter().take(1));
             }

@@ -23,7 +23,7 @@ pub mod train;
 pub use eval::{EvalAnswer, EvalMeasure, EvalMetric, EvalSubject};
 pub use generate::{
     ChatMessage, Completion, FollowUp, GenerateError, GenerationEvent, GenerationRequest,
-    Generator, Role, check_chain_requests,
+    Generator, Role,
 };
 pub use kinds::{
     AdapterFormat, ExportFormat, GenerationKind, PairKind, ParseKindError, ReviewState, RoundState,

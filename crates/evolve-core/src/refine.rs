@@ -217,23 +217,12 @@ pub fn refine_chains(
                 })
             },
             &mut |event| {
-                let (GenerationEvent::Token {
-                    request: i, sample, ..
-                }
-                | GenerationEvent::Finished {
-                    request: i, sample, ..
-                }) = event;
-                events(owners[i], tagged(event, offset[i] + sample))
+                let (i, sample) = event.ids();
+                events(owners[i], event.retagged(offset[i] + sample, 0))
             },
         )
         // A refused request is reported by its chain's index, which is what callers know.
-        .map_err(|e| match e {
-            GenerateError::InvalidRequest { request, reason } => GenerateError::InvalidRequest {
-                request: owners[request],
-                reason,
-            },
-            other => other,
-        })?;
+        .map_err(|e| e.for_owners(&owners))?;
     for (i, completions) in generated.into_iter().enumerate() {
         let c = owners[i];
         for completion in completions {
@@ -249,22 +238,6 @@ pub fn refine_chains(
         }
     }
     Ok(chains)
-}
-
-/// `event` as refine_chains reports it: `request` is the step, `sample` 0.
-fn tagged(event: GenerationEvent, step: usize) -> GenerationEvent {
-    match event {
-        GenerationEvent::Token { text, .. } => GenerationEvent::Token {
-            request: step,
-            sample: 0,
-            text,
-        },
-        GenerationEvent::Finished { stopped, .. } => GenerationEvent::Finished {
-            request: step,
-            sample: 0,
-            stopped,
-        },
-    }
 }
 
 #[cfg(test)]

@@ -228,10 +228,7 @@ impl LlamaEngine {
         if let Some(r) = requests.iter().position(|r| r.n != 1) {
             return Err(LlamaError::Request {
                 request: r,
-                source: Box::new(LlamaError::Decode(format!(
-                    "a chain step is one answer, not n = {}",
-                    requests[r].n
-                ))),
+                source: Box::new(LlamaError::ChainStep(requests[r].n)),
             });
         }
         self.run_jobs(requests, Some(follow), events)

@@ -27,6 +27,9 @@ pub enum LlamaError {
     ChatTemplate { path: PathBuf, reason: String },
     #[error("empty prompt: nothing to condition the model on")]
     EmptyPrompt,
+    /// A chain's request asked for `n` answers; a chain step is one.
+    #[error("a chain step is one answer, not n = {0}")]
+    ChainStep(usize),
     /// A batch request that cannot run, with its index, so callers can name the prompt.
     #[error("request {request}: {source}")]
     Request {

@@ -3,8 +3,7 @@
 use crate::LlamaError;
 use crate::engine::LlamaEngine;
 use evolve_core::{
-    ChatMessage, Completion, FollowUp, GenerateError, GenerationEvent, GenerationRequest,
-    Generator, check_chain_requests,
+    ChatMessage, Completion, FollowUp, GenerateError, GenerationEvent, GenerationRequest, Generator,
 };
 
 impl From<LlamaError> for GenerateError {
@@ -38,7 +37,6 @@ impl Generator for LlamaEngine {
         follow: &mut dyn FnMut(usize, &[Completion]) -> Option<FollowUp>,
         events: &mut dyn FnMut(GenerationEvent) -> bool,
     ) -> Result<Vec<Vec<Completion>>, GenerateError> {
-        check_chain_requests(requests)?;
         Ok(LlamaEngine::generate_chains(
             self, requests, follow, events,
         )?)

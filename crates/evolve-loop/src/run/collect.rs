@@ -58,47 +58,8 @@ impl Orchestrator<'_> {
         for chunk in todo.chunks(self.config.chunk_prompts * n) {
             if self.refines_in_collection() {
                 self.collect_chains(r, round, chunk, adapter)?;
-                done += chunk.len();
-                self.report(Progress::Work {
-                    round: r,
-                    state: RoundState::Collecting,
-                    done,
-                    total,
-                })?;
-                continue;
-            }
-            let mut requests = Vec::with_capacity(chunk.len());
-            for (p, s) in chunk {
-                let prompt = self
-                    .engines
-                    .generator
-                    .format_chat(&self.config.template.render_question(&p.prompt))?;
-                let sampler = SamplerConfig {
-                    seed: seed_for(self.config.sampler.seed, r, p.id, *s),
-                    ..self.config.sampler.clone()
-                };
-                requests.push(GenerationRequest::new(prompt, sampler, 1));
-            }
-            let results = self
-                .generate(&requests)
-                .map_err(|e| name_prompt(e, |r| chunk[r].0))?;
-            for (((p, s), request), completions) in chunk.iter().zip(&requests).zip(results) {
-                let c = completions
-                    .into_iter()
-                    .next()
-                    .expect("one sample per request");
-                self.store.insert_generation(&NewGeneration {
-                    round_id: Some(round.id),
-                    prompt_id: Some(p.id),
-                    sample_index: *s as i64,
-                    adapter_id: adapter,
-                    ..NewGeneration::from_completion(
-                        GenerationKind::Sample,
-                        &c,
-                        request.prompt.clone(),
-                        request.sampler.clone(),
-                    )
-                })?;
+            } else {
+                self.collect_samples(r, round, chunk, adapter)?;
             }
             done += chunk.len();
             self.report(Progress::Work {
@@ -109,6 +70,65 @@ impl Orchestrator<'_> {
             })?;
         }
         Ok(())
+    }
+
+    /// A chunk's answers, stored once the whole chunk is done.
+    fn collect_samples(
+        &mut self,
+        r: usize,
+        round: &Round,
+        chunk: &[(&Prompt, usize)],
+        adapter: Option<AdapterId>,
+    ) -> Result<(), RunError> {
+        let mut requests = Vec::with_capacity(chunk.len());
+        for (p, s) in chunk {
+            let prompt = self
+                .engines
+                .generator
+                .format_chat(&self.config.template.render_question(&p.prompt))?;
+            let sampler = SamplerConfig {
+                seed: seed_for(self.config.sampler.seed, r, p.id, *s),
+                ..self.config.sampler.clone()
+            };
+            requests.push(GenerationRequest::new(prompt, sampler, 1));
+        }
+        let results = self
+            .generate(&requests)
+            .map_err(|e| name_prompt(e, |r| chunk[r].0))?;
+        for (((p, s), request), completions) in chunk.iter().zip(requests).zip(results) {
+            let c = completions
+                .into_iter()
+                .next()
+                .expect("one sample per request");
+            self.store_sample(round, (p.id, *s), &c, request.prompt, adapter)?;
+        }
+        Ok(())
+    }
+
+    /// Stores sample `s` of prompt `p`, drawn with the run's sampler and `c`'s seed.
+    fn store_sample(
+        &mut self,
+        round: &Round,
+        (p, s): (PromptId, usize),
+        c: &evolve_core::Completion,
+        prompt: String,
+        adapter: Option<AdapterId>,
+    ) -> Result<evolve_store::GenerationId, RunError> {
+        Ok(self.store.insert_generation(&NewGeneration {
+            round_id: Some(round.id),
+            prompt_id: Some(p),
+            sample_index: s as i64,
+            adapter_id: adapter,
+            ..NewGeneration::from_completion(
+                GenerationKind::Sample,
+                c,
+                prompt,
+                SamplerConfig {
+                    seed: c.seed,
+                    ..self.config.sampler.clone()
+                },
+            )
+        })?)
     }
 
     /// Whether this round's answers are refined: then each answer is refined as soon as it is
@@ -157,22 +177,8 @@ impl Orchestrator<'_> {
         for ((p, s), mut chain) in chunk.iter().zip(chains) {
             let refinements = chain.split_off(1);
             let first = chain.pop().expect("a chain starts with its answer");
-            let c = first.completion;
-            let parent = self.store.insert_generation(&NewGeneration {
-                round_id: Some(round.id),
-                prompt_id: Some(p.id),
-                sample_index: *s as i64,
-                adapter_id: adapter,
-                ..NewGeneration::from_completion(
-                    GenerationKind::Sample,
-                    &c,
-                    first.prompt,
-                    SamplerConfig {
-                        seed: c.seed,
-                        ..self.config.sampler.clone()
-                    },
-                )
-            })?;
+            let parent =
+                self.store_sample(round, (p.id, *s), &first.completion, first.prompt, adapter)?;
             self.store_refinements(round, (p.id, *s), parent, 0, refinements, &sampler, adapter)?;
         }
         Ok(())
