@@ -202,25 +202,7 @@ fn models_add_registers_once_and_lists() {
 
 /// A copy of the tiny model without `tokenizer.chat_template`, as `dir/name`.
 fn model_without_template(dir: &Path, name: &str) -> PathBuf {
-    use evolve::gguf::{GgufWriter, TensorData};
-    let source = evolve::gguf::read_path(&tiny_model(dir, "q8_0")).unwrap();
-    let mut w = GgufWriter::new();
-    for (key, value) in &source.metadata {
-        if key != "tokenizer.chat_template" && key != "general.alignment" {
-            w.add_metadata(key.clone(), value.clone());
-        }
-    }
-    for t in &source.tensors {
-        let bytes = source.read_tensor_bytes(&t.name).unwrap();
-        let data = TensorData::Raw {
-            ggml_type: t.ggml_type,
-            bytes,
-        };
-        w.add_tensor(t.name.clone(), t.dims.clone(), data).unwrap();
-    }
-    let path = dir.join(name);
-    w.write_to_path(&path).unwrap();
-    path
+    evolve_testkit::vocab_gguf::without_chat_template(&tiny_model(dir, "q8_0"), &dir.join(name))
 }
 
 #[test]

@@ -7,34 +7,16 @@ mod common;
 use common::{options, tiny_path};
 use evolve_core::{ChatMessage, PromptFormat};
 use evolve_gguf::tiny::WeightType;
-use evolve_gguf::{GgufWriter, TensorData};
 use evolve_llama::{EngineOptions, LlamaEngine, LlamaError};
 
 const CHATML_TURN: &str = "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n";
 
 /// A copy of the tiny model without `tokenizer.chat_template`, as `dir/name`.
 fn model_without_template(dir: &std::path::Path, name: &str) -> std::path::PathBuf {
-    let source = evolve_gguf::read_path(&tiny_path(WeightType::F32)).unwrap();
-    let mut w = GgufWriter::new();
-    for (key, value) in &source.metadata {
-        if key != "tokenizer.chat_template" && key != "general.alignment" {
-            w.add_metadata(key.clone(), value.clone());
-        }
-    }
-    for t in &source.tensors {
-        let bytes = source.read_tensor_bytes(&t.name).unwrap();
-        w.add_tensor(
-            t.name.clone(),
-            t.dims.clone(),
-            TensorData::Raw {
-                ggml_type: t.ggml_type,
-                bytes,
-            },
-        )
-        .unwrap();
-    }
-    let path = dir.join(name);
-    w.write_to_path(&path).unwrap();
+    let path = evolve_testkit::vocab_gguf::without_chat_template(
+        &tiny_path(WeightType::F32),
+        &dir.join(name),
+    );
     assert!(
         evolve_gguf::read_path(&path)
             .unwrap()

@@ -10,6 +10,28 @@ use serde_json::Value as Json;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+/// A copy of the GGUF `source` without its `tokenizer.chat_template`, at `out`: a model file as
+/// base models ship (the alignment key is dropped too, the writer sets its own).
+pub fn without_chat_template(source: &Path, out: &Path) -> PathBuf {
+    let source = evolve_gguf::read_path(source).unwrap();
+    let mut w = GgufWriter::new();
+    for (key, value) in &source.metadata {
+        if key != "tokenizer.chat_template" && key != "general.alignment" {
+            w.add_metadata(key.clone(), value.clone());
+        }
+    }
+    for t in &source.tensors {
+        let bytes = source.read_tensor_bytes(&t.name).unwrap();
+        let data = evolve_gguf::TensorData::Raw {
+            ggml_type: t.ggml_type,
+            bytes,
+        };
+        w.add_tensor(t.name.clone(), t.dims.clone(), data).unwrap();
+    }
+    w.write_to_path(out).unwrap();
+    out.to_path_buf()
+}
+
 /// A GGUF holding only `package`'s byte-level BPE vocabulary (and chat template), as llama.cpp's
 /// converter writes one.
 pub fn bpe_vocab_gguf(
